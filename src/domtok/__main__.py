@@ -1,0 +1,5 @@
+import sys
+
+from domtok.cli import main
+
+sys.exit(main())

@@ -1,0 +1,198 @@
+"""Configs: dataclasses filled from YAML plus dotted `key=value` overrides from the command line.
+
+Every stage has one config dataclass (PretrainConfig, SFTConfig, ...) defined next to its
+loop. This module only knows how to fill such a dataclass from nested dicts, apply overrides,
+hash the fully resolved result, and save it beside a run's outputs. The hash is what makes a
+stage's output reusable: same hash, same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from domtok.errors import DomtokError
+
+T = TypeVar("T")
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(DomtokError, ValueError):
+    """A config file or override that cannot be applied; the message names the key and the fix."""
+
+
+def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
+    """A path to a YAML file, or the name of a shipped preset (`tiny`, `gpt2-124m-10b`)."""
+    p = Path(name_or_path)
+    if p.exists():
+        return p
+    preset = PRESET_DIR / f"{name_or_path}.yaml"
+    if preset.exists():
+        return preset
+    names = sorted(q.stem for q in PRESET_DIR.glob("*.yaml"))
+    raise ConfigError(f"config {str(name_or_path)!r} is neither a file nor a preset; presets: {', '.join(names)}")
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    path = resolve_config_path(path)
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys to values")
+    return data
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`train.lr=3e-4` -> (['train', 'lr'], 0.0003). Values are parsed as YAML scalars/lists."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.sub=value")
+    key, raw = item.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r} has an empty key part")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
+    """Return a deep copy of `data` with each dotted override set (creating nested dicts)."""
+    out = json.loads(json.dumps(data))
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        node = out
+        for k in keys[:-1]:
+            nxt = node.get(k)
+            if nxt is None:
+                nxt = node[k] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {item!r}: {k!r} is a value, not a section")
+            node = nxt
+        node[keys[-1]] = value
+    return out
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    """Convert a YAML value to the annotated field type, recursing into dataclasses."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        for a in args:
+            try:
+                return _coerce(a, value, where)
+            except (ConfigError, TypeError, ValueError):
+                continue
+        raise ConfigError(f"{where}: value {value!r} does not fit {tp}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a section (mapping), got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (arg,) = typing.get_args(tp)[:1] or (Any,)
+        items = [_coerce(arg, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        # YAML 1.1 reads `3e-4` (no dot) as a string; accept it as the number it means.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
+    """Build dataclass `cls` from a nested dict; unknown keys are an error naming the valid ones."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(fields)}")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def config_hash(cfg: Any) -> str:
+    """Stable short hash of a resolved config (dataclass or dict): same hash, same run."""
+    data = to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_config(cls: type[T], path: str | os.PathLike | None, overrides: list[str] | None = None,
+                section: str | None = None) -> T:
+    """Load `cls` from a YAML file (optionally one `section` of it), then apply overrides."""
+    data: dict = {}
+    if path is not None:
+        data = load_yaml(path)
+        if section is not None and section in data and isinstance(data[section], dict):
+            data = data[section]
+    data = apply_overrides(data, overrides)
+    return from_dict(cls, data, where=str(path) if path else "config")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a file so that a reader sees either the old content or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def save_resolved(cfg: Any, out_dir: str | os.PathLike, name: str = "config.yaml") -> str:
+    """Save the resolved config beside a stage's outputs; returns its hash (also written)."""
+    h = config_hash(cfg)
+    data = to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    atomic_write_text(Path(out_dir) / name, f"# config_hash: {h}\n" + yaml.safe_dump(data, sort_keys=False))
+    return h
