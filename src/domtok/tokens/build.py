@@ -1,0 +1,232 @@
+"""`domtok tokenizer build|fix`: train a small BPE, or repair a model dir's tokenizer files.
+
+    domtok tokenizer build --base bpe-4096 --corpus PATH --out DIR
+        trains a byte-level BPE of 4096 base ids on a corpus (.txt, .jsonl, .json, or a folder
+        of them) and saves it as a domtok tokenizer; `load_tokenizer(DIR, condition)` then
+        gives any condition with the standard layout.
+
+    domtok tokenizer fix MODEL_DIR [--condition C]
+        re-writes the tokenizer files of an existing model dir (domtok or Hugging Face) with
+        the layout and flags domtok uses. The reference study exported models whose domain
+        tokens were registered as *special* tokens (dropped by skip_special_tokens) and whose
+        pad token was EOS; this makes their HF tokenizer right without touching the weights.
+        It refuses when the dir's domain-token ids differ from domtok's layout: that cannot
+        be fixed by re-writing a tokenizer (the embedding rows would be wrong).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Iterator
+
+from domtok.config import atomic_write_json
+from domtok.errors import DomtokError
+from domtok.tokens.sets import TOKEN_SETS
+from domtok.tokens.tokenizer import (EOT, GPT2_BASE_VOCAB_SHA256, META_FILE, Tokenizer, read_hf_vocab_merges,
+                                     train_bpe, vocab_sha256)
+
+CORPUS_SUFFIXES = (".txt", ".jsonl", ".json")
+CHUNK_CHARS = 1 << 16  # .txt files are fed to the trainer in pieces of about this size
+
+
+# ---- build ------------------------------------------------------------------------------
+
+
+def record_text(rec) -> str | None:
+    """The text of one corpus record: `text`, GSM-style question+answer, chat messages, or None."""
+    if isinstance(rec, str):
+        return rec
+    if not isinstance(rec, dict):
+        return None
+    if isinstance(rec.get("text"), str):
+        return rec["text"]
+    if isinstance(rec.get("question"), str) and isinstance(rec.get("answer"), str):
+        return rec["question"] + "\n" + rec["answer"]
+    if isinstance(rec.get("messages"), list):
+        parts = [m.get("content") for m in rec["messages"] if isinstance(m, dict)]
+        parts = [p for p in parts if isinstance(p, str)]
+        return "\n".join(parts) if parts else None
+    return None
+
+
+def read_corpus(path, stats: dict | None = None) -> Iterator[str]:
+    """Texts from a .txt/.jsonl/.json file or a folder of them (sorted, recursive)."""
+    path = Path(path)
+    stats = {} if stats is None else stats
+    stats.setdefault("documents", 0)
+    stats.setdefault("skipped", [])
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in CORPUS_SUFFIXES)
+        if not files:
+            raise DomtokError(f"{path}: no {'/'.join(CORPUS_SUFFIXES)} files in this folder; pass a corpus file or folder")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise DomtokError(f"{path}: no such corpus file or folder; pass --corpus PATH to text (.txt/.jsonl/.json)")
+    for f in files:
+        if f.suffix == ".jsonl":
+            with open(f, encoding="utf-8") as fh:
+                for lineno, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        text = record_text(json.loads(line))
+                    except json.JSONDecodeError:
+                        text = None
+                    if text is None:
+                        stats["skipped"].append(f"{f}:{lineno}")
+                        continue
+                    stats["documents"] += 1
+                    yield text
+        elif f.suffix == ".json":
+            try:
+                data = json.loads(f.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as e:
+                raise DomtokError(f"{f}: not valid JSON ({e}); use a JSON list of records or .jsonl") from e
+            for k, rec in enumerate(data if isinstance(data, list) else [data]):
+                text = record_text(rec)
+                if text is None:
+                    stats["skipped"].append(f"{f}[{k}]")
+                    continue
+                stats["documents"] += 1
+                yield text
+        else:  # .txt (or a file named explicitly): whole lines, in chunks
+            stats["documents"] += 1
+            with open(f, encoding="utf-8", errors="replace") as fh:
+                buf, size = [], 0
+                for line in fh:
+                    buf.append(line)
+                    size += len(line)
+                    if size >= CHUNK_CHARS:
+                        yield "".join(buf)
+                        buf, size = [], 0
+                if buf:
+                    yield "".join(buf)
+
+
+def parse_bpe_base(base: str) -> int:
+    if base.startswith("bpe-") and base[4:].isdigit():
+        return int(base[4:])
+    raise DomtokError(f"--base {base!r}: expected bpe-N (e.g. bpe-4096); gpt2 needs no building")
+
+
+def build(base: str, corpus, out_dir, max_docs: int | None = None) -> Tokenizer:
+    vocab_size = parse_bpe_base(base)
+    stats: dict = {}
+    texts = read_corpus(corpus, stats)
+    if max_docs is not None:
+        texts = (t for k, t in enumerate(texts) if k < max_docs)
+    train_bpe(texts, vocab_size, out_dir, name=base)
+    if stats["documents"] == 0:
+        raise DomtokError(f"{corpus}: no usable text (skipped {len(stats['skipped'])} records)")
+    tok = Tokenizer.load(out_dir)
+    atomic_write_json(Path(out_dir) / "bpe_train.json", {
+        "base": base, "corpus": str(corpus), "documents": stats["documents"],
+        "skipped": len(stats["skipped"]), "skipped_examples": stats["skipped"][:20],
+        "n_base": tok.n_base, "vocab_size": tok.vocab_size,
+    })
+    return tok
+
+
+# ---- fix --------------------------------------------------------------------------------
+
+
+def read_model_tokenizer(model_dir: Path, condition: str | None) -> tuple[Tokenizer, list[str]]:
+    """The domtok Tokenizer a model dir SHOULD have, and notes on what its files had wrong."""
+    notes: list[str] = []
+    if (model_dir / META_FILE).exists():
+        tok = Tokenizer.load(model_dir)
+        if condition is not None and condition != tok.condition:
+            notes.append(f"condition {tok.condition} -> {condition}")
+            tok = tok.with_condition(condition)
+        return tok, notes
+
+    hf_path = model_dir / "tokenizer.json"
+    if not hf_path.exists():
+        raise DomtokError(f"{model_dir}: no {META_FILE} or tokenizer.json; `tokenizer fix` needs a domtok "
+                          f"or Hugging Face model dir with its tokenizer files")
+    vocab, merges = read_hf_vocab_merges(hf_path)
+    added = json.loads(hf_path.read_text(encoding="utf-8")).get("added_tokens", [])
+    base = "gpt2" if vocab_sha256(vocab) == GPT2_BASE_VOCAB_SHA256 else f"bpe-{len(vocab) + 1}"
+    # Domain tokens the file holds (special or not), per registered set.
+    found = {name: {t["content"]: t for t in added if s.canonical_text(t["content"]) == t["content"]}
+             for name, s in TOKEN_SETS.items()}
+    found = {k: v for k, v in found.items() if v}
+    if condition is None:
+        if len(found) > 1:
+            raise DomtokError(f"{hf_path}: tokens of several sets {sorted(found)}; pass --condition")
+        condition = f"{next(iter(found))}_tokens" if found else "baseline"
+    tok = Tokenizer(base, condition, TOKEN_SETS[next(iter(found))] if found else
+                    TOKEN_SETS["mul"], vocab, merges).with_condition(condition)
+    for name, tokens in found.items():
+        wrong = [f"{c}={t['id']} (domtok {tok.domain_ids.get(c)})" for c, t in tokens.items()
+                 if tok.domain_ids.get(c) != t["id"]]
+        if wrong:
+            raise DomtokError(f"{hf_path}: domain token ids differ from domtok's layout: {', '.join(wrong[:5])}; "
+                              f"re-writing the tokenizer cannot fix this (the embedding rows would be wrong)")
+        special = sum(1 for t in tokens.values() if t.get("special"))
+        if special:
+            notes.append(f"{special} {name} tokens were special (dropped by skip_special_tokens) -> ordinary")
+    cfg_path = model_dir / "tokenizer_config.json"
+    if cfg_path.exists():
+        try:
+            pad = json.loads(cfg_path.read_text(encoding="utf-8")).get("pad_token")
+        except json.JSONDecodeError:
+            pad = None
+        if isinstance(pad, dict):
+            pad = pad.get("content")
+        if pad == EOT:
+            notes.append(f"pad_token was {EOT} (= eos, masks EOS labels) -> {tok.pad_token}")
+    config_path = model_dir / "config.json"
+    if config_path.exists():
+        try:
+            n_model = json.loads(config_path.read_text(encoding="utf-8")).get("vocab_size")
+        except json.JSONDecodeError:
+            n_model = None
+        if isinstance(n_model, int) and n_model < tok.vocab_size:
+            if tok.uses_domain_tokens and n_model < tok.domain_start + len(tok.token_set.tokens):
+                raise DomtokError(f"{config_path}: vocab_size {n_model} is too small for the domain tokens "
+                                  f"(need {tok.domain_start + len(tok.token_set.tokens)})")
+            notes.append(f"model vocab_size {n_model} < tokenizer's {tok.vocab_size}: ids >= {n_model} are "
+                         f"padding, never produced by encode")
+    return tok, notes
+
+
+def fix(model_dir, condition: str | None = None) -> list[str]:
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise DomtokError(f"{model_dir}: no such model dir")
+    tok, notes = read_model_tokenizer(model_dir, condition)
+    tok.save(model_dir)
+    stale = model_dir / "added_tokens.json"  # slow-tokenizer file; its tokens would be re-added
+    if stale.exists():
+        stale.unlink()
+        notes.append("removed stale added_tokens.json")
+    return [f"{tok!r}"] + notes
+
+
+# ---- CLI --------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    b = sub.add_parser("build", help="train a byte-level BPE tokenizer on a corpus")
+    b.add_argument("--base", default="bpe-4096", help="bpe-N: N base ids incl. EOT (default bpe-4096)")
+    b.add_argument("--corpus", required=True, help=".txt/.jsonl/.json file or a folder of them")
+    b.add_argument("--out", required=True, help="output dir (a saved domtok tokenizer)")
+    b.add_argument("--max-docs", type=int, default=None, help="train on at most this many documents")
+    f = sub.add_parser("fix", help="re-write a model dir's tokenizer files with domtok's layout and flags")
+    f.add_argument("model_dir")
+    f.add_argument("--condition", default=None, help="baseline | mul_tokens (default: what the dir holds)")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.action == "build":
+        tok = build(args.base, args.corpus, args.out, args.max_docs)
+        print(f"wrote {args.out}: {tok!r}")
+    else:
+        for line in fix(args.model_dir, args.condition):
+            print(line)
+    return 0

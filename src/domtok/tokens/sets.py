@@ -1,0 +1,152 @@
+"""Domain token sets: the atomic fact tokens a domain condition adds to the vocabulary.
+
+A token set is data, not code: a tuple of `DomainToken`s in canonical (= id) order and a
+regex that recognises their texts. The first set is the 45 single-digit multiplication
+facts `<MUL_a_b_c>` (1 <= a <= b <= 9, c = a*b). `9 x 6` and `6 x 9` are the same fact, so
+the non-canonical text `<MUL_9_6_54>` maps to the canonical `<MUL_6_9_54>`.
+
+Adding a set is a local change: call `fact_token_set` with an op and ranges and put the
+result in `TOKEN_SETS`, e.g. addition facts:
+
+    fact_token_set("add", "ADD", "+", lambda a, b: a + b, range(0, 10))
+
+The id layout (where a set's tokens land in the vocabulary) is the tokenizer's business,
+see `domtok.tokens.tokenizer`.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from domtok.errors import DomtokError
+
+
+@dataclass(frozen=True)
+class DomainToken:
+    text: str                   # "<MUL_6_9_54>"
+    value: int                  # 54
+    op: str                     # "*"
+    operands: tuple[int, ...]   # (6, 9)
+
+
+@dataclass(frozen=True)
+class DomainTokenSet:
+    name: str                        # "mul"
+    tokens: tuple[DomainToken, ...]  # canonical order = id order
+    text_pattern: str                # regex for token texts, incl. non-canonical ones
+    commutative: bool = True         # operand order does not matter: <MUL_9_6_54> == <MUL_6_9_54>
+
+    def by_text(self) -> dict[str, DomainToken]:
+        return self._by_text
+
+    @functools.cached_property
+    def _by_text(self) -> dict[str, DomainToken]:
+        return {t.text: t for t in self.tokens}
+
+    @functools.cached_property
+    def regex(self) -> re.Pattern:
+        return re.compile(self.text_pattern)
+
+    @functools.cached_property
+    def prefix(self) -> str:
+        """Common start of every token text ("<MUL_"): a cheap `in` test before any regex."""
+        texts = [t.text for t in self.tokens]
+        p = texts[0]
+        for t in texts[1:]:
+            while not t.startswith(p):
+                p = p[:-1]
+        return p
+
+    def canonical_text(self, text: str) -> str | None:
+        """"<MUL_9_6_54>" -> "<MUL_6_9_54>"; a wrong product or a foreign text -> None."""
+        if text in self._by_text:
+            return text
+        if not self.commutative or not self.regex.fullmatch(text):
+            return None
+        # "<NAME_o1_..._on_value>": keep the operand strings as written (so "06" stays
+        # "06" and matches nothing) and only reorder them.
+        parts = text[1:-1].split("_")
+        head, operands, value = parts[0], parts[1:-1], parts[-1]
+        if not all(o.isdigit() for o in operands):
+            return None
+        operands = sorted(operands, key=int)
+        canon = f"<{head}_{'_'.join(operands)}_{value}>"
+        return canon if canon in self._by_text else None
+
+    def canonicalize(self, text: str) -> str:
+        """Rewrite every non-canonical token text in `text` to its canonical form."""
+        if self.prefix not in text:
+            return text
+        return self.regex.sub(lambda m: self.canonical_text(m.group(0)) or m.group(0), text)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "text_pattern": self.text_pattern,
+            "commutative": self.commutative,
+            "tokens": [{"text": t.text, "value": t.value, "op": t.op, "operands": list(t.operands)}
+                       for t in self.tokens],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "token set") -> "DomainTokenSet":
+        try:
+            tokens = tuple(DomainToken(str(t["text"]), int(t["value"]), str(t["op"]),
+                                       tuple(int(o) for o in t["operands"])) for t in d["tokens"])
+            out = cls(str(d["name"]), tokens, str(d["text_pattern"]), bool(d.get("commutative", True)))
+            re.compile(out.text_pattern)
+        except (KeyError, TypeError, ValueError, re.error) as e:
+            raise DomtokError(f"{where}: malformed token set ({e!r}); re-save the tokenizer with `domtok tokenizer fix`") from e
+        if not tokens or len({t.text for t in tokens}) != len(tokens):
+            raise DomtokError(f"{where}: token set {out.name!r} is empty or has duplicate texts")
+        return out
+
+
+def fact_token_set(name: str, head: str, op: str, fn: Callable[[int, int], int],
+                   a_range: Iterable[int], b_range: Iterable[int] | None = None,
+                   commutative: bool = True) -> DomainTokenSet:
+    """A set of binary-fact tokens `<HEAD_a_b_c>` with c = fn(a, b), in order a, then b.
+
+    With `commutative`, only a <= b is kept (one token per fact) and the reversed text is
+    accepted as an alias by `canonical_text`.
+    """
+    a_values = list(a_range)
+    b_values = list(a_values if b_range is None else b_range)
+    tokens = []
+    for a in a_values:
+        for b in b_values:
+            if commutative and b < a:
+                continue
+            c = fn(a, b)
+            tokens.append(DomainToken(f"<{head}_{a}_{b}_{c}>", c, op, (a, b)))
+    return DomainTokenSet(name, tuple(tokens), rf"<{head}_\d+_\d+_\d+>", commutative)
+
+
+MUL = fact_token_set("mul", "MUL", "*", operator.mul, range(1, 10))
+
+# The registry of sets a condition can name. A new set goes here (and nowhere else).
+TOKEN_SETS: dict[str, DomainTokenSet] = {"mul": MUL}
+
+
+def get_token_set(name: str) -> DomainTokenSet:
+    if name not in TOKEN_SETS:
+        raise DomtokError(f"unknown token set {name!r}; known sets: {sorted(TOKEN_SETS)}")
+    return TOKEN_SETS[name]
+
+
+def condition_token_set(condition: str) -> str | None:
+    """The default set of a condition: "baseline" -> None, "mul_tokens" -> "mul".
+
+    A condition "<set>_tokens" names a registered set. Anything else must have its set
+    declared in the experiment spec, so an unknown name is an error, not a silent baseline.
+    """
+    if condition == "baseline":
+        return None
+    if condition.endswith("_tokens") and condition[: -len("_tokens")] in TOKEN_SETS:
+        return condition[: -len("_tokens")]
+    raise DomtokError(f"unknown condition {condition!r}: use 'baseline' or one of "
+                      f"{[s + '_tokens' for s in sorted(TOKEN_SETS)]}, or declare its token set in the experiment spec")

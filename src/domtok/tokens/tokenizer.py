@@ -1,0 +1,545 @@
+"""Tokenizers: GPT-2's BPE (via tiktoken) or a small trained byte-level BPE, plus domain tokens.
+
+Both bases are the same kind of object: a byte-level BPE given by a vocabulary (token
+string in GPT-2's byte-to-unicode alphabet -> id) and merge rules, with `<|endoftext|>` as
+the LAST base id (GPT-2: 50256). On top of the base sits one id layout for every condition:
+
+    [0, n_base)                     base ids, EOT = n_base - 1
+    [n_base, domain_start)          padding up to a multiple of 64
+    [domain_start, +len(set))       the token set in canonical order (<MUL_1_1_1> = 50304 ...)
+    [.., vocab_size)                padding up to a multiple of 64 (50368 for gpt2 + mul)
+
+The baseline has the same layout (same embedding size); its domain ids are reserved: never
+produced by `encode`, decoded like padding (to ""), exported to HF as padding tokens.
+
+Rules that the reference study learnt the hard way:
+- literal "<|endoftext|>" inside a document is ordinary text: it never raises and never
+  becomes the EOT id (EOT is appended as an id by whoever builds a sequence);
+- domain tokens are ORDINARY vocabulary: they decode to their text and survive HF's
+  `skip_special_tokens=True`;
+- pad != eos in the HF export (pad == eos got every EOS label masked).
+
+Encoding speed matters (`domtok prepare` tokenizes billions of bytes): gpt2 encodes with
+tiktoken, domain texts registered as tiktoken special tokens and allowed explicitly, so a
+domain condition costs one `in` test per text over plain `encode_ordinary`. The trained BPE
+encodes with the `tokenizers` library from exactly the tokenizer.json that is exported.
+Non-canonical texts (`<MUL_9_6_54>`) are mapped to the canonical id by domtok's `encode`
+only; the exported HF tokenizer knows the canonical texts (all the injector writes).
+
+On disk (`save`/`load`): `domtok_tokenizer.json` (base, condition, layout, token set, base
+vocabulary hash) next to the Hugging Face files. The HF `tokenizer.json` holds the whole
+vocabulary and merges, so a saved gpt2 tokenizer loads offline anywhere without GPT-2's
+original files and without duplicating them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Iterable
+
+from domtok.config import atomic_write_json, atomic_write_text
+from domtok.errors import DomtokError
+from domtok.tokens.sets import TOKEN_SETS, DomainTokenSet, condition_token_set, get_token_set
+
+EOT = "<|endoftext|>"
+META_FILE = "domtok_tokenizer.json"
+HF_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+# tiktoken's r50k/gpt2 pre-tokenizer regex (tiktoken_ext.openai_public.r50k_pat_str)
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# sha256 of GPT-2's original files, as tiktoken checks them (openai/gpt-2 encodings/main)
+GPT2_VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
+GPT2_ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
+# sha256 of GPT-2's base vocabulary as `vocab_sha256` computes it: identifies a saved or
+# foreign tokenizer.json as GPT-2's without its original files
+GPT2_BASE_VOCAB_SHA256 = "a887731215f03206f7170dafaf74b969e3b605d69bfb7e23a78114f9d9a49c4b"
+MODEL_MAX_LENGTH = 1024
+
+
+def round_up(n: int, multiple: int = 64) -> int:
+    return -(-n // multiple) * multiple
+
+
+@functools.lru_cache(maxsize=1)
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable unicode map (the alphabet of byte-level BPE)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+@functools.lru_cache(maxsize=1)
+def _unicode_to_byte() -> dict[str, int]:
+    return {c: b for b, c in bytes_to_unicode().items()}
+
+
+def token_bytes(token: str) -> bytes:
+    """A byte-level vocabulary string ("Ġworld") -> the bytes it stands for (b" world")."""
+    u2b = _unicode_to_byte()
+    return bytes(u2b[c] for c in token)
+
+
+def token_string(b: bytes) -> str:
+    b2u = bytes_to_unicode()
+    return "".join(b2u[x] for x in b)
+
+
+def vocab_sha256(vocab: dict[str, int]) -> str:
+    h = hashlib.sha256()
+    for tok, i in sorted(vocab.items(), key=lambda kv: kv[1]):
+        h.update(f"{i}\t{tok}\n".encode("utf-8"))
+    return h.hexdigest()
+
+
+def padding_token(k: int) -> str:
+    return f"<|padding_{k}|>"
+
+
+class Tokenizer:
+    """A base BPE + one condition's view of the domain-token layout (see module docstring).
+
+    Build one with `load_tokenizer` or `Tokenizer.load`; the constructor takes the base
+    vocabulary (ids 0..n_base-2, EOT excluded; EOT gets id n_base-1) and its merge rules.
+    """
+
+    def __init__(self, base: str, condition: str, token_set: DomainTokenSet,
+                 vocab: dict[str, int], merges: list[tuple[str, str]] | None):
+        if sorted(vocab.values()) != list(range(len(vocab))):
+            raise DomtokError(f"tokenizer {base!r}: base vocabulary ids must be exactly 0..{len(vocab) - 1}")
+        self.base = base
+        self.condition = condition
+        self.token_set = token_set
+        self.uses_domain_tokens = condition != "baseline"
+        self.n_base = len(vocab) + 1
+        self.eot_id = len(vocab)
+        self.domain_start = round_up(self.n_base)
+        self.vocab_size = round_up(self.domain_start + len(token_set.tokens))
+        self.domain_ids = {t.text: self.domain_start + k for k, t in enumerate(token_set.tokens)}
+        self.id_to_domain = {self.domain_start + k: t for k, t in enumerate(token_set.tokens)}
+        self._vocab = vocab
+        self._merges = merges  # None: derived from the ranks when first needed (tiktoken-only source)
+        self._domain_end = self.domain_start + len(token_set.tokens)
+        self._allowed = frozenset(self.domain_ids) if self.uses_domain_tokens else frozenset()
+
+    def __repr__(self) -> str:
+        return (f"Tokenizer(base={self.base!r}, condition={self.condition!r}, set={self.token_set.name!r}, "
+                f"n_base={self.n_base}, domain_start={self.domain_start}, vocab_size={self.vocab_size})")
+
+    def with_condition(self, condition: str, token_set: str | DomainTokenSet | None = None) -> "Tokenizer":
+        """The same base under another condition (and, optionally, another layout set)."""
+        if token_set is None and condition_token_set_or_none(condition) is None:
+            token_set = self.token_set  # baseline / spec-declared condition: keep this layout
+        return Tokenizer(self.base, condition, resolve_token_set(condition, token_set), self._vocab, self._merges)
+
+    # ---- encoding -----------------------------------------------------------------------
+
+    def encode(self, text: str) -> list[int]:
+        if self.base == "gpt2":
+            enc = self._tiktoken
+            if not self.uses_domain_tokens:
+                return enc.encode_ordinary(text)
+            return enc.encode(self.token_set.canonicalize(text), allowed_special=self._allowed, disallowed_special=())
+        text = self.token_set.canonicalize(text) if self.uses_domain_tokens else text
+        return self._hf_encoder.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        texts = list(texts)
+        if self.uses_domain_tokens:
+            texts = [self.token_set.canonicalize(t) for t in texts]
+        if self.base == "gpt2":
+            enc = self._tiktoken
+            if not self.uses_domain_tokens:
+                return enc.encode_ordinary_batch(texts)
+            return enc.encode_batch(texts, allowed_special=self._allowed, disallowed_special=())
+        enc = self._hf_encoder
+        batch = getattr(enc, "encode_batch_fast", enc.encode_batch)  # _fast: tokenizers >= 0.21
+        return [e.ids for e in batch(texts, add_special_tokens=False)]
+
+    @functools.cached_property
+    def _tiktoken(self):
+        return _tiktoken_encoding(self._vocab, self.eot_id, tuple(sorted(self.domain_ids.items())))
+
+    @functools.cached_property
+    def _hf_encoder(self):
+        from tokenizers import Tokenizer as HFTokenizer
+
+        enc = HFTokenizer.from_str(self.hf_tokenizer_json())
+        enc.encode_special_tokens = True  # literal "<|endoftext|>" / padding texts are ordinary text
+        return enc
+
+    # ---- decoding -----------------------------------------------------------------------
+
+    @functools.cached_property
+    def _id_bytes(self) -> list[bytes]:
+        table = [b""] * self.vocab_size  # padding (and the baseline's reserved ids) -> ""
+        for tok, i in self._vocab.items():
+            table[i] = token_bytes(tok)
+        table[self.eot_id] = EOT.encode()
+        if self.uses_domain_tokens:
+            for text, i in self.domain_ids.items():
+                table[i] = text.encode()
+        return table
+
+    def decode(self, ids) -> str:
+        """Text of `ids`; works on any slice (split UTF-8 sequences become U+FFFD)."""
+        ids = _as_list(ids)
+        if ids and (min(ids) < 0 or max(ids) >= self.vocab_size):
+            bad = next(i for i in ids if not 0 <= i < self.vocab_size)
+            raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.vocab_size})")
+        table = self._id_bytes
+        return b"".join([table[i] for i in ids]).decode("utf-8", errors="replace")
+
+    def count_domain_tokens(self, ids) -> int:
+        lo, hi = self.domain_start, self._domain_end
+        return sum(1 for i in _as_list(ids) if lo <= i < hi)
+
+    # ---- Hugging Face files -------------------------------------------------------------
+
+    def layout_added_tokens(self) -> list[tuple[int, str, bool]]:
+        """(id, content, special) for every id from EOT up: EOT, padding, domain tokens."""
+        out = [(self.eot_id, EOT, True)]
+        k = 0
+        for i in range(self.n_base, self.vocab_size):
+            if self.uses_domain_tokens and i in self.id_to_domain:
+                out.append((i, self.id_to_domain[i].text, False))
+            else:
+                out.append((i, padding_token(k), True))
+                k += 1
+        return out
+
+    @property
+    def pad_token(self) -> str | None:
+        """A padding token, never EOT (pad == eos masked every EOS label in the reference)."""
+        return next((c for _, c, s in self.layout_added_tokens()[1:] if s), None)
+
+    def hf_tokenizer_json(self) -> str:
+        """The whole tokenizer as a `tokenizers` JSON string (HF `tokenizer.json`)."""
+        return _hf_tokenizer_json(self)
+
+    def export_hf(self, dir) -> None:
+        """Write tokenizer.json, tokenizer_config.json, special_tokens_map.json into `dir`.
+
+        Loadable by `transformers.AutoTokenizer.from_pretrained(dir)` (GPT2TokenizerFast).
+        Note: transformers (not domtok) maps a literal "<|endoftext|>" in text to the EOT id,
+        as GPT-2's own HF tokenizer does; domtok's `encode` keeps it as text.
+        """
+        d = Path(dir)
+        d.mkdir(parents=True, exist_ok=True)
+        specials = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT}
+        if self.pad_token is not None:
+            specials["pad_token"] = self.pad_token
+        config = {
+            "tokenizer_class": "GPT2TokenizerFast",
+            "model_max_length": MODEL_MAX_LENGTH,
+            "add_prefix_space": False,
+            "add_bos_token": False,
+            "clean_up_tokenization_spaces": False,
+            "errors": "replace",
+            **specials,
+            "added_tokens_decoder": {
+                str(i): {"content": c, "lstrip": False, "rstrip": False, "normalized": False,
+                         "single_word": False, "special": s}
+                for i, c, s in self.layout_added_tokens()
+            },
+            "domtok": {"base": self.base, "condition": self.condition, "token_set": self.token_set.name},
+        }
+        atomic_write_text(d / "tokenizer.json", self.hf_tokenizer_json())
+        atomic_write_json(d / "tokenizer_config.json", config)
+        atomic_write_json(d / "special_tokens_map.json", specials)
+
+    # ---- save / load --------------------------------------------------------------------
+
+    def meta(self) -> dict:
+        return {
+            "format": "domtok-tokenizer", "version": 1,
+            "base": self.base, "condition": self.condition,
+            "uses_domain_tokens": self.uses_domain_tokens,
+            "n_base": self.n_base, "eot_id": self.eot_id,
+            "domain_start": self.domain_start, "vocab_size": self.vocab_size,
+            "base_vocab_sha256": vocab_sha256(self._vocab),
+            "token_set": self.token_set.to_dict(),
+            "files": {"vocab_and_merges": "tokenizer.json"},
+        }
+
+    def save(self, dir) -> None:
+        """HF files first, `domtok_tokenizer.json` last: a dir with it is complete."""
+        self.export_hf(dir)
+        atomic_write_json(Path(dir) / META_FILE, self.meta())
+
+    @classmethod
+    def load(cls, dir) -> "Tokenizer":
+        d = Path(dir)
+        meta_path = d / META_FILE
+        if not meta_path.exists():
+            raise DomtokError(f"{meta_path}: no domtok tokenizer here; save one with Tokenizer.save, "
+                              f"or run `domtok tokenizer fix {d}` on a Hugging Face model dir")
+        try:
+            meta = json.loads(meta_path.read_text())
+            base, condition, n_base = meta["base"], meta["condition"], int(meta["n_base"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise DomtokError(f"{meta_path}: unreadable ({e!r}); re-save the tokenizer") from e
+        token_set = DomainTokenSet.from_dict(meta.get("token_set", {}), where=str(meta_path))
+        if token_set.name in TOKEN_SETS and TOKEN_SETS[token_set.name] == token_set:
+            token_set = TOKEN_SETS[token_set.name]
+        vocab, merges = read_hf_vocab_merges(d / "tokenizer.json", n_base - 1)
+        sha = vocab_sha256(vocab)
+        if sha != meta.get("base_vocab_sha256") or (base == "gpt2" and sha != GPT2_BASE_VOCAB_SHA256):
+            raise DomtokError(f"{d / 'tokenizer.json'}: its base vocabulary does not match {meta_path} "
+                              f"(base {base!r}); the files were edited or mixed up, re-save the tokenizer")
+        tok = cls(base, condition, token_set, vocab, merges)
+        for key in ("eot_id", "domain_start", "vocab_size"):
+            if key in meta and meta[key] != getattr(tok, key):
+                raise DomtokError(f"{meta_path}: {key} {meta[key]} disagrees with the layout rule ({getattr(tok, key)})")
+        return tok
+
+
+# ---- building blocks ------------------------------------------------------------------
+
+
+def condition_token_set_or_none(condition: str) -> str | None:
+    try:
+        return condition_token_set(condition)
+    except DomtokError:
+        return None
+
+
+def _as_list(ids) -> list[int]:
+    if hasattr(ids, "tolist"):  # torch / numpy
+        ids = ids.tolist()
+    if isinstance(ids, int):
+        return [ids]
+    return list(ids)
+
+
+_TIKTOKEN_CACHE: dict = {}
+
+
+def _tiktoken_encoding(vocab: dict[str, int], eot_id: int, domain: tuple[tuple[str, int], ...]):
+    """One tiktoken Encoding per (base vocab, domain ids); conditions and copies share it."""
+    import tiktoken
+
+    key = (id(vocab), eot_id, domain)
+    hit = _TIKTOKEN_CACHE.get(key)
+    if hit is not None and hit[0] is vocab:
+        return hit[1]
+    # In GPT-2 a token's id is its merge rank (tiktoken checks this when it reads the files).
+    ranks = {token_bytes(t): i for t, i in vocab.items()}
+    enc = tiktoken.Encoding("domtok-gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                            special_tokens={EOT: eot_id, **dict(domain)})
+    if len(_TIKTOKEN_CACHE) >= 8:  # bounded: each entry holds a 50k-token BPE
+        _TIKTOKEN_CACHE.pop(next(iter(_TIKTOKEN_CACHE)))
+    _TIKTOKEN_CACHE[key] = (vocab, enc)
+    return enc
+
+
+def _hf_tokenizer_json(tok: Tokenizer) -> str:
+    from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors
+    from tokenizers import Tokenizer as HFTokenizer
+
+    hf = HFTokenizer(models.BPE(vocab=dict(tok._vocab), merges=_merges_of(tok), fuse_unk=False))
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    hf.decoder = decoders.ByteLevel()
+    hf.post_processor = processors.ByteLevel(trim_offsets=False)
+    # Added one by one in id order, so each lands on its layout id.
+    for i, content, special in tok.layout_added_tokens():
+        t = AddedToken(content, single_word=False, lstrip=False, rstrip=False, normalized=False, special=special)
+        (hf.add_special_tokens if special else hf.add_tokens)([t])
+        got = hf.token_to_id(content)
+        if got != i:
+            raise DomtokError(f"tokenizer {tok.base!r}: {content!r} landed on id {got}, not {i} "
+                              f"(it collides with a base token)")
+    return hf.to_str()
+
+
+def _merges_of(tok: Tokenizer) -> list[tuple[str, str]]:
+    if tok._merges is None:
+        tok._merges = merges_from_ranks({token_bytes(t): i for t, i in tok._vocab.items()})
+    return tok._merges
+
+
+def merges_from_ranks(ranks: dict[bytes, int]) -> list[tuple[str, str]]:
+    """Merge rules of a rank-ordered BPE (tiktoken) vocabulary.
+
+    A token of rank r was made by the merge that BPE-encoding its bytes with ranks < r leaves
+    as the last two pieces (the way tiktoken's own HF converter does it).
+    """
+    merges = []
+    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+        if len(token) < 2:
+            continue
+        parts = [bytes([b]) for b in token]
+        while len(parts) > 2:
+            best = None
+            for j in range(len(parts) - 1):
+                r = ranks.get(parts[j] + parts[j + 1])
+                if r is not None and r < rank and (best is None or r < best[0]):
+                    best = (r, j)
+            if best is None:
+                break
+            j = best[1]
+            parts[j:j + 2] = [parts[j] + parts[j + 1]]
+        if len(parts) == 2:
+            merges.append((token_string(parts[0]), token_string(parts[1])))
+    return merges
+
+
+def read_hf_vocab_merges(path: Path, eot_id: int | None = None) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Base vocabulary (ids below EOT) and merges of a byte-level BPE `tokenizer.json`."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        model = data["model"]
+        vocab = {str(k): int(v) for k, v in model["vocab"].items()}
+        merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    except FileNotFoundError as e:
+        raise DomtokError(f"{path}: missing; the tokenizer dir is incomplete, re-save it") from e
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise DomtokError(f"{path}: not a byte-level BPE tokenizer.json ({e!r})") from e
+    if model.get("type", "BPE") != "BPE":
+        raise DomtokError(f"{path}: model type {model.get('type')!r}, expected BPE")
+    if eot_id is None:
+        added = {t["content"]: t["id"] for t in data.get("added_tokens", [])}
+        eot_id = vocab.get(EOT, added.get(EOT))
+        if eot_id is None:
+            raise DomtokError(f"{path}: no {EOT} token; domtok needs GPT-2-style EOT as the last base id")
+    vocab = {t: i for t, i in vocab.items() if i < eot_id}
+    try:
+        for t in vocab:
+            token_bytes(t)
+    except KeyError as e:
+        raise DomtokError(f"{path}: vocabulary is not byte-level (GPT-2 alphabet); domtok supports byte-level BPE only") from e
+    return vocab, merges
+
+
+@functools.lru_cache(maxsize=4)
+def gpt2_vocab_merges(gpt2_dir: str | None = None) -> tuple[dict[str, int], list[tuple[str, str]] | None]:
+    """GPT-2's base vocabulary and merges: from `gpt2_dir`, $DOMTOK_GPT2_DIR, or tiktoken's cache/network."""
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+    d = gpt2_dir or os.environ.get("DOMTOK_GPT2_DIR")
+    if d:
+        vocab_bpe, encoder_json = Path(d) / "vocab.bpe", Path(d) / "encoder.json"
+        for p in (vocab_bpe, encoder_json):
+            if not p.exists():
+                raise DomtokError(f"{p}: missing; DOMTOK_GPT2_DIR (or gpt2_dir) must be a folder holding "
+                                  f"GPT-2's vocab.bpe and encoder.json")
+        try:
+            # Checks the files are GPT-2's (sha256) and that encoder.json agrees with the merges.
+            ranks = data_gym_to_mergeable_bpe_ranks(str(vocab_bpe), str(encoder_json),
+                                                    vocab_bpe_hash=GPT2_VOCAB_BPE_SHA256,
+                                                    encoder_json_hash=GPT2_ENCODER_JSON_SHA256)
+        except (ValueError, AssertionError) as e:
+            raise DomtokError(f"{d}: vocab.bpe/encoder.json are not GPT-2's original files ({e}); "
+                              f"point DOMTOK_GPT2_DIR at the files from openai/gpt-2") from e
+        lines = vocab_bpe.read_text(encoding="utf-8").split("\n")[1:]
+        merges = [tuple(line.split(" ")) for line in lines if line.strip()]
+    else:
+        try:
+            import tiktoken
+
+            ranks = tiktoken.get_encoding("gpt2")._mergeable_ranks
+        except Exception as e:  # offline, no cache
+            raise DomtokError("GPT-2 BPE files not found: set DOMTOK_GPT2_DIR to a folder holding GPT-2's "
+                              "vocab.bpe and encoder.json (e.g. ../shared/data/gpt2), or pass gpt2_dir "
+                              f"(tiktoken could not fetch them: {e})") from e
+        merges = None  # derived from the ranks only if HF files are written
+    vocab = {token_string(b): i for b, i in ranks.items()}
+    return vocab, merges
+
+
+def resolve_token_set(condition: str, token_set: str | DomainTokenSet | None) -> DomainTokenSet:
+    """The layout's set: given explicitly, or the condition's default ("mul" for the baseline).
+
+    An explicit set must agree with a condition named "<set>_tokens" for a registered set;
+    any other condition name is allowed with an explicit set (declared by an experiment spec).
+    """
+    if token_set is None:
+        return get_token_set(condition_token_set(condition) or "mul")
+    ts = token_set if isinstance(token_set, DomainTokenSet) else get_token_set(token_set)
+    named = condition[: -len("_tokens")] if condition.endswith("_tokens") else None
+    if named in TOKEN_SETS and named != ts.name:
+        raise DomtokError(f"condition {condition!r} uses token set {named!r}, not {ts.name!r}")
+    return ts
+
+
+def load_tokenizer(base: str = "gpt2", condition: str = "baseline", token_set: str | DomainTokenSet | None = None,
+                   gpt2_dir=None) -> Tokenizer:
+    """`base` is "gpt2" or a directory with a saved tokenizer (e.g. from `domtok tokenizer build`).
+
+    `token_set` defaults to the condition's set ("mul" for baseline and mul_tokens); pass it
+    for a condition an experiment spec declares.
+    """
+    if base == "gpt2":
+        vocab, merges = gpt2_vocab_merges(str(gpt2_dir) if gpt2_dir else None)
+        return Tokenizer("gpt2", condition, resolve_token_set(condition, token_set), vocab, merges)
+    path = Path(base)
+    if path.is_dir():
+        saved = Tokenizer.load(path)
+        if token_set is None and condition == "baseline":
+            token_set = saved.token_set  # keep the saved layout
+        return saved.with_condition(condition, token_set)
+    if base.startswith("bpe-"):
+        raise DomtokError(f"base {base!r} is trained on a corpus: run `domtok tokenizer build --base {base} "
+                          f"--corpus PATH --out DIR` and use DIR as the base")
+    raise DomtokError(f"unknown tokenizer base {base!r}: use 'gpt2' or a directory made by `domtok tokenizer build`")
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int, out_dir, name: str | None = None) -> None:
+    """Train a GPT-2-style byte-level BPE of `vocab_size` base ids and save it to `out_dir`.
+
+    EOT is the LAST base id (vocab_size - 1), as in GPT-2; the 256 bytes are always in the
+    vocabulary, so any text encodes. If the corpus runs out of merges first, n_base is
+    smaller than asked (recorded in domtok_tokenizer.json). `out_dir` is a saved baseline
+    Tokenizer: `load_tokenizer(out_dir, condition)` gives any condition.
+    """
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    if vocab_size < 258:
+        raise DomtokError(f"bpe vocab_size {vocab_size} is too small: it needs the 256 bytes, EOT and at least one merge")
+    hf = HFTokenizer(models.BPE(fuse_unk=False))
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 1, min_frequency=2, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[])
+    hf.train_from_iterator(texts, trainer)
+    model = json.loads(hf.to_str())["model"]
+    vocab = {str(k): int(v) for k, v in model["vocab"].items()}
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    if not merges:
+        raise DomtokError("bpe training learnt no merges: the corpus is empty or too small")
+    tok = Tokenizer(name or f"bpe-{vocab_size}", "baseline", get_token_set("mul"), vocab, merges)
+    tok.save(out_dir)
+
+
+# ---- `domtok tokenize` ------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("text", help="text to tokenize, or - to read stdin")
+    parser.add_argument("--tokenizer", default="gpt2", help="gpt2 or a saved tokenizer dir (default gpt2)")
+    parser.add_argument("--condition", default=None,
+                        help="baseline | mul_tokens | ... (default: baseline, or the saved dir's condition)")
+    parser.add_argument("--token-set", default=None, help="layout token set (default: the condition's)")
+    parser.add_argument("--gpt2-dir", default=None, help="folder with GPT-2's vocab.bpe and encoder.json "
+                                                         "(default $DOMTOK_GPT2_DIR)")
+
+
+def main(args: argparse.Namespace) -> int:
+    text = sys.stdin.read() if args.text == "-" else args.text
+    if args.tokenizer != "gpt2" and Path(args.tokenizer).is_dir() and args.condition is None:
+        tok = Tokenizer.load(args.tokenizer)
+    else:
+        tok = load_tokenizer(args.tokenizer, args.condition or "baseline", args.token_set, args.gpt2_dir)
+    print(json.dumps(tok.encode(text)))
+    return 0
