@@ -14,7 +14,7 @@ import sys
 # verb, module, one line of help
 VERBS = [
     ("run", "domtok.pipeline", "run a whole experiment (all conditions, seeds, stages), resumably; default: the tiny CPU study"),
-    ("status", "domtok.pipeline_status", "show the stage x condition progress board of a run directory"),
+    ("status", "domtok.status", "show the stage x condition progress board of a run directory"),
     ("report", "domtok.report", "write report.md and plots from the results in a run directory"),
     ("inject", "domtok.tokens.inject", "rewrite single-digit products in text into domain tokens"),
     ("tokenize", "domtok.tokens.tokenizer", "print the token ids of a text as JSON"),

@@ -1,0 +1,76 @@
+"""`domtok status [RUN_DIR]`: the progress board of a run, stages x conditions (x seeds).
+
+It reads only files on disk (spec.yaml, node manifests), so it works while a run is going,
+after a crash, or on a run directory copied from another machine.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from domtok.errors import DomtokError
+
+SYMBOLS = {"done": "✅", "running": "⏳ running", "failed": "❌ failed", "incomplete": "⏸ incomplete",
+           "stale": "♻ stale", "pending": "· pending"}
+
+
+def find_run_dir(run_dir: str | None) -> Path:
+    """RUN_DIR itself, or the most recently modified run under ./runs when none is given."""
+    if run_dir:
+        p = Path(run_dir)
+        if not (p / "spec.yaml").exists():
+            raise DomtokError(f"{p}: not a domtok run directory (no spec.yaml); run `domtok run` first")
+        return p
+    runs = sorted((q.parent for q in Path("runs").glob("*/spec.yaml")), key=lambda q: q.stat().st_mtime)
+    if not runs:
+        raise DomtokError("no run directory under ./runs; give RUN_DIR or run `domtok run` first")
+    return runs[-1]
+
+
+def load_run(run_dir: Path):
+    """(spec, nodes) of a run directory, from its saved spec."""
+    from domtok.pipeline import build_nodes, load_spec
+
+    spec = load_spec(str(run_dir / "spec.yaml"))
+    return spec, build_nodes(spec, run_dir)
+
+
+def board(run_dir: Path) -> str:
+    from domtok.pipeline import key_metric, node_state
+
+    spec, nodes = load_run(run_dir)
+    columns = [(c, s) for c in spec.conditions for s in spec.seeds]
+    head = [f"{c}" if len(spec.seeds) == 1 else f"{c} s{s}" for c, s in columns]
+    rows: dict[str, dict] = {}
+    for n in nodes:
+        label = n.stage if n.benchmark is None else f"{n.stage} · eval {n.benchmark}"
+        state = node_state(n)
+        text = SYMBOLS[state]
+        if state == "done":
+            summary = json.loads(n.manifest_path.read_text()).get("summary", {})
+            km = key_metric(n.kind, summary)
+            if km:
+                text += f" {km[0]}={km[1]:.4g}"
+        if n.condition is None:  # shared by all columns
+            rows.setdefault(label, {})[None] = text
+        elif n.seed is None:
+            for s in spec.seeds:
+                rows.setdefault(label, {})[(n.condition, s)] = text
+        else:
+            rows.setdefault(label, {})[(n.condition, n.seed)] = text
+    lines = [f"run {run_dir} ({spec.name})", "", "| stage | " + " | ".join(head) + " |",
+             "|---|" + "---|" * len(head)]
+    for label, cells in rows.items():
+        vals = [cells.get(col, cells.get(None, "")) for col in columns]
+        lines.append(f"| {label} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("run_dir", nargs="?", help="run directory (default: the latest under ./runs)")
+
+
+def main(args) -> int:
+    print(board(find_run_dir(args.run_dir)))
+    return 0
