@@ -1,0 +1,153 @@
+"""What every evaluation shares: loading the model, sharding over torchrun ranks, writing results.
+
+Sharding is by *batch*, not by item: the items are cut into the batches a single process
+would run, and rank r runs batches r, r + world, ... So every batch holds exactly the same
+prompts (same padding, same shapes) whatever the number of processes, and the gathered
+results are identical to a one-process run -- not merely close (a different batch mix would
+change padding and, with it, the last bits of the logits and sometimes a greedy argmax).
+
+Output of every benchmark (only rank 0 writes; `manifest.json` is written last, atomically):
+    out_dir/items.jsonl    one JSON object per item, in dataset order, always with `id`
+    out_dir/summary.json   {"benchmark", "model", "n", "seed", "config_hash", "metrics", "ci", "wall_time_s", ...}
+    out_dir/config.yaml    the resolved config and its hash
+    out_dir/manifest.json  written last: the directory is complete
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+from domtok.config import atomic_write_json, config_hash, save_resolved
+from domtok.errors import DomtokError
+from domtok.utils import DistInfo, write_jsonl
+
+
+def load_eval_model(model_dir: str, device: str):
+    """(model in eval mode, tokenizer) from a native domtok or Hugging Face GPT-2 directory."""
+    from domtok.model.checkpoint import load_model
+
+    if not model_dir:
+        raise DomtokError("no model given; pass --model DIR (a domtok model dir or a Hugging Face GPT-2 dir)")
+    if not Path(model_dir).is_dir():
+        raise DomtokError(f"{model_dir}: model directory not found; pass --model DIR of a saved model")
+    model, tokenizer = load_model(model_dir, device=device)
+    if tokenizer is None:
+        raise DomtokError(f"{model_dir}: the model dir has no tokenizer files; re-save it with its tokenizer "
+                          "(domtok tokenizer fix)")
+    model.eval()
+    return model, tokenizer
+
+
+def eval_dtype(device: str, name: str = "auto"):
+    """Autocast dtype for evaluation: bf16 on CUDA by default ("auto"), none on CPU or for "float32"."""
+    import torch
+
+    if name not in ("auto", "float32", "bfloat16", "float16"):
+        raise DomtokError(f"dtype {name!r}: use auto, float32, bfloat16 or float16")
+    if not str(device).startswith("cuda") or name == "float32":
+        return None
+    return torch.float16 if name == "float16" else torch.bfloat16
+
+
+def batches(n_items: int, batch_size: int) -> list[list[int]]:
+    """The item indices of each batch a single process would run."""
+    if batch_size < 1:
+        raise DomtokError(f"batch_size must be >= 1, got {batch_size}")
+    return [list(range(s, min(s + batch_size, n_items))) for s in range(0, n_items, batch_size)]
+
+
+def my_batches(n_items: int, batch_size: int, info: DistInfo) -> list[list[int]]:
+    """The batches this rank runs: every world_size-th one, starting at its rank."""
+    return batches(n_items, batch_size)[info.rank::info.world_size]
+
+
+def gather_rows(rows: list[tuple[int, dict]], info: DistInfo) -> list[dict]:
+    """(index, row) pairs from every rank -> all rows in index order (on every rank)."""
+    if info.distributed:
+        import torch.distributed as dist
+
+        parts: list = [None] * info.world_size
+        dist.all_gather_object(parts, rows)
+        rows = [r for part in parts for r in part]
+    rows = sorted(rows, key=lambda t: t[0])
+    idx = [i for i, _ in rows]
+    if len(set(idx)) != len(idx):
+        raise RuntimeError("gather_rows: an item was evaluated twice; the shards overlap")
+    return [r for _, r in rows]
+
+
+def write_results(out_dir: str | Path, benchmark: str, cfg, items: list[dict], metrics: dict, ci: dict,
+                  wall_time_s: float, extra: dict | None = None) -> dict:
+    """Write items.jsonl, summary.json, config.yaml, then manifest.json last. Returns the summary."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / "manifest.json"
+    if manifest.exists():
+        manifest.unlink()  # the directory is being rewritten: incomplete until the new manifest
+    h = save_resolved(cfg, out)
+    write_jsonl(out / "items.jsonl", items)
+    summary = {"benchmark": benchmark, "model": getattr(cfg, "model", ""), "n": len(items),
+               "seed": getattr(cfg, "seed", None), "config_hash": h, "metrics": metrics,
+               "ci": {k: list(v) for k, v in ci.items()}, "wall_time_s": round(wall_time_s, 3)}
+    summary.update(extra or {})
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(manifest, {"stage": f"eval_{benchmark}", "config_hash": h, "created": time.time(),
+                                 "outputs": ["items.jsonl", "summary.json", "config.yaml"],
+                                 "inputs": {"model": getattr(cfg, "model", ""), "data": getattr(cfg, "data", None)},
+                                 "summary": summary})
+    return summary
+
+
+def default_out_dir(benchmark: str, cfg) -> Path:
+    return Path("runs") / "eval" / f"{benchmark}-{config_hash(cfg)}"
+
+
+def read_items(run: str | Path) -> list[dict]:
+    """Items of a run directory (or an items.jsonl path), with a clear error when absent."""
+    import json
+
+    p = Path(run)
+    f = p / "items.jsonl" if p.is_dir() else p
+    if not f.exists():
+        raise DomtokError(f"{f}: no items.jsonl; pass a directory written by `domtok eval` or its items.jsonl")
+    rows = []
+    with open(f) as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise DomtokError(f"{f}:{n}: not valid JSON ({e}); re-run the evaluation") from None
+    return rows
+
+
+def read_summary(run: str | Path) -> dict:
+    import json
+
+    f = Path(run) / "summary.json"
+    if not f.exists():
+        raise DomtokError(f"{f}: no summary.json; pass a directory written by `domtok eval`")
+    return json.loads(f.read_text())
+
+
+# ---- repetition: the degenerate loops small models fall into ----
+
+_WORD = re.compile(r"\S+")
+
+
+def is_repetitive(text: str, ngram: int = 6, min_ngram_repeats: int = 3, min_line_chars: int = 15) -> bool:
+    """True if a word n-gram occurs `min_ngram_repeats`+ times or a non-trivial line repeats.
+
+    A worked GSM8K solution repeats short phrases legitimately ("= $"), so the flag needs a
+    6-word sequence three times, or the same line (>= 15 characters) twice -- the loops that
+    eat the 256-token budget, not style.
+    """
+    lines = [ln.strip() for ln in text.splitlines() if len(ln.strip()) >= min_line_chars]
+    if any(c >= 2 for c in Counter(lines).values()):
+        return True
+    words = _WORD.findall(text)
+    grams = Counter(tuple(words[i:i + ngram]) for i in range(len(words) - ngram + 1))
+    return any(c >= min_ngram_repeats for c in grams.values())

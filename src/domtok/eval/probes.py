@@ -1,0 +1,208 @@
+"""Arithmetic probes: short questions with one number as the answer, per category.
+
+The reference suite (281 items) plus categories that test the notation the model was trained on:
+
+    mul_table        81  every ordered pair a, b in 1..9: "What is a times b?"
+    mul_multidigit  100  a in 10..99, b in 2..9 (seeded)
+    addition        100  a, b in 1..100 (seeded)
+    subtraction     100  a in 1..100, b in 1..a (seeded; answers are >= 0)
+    mul_2digit      100  a, b in 10..99 (seeded)
+    symbolic         81  "a × b =" for every ordered pair 1..9
+    symbolic_injected    "c × d = cd, so a × b =" passed through `inject_domain_tokens`, i.e.
+                         "<MUL_c_d_cd>, so a × b =" (only for a domain-token model: the notation
+                         it saw in training, in context; the given fact never has the answer)
+
+The reference categories are the default; the rest are opt-in with `categories`.
+
+Prompt styles: "answer_is" (reference: `User: q\\nAssistant: The answer is`), "chat" (the plain
+chat prompt, the model answers in its own words), "plain" (the question text alone, e.g.
+"7 × 8 =", as in pretraining text).
+
+Scoring reads the model's answer, not its digits-inside-tokens: domain tokens are replaced by
+the number they state before reading (see `domtok.eval.gsm8k.replace_domain_tokens`), so
+`<MUL_7_8_56>` as the answer counts as 56 (that is what the token says), and its operands
+7 and 8 are never read. For "answer_is" and "plain" the answer is the FIRST number of the
+completion (the prompt asks for it right away; whatever follows is rambling); for "chat" it
+is GSM8K's flexible extraction. `answer_from_token` records when the answer came from a
+domain token, so the two readings can be told apart afterwards.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+from domtok.errors import DomtokError
+from domtok.eval.gsm8k import DOMAIN_TOKEN_RE, NUMBER_RE, extract_answer, normalize_number, replace_domain_tokens
+
+REFERENCE_CATEGORIES = ("mul_table", "mul_multidigit", "addition")
+ALL_CATEGORIES = REFERENCE_CATEGORIES + ("subtraction", "mul_2digit", "symbolic", "symbolic_injected")
+PROMPT_STYLES = ("answer_is", "chat", "plain")
+
+
+@dataclass
+class ProbesConfig:
+    model: str = ""
+    categories: list[str] = field(default_factory=lambda: list(REFERENCE_CATEGORIES))
+    n_per_category: int = 100       # for the seeded categories (the tables are always complete)
+    seed: int = 42                  # the reference suite's seed
+    prompt_style: str = "answer_is"
+    batch_size: int = 64
+    max_new_tokens: int = 32
+    device: str = "auto"
+    dtype: str = "auto"             # bf16 autocast on CUDA, fp32 on CPU; or float32 / bfloat16 / float16
+
+
+def make_probes(categories=REFERENCE_CATEGORIES, n: int = 100, seed: int = 42) -> list[dict]:
+    """The probe items: {"id", "category", "question", "gold"}; same seed, same items.
+
+    Each seeded category draws from its own `random.Random(f"{seed}-{category}")`, so adding a
+    category never changes the items of another.
+    """
+    unknown = [c for c in categories if c not in ALL_CATEGORIES]
+    if unknown:
+        raise DomtokError(f"unknown probe categories {unknown}; choose from {', '.join(ALL_CATEGORIES)}")
+    items = []
+
+    def add(cat, key, question, gold):
+        items.append({"id": f"{cat}-{key}", "category": cat, "question": question, "gold": str(gold)})
+
+    for cat in categories:
+        rng = random.Random(f"{seed}-{cat}")
+        if cat == "mul_table":
+            for a in range(1, 10):
+                for b in range(1, 10):
+                    add(cat, f"{a}x{b}", f"What is {a} times {b}?", a * b)
+        elif cat == "symbolic":
+            for a in range(1, 10):
+                for b in range(1, 10):
+                    add(cat, f"{a}x{b}", f"{a} × {b} =", a * b)
+        elif cat == "symbolic_injected":
+            # A given fact (injected into a domain token in build_prompt) then the asked one:
+            # the notation the model saw in training, in its context. The given fact never has
+            # the asked product, so the prompt cannot leak the answer.
+            for a in range(1, 10):
+                for b in range(1, 10):
+                    c, d = rng.randint(1, 9), rng.randint(1, 9)
+                    while c * d == a * b:
+                        c, d = rng.randint(1, 9), rng.randint(1, 9)
+                    add(cat, f"{a}x{b}", f"{c} × {d} = {c * d}, so {a} × {b} =", a * b)
+        else:
+            for k in range(n):
+                if cat == "mul_multidigit":
+                    a, b = rng.randint(10, 99), rng.randint(2, 9)
+                    add(cat, f"{k}-{a}x{b}", f"What is {a} times {b}?", a * b)
+                elif cat == "mul_2digit":
+                    a, b = rng.randint(10, 99), rng.randint(10, 99)
+                    add(cat, f"{k}-{a}x{b}", f"What is {a} times {b}?", a * b)
+                elif cat == "addition":
+                    a, b = rng.randint(1, 100), rng.randint(1, 100)
+                    add(cat, f"{k}-{a}+{b}", f"What is {a} plus {b}?", a + b)
+                elif cat == "subtraction":
+                    a = rng.randint(1, 100)
+                    b = rng.randint(1, a)
+                    add(cat, f"{k}-{a}-{b}", f"What is {a} minus {b}?", a - b)
+    return items
+
+
+def build_prompt(item: dict, style: str, tokenizer=None) -> str:
+    from domtok.chat import render_prompt
+
+    if style not in PROMPT_STYLES:
+        raise DomtokError(f"unknown prompt style {style!r}; choose from {', '.join(PROMPT_STYLES)}")
+    question = item["question"]
+    if item["category"] == "symbolic_injected":
+        if tokenizer is None or not getattr(tokenizer, "uses_domain_tokens", False):
+            raise DomtokError("probe category symbolic_injected needs a domain-token model; drop it for the baseline")
+        from domtok.tokens.inject import inject_domain_tokens
+
+        question = inject_domain_tokens(question, tokenizer.token_set.name).text
+    if style == "plain":
+        return question
+    prompt = render_prompt(question)
+    return prompt + " The answer is" if style == "answer_is" else prompt
+
+
+def read_answer(completion: str, style: str) -> str | None:
+    """The model's number: the first one (answer_is/plain) or GSM8K flexible extraction (chat)."""
+    if style == "chat":
+        return extract_answer(completion, "flexible")
+    m = NUMBER_RE.search(replace_domain_tokens(completion))
+    return normalize_number(m.group(0)) if m else None
+
+
+def _answer_from_token(completion: str) -> bool:
+    """True if the first number of the completion is a domain token's value."""
+    m_tok = DOMAIN_TOKEN_RE.search(completion)
+    if not m_tok:
+        return False
+    m_num = NUMBER_RE.search(DOMAIN_TOKEN_RE.sub(" ", completion))
+    return m_num is None or m_tok.start() < m_num.start()
+
+
+def score(items: list[dict], completions: list[str], style: str) -> list[dict]:
+    out = []
+    for it, c in zip(items, completions):
+        ans = read_answer(c, style)
+        out.append({"answer": ans, "correct": ans is not None and float(ans) == float(it["gold"]),
+                    "answer_from_token": _answer_from_token(c)})
+    return out
+
+
+def summarize(rows: list[dict]) -> tuple[dict, dict]:
+    """Per-category and overall accuracy (metrics) with Wilson 95% intervals (ci)."""
+    from domtok.eval.stats import wilson_ci
+
+    metrics, ci = {}, {}
+    cats = sorted({r["category"] for r in rows}, key=lambda c: ALL_CATEGORIES.index(c))
+    for name in cats + ["all"]:
+        sel = rows if name == "all" else [r for r in rows if r["category"] == name]
+        k = sum(r["correct"] for r in sel)
+        metrics[f"accuracy_{name}"] = k / len(sel)
+        ci[f"accuracy_{name}"] = wilson_ci(k, len(sel))
+    metrics["domain_tokens_per_response"] = sum(r["domain_tokens"] for r in rows) / len(rows)
+    metrics["answer_from_token_rate"] = sum(r["answer_from_token"] for r in rows) / len(rows)
+    return metrics, ci
+
+
+def run(cfg: ProbesConfig, out_dir, engine=None) -> dict:
+    """Run the probes through the Engine (greedy); writes items.jsonl + summary.json (rank 0)."""
+    from domtok.chat import STOP_STRINGS
+    from domtok.engine import SamplingParams
+    from domtok.eval.common import gather_rows, my_batches, write_results
+    from domtok.utils import dist_setup, seed_everything
+
+    t0 = time.time()
+    info = dist_setup(cfg.device)
+    seed_everything(cfg.seed)
+    if engine is None:
+        from domtok.engine import Engine
+        from domtok.eval.common import eval_dtype, load_eval_model
+
+        model, tokenizer = load_eval_model(cfg.model, info.device)
+        engine = Engine(model, tokenizer, device=info.device, dtype=eval_dtype(info.device, cfg.dtype))
+    tok = engine.tokenizer
+    items = make_probes(cfg.categories, cfg.n_per_category, cfg.seed)
+    prompts = [build_prompt(it, cfg.prompt_style, tok) for it in items]
+    lengths = [len(tok.encode(p)) for p in prompts]
+    order = sorted(range(len(items)), key=lambda i: (-lengths[i], i))
+    params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0, seed=cfg.seed,
+                            stop_strings=tuple(STOP_STRINGS))
+    rows = []
+    for batch in my_batches(len(items), cfg.batch_size, info):
+        idx = [order[b] for b in batch]
+        gens = engine.generate([prompts[i] for i in idx], params, batch_size=cfg.batch_size)
+        scored = score([items[i] for i in idx], [g.text for g in gens], cfg.prompt_style)
+        for i, g, s in zip(idx, gens, scored):
+            rows.append((i, {"id": items[i]["id"], "benchmark": "probes", "category": items[i]["category"],
+                             "question": items[i]["question"], "prompt": prompts[i], "completion": g.text,
+                             "ids": list(g.ids), "gold": items[i]["gold"], **s,
+                             "response_tokens": g.num_tokens, "finish_reason": g.finish_reason,
+                             "domain_tokens": int(tok.count_domain_tokens(g.ids))}))
+    out = gather_rows(rows, info)
+    if not info.is_main:
+        return {}
+    metrics, ci = summarize(out)
+    return write_results(out_dir, "probes", cfg, out, metrics, ci, time.time() - t0,
+                         extra={"world_size": info.world_size, "prompt_style": cfg.prompt_style})

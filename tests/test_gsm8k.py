@@ -1,0 +1,253 @@
+"""GSM8K: answer extraction, OpenAI's own labels as an external check, and the evaluation run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from domtok.engine import Generation
+from domtok.errors import DomtokError
+from domtok.eval.gsm8k import GSM8KEvalConfig, extract_answer, is_correct, normalize_number, parse_gold, run
+
+MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
+
+
+@pytest.mark.parametrize("text,strict,flexible", [
+    ("She makes 9 * 2 = $<<9*2=18>>18.\n#### 18", "18", "18"),
+    ("#### $1,000", "1000", "1000"),
+    ("#### 18.00", "18", "18"),
+    ("#### -5", "-5", "-5"),
+    ("So the total is 42 dollars.", None, "42"),
+    ("The answer is 1,234.50.", None, "1234.5"),
+    ("The answer is: $7", None, "7"),
+    ("The answer is 12. Then 99 more", None, "12"),            # the stated answer, not the last number
+    ("Work: 3 + 4 = 7\nA: 7", None, "7"),                     # the GSM8K paper's form
+    ("It weighs 5kg", None, "5"),                              # a unit glued to the number
+    ("The tax rate is 25%", None, "25"),
+    ("He lost 10-3=7 then owes -4", None, "-4"),              # '-' after a digit is an operator
+    ("10-3=7", None, "7"),
+    ("no number here", None, None),
+    ("#### 7\nUser: #### 9", "7", "7"),                         # the first #### wins
+    ("It costs .5 dollars", None, "0.5"),
+])
+def test_extract_answer(text, strict, flexible):
+    assert extract_answer(text, "strict") == strict
+    assert extract_answer(text, "flexible") == flexible
+
+
+def test_domain_token_digits_are_never_read():
+    # the operands 6 and 9 inside the token are never a number; the token states its value
+    assert extract_answer("She has <MUL_6_9_54> eggs", "flexible") == "54"
+    assert extract_answer("#### <MUL_6_9_54>", "strict") == "54"
+    assert extract_answer("The answer is <MUL_9_6_54>", "flexible") == "54"  # non-canonical order
+    assert extract_answer("<MUL_2_3_6> then 10 more", "flexible") == "10"
+    assert extract_answer("<MUL_2_3_6>", "flexible") == "6"
+    assert extract_answer("<MUL_2_3_6>", "strict") is None
+    assert is_correct("#### <MUL_6_9_54>", 54) and not is_correct("#### <MUL_6_9_54>", 6)
+    assert not is_correct("x <MUL_6_9_54>", "9")
+
+
+def test_is_correct_and_gold():
+    assert parse_gold("blah\n#### 1,000") == "1000"
+    assert is_correct("#### 18.0", "18") and is_correct("answer: $18", 18)
+    assert not is_correct("The answer is 17", "18")
+    assert not is_correct("18", "18", mode="strict") and is_correct("18", "18")
+    assert normalize_number("-0.50") == "-0.5" and normalize_number("abc") is None
+    with pytest.raises(ValueError):
+        parse_gold("no final line")
+    with pytest.raises(ValueError):
+        extract_answer("x", mode="lenient")
+
+
+def test_openai_labels_agree(gsm8k_dir):
+    """Grade OpenAI's 5,276 example solutions against test.jsonl gold; their labels must agree.
+
+    Measured agreement is 5,276 / 5,276 (100%), so any disagreement is a regression. Every
+    solution ends with `A: N` and OpenAI graded by that number; our flexible extraction reads
+    it (no `####` and no "The answer is" occur in these solutions).
+    """
+    sols = [json.loads(line) for line in open(gsm8k_dir / "example_model_solutions.jsonl")]
+    test = [json.loads(line) for line in open(gsm8k_dir / "test.jsonl")]
+    assert len(sols) == len(test) == 1319
+    n, disagree = 0, []
+    for i, (s, t) in enumerate(zip(sols, test)):
+        assert s["question"] == t["question"]
+        gold = parse_gold(t["answer"])
+        for m in MODELS:
+            n += 1
+            ours = is_correct(s[m]["solution"], gold)
+            if ours != s[m]["is_correct"]:
+                disagree.append((i, m, gold, extract_answer(s[m]["solution"]), s[m]["is_correct"]))
+    assert n == 5276
+    assert disagree == [], f"{len(disagree)} disagreements, e.g. {disagree[:5]}"
+    # the ground-truth solutions in the same file grade as correct too
+    assert all(is_correct(s["ground_truth"], parse_gold(t["answer"])) for s, t in zip(sols, test))
+
+
+# ---- the run, with a stub engine that answers known strings ----
+
+class StubTokenizer:
+    """Byte-level ids; ids >= 1000 stand for domain tokens."""
+
+    uses_domain_tokens = False
+    condition = "baseline"
+    eot_id = 0
+
+    def encode(self, text):
+        return list(text.encode())
+
+    def count_domain_tokens(self, ids):
+        return sum(1 for i in ids if i >= 1000)
+
+
+class StubEngine:
+    """Answers item k's gold for every item whose question mentions an even number of 'a's."""
+
+    def __init__(self, answers):
+        self.tokenizer = StubTokenizer()
+        self.answers = answers  # question text -> (completion, finish_reason, ids)
+        self.calls = []
+
+    def generate(self, prompts, params, num_samples=1, batch_size=32):
+        self.calls.append((len(prompts), params))
+        out = []
+        for k, p in enumerate(prompts):
+            q = p.split("User: ", 1)[1].split("\nAssistant:")[0]
+            text, reason, ids = self.answers[q]
+            out.append(Generation(k, 0, ids, text, reason, len(ids)))
+        return out
+
+
+QUESTIONS = [
+    ("Tom has 3 apples and buys 4 more. How many?", "3 + 4 = <<3+4=7>>7\n#### 7"),
+    ("A box holds 6 rows of 9 cans. How many cans?", "6 * 9 = <<6*9=54>>54\n#### 54"),
+    ("Sue earns $1,200 a month. How much in a year?", "1200 * 12 = <<1200*12=14400>>14400\n#### 14,400"),
+    ("Ann had 10 pens and gave away 12. Net?", "10 - 12 = <<10-12=-2>>-2\n#### -2"),
+    ("What is half of 9?", "9 / 2 = <<9/2=4.5>>4.5\n#### 4.5"),
+]
+
+
+@pytest.fixture
+def gsm_file(tmp_path):
+    f = tmp_path / "test.jsonl"
+    f.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in QUESTIONS))
+    return f
+
+
+def test_run_metrics_with_stub_engine(gsm_file, tmp_path):
+    answers = {
+        QUESTIONS[0][0]: ("3 + 4 = 7\n#### 7", "eos", [1, 2, 0]),                     # right, strict
+        QUESTIONS[1][0]: ("<MUL_6_9_54> cans", "eos", [1000, 5, 0]),                  # right (flexible only)
+        QUESTIONS[2][0]: ("The answer is $14,400.", "eos", [1, 2, 3, 0]),           # right (flexible only)
+        QUESTIONS[3][0]: ("the the the the the the " * 5, "length", list(range(8))),  # wrong, loops
+        QUESTIONS[4][0]: ("#### 5", "stop", [7, 7]),                                  # wrong
+    }
+    eng = StubEngine(answers)
+    cfg = GSM8KEvalConfig(model="stub", data=str(gsm_file), batch_size=2, max_new_tokens=8, device="cpu")
+    s = run(cfg, tmp_path / "out", engine=eng)
+    m = s["metrics"]
+    assert m["accuracy_strict"] == pytest.approx(1 / 5)
+    assert m["accuracy_flexible"] == pytest.approx(3 / 5)
+    assert m["hit_max_rate"] == pytest.approx(1 / 5) and m["eos_rate"] == pytest.approx(3 / 5)
+    assert m["repetition_rate"] == pytest.approx(1 / 5)
+    assert m["domain_tokens_total"] == 1 and m["avg_response_tokens"] == pytest.approx((3 + 3 + 4 + 8 + 2) / 5)
+    lo, hi = s["ci"]["accuracy_flexible"]
+    assert lo < 0.6 < hi
+    assert [c[0] for c in eng.calls] == [2, 2, 1] and eng.calls[0][1].max_new_tokens == 8
+    assert eng.calls[0][1].temperature == 0.0 and eng.calls[0][1].stop_strings == ("\nUser:",)
+    rows = [json.loads(line) for line in (tmp_path / "out" / "items.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"test-{i}" for i in range(5)]  # dataset order, not batch order
+    need = {"id", "prompt", "completion", "ids", "answer_strict", "answer_flexible", "gold", "correct_strict",
+            "correct_flexible", "correct", "response_tokens", "hit_max_tokens", "emitted_eos", "domain_tokens",
+            "repetition"}
+    assert need <= set(rows[0])
+    assert rows[1]["answer_flexible"] == "54" and rows[1]["domain_tokens"] == 1
+    assert rows[2]["gold"] == "14400" and rows[3]["gold"] == "-2"
+    assert rows[0]["prompt"] == f"User: {QUESTIONS[0][0]}\nAssistant:"
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["benchmark"] == "gsm8k" and summary["n"] == 5 and len(summary["config_hash"]) == 16
+    assert (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_seeded_subset_and_errors(gsm_file, tmp_path):
+    answers = {q: ("#### 0", "eos", [0]) for q, _ in QUESTIONS}
+    ids = []
+    for _ in range(2):
+        cfg = GSM8KEvalConfig(model="stub", data=str(gsm_file), n=3, seed=7, device="cpu")
+        run(cfg, tmp_path / "sub", engine=StubEngine(answers))
+        ids.append([json.loads(line)["id"] for line in (tmp_path / "sub" / "items.jsonl").read_text().splitlines()])
+    assert ids[0] == ids[1] and len(ids[0]) == 3
+    cfg = GSM8KEvalConfig(model="stub", data=str(gsm_file), inject_prompt=True, device="cpu")
+    with pytest.raises(DomtokError, match="domain-token model"):
+        run(cfg, tmp_path / "inj", engine=StubEngine(answers))
+    with pytest.raises(DomtokError):
+        run(GSM8KEvalConfig(model="stub", data=str(tmp_path / "missing.jsonl"), device="cpu"), tmp_path / "x",
+            engine=StubEngine(answers))
+
+
+# ---- the CLI on a tiny real model (real engine, real tokenizer) ----
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    import torch
+
+    from domtok.model.checkpoint import save_model_dir
+    from domtok.model.gpt import GPT, GPTConfig
+    from domtok.tokens.tokenizer import load_tokenizer, train_bpe
+
+    d = tmp_path_factory.mktemp("tiny_gsm")
+    train_bpe([q + " " + a for q, a in QUESTIONS] * 5, 300, d / "bpe")
+    tok = load_tokenizer(str(d / "bpe"), "mul_tokens")
+    torch.manual_seed(0)
+    save_model_dir(GPT(GPTConfig(block_size=128, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=32)),
+                   tok, d / "model")
+    return d / "model"
+
+
+def test_cli_on_tiny_model(tiny_model_dir, gsm_file, tmp_path, capsys):
+    from domtok.cli import main as cli_main
+    from domtok.tokens.tokenizer import Tokenizer
+
+    out = tmp_path / "run"
+    rc = cli_main(["eval", "gsm8k", "--model", str(tiny_model_dir), "--data", str(gsm_file), "--n", "3",
+                   "--max-new-tokens", "8", "--batch-size", "2", "--device", "cpu", "--inject-prompt",
+                   "--calculator", "--out", str(out)])
+    assert rc == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["n"] == 3 and "accuracy_flexible" in printed["metrics"]
+    rows = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    tok = Tokenizer.load(tiny_model_dir)
+    for r in rows:
+        assert 1 <= r["response_tokens"] == len(r["ids"]) <= 8
+        assert r["hit_max_tokens"] == (r["finish_reason"] == "length")
+        assert r["domain_tokens"] == tok.count_domain_tokens(r["ids"])
+        assert r["correct_flexible"] == is_correct(r["completion"], r["gold"])
+    # the prompt is the chat prompt of the injected question
+    from domtok.chat import render_prompt
+    from domtok.tokens.inject import inject_domain_tokens
+
+    expected = {render_prompt(inject_domain_tokens(q, "mul").text) for q, _ in QUESTIONS}
+    assert all(r["prompt"] in expected for r in rows)
+    cfg_text = (out / "config.yaml").read_text()
+    assert "inject_prompt: true" in cfg_text and "calculator: true" in cfg_text and "n: 3" in cfg_text
+
+
+def test_cli_bad_input_exits_2(tmp_path, capsys):
+    from domtok.cli import main as cli_main
+
+    assert cli_main(["eval", "gsm8k", "--data", "x.jsonl"]) == 2
+    assert "--model" in capsys.readouterr().err
+    assert cli_main(["eval", "gsm8k", "--model", str(tmp_path / "nope")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert cli_main(["eval", "compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert "items.jsonl" in capsys.readouterr().err
+
+
+def test_repetition_flag():
+    from domtok.eval.common import is_repetitive
+
+    assert not is_repetitive("She buys 3 apples for $2 = $6.\nThen 6 + 4 = 10.\n#### 10")
+    assert is_repetitive("He has 5 apples now.\nHe has 5 apples now.\n")          # a repeated line
+    assert is_repetitive("so the total is 5 " * 4)  # a looping 6-gram (3 full repeats)
+    assert not is_repetitive("so the total is 5 so the total is 5")                # twice is allowed

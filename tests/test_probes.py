@@ -1,0 +1,177 @@
+"""Arithmetic probes: the suite, scoring (never the digits inside a domain token), a tiny-model
+run through the real engine, the CLI, and torchrun with 2 processes == 1 process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from domtok.engine import Generation
+from domtok.errors import DomtokError
+from domtok.eval.probes import ProbesConfig, build_prompt, make_probes, read_answer, run, score
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_reference_suite_shape_and_determinism():
+    items = make_probes()
+    cats = [it["category"] for it in items]
+    assert len(items) == 281 and cats.count("mul_table") == 81 and cats.count("mul_multidigit") == 100
+    assert cats.count("addition") == 100 and len({it["id"] for it in items}) == 281
+    table = {it["question"]: it["gold"] for it in items if it["category"] == "mul_table"}
+    assert table["What is 7 times 8?"] == "56" and table["What is 8 times 7?"] == "56"
+    for it in items:
+        q = it["question"].rstrip("?").split()
+        a, op, b = int(q[2]), q[3], int(q[4])
+        assert int(it["gold"]) == (a * b if op == "times" else a + b)
+        if it["category"] == "mul_multidigit":
+            assert 10 <= a <= 99 and 2 <= b <= 9
+        if it["category"] == "addition":
+            assert 1 <= a <= 100 and 1 <= b <= 100
+    assert make_probes(seed=42) == items and make_probes(seed=1) != items
+    # adding categories never changes the others' items
+    more = make_probes(("mul_table", "mul_multidigit", "addition", "subtraction", "mul_2digit", "symbolic"))
+    assert [it for it in more if it["category"] in ("mul_table", "mul_multidigit", "addition")] == items
+    assert all(int(it["gold"]) >= 0 for it in more if it["category"] == "subtraction")
+    with pytest.raises(DomtokError, match="unknown probe categories"):
+        make_probes(["division"])
+
+
+def test_prompt_styles():
+    it = {"category": "mul_table", "question": "What is 7 times 8?"}
+    assert build_prompt(it, "answer_is") == "User: What is 7 times 8?\nAssistant: The answer is"
+    assert build_prompt(it, "chat") == "User: What is 7 times 8?\nAssistant:"
+    assert build_prompt({"category": "symbolic", "question": "7 × 8 ="}, "plain") == "7 × 8 ="
+    with pytest.raises(DomtokError):
+        build_prompt({"category": "symbolic_injected", "question": "7 × 8 ="}, "plain", tokenizer=None)
+
+
+def test_reading_the_answer():
+    assert read_answer(" 56.", "answer_is") == "56"
+    assert read_answer(" 56, because 7 * 8 = 56. Also 12", "answer_is") == "56"  # first number
+    assert read_answer(" <MUL_7_8_56>", "answer_is") == "56"      # a token counts by its value
+    assert read_answer(" <MUL_7_8_56> no wait 3", "answer_is") == "56"
+    assert read_answer(" 7 times 8 is 56.", "chat") == "56"         # chat: flexible extraction
+    assert read_answer(" unsure", "answer_is") is None
+    items = [{"gold": "56"}, {"gold": "56"}, {"gold": "54"}]
+    s = score(items, [" <MUL_7_8_56>", " 7", " <MUL_6_9_54>"], "answer_is")
+    assert [r["correct"] for r in s] == [True, False, True]
+    assert [r["answer_from_token"] for r in s] == [True, False, True]
+    # the operand digits inside a token are never the answer
+    assert score([{"gold": "7"}], [" <MUL_7_8_56>"], "answer_is")[0]["correct"] is False
+
+
+class StubTokenizer:
+    uses_domain_tokens = False
+
+    def encode(self, text):
+        return list(text.encode())
+
+    def count_domain_tokens(self, ids):
+        return sum(1 for i in ids if i >= 1000)
+
+
+class GoldOnMulTable:
+    """Answers the multiplication table right (half of it as a domain token), everything else 0."""
+
+    tokenizer = StubTokenizer()
+
+    def generate(self, prompts, params, num_samples=1, batch_size=32):
+        out = []
+        for k, p in enumerate(prompts):
+            q = p.split("User: ")[1].split("\n")[0].rstrip("?").split()
+            a, op, b = int(q[2]), q[3], int(q[4])
+            if op == "times" and a < 10 and b < 10:
+                text = f" <MUL_{a}_{b}_{a * b}>" if a <= b else f" {a * b}."
+                ids = [1000] if a <= b else [5, 6]
+            else:
+                text, ids = " 0.", [1]
+            out.append(Generation(k, 0, ids, text, "eos", len(ids)))
+        return out
+
+
+def test_accuracy_per_category_with_stub(tmp_path):
+    s = run(ProbesConfig(model="stub", batch_size=50, device="cpu"), tmp_path, engine=GoldOnMulTable())
+    m = s["metrics"]
+    assert m["accuracy_mul_table"] == 1.0 and m["accuracy_mul_multidigit"] == 0.0
+    assert m["accuracy_addition"] == 0.0 and m["accuracy_all"] == pytest.approx(81 / 281)
+    assert m["answer_from_token_rate"] == pytest.approx(45 / 281)
+    assert m["domain_tokens_per_response"] == pytest.approx(45 / 281)
+    lo, hi = s["ci"]["accuracy_mul_table"]
+    assert hi == 1.0 and 0.95 < lo < 1.0
+    rows = [json.loads(line) for line in (tmp_path / "items.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [it["id"] for it in make_probes()]
+    assert {"id", "category", "prompt", "completion", "ids", "answer", "gold", "correct",
+            "response_tokens", "domain_tokens", "answer_from_token"} <= set(rows[0])
+
+
+# ---- a tiny real model through the real engine, the CLI and torchrun ----
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    from domtok.model.checkpoint import save_model_dir
+    from domtok.model.gpt import GPT, GPTConfig
+    from domtok.tokens.tokenizer import load_tokenizer, train_bpe
+
+    d = tmp_path_factory.mktemp("tiny")
+    texts = [f"User: What is {a} times {b}?\nAssistant: The answer is {a * b}." for a in range(1, 10) for b in range(1, 10)]
+    train_bpe(texts * 3, 320, d / "bpe")
+    tok = load_tokenizer(str(d / "bpe"), "mul_tokens")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=128, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=32))
+    save_model_dir(model, tok, d / "model")
+    return d / "model"
+
+
+def _cli(args, nproc=1, timeout=240):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "domtok"] + args
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
+               "-m", "domtok"] + args
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    return r
+
+
+def test_tiny_model_run_in_process(tiny_model_dir, tmp_path):
+    cfg = ProbesConfig(model=str(tiny_model_dir), categories=["mul_table", "symbolic_injected"], batch_size=32,
+                       max_new_tokens=6, device="cpu")
+    s = run(cfg, tmp_path / "a")
+    rows = [json.loads(line) for line in (tmp_path / "a" / "items.jsonl").read_text().splitlines()]
+    assert s["n"] == 162 == len(rows)
+    assert all(0 < r["response_tokens"] <= 6 for r in rows)
+    assert {r["category"] for r in rows} == {"mul_table", "symbolic_injected"}
+    inj = next(r for r in rows if r["category"] == "symbolic_injected")
+    assert inj["prompt"].endswith("The answer is")
+    assert inj["prompt"].count("<MUL_") == 1 and f"_{inj['gold']}>" not in inj["prompt"]  # injected, no leak
+    # same seed, same numbers
+    run(cfg, tmp_path / "b")
+    assert (tmp_path / "a" / "items.jsonl").read_text() == (tmp_path / "b" / "items.jsonl").read_text()
+
+
+def test_torchrun_two_processes_equal_one(tiny_model_dir, tmp_path):
+    args = ["eval", "probes", "--model", str(tiny_model_dir), "--categories", "mul_table,addition",
+            "--n-per-category", "20", "--batch-size", "16", "--max-new-tokens", "6", "--device", "cpu"]
+    r = _cli(args + ["--out", str(tmp_path / "one")])
+    assert json.loads(r.stdout.strip().splitlines()[-1])["n"] == 101
+    _cli(args + ["--out", str(tmp_path / "two")], nproc=2)
+    one = (tmp_path / "one" / "items.jsonl").read_text()
+    two = (tmp_path / "two" / "items.jsonl").read_text()
+    assert one == two and len(one.splitlines()) == 101
+    s1 = json.loads((tmp_path / "one" / "summary.json").read_text())
+    s2 = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert s1["metrics"] == s2["metrics"] and s2["world_size"] == 2
+    # compare: the same items against themselves -> zero difference; writes JSON
+    r = _cli(["eval", "compare", str(tmp_path / "one"), str(tmp_path / "two"), "--n-boot", "200",
+              "--out", str(tmp_path / "cmp.json")])
+    assert "correct" in r.stdout and "mcnemar_exact" in r.stdout
+    cmp = json.loads((tmp_path / "cmp.json").read_text())
+    assert cmp["metrics"]["correct"]["delta"] == 0 and cmp["metrics"]["correct"]["p"] == 1.0
