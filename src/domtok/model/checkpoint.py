@@ -1,0 +1,246 @@
+"""Model directories and training checkpoints on disk.
+
+A native model dir is what every stage hands to the next:
+
+    model.safetensors   weights under native (nanoGPT) names; the tied output head is stored
+                        once, as transformer.wte.weight, and re-tied on load
+    config.json         {"format": "domtok", "model": {GPTConfig fields}, "condition", ...}
+    tokenizer files     written by Tokenizer.save (domtok_tokenizer.json + base + HF files)
+
+A training checkpoint `checkpoints/step_000100/` is a model dir plus `optimizer.pt`,
+`trainer_state.json` (step, data position, RNG states: whatever the trainer passes) and a
+`COMPLETE` marker. Every directory is written under a temporary name and renamed into place,
+so a killed process leaves either the old state or the new one, never half of one; the
+marker is belt and braces for copies made with tools that do not rename atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from domtok.errors import DomtokError
+from domtok.model.gpt import GPT, GPTConfig
+
+TOKENIZER_FILE = "domtok_tokenizer.json"  # written by Tokenizer.save; marks a dir with a tokenizer
+STEP_PREFIX = "step_"
+
+
+# ---------------------------------------------------------------------------- atomic dirs
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike):
+    """Yield a temporary sibling directory; on success it replaces `path` as a whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if path.exists():  # rename cannot replace a non-empty directory: move the old one aside
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- state dicts
+
+def unwrap(model: torch.nn.Module) -> GPT:
+    """The plain GPT inside DDP (`.module`) and torch.compile (`._orig_mod`) wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def native_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Weights to save: contiguous CPU tensors, the tied head left out (it is wte)."""
+    sd = unwrap(model).state_dict()
+    return {k: v.detach().to("cpu").contiguous() for k, v in sd.items() if k != "lm_head.weight"}
+
+
+def load_native_state(model: GPT, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy `state` into `model`, with a readable error for missing, extra or misshapen tensors."""
+    model = unwrap(model)
+    expected = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected) - {"lm_head.weight"})
+    if missing or extra:
+        raise DomtokError(f"{source}: weights do not match the model in config.json (missing {missing[:5]}, "
+                          f"unexpected {extra[:5]}); re-export the model or fix config.json")
+    for k, v in expected.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            hint = ("the vocabulary differs from the model's vocab_size; use the tokenizer the model was "
+                    "trained with" if k == "transformer.wte.weight" else "config.json does not describe these weights")
+            raise DomtokError(f"{source}: {k} has shape {tuple(state[k].shape)}, model expects {tuple(v.shape)}; {hint}")
+    with torch.no_grad():
+        for k, v in expected.items():
+            v.copy_(state[k])
+    # the head is tied to wte by construction; copying into wte updated both
+
+
+def read_config(model_dir: str | os.PathLike) -> dict:
+    path = Path(model_dir) / "config.json"
+    if not path.exists():
+        raise DomtokError(f"{path}: not found; point at a model dir written by domtok (or a Hugging Face GPT-2 dir)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DomtokError(f"{path}: not valid JSON ({e}); re-export the model") from None
+
+
+def gpt_config_from_dict(d: dict, source: str) -> GPTConfig:
+    names = {f.name for f in fields(GPTConfig)}
+    unknown = set(d) - names
+    if unknown:
+        raise DomtokError(f"{source}: unknown model fields {sorted(unknown)}; expected {sorted(names)}")
+    return GPTConfig(**d)
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    if not path.exists():
+        raise DomtokError(f"{path}: not found; the model dir is incomplete, re-save or re-export it")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise DomtokError(f"{path}: cannot read safetensors ({e}); re-save the model") from None
+
+
+# ---------------------------------------------------------------------------- model dirs
+
+def _write_model_files(dst: Path, model: torch.nn.Module, tokenizer, extra: dict | None) -> None:
+    cfg = unwrap(model).config
+    if tokenizer is not None and tokenizer.vocab_size != cfg.vocab_size:
+        raise DomtokError(f"{dst}: tokenizer vocab_size {tokenizer.vocab_size} != model vocab_size "
+                          f"{cfg.vocab_size}; build the model with GPTConfig(vocab_size=tokenizer.vocab_size)")
+    save_file(native_state_dict(model), str(dst / "model.safetensors"), metadata={"format": "pt"})
+    config = {"format": "domtok", "model": asdict(cfg)}
+    if tokenizer is not None:
+        config.update(condition=tokenizer.condition, tokenizer_base=tokenizer.base, eot_id=tokenizer.eot_id)
+        tokenizer.save(dst)
+    config.update(extra or {})
+    (dst / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def save_model_dir(model: torch.nn.Module, tokenizer, dir: str | os.PathLike, extra: dict | None = None) -> Path:
+    """Write a native model dir atomically. `extra` adds keys to config.json (e.g. the stage)."""
+    dir = Path(dir)
+    with atomic_dir(dir) as tmp:
+        _write_model_files(tmp, model, tokenizer, extra)
+    return dir
+
+
+def load_tokenizer_from_dir(dir: Path):
+    """The Tokenizer saved in a model dir, or None when it has no tokenizer files."""
+    if not (dir / TOKENIZER_FILE).exists():
+        return None
+    from domtok.tokens.tokenizer import Tokenizer
+
+    return Tokenizer.load(dir)
+
+
+def load_model(dir: str | os.PathLike, device="cpu", condition: str | None = None):
+    """(GPT, Tokenizer) from a native model dir, a training checkpoint, or a Hugging Face GPT-2
+    dir (converted on the fly; `condition` picks its tokenizer when the files cannot tell).
+    The model is in eval mode; the tokenizer is None if the dir has none."""
+    dir = Path(dir)
+    config = read_config(dir)
+    if config.get("model_type") == "gpt2":
+        from domtok.model.hf import load_hf_dir
+
+        model, tokenizer = load_hf_dir(dir, condition=condition)
+        return model.to(device).eval(), tokenizer
+    if config.get("format") != "domtok" or "model" not in config:
+        raise DomtokError(f"{dir / 'config.json'}: neither a domtok model dir (\"format\": \"domtok\") nor a "
+                          "Hugging Face GPT-2 dir (\"model_type\": \"gpt2\"); point at a model dir")
+    cfg = gpt_config_from_dict(config["model"], str(dir / "config.json"))
+    tokenizer = load_tokenizer_from_dir(dir)
+    if tokenizer is not None and tokenizer.vocab_size != cfg.vocab_size:
+        raise DomtokError(f"{dir / TOKENIZER_FILE}: tokenizer vocab_size {tokenizer.vocab_size} != model "
+                          f"vocab_size {cfg.vocab_size} in config.json; the tokenizer files belong to another model, "
+                          "re-save the model dir with its own tokenizer")
+    with torch.device("meta"):
+        model = GPT(cfg)  # no random init of weights we are about to overwrite
+    model = model.to_empty(device="cpu")
+    model.lm_head.weight = model.transformer.wte.weight  # to_empty keeps the tie, make it explicit
+    load_native_state(model, read_weights(dir / "model.safetensors"), str(dir / "model.safetensors"))
+    return model.to(device).eval(), tokenizer
+
+
+# ---------------------------------------------------------------------------- training checkpoints
+
+def _checkpoints_root(dir: str | os.PathLike) -> Path:
+    """Accept either a run dir (checkpoints go in dir/checkpoints) or the checkpoints dir itself."""
+    dir = Path(dir)
+    return dir if dir.name == "checkpoints" else dir / "checkpoints"
+
+
+def list_checkpoints(dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    root = _checkpoints_root(dir)
+    if not root.is_dir():
+        return []
+    done = [p for p in root.iterdir()
+            if p.is_dir() and p.name.startswith(STEP_PREFIX) and p.name[len(STEP_PREFIX):].isdigit()
+            and (p / "COMPLETE").exists()]
+    return sorted(done, key=lambda p: int(p.name[len(STEP_PREFIX):]))
+
+
+def latest_checkpoint(dir: str | os.PathLike) -> Path | None:
+    ckpts = list_checkpoints(dir)
+    return ckpts[-1] if ckpts else None
+
+
+def save_checkpoint(dir: str | os.PathLike, model: torch.nn.Module, optimizer, trainer_state: dict,
+                    tokenizer=None, keep_last: int | None = None) -> Path:
+    """Write `<dir>/checkpoints/step_{step:06d}/` (step from trainer_state["step"]) atomically,
+    `COMPLETE` last; then delete all but the newest `keep_last` complete checkpoints."""
+    if "step" not in trainer_state:
+        raise ValueError("trainer_state needs a 'step'")
+    root = _checkpoints_root(dir)
+    path = root / f"{STEP_PREFIX}{int(trainer_state['step']):06d}"
+    with atomic_dir(path) as tmp:
+        _write_model_files(tmp, model, tokenizer, {"step": int(trainer_state["step"])})
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2) + "\n")
+        (tmp / "COMPLETE").write_text("ok\n")
+    if keep_last is not None and keep_last > 0:
+        for old in list_checkpoints(root)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer=None, map_location="cpu") -> dict:
+    """Restore model (and optimizer) in place from a checkpoint dir; returns trainer_state."""
+    path = Path(path)
+    if not (path / "COMPLETE").exists():
+        raise DomtokError(f"{path}: checkpoint is incomplete (no COMPLETE marker); resume from latest_checkpoint()")
+    load_native_state(model, read_weights(path / "model.safetensors"), str(path / "model.safetensors"))
+    if optimizer is not None:
+        opt_path = path / "optimizer.pt"
+        if not opt_path.exists():
+            raise DomtokError(f"{opt_path}: not found; this checkpoint has no optimizer state")
+        optimizer.load_state_dict(torch.load(opt_path, map_location=map_location, weights_only=True))
+    return json.loads((path / "trainer_state.json").read_text())

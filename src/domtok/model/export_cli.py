@@ -1,0 +1,33 @@
+"""`domtok export CKPT OUT_DIR`: a domtok model dir or checkpoint -> Hugging Face GPT2LMHeadModel dir."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from domtok.errors import DomtokError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ckpt", help="native model dir (e.g. run/model), checkpoint dir (checkpoints/step_000100) "
+                                     "or a run dir (its latest complete checkpoint)")
+    parser.add_argument("out_dir", help="where to write the Hugging Face dir (replaced atomically)")
+
+
+def main(args) -> int:
+    from domtok.model.checkpoint import latest_checkpoint
+    from domtok.model.hf import export_hf
+
+    src = Path(args.ckpt)
+    if not (src / "config.json").exists():
+        # a run dir: prefer its final model, else its newest complete checkpoint
+        latest = latest_checkpoint(src)
+        if (src / "model" / "config.json").exists():
+            src = src / "model"
+        elif latest is not None:
+            src = latest
+        else:
+            raise DomtokError(f"{src}: no config.json, model/ or complete checkpoint; point at a model dir")
+    out = export_hf(src, args.out_dir)
+    print(f"exported {src} -> {out} (load with transformers.GPT2LMHeadModel.from_pretrained)")
+    return 0
