@@ -136,6 +136,22 @@ class Engine:
         self.domain_values = {t.text: t.value for t in getattr(tokenizer, "id_to_domain", {}).values()}
         self._piece_cache: dict[int, str] = {}
         self._candidates: dict[str, torch.Tensor] = {}
+        self._banned = self._banned_logits(model.config.vocab_size)
+
+    def _banned_logits(self, vocab_size: int) -> torch.Tensor | None:
+        """-inf on ids this condition never produces: padding, and in the baseline the reserved
+        domain-token ids (DESIGN invariant 2: they never appear in the baseline). Their
+        embedding rows exist only so that both conditions have the same shape."""
+        tok = self.tokenizer
+        if tok is None or not hasattr(tok, "n_base"):
+            return None
+        allowed = torch.zeros(vocab_size, dtype=torch.bool)
+        allowed[: tok.n_base] = True
+        if getattr(tok, "uses_domain_tokens", False):
+            allowed[list(tok.id_to_domain)] = True
+        if bool(allowed.all()):
+            return None
+        return torch.zeros(vocab_size, device=self.device).masked_fill(~allowed.to(self.device), float("-inf"))
 
     # ---------------------------------------------------------------- public API
 
@@ -228,6 +244,8 @@ class Engine:
         active = rows  # rows in the batch, in cache order (finished ones until compaction)
         done: list[_Row] = []
         while True:
+            if self._banned is not None:
+                logits = logits.float() + self._banned
             nxt = sample_next(logits, params, gens)
             tokens = nxt.tolist()
             forced_any = False
