@@ -73,14 +73,26 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
     for item in overrides or []:
         keys, value = parse_override(item)
         node = out
-        for k in keys[:-1]:
+        for depth, k in enumerate(keys):
+            last = depth == len(keys) - 1
+            if isinstance(node, list):  # `stages.1.config.lr=...`: a list is indexed by number
+                if not k.isdigit() or int(k) >= len(node):
+                    raise ConfigError(f"override {item!r}: {k!r} is not an index of a list of {len(node)}")
+                k = int(k)
+                if last:
+                    node[k] = value
+                else:
+                    node = node[k]
+                continue
+            if last:
+                node[k] = value
+                break
             nxt = node.get(k)
             if nxt is None:
                 nxt = node[k] = {}
-            if not isinstance(nxt, dict):
+            if not isinstance(nxt, (dict, list)):
                 raise ConfigError(f"override {item!r}: {k!r} is a value, not a section")
             node = nxt
-        node[keys[-1]] = value
     return out
 
 

@@ -343,14 +343,17 @@ def run_experiment(spec: Spec, opts: RunOptions) -> int:
             _say(opts, f"{tag}: FAILED — see {node.out_dir / 'log.txt'}")
     _say(opts, f"domtok run {spec.name}: finished in {time.time() - t_start:.0f}s, "
                f"{len(failed)} failed or blocked node(s)")
-    if not failed and opts.only is None:
+    if opts.only is None:
+        # Also after failures: the report lists what is missing, and shows what did finish.
         try:
             from domtok.report import write_report
             path = write_report(run_dir)
             _say(opts, f"report: {path}")
         except Exception as e:  # the report is derived; a bug there must not hide finished results
-            _say(opts, f"report could not be written: {e}")
+            _say(opts, f"report could not be written: {type(e).__name__}: {e}")
             return 1
+    if failed:
+        _say(opts, "failed: " + ", ".join(sorted(failed)) + f" (logs under {run_dir})")
     return 1 if failed else 0
 
 

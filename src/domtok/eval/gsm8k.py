@@ -110,7 +110,8 @@ def is_correct(text: str, gold: str | int | float, mode: str = "flexible") -> bo
 @dataclass
 class GSM8KEvalConfig:
     model: str = ""                 # domtok model dir or Hugging Face GPT-2 dir
-    data: str | None = None         # local jsonl/dir in the GSM8K schema; None = hub openai/gsm8k
+    data: str | None = None         # local jsonl/dir in the GSM8K schema; None = hub openai/gsm8k;
+                                    # "synthetic:word_problems" = the generated test split
     split: str = "test"
     n: int = 0                      # 0 = every item; else a seeded random subset of n
     seed: int = 0                   # subset draw and sampling seed
@@ -124,10 +125,22 @@ class GSM8KEvalConfig:
     dtype: str = "auto"             # bf16 autocast on CUDA, fp32 on CPU; or float32 / bfloat16 / float16
 
 
+SYNTHETIC_SOURCE = "synthetic:word_problems"
+SYNTHETIC_DEFAULT_N = 200
+
+
 def load_items(cfg: GSM8KEvalConfig) -> list[dict]:
     """The evaluated items, each with a stable id (`test-17` = line 17 of the split), in order."""
     from domtok.data.sources import load_gsm8k, sample_records
 
+    if cfg.data == SYNTHETIC_SOURCE:
+        # The generated GSM-style test split: disjoint from the train split that synthetic SFT
+        # and GRPO use, so the tiny study has a held-out GSM test without any download.
+        from domtok.data.synthetic import word_problems
+
+        n = cfg.n or SYNTHETIC_DEFAULT_N
+        return [{"id": f"synthetic-test-{i}", "question": r["question"], "gold": parse_gold(r["answer"])}
+                for i, r in enumerate(word_problems(n, cfg.seed, split="test"))]
     records = [dict(r, _index=i) for i, r in enumerate(load_gsm8k(cfg.split, cfg.data))]
     if not records:
         raise DomtokError(f"{cfg.data or 'hub:openai/gsm8k'}: no GSM8K records in split {cfg.split!r}")
