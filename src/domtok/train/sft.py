@@ -1,0 +1,332 @@
+"""Supervised fine-tuning: `domtok sft CONFIG [key=value ...] [--resume] [--out DIR]`.
+
+One loop for every SFT route (instruct, gsm8k, gsm_sbs, curriculum, tinygsm, local jsonl):
+a config is a list of *stages*, each with its own data, epochs and learning rate; a
+single-stage config is the common case, the curriculum has three. RFT reuses
+`train_stages` for its rounds.
+
+What this loop guarantees (the reference study's bugs):
+- loss only on assistant tokens and the closing EOS, from the explicit masks of
+  `domtok.chat.render_conversation` (the reference masked every EOS: its models never stopped);
+- validation is a held-out part of the training source, never a test split;
+- the condition decides injection; the model dir's tokenizer must agree with it;
+- fp32 master weights, bf16 autocast on GPU (the reference updated pure bf16 weights);
+- the global batch is defined without reference to the number of processes: rank r of W
+  takes micro-batches r, r+W, ... of it, and the loss is normalised by the trained tokens of
+  the whole global batch, so a 2-process run computes the same update as a 1-process run.
+
+Logged per step: train loss, lr; every `eval_every` steps and at each stage end: val loss and
+val bits per byte (= summed CE / (ln 2 x UTF-8 bytes of the original assistant text)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from domtok.config import atomic_write_json, config_hash, load_config, save_resolved
+from domtok.errors import DomtokError
+from domtok.train.sft_data import BuildReport, DataSource, SFTExample, build_examples, collate, load_records, split_train_val
+
+
+@dataclass
+class SFTStage:
+    name: str = "sft"
+    data: list[DataSource] = field(default_factory=lambda: [DataSource()])
+    val_data: list[DataSource] = field(default_factory=list)  # optional; default: held out from data
+    val_size: float = 0.05        # held-out part of the training records: fraction (<1) or count
+    epochs: float = 1.0
+    learning_rate: float = 2e-5
+    min_lr_ratio: float = 0.0     # cosine decays to learning_rate * min_lr_ratio
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_length: int = 512
+    batch_size: int = 8           # per micro-batch (per process)
+    grad_accum: int = 4           # micro-batches per global batch (divisible by the world size)
+
+
+@dataclass
+class SFTConfig:
+    model: str = ""               # input model dir (native or Hugging Face GPT-2)
+    condition: str = "baseline"   # must match the model's tokenizer
+    inject_user: bool = False     # domain conditions inject assistant text only, unless this
+    stages: list[SFTStage] = field(default_factory=lambda: [SFTStage()])
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"           # auto = bf16 autocast on GPU, fp32 on CPU; weights stay fp32
+    grad_clip: float = 1.0
+    eval_every: int = 0           # steps between validations (0 = at each stage end only)
+    checkpoint_every: int = 0     # steps between checkpoints (0 = at each stage end only)
+    keep_checkpoints: int = 2
+    max_steps: int = 0            # stop after this many steps in all (0 = run every stage fully)
+    compile: bool = False
+
+
+# --- condition / tokenizer consistency -------------------------------------------------------
+
+def injection_token_set(condition: str, tokenizer, where: str = "sft") -> str | None:
+    """The token set to inject for this condition, checked against the model's tokenizer.
+
+    A baseline model fine-tuned with a domain condition (or the reverse) is an error: the
+    condition would say one thing and the vocabulary another.
+    """
+    domain = condition != "baseline"
+    if domain != bool(tokenizer.uses_domain_tokens):
+        kind = "uses" if tokenizer.uses_domain_tokens else "does not use"
+        raise DomtokError(f"{where}: condition {condition!r} but the model's tokenizer {kind} domain tokens "
+                          f"(tokenizer condition {getattr(tokenizer, 'condition', '?')!r}); set `condition` "
+                          "to the model's condition or use that condition's model")
+    tok_cond = getattr(tokenizer, "condition", condition)
+    if domain and tok_cond != condition:
+        raise DomtokError(f"{where}: condition {condition!r} but the model's tokenizer is for {tok_cond!r}; "
+                          "set `condition` to match the model")
+    return tokenizer.token_set.name if domain else None
+
+
+def build_stage_data(stage: SFTStage, tokenizer, condition: str, inject_user: bool, seed: int
+                     ) -> tuple[list[SFTExample], list[SFTExample], dict]:
+    """Training and validation examples of one stage (validation held out from training)."""
+    token_set = injection_token_set(condition, tokenizer)
+    train_recs = [r for src in stage.data for r in load_records(src)]
+    if stage.val_data:
+        val_recs = [r for src in stage.val_data for r in load_records(src)]
+    else:
+        train_recs, val_recs = split_train_val(train_recs, stage.val_size, seed)
+    rep_t, rep_v = BuildReport(), BuildReport()
+    train = build_examples(train_recs, tokenizer, token_set, inject_user, stage.max_length, rep_t)
+    val = build_examples(val_recs, tokenizer, token_set, inject_user, stage.max_length, rep_v)
+    if not train:
+        raise DomtokError(f"sft stage {stage.name!r}: no usable training examples ({rep_t}); check `data`")
+    return train, val, {"train": rep_t.__dict__, "val": rep_v.__dict__}
+
+
+# --- the loop --------------------------------------------------------------------------------
+
+def stage_steps(stage: SFTStage, n_train: int) -> int:
+    return max(1, round(n_train * stage.epochs / (stage.batch_size * stage.grad_accum)))
+
+
+def global_batch(n: int, step: int, size: int, seed: int, stage_index: int) -> list[int]:
+    """Example indices of global batch `step`: an endless stream of seeded epoch permutations."""
+    out = []
+    for pos in range(step * size, (step + 1) * size):
+        epoch, k = divmod(pos, n)
+        perm = _perm(n, seed, stage_index, epoch)
+        out.append(perm[k])
+    return out
+
+
+_PERMS: dict = {}
+
+
+def _perm(n: int, seed: int, stage_index: int, epoch: int) -> list[int]:
+    key = (n, seed, stage_index, epoch)
+    if key not in _PERMS:
+        p = list(range(n))
+        random.Random(f"sft:{seed}:{stage_index}:{epoch}").shuffle(p)
+        _PERMS.clear()  # keep one; batches are consumed in order
+        _PERMS[key] = p
+    return _PERMS[key]
+
+
+def token_ce_sum(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy over the trained targets (fp32)."""
+    logits, _ = model(x)
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100,
+                           reduction="sum")
+
+
+@torch.no_grad()
+def evaluate(model, examples: list[SFTExample], batch_size: int, pad_id: int, info, device, dtype) -> dict:
+    """Validation loss (per trained token) and bits per byte, summed over every rank's share."""
+    from domtok.train.common import all_reduce_sum, autocast
+
+    if not examples:
+        return {}
+    was = model.training
+    model.eval()
+    ce = tok = nbytes = 0.0
+    mine = examples[info.rank::info.world_size]
+    for i in range(0, len(mine), batch_size):
+        chunk = mine[i:i + batch_size]
+        x, y = collate(chunk, pad_id, device)
+        with autocast(device, dtype):
+            ce += float(token_ce_sum(model, x, y))
+        tok += float((y != -100).sum())
+        nbytes += sum(e.n_bytes for e in chunk)
+    ce, tok, nbytes = all_reduce_sum([ce, tok, nbytes], info, device)
+    model.train(was)
+    return {"val_loss": ce / max(tok, 1), "val_bpb": ce / (math.log(2) * max(nbytes, 1)), "val_tokens": int(tok)}
+
+
+def train_stages(model, tokenizer, stages: list[tuple[SFTStage, list[SFTExample], list[SFTExample]]],
+                 cfg: SFTConfig, out_dir: str | Path, info, resume: bool = False) -> dict:
+    """Fine-tune `model` in place through `stages`; checkpoints and metrics under out_dir.
+
+    `cfg` supplies the run-wide settings (seed, device, dtype, clipping, eval/checkpoint
+    cadence, max_steps); each stage its data and optimisation hyper-parameters.
+    """
+    from domtok.train import common
+
+    out_dir = Path(out_dir)
+    device = info.device
+    dtype = common.resolve_dtype(cfg.dtype, device)
+    model.to(device)  # fp32 master weights; autocast only changes the matmul precision
+    model.train()
+    raw = model
+    ddp = common.wrap_ddp(common.maybe_compile(model, cfg.compile, device), info)
+    logger = common.MetricsLogger(out_dir, enabled=info.is_main)
+    pad_id = tokenizer.eot_id
+
+    plan = [stage_steps(st, len(tr)) for st, tr, _ in stages]
+    start_stage, start_step, global_step, ckpt = 0, 0, 0, None
+    if resume:
+        from domtok.model import checkpoint
+
+        ckpt = checkpoint.latest_checkpoint(out_dir)
+        if ckpt is not None:
+            st = checkpoint.load_checkpoint(ckpt, raw)
+            start_stage, start_step, global_step = st["stage"], st["stage_step"], st["step"]
+            if start_step >= plan[start_stage]:  # the checkpoint closed a stage: fresh optimizer
+                start_stage, start_step, ckpt = start_stage + 1, 0, None
+            common.set_rng_state(st["rng"])
+            logger.truncate(global_step)
+    summary = {"stages": [], "steps": global_step}
+    t_start = time.time()
+    for s in range(start_stage, len(stages)):
+        stage, train, val = stages[s]
+        W = info.world_size
+        if stage.grad_accum % W:
+            raise DomtokError(f"sft stage {stage.name!r}: grad_accum {stage.grad_accum} must be divisible by the "
+                              f"number of processes {W}")
+        steps = plan[s]
+        gb = stage.batch_size * stage.grad_accum
+        warmup = int(round(stage.warmup_ratio * steps))
+        opt = common.configure_optimizer(raw, stage.learning_rate, stage.weight_decay, device_type=str(device).split(":")[0])
+        if ckpt is not None and s == start_stage:  # mid-stage resume: the stage's optimizer state too
+            from domtok.model import checkpoint
+
+            checkpoint.load_checkpoint(ckpt, raw, opt, map_location=device)
+        step0 = start_step if s == start_stage else 0
+        last_val: dict = {}
+        for k in range(step0, steps):
+            if cfg.max_steps and global_step >= cfg.max_steps:
+                break
+            lr = common.lr_at(k, stage.learning_rate, stage.learning_rate * stage.min_lr_ratio, warmup, steps)
+            common.set_lr(opt, lr)
+            idx = global_batch(len(train), k, gb, cfg.seed, s)
+            batch = [train[i] for i in idx]
+            n_tok = sum(sum(e.mask[1:]) for e in batch)  # trained targets in the whole global batch
+            micro = [batch[j * stage.batch_size:(j + 1) * stage.batch_size] for j in range(stage.grad_accum)]
+            mine = micro[info.rank::W]
+            ce_total = 0.0
+            for j, mb in enumerate(mine):
+                x, y = collate(mb, pad_id, device)
+                with common.grad_sync(ddp, j == len(mine) - 1):
+                    with common.autocast(device, dtype):
+                        ce = token_ce_sum(ddp, x, y)
+                    # DDP averages gradients over W ranks: scale by W so the result is the
+                    # gradient of (summed CE over the global batch) / n_tok.
+                    (ce * W / n_tok).backward()
+                ce_total += float(ce.detach())
+            gnorm = common.clip_gradients(raw, cfg.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            (ce_sum,) = common.all_reduce_sum([ce_total], info, device)
+            global_step += 1
+            row = {"step": global_step, "stage": stage.name, "stage_step": k + 1, "lr": lr,
+                   "train_loss": ce_sum / n_tok, "grad_norm": gnorm, "tokens": n_tok,
+                   "elapsed_s": round(time.time() - t_start, 3)}
+            stage_end = k + 1 == steps
+            if (cfg.eval_every and global_step % cfg.eval_every == 0) or stage_end:
+                last_val = evaluate(raw, val, stage.batch_size, pad_id, info, device, dtype)
+                row.update(last_val)
+            logger.log(row)
+            if stage_end or (cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0):
+                save_state(out_dir, global_step, raw, tokenizer, opt,
+                           {"step": global_step, "stage": s, "stage_step": k + 1, "rng": common.rng_state()},
+                           cfg.keep_checkpoints, info)
+        summary["stages"].append({"name": stage.name, "steps": steps, "train_examples": len(train),
+                                  "val_examples": len(val), **last_val})
+        summary["steps"] = global_step
+        if cfg.max_steps and global_step >= cfg.max_steps:
+            break
+    logger.close()
+    return summary
+
+
+# --- checkpoints (through domtok.model.checkpoint) -------------------------------------------
+
+def save_state(out_dir, step, model, tokenizer, optimizer, state: dict, keep: int, info) -> None:
+    """A training checkpoint under out_dir/checkpoints (rank 0 writes; the others wait)."""
+    from domtok.model import checkpoint
+    from domtok.train.common import barrier
+
+    if info.is_main:
+        checkpoint.save_checkpoint(out_dir, model, optimizer, state, tokenizer=tokenizer, keep_last=keep)
+    barrier(info)
+
+
+# --- stage entry point -----------------------------------------------------------------------
+
+def run(cfg: SFTConfig, out_dir: str | Path, resume: bool = False) -> dict:
+    """Fine-tune cfg.model through cfg.stages; writes out_dir/{model,summary.json,manifest.json}."""
+    from domtok.model.checkpoint import load_model, save_model_dir
+    from domtok.train.common import barrier
+    from domtok.utils import dist_setup, seed_everything
+
+    if not cfg.model:
+        raise DomtokError("sft: `model` is empty; set model=PATH to a pretrained model dir")
+    out_dir = Path(out_dir)
+    info = dist_setup(cfg.device)
+    seed_everything(cfg.seed)
+    model, tokenizer = load_model(cfg.model, device="cpu")
+    injection_token_set(cfg.condition, tokenizer)  # fail before any data work
+    stages, reports = [], {}
+    for i, st in enumerate(cfg.stages):
+        train, val, rep = build_stage_data(st, tokenizer, cfg.condition, cfg.inject_user, cfg.seed + i)
+        stages.append((st, train, val))
+        reports[st.name] = rep
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        h = save_resolved(cfg, out_dir)
+    else:
+        h = config_hash(cfg)
+    t0 = time.time()
+    summary = train_stages(model, tokenizer, stages, cfg, out_dir, info, resume=resume)
+    summary.update({"stage": "sft", "condition": cfg.condition, "model_in": cfg.model, "config_hash": h,
+                    "seed": cfg.seed, "data": reports, "wall_time_s": round(time.time() - t0, 2)})
+    if info.is_main:
+        save_model_dir(model, tokenizer, out_dir / "model", extra={"stage": "sft", "config_hash": h})
+        atomic_write_json(out_dir / "summary.json", summary)
+        atomic_write_json(out_dir / "manifest.json", {"stage": "sft", "config_hash": h, "inputs": {"model": cfg.model},
+                                                      "outputs": {"model": str(out_dir / "model")}, "summary": summary})
+    barrier(info)
+    return summary
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML file or preset name (reads its `sft:` section if present)")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. model=runs/x/model")
+    p.add_argument("--out", default=None, help="output dir (default runs/sft/<config hash>)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+
+
+def main(args) -> int:
+    from domtok.utils import dist_teardown
+
+    cfg = load_config(SFTConfig, args.config, args.overrides, section="sft")
+    out = args.out or f"runs/sft/{config_hash(cfg)}"
+    try:
+        s = run(cfg, out, resume=args.resume)
+    finally:
+        dist_teardown()
+    print(f"sft: {s['steps']} steps -> {out}/model", flush=True)
+    return 0
