@@ -110,7 +110,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         if s["name"] in names or s["name"] in ("prepare", "tokenizer"):
             raise ConfigError(f"{where}: stage name {s['name']!r} is used twice or reserved")
         names.add(s["name"])
-        stages.append(StageSpec(name=s["name"], kind=s["kind"], config=s.get("config") or {}, after=after))
+        stages.append(StageSpec(name=s["name"], kind=s["kind"], config=_stage_config(s, where), after=after))
     evals = data.get("evals") or {}
     benchmarks = {}
     for bname, b in (evals.get("benchmarks") or {}).items():
@@ -130,6 +130,30 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
                 stages=stages, evals_after=evals_after, benchmarks=benchmarks,
                 runs_dir=str(data.get("runs_dir", "runs")), token_set=str(data.get("token_set", "mul")),
                 confounds=list(data.get("confounds") or []), raw=data)
+
+
+def _stage_config(stage: dict, where: str) -> dict:
+    """A stage's config: inline, or the `<kind>:` section of a preset/file, then `set:` on top.
+
+        config: sft-gsm8k            # configs/sft-gsm8k.yaml, section `sft:`
+        set: {stages: ...}           # deep-merged over it
+    """
+    cfg = stage.get("config") or {}
+    if isinstance(cfg, str):
+        data = load_yaml(cfg)
+        if not isinstance(data.get(stage["kind"]), dict):
+            raise ConfigError(f"{where}: stage {stage['name']!r}: {cfg} has no `{stage['kind']}:` section")
+        cfg = data[stage["kind"]]
+    elif not isinstance(cfg, dict):
+        raise ConfigError(f"{where}: stage {stage['name']!r}: config must be a mapping or a preset name")
+    return _deep_merge(cfg, stage.get("set") or {})
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 # --------------------------------------------------------------------------- the DAG
@@ -477,6 +501,9 @@ def _wall(node: Node) -> float:
 
 def key_metric(kind: str, summary: dict) -> tuple[str, float] | None:
     """The one number the status board shows for a finished node."""
+    if kind == "prepare":
+        tokens = summary.get("splits", {}).get("train", {}).get("tokens")
+        return ("train_tokens", float(tokens)) if isinstance(tokens, int) else None
     metrics = summary.get("metrics", summary)
     candidates = {
         "pretrain": ("final_val_bpb", "val_bpb", "final_val_loss"),
@@ -484,9 +511,8 @@ def key_metric(kind: str, summary: dict) -> tuple[str, float] | None:
         "rft": ("final_val_loss", "yield", "val_loss"),
         "grpo": ("final_reward_mean", "reward_mean", "accuracy"),
         "gsm8k": ("accuracy_flexible", "accuracy"),
-        "probes": ("accuracy_overall", "accuracy", "overall"),
+        "probes": ("accuracy_all",),
         "hellaswag": ("acc_norm_char", "acc_norm"),
-        "prepare": ("tokens",),
         "tokenizer": ("vocab_size",),
     }.get(kind, ())
     for k in candidates:

@@ -30,7 +30,7 @@ from domtok.errors import DomtokError
 HEADLINE = {
     "hellaswag": (["acc_norm_char", "acc_norm_token", "acc"], "acc_norm_char"),
     "gsm8k": (["accuracy_strict", "accuracy_flexible"], "correct_flexible"),
-    "probes": (["accuracy_overall"], "correct"),
+    "probes": (["accuracy_all"], "correct"),
 }
 ALPHA = 0.05
 
@@ -238,11 +238,11 @@ def compute_table(run: Run) -> list[str]:
             ep = s.get("epochs")
             lines.append(f"| {cond} | {n.seed} | {_fmt(s.get('params'))} | {_fmt(s.get('steps'))} | "
                          f"{_fmt(s.get('tokens_per_step'))} | {_fmt(s.get('tokens_trained'))} | {_fmt(s.get('unique_tokens'))} | "
-                         f"{_fmt(ep, 2)} | {_sci(s.get('training_flops'))} | "
+                         f"{_fmt(ep, 2)} | {_sci(s.get('total_flops'))} | "
                          f"{_fmt(s.get('domain_token_share'), 6)} | {_fmt(s.get('wall_time_s'), 1)} |")
             if isinstance(ep, (int, float)) and ep > 1:
                 warnings.append(f"- ⚠ {cond} seed {n.seed} saw its training data {ep:.2f} times (repeated data).")
-    keys = ("params", "steps", "tokens_per_step", "tokens_trained", "training_flops")
+    keys = ("params", "steps", "tokens_per_step", "tokens_trained", "total_flops")
     by_key = defaultdict(set)
     for cond in run.conditions:
         for n in run.training(first_pre, cond) if first_pre else []:
@@ -288,7 +288,8 @@ def plots(run: Run, out: Path) -> list[str]:
         for cond in run.conditions:
             for n in run.training(st.name, cond):
                 rows = _read_jsonl(n.out_dir / "metrics.jsonl")
-                tr = [(r["step"], r["loss"]) for r in rows if isinstance(r.get("loss"), (int, float)) and "step" in r]
+                tr = [(r["step"], r.get("loss", r.get("train_loss"))) for r in rows
+                      if isinstance(r.get("loss", r.get("train_loss")), (int, float)) and "step" in r]
                 va = [(r["step"], r.get("val_bpb", r.get("val_loss"))) for r in rows
                       if isinstance(r.get("val_bpb", r.get("val_loss")), (int, float))]
                 label = f"{cond} s{n.seed}"

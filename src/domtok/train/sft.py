@@ -199,6 +199,7 @@ def train_stages(model, tokenizer, stages: list[tuple[SFTStage, list[SFTExample]
             common.set_rng_state(st["rng"])
             logger.truncate(global_step)
     summary = {"stages": [], "steps": global_step}
+    recent_train: list[float] = []  # the last train losses: the summary's final_train_loss
     t_start = time.time()
     for s in range(start_stage, len(stages)):
         stage, train, val = stages[s]
@@ -241,6 +242,7 @@ def train_stages(model, tokenizer, stages: list[tuple[SFTStage, list[SFTExample]
             opt.zero_grad(set_to_none=True)
             (ce_sum,) = common.all_reduce_sum([ce_total], info, device)
             global_step += 1
+            recent_train = (recent_train + [ce_sum / n_tok])[-20:]
             row = {"step": global_step, "stage": stage.name, "stage_step": k + 1, "lr": lr,
                    "train_loss": ce_sum / n_tok, "grad_norm": gnorm, "tokens": n_tok,
                    "elapsed_s": round(time.time() - t_start, 3)}
@@ -256,8 +258,10 @@ def train_stages(model, tokenizer, stages: list[tuple[SFTStage, list[SFTExample]
         summary["stages"].append({"name": stage.name, "steps": steps, "train_examples": len(train),
                                   "val_examples": len(val), **last_val})
         summary["steps"] = global_step
+        summary.update(final_val_loss=last_val.get("val_loss"), final_val_bpb=last_val.get("val_bpb"))
         if cfg.max_steps and global_step >= cfg.max_steps:
             break
+    summary["final_train_loss"] = sum(recent_train) / len(recent_train) if recent_train else None
     logger.close()
     return summary
 

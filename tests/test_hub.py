@@ -1,0 +1,131 @@
+"""Hub sync offline: huggingface_hub is replaced at its boundary by a fake backed by a folder.
+
+Uses the micro study of test_pipeline.py (a session fixture), so push has real exported
+models to upload; pulled models are checked with transformers' own loader.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import shutil
+from pathlib import Path
+
+import pytest
+
+from domtok import hub
+
+TOKEN = "hf_THIS_IS_A_SECRET_TOKEN"
+
+
+class FakeHub:
+    def __init__(self, root: Path):
+        self.root = root
+        self.uploads: list[str] = []
+
+    def path(self, repo: str) -> Path:
+        return self.root / repo.replace("/", "__")
+
+    # HfApi surface used by domtok.hub
+    def create_repo(self, repo_id, private=None, exist_ok=False):
+        assert exist_ok
+        self.path(repo_id).mkdir(parents=True, exist_ok=True)
+
+    def upload_folder(self, repo_id, folder_path, commit_message=None):
+        shutil.copytree(folder_path, self.path(repo_id), dirs_exist_ok=True)
+        self.uploads.append(repo_id)
+
+    def repo_exists(self, repo_id):
+        return self.path(repo_id).exists()
+
+    def file_exists(self, repo_id, filename):
+        return (self.path(repo_id) / filename).exists()
+
+    def snapshot_download(self, repo_id, local_dir=None, allow_patterns=None, ignore_patterns=None, **_):
+        src = self.path(repo_id)
+        if not src.exists():
+            raise FileNotFoundError(repo_id)
+        dst = Path(local_dir) if local_dir else self.root.parent / "cache" / repo_id.replace("/", "__")
+        for f in src.rglob("*"):
+            rel = str(f.relative_to(src))
+            if f.is_dir() or (allow_patterns and not any(fnmatch.fnmatch(rel, p) for p in allow_patterns)):
+                continue
+            if ignore_patterns and any(fnmatch.fnmatch(rel, p) for p in ignore_patterns):
+                continue
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dst / rel)
+        return str(dst)
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    fake = FakeHub(tmp_path / "hub")
+    monkeypatch.setattr(hub, "HfApi", lambda: fake)
+    monkeypatch.setattr(hub, "snapshot_download", fake.snapshot_download)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    return fake
+
+
+def test_push_skip_force_pull_list(micro_run, fake_hub, tmp_path, capsys):
+    from domtok.cli import main
+
+    run_dir = micro_run["run_dir"]
+    assert main(["hub", "push", str(run_dir), "--repo-prefix", "alice/micro"]) == 0
+    models = [r for r in fake_hub.uploads if r not in ("alice/micro-results", "alice/micro-tokenizer")]
+    assert sorted(models) == sorted(f"alice/micro-{c}-s0-{s}" for c in ("baseline", "mul_tokens")
+                                    for s in ("pretrain", "sft", "grpo"))
+    assert "alice/micro-tokenizer" in fake_hub.uploads and "alice/micro-results" in fake_hub.uploads
+    # checkpoints stay local by default
+    assert not list(fake_hub.path("alice/micro-baseline-s0-pretrain").glob("checkpoints"))
+
+    # a second push uploads no model again; --force does
+    fake_hub.uploads.clear()
+    main(["hub", "push", str(run_dir), "--repo-prefix", "alice/micro"])
+    assert fake_hub.uploads == ["alice/micro-results"]
+    main(["hub", "push", str(run_dir), "--repo-prefix", "alice/micro", "--models", "baseline", "--force",
+          "--include-checkpoints"])
+    assert "alice/micro-baseline-s0-sft" in fake_hub.uploads and "alice/micro-mul_tokens-s0-sft" not in fake_hub.uploads
+    assert list(fake_hub.path("alice/micro-baseline-s0-pretrain").glob("checkpoints/step_*"))
+
+    # pull one condition's models into a fresh run dir; results come along
+    out = tmp_path / "pulled"
+    assert main(["hub", "pull", "--repo-prefix", "alice/micro", "--out", str(out),
+                 "--models", "baseline", "results"]) == 0
+    pulled = out / "baseline/seed0/sft/model"
+    assert (pulled / "config.json").exists() and not (out / "mul_tokens/seed0/sft/model").exists()
+    assert not list(out.rglob("checkpoints"))
+    assert (out / "report.md").exists()
+    from transformers import GPT2LMHeadModel
+
+    hf = GPT2LMHeadModel.from_pretrained(pulled)
+    assert hf.config.vocab_size % 64 == 0
+
+    # the registry lists names, repos and groups
+    capsys.readouterr()
+    main(["hub", "list", "--repo-prefix", "alice/micro"])
+    listing = capsys.readouterr().out
+    assert "| mul_tokens-s0-grpo | alice/micro-mul_tokens-s0-grpo | model | grpo | mul_tokens | 0 |" in listing
+    assert "groups: all, models" in listing and "baseline" in listing
+
+    captured = capsys.readouterr()
+    assert TOKEN not in captured.out + captured.err
+
+
+def test_push_without_token_is_a_clear_error(micro_run, tmp_path, monkeypatch, capsys):
+    from domtok.cli import main
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))
+    monkeypatch.setattr(hub, "HfApi", lambda: pytest.fail("no upload may start without a token"))
+    assert main(["hub", "push", str(micro_run["run_dir"]), "--repo-prefix", "alice/micro"]) == 2
+    assert "HF_TOKEN" in capsys.readouterr().err
+
+
+def test_unknown_group_and_bad_prefix(micro_run):
+    from domtok.errors import DomtokError
+
+    reg = hub.build_registry(micro_run["run_dir"], "alice/micro")
+    assert len(hub.select(reg, ["sft"])) == 2 and len(hub.select(reg, ["models"])) == 6
+    with pytest.raises(DomtokError, match="unknown model"):
+        hub.select(reg, ["nope"])
+    with pytest.raises(DomtokError, match="USER/name"):
+        hub.build_registry(micro_run["run_dir"], "no-slash")

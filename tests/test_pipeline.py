@@ -1,0 +1,90 @@
+"""The experiment pipeline end to end on a micro study: kill after pretraining, resume, report.
+
+The micro study (fixture `micro_run` in conftest.py) is run once per session and shared
+with test_hub.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import MICRO, _manifest_times
+from domtok.pipeline import RunOptions, build_nodes, load_spec, node_state, run_experiment
+
+def test_resume_after_kill_repeats_no_finished_stage(micro_run):
+    assert micro_run["before"], "no finished prepare/pretrain manifests before the kill"
+    assert micro_run["before"] == micro_run["after"], "a stage finished before the kill was run again"
+    # Everything except the deliberately broken benchmark finished.
+    spec, run_dir = micro_run["spec"], micro_run["run_dir"]
+    states = {n.id: node_state(n) for n in build_nodes(spec, run_dir)}
+    broken = {k for k in states if k.endswith("/eval/hellaswag")}
+    assert all(states[k] == "failed" for k in broken) and len(broken) == 4
+    assert all(v == "done" for k, v in states.items() if k not in broken), states
+    assert micro_run["rc"] == 1  # failures are reported in the exit code
+
+
+def test_failed_node_names_its_log(micro_run):
+    run_dir = micro_run["run_dir"]
+    failed = json.loads((run_dir / "baseline/seed0/pretrain/eval/hellaswag/failed.json").read_text())
+    assert "nonexistent" in failed["error"] and Path(failed["log"]).exists()
+
+
+def test_rerun_is_a_no_op_and_changes_rerun_only_downstream(micro_run, capsys):
+    spec = micro_run["spec"]
+    stamps = _manifest_times(micro_run["run_dir"], "**/manifest.json")
+    rc = run_experiment(spec, RunOptions(only="sft"))
+    out = capsys.readouterr().out
+    assert rc == 0 and out.count("done already") == 2  # sft of both conditions, nothing re-run
+    assert _manifest_times(micro_run["run_dir"], "**/manifest.json") == stamps
+    # A changed SFT config changes the hashes of SFT and everything after it, nothing before.
+    changed = load_spec(str(micro_run["spec_path"]), ["stages.1.config.stages.0.epochs=2"])
+    changed.runs_dir = spec.runs_dir
+    old = {n.id: n.hash for n in build_nodes(spec, micro_run["run_dir"])}
+    new = {n.id: n.hash for n in build_nodes(changed, micro_run["run_dir"])}
+    differ = {k for k in old if old[k] != new[k]}
+    assert differ and all(("/sft" in k or "/grpo" in k) for k in differ)
+    assert any("/grpo/eval/" in k for k in differ)
+
+
+def test_report_has_every_table_and_plots(micro_run):
+    run_dir = micro_run["run_dir"]
+    report = (run_dir / "report.md").read_text()
+    for heading in ("## Losses", "## Evaluation matrix", "## Generation (GSM-style benchmarks)",
+                    "## Paired comparison: domain vs baseline", "## Compute matching", "## Confounds", "## Plots"):
+        assert heading in report, heading
+    for row in ("| pretrain | baseline |", "| pretrain | mul_tokens |", "| sft | mul_tokens |", "| grpo | baseline |"):
+        assert row in report, row
+    assert "### probes (probes)" in report and "### gsm_synthetic (gsm8k)" in report
+    assert "conditions are compute-matched" in report and "NOT compute-matched" not in report
+    assert "statistically significant" in report  # the plain sentence of the paired test
+    assert "shaped reward" in report  # the GRPO confound is stated
+    assert "not finished:" in report and "hellaswag" in report  # the broken benchmark is listed
+    for png in ("loss_pretrain.png", "accuracy_probes.png", "accuracy_gsm_synthetic.png"):
+        assert (run_dir / "plots" / png).stat().st_size > 1000
+        assert f"plots/{png}" in report
+
+
+def test_status_board(micro_run):
+    from domtok.status import board
+
+    text = board(micro_run["run_dir"])
+    lines = {ln.split("|")[1].strip(): ln for ln in text.splitlines() if ln.startswith("| ") and "stage" not in ln}
+    assert "✅" in lines["pretrain"] and "val_bpb=" in lines["pretrain"]
+    assert "❌ failed" in lines["grpo · eval hellaswag"]
+    assert lines["tokenizer"].count("✅") == 2  # shared node shown in both columns
+
+
+def test_spec_errors_are_readable(tmp_path):
+    from domtok.errors import DomtokError
+
+    bad = dict(MICRO, stages=[{"name": "sft", "kind": "sft"}])
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(bad))
+    with pytest.raises(DomtokError, match="needs a stage before it"):
+        load_spec(str(p))
+    with pytest.raises(DomtokError, match="neither a file nor a preset"):
+        load_spec("no-such-preset")
