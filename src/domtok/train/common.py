@@ -1,0 +1,307 @@
+"""Helpers every training loop shares (pretrain, SFT, GRPO, RFT): one copy of each.
+
+Optimizer, learning-rate schedule, clipping, autocast, compile, DDP plumbing, RNG state for
+exact resume, metrics logging and the progress bar. Each is small and does one thing; the
+loops themselves stay readable top to bottom.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import math
+import os
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from domtok.config import atomic_write_text
+from domtok.errors import DomtokError
+from domtok.utils import DistInfo, append_jsonl, read_jsonl
+
+
+# --- optimizer and schedule -------------------------------------------------------------
+
+def configure_optimizer(model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.95),
+                        eps: float = 1e-8, device_type: str = "cpu") -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices and embeddings (>= 2-D) only, never on biases and
+    LayerNorm gains (decaying those just pulls them to 0). Fused kernel on CUDA."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = device_type == "cuda" and torch.cuda.is_available()
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused)
+
+
+def lr_at(step: int, max_lr: float, min_lr: float, warmup_steps: int, max_steps: int) -> float:
+    """Linear warmup from max_lr/warmup to max_lr, then cosine decay to min_lr at max_steps.
+
+    `step` counts from 0; step 0 gets max_lr/warmup (never 0, which would waste a step).
+    """
+    if warmup_steps > 0 and step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    if step >= max_steps:
+        return min_lr
+    span = max(1, max_steps - warmup_steps)
+    ratio = (step - warmup_steps) / span
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (max_lr - min_lr)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+
+
+def clip_gradients(model: nn.Module, max_norm: float) -> float:
+    """Clip the global gradient norm (0 = no clipping); returns the norm before clipping."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if max_norm and max_norm > 0:
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    else:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params]) if params else torch.tensor(0.0)
+    return float(norm)
+
+
+# --- precision, compile ---------------------------------------------------------------------
+
+def resolve_dtype(name: str, device: str) -> str:
+    """`auto` -> bfloat16 on CUDA (when supported), float32 elsewhere."""
+    if name == "auto":
+        if str(device).startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return "bfloat16"
+        return "float32"
+    if name not in ("float32", "bfloat16", "float16"):
+        raise DomtokError(f"dtype {name!r} unknown; use auto, float32, bfloat16 or float16")
+    return name
+
+
+def autocast(device: str, dtype: str):
+    """Mixed precision context: bf16/fp16 autocast on CUDA; on CPU plain fp32 (a no-op)."""
+    if str(device).startswith("cuda") and dtype in ("bfloat16", "float16"):
+        return torch.autocast(device_type="cuda", dtype=getattr(torch, dtype))
+    return contextlib.nullcontext()
+
+
+def maybe_compile(model: nn.Module, enabled: bool, device: str) -> nn.Module:
+    """torch.compile on CUDA when asked; CPU runs stay eager (compile time would dominate)."""
+    if enabled and str(device).startswith("cuda"):
+        return torch.compile(model)
+    return model
+
+
+# --- throughput ----------------------------------------------------------------------------
+
+# Dense bf16 tensor-core peak FLOP/s per GPU (no sparsity), from the vendors' data sheets.
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
+
+
+def peak_flops(device: str) -> float | None:
+    """Peak bf16 FLOP/s of this GPU, or None (CPU, unknown GPU) -> MFU is not reported."""
+    if not str(device).startswith("cuda") or not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name(torch.device(device))
+    if "H100" in name and "PCIe" in name:
+        return 756e12
+    for key, flops in PEAK_BF16_FLOPS.items():
+        if key in name:
+            return flops
+    return None
+
+
+def mfu(flops_per_token: float, tokens_per_s: float, device: str, world_size: int = 1) -> float | None:
+    peak = peak_flops(device)
+    if peak is None or tokens_per_s <= 0:
+        return None
+    return flops_per_token * tokens_per_s / (peak * world_size)
+
+
+# --- distributed ---------------------------------------------------------------------------
+
+def wrap_ddp(model: nn.Module, info: DistInfo) -> nn.Module:
+    """DistributedDataParallel when running under torchrun with more than one process."""
+    if not info.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [info.local_rank] if str(info.device).startswith("cuda") else None
+    return DDP(model, device_ids=ids)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model under DDP and torch.compile wrappers (for saving and eval)."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def grad_sync(model: nn.Module, last_micro_step: bool):
+    """Skip DDP's gradient all-reduce on every micro-step but the last (one sync per step)."""
+    if not last_micro_step and hasattr(model, "no_sync"):
+        return model.no_sync()
+    return contextlib.nullcontext()
+
+
+def all_reduce_sum(values: list[float], info: DistInfo, device: str = "cpu") -> list[float]:
+    """Sum floats over ranks (a no-op in one process). Done in float64 so sums are exact enough."""
+    if not info.distributed:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def all_reduce_mean(values: list[float], info: DistInfo, device: str = "cpu") -> list[float]:
+    return [v / info.world_size for v in all_reduce_sum(values, info, device)]
+
+
+def barrier(info: DistInfo) -> None:
+    if info.distributed:
+        dist.barrier()
+
+
+# --- RNG state for exact resume ------------------------------------------------------------
+
+def _b64(t: torch.Tensor) -> str:
+    return base64.b64encode(t.cpu().numpy().tobytes()).decode()
+
+
+def _unb64(s: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8).clone()
+
+
+def rng_state() -> dict:
+    """Python, numpy, torch (and CUDA) RNG states as a JSON-serialisable dict."""
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": _b64(torch.get_rng_state()),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [_b64(s) for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    torch.set_rng_state(_unb64(state["torch"]))
+    if "cuda" in state and torch.cuda.is_available():
+        states = [_unb64(s) for s in state["cuda"]]
+        if len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states)
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+class MetricsLogger:
+    """Appends one JSON line per step to `metrics.jsonl`; mirrors scalars to TensorBoard and
+    Weights & Biases when they are installed and switched on. Only rank 0 should create one
+    with enabled=True; the others get a silent logger."""
+
+    def __init__(self, out_dir: str | Path, enabled: bool = True, tensorboard: bool = False,
+                 wandb: bool = False, wandb_project: str = "domtok", run_name: str | None = None,
+                 config: dict | None = None):
+        self.path = Path(out_dir) / "metrics.jsonl"
+        self.enabled = enabled
+        self.tb = self.wb = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(Path(out_dir) / "tensorboard"))
+            except ImportError:
+                print("warning: tensorboard requested but not installed (pip install tensorboard); skipping",
+                      file=sys.stderr)
+        if wandb:
+            try:
+                import wandb as wandb_mod
+
+                self.wb = wandb_mod.init(project=wandb_project, name=run_name, config=config, dir=str(out_dir))
+            except ImportError:
+                print("warning: wandb requested but not installed (pip install wandb); skipping", file=sys.stderr)
+
+    def truncate(self, step: int) -> None:
+        """Drop rows after `step`: a killed run may have logged steps past its last checkpoint,
+        which the resumed run will log again."""
+        if not self.enabled or not self.path.exists():
+            return
+        rows = []
+        with open(self.path) as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by the kill
+                    continue
+                if row.get("step", -1) <= step:
+                    rows.append(line if line.endswith("\n") else line + "\n")
+        atomic_write_text(self.path, "".join(rows))
+
+    def log(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        append_jsonl(self.path, row)
+        step = row.get("step")
+        scalars = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step" and v is not None}
+        if self.tb is not None:
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, v, step)
+        if self.wb is not None:
+            self.wb.log(scalars, step=step)
+
+    def rows(self) -> list[dict]:
+        return list(read_jsonl(self.path)) if self.path.exists() else []
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+        if self.wb is not None:
+            self.wb.finish()
+
+
+class Progress:
+    """A tqdm bar over optimizer steps showing loss, lr, tokens/s and (on GPU) MFU."""
+
+    def __init__(self, total: int, initial: int = 0, enabled: bool = True, desc: str = "train"):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True,
+                            disable=not sys.stderr.isatty() and os.environ.get("DOMTOK_PROGRESS") != "1")
+
+    def update(self, loss: float, lr: float, tokens_per_s: float, mfu_value: float | None = None) -> None:
+        if self.bar is None:
+            return
+        post = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "tok/s": f"{tokens_per_s:,.0f}"}
+        if mfu_value is not None:
+            post["mfu"] = f"{100 * mfu_value:.1f}%"
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.update(1)
+
+    def write(self, msg: str) -> None:
+        if self.bar is not None:
+            self.bar.write(msg)
+        else:
+            print(msg, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,348 @@
+"""Pretraining: shared training helpers, the shard loader, the loop, and exact resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from domtok.config import PRESET_DIR, load_config
+from domtok.errors import DomtokError
+from domtok.train import common
+from domtok.train.data import TrainLoader, val_batches
+from domtok.train.pretrain import PretrainConfig, bits_per_byte, grad_accum_steps, run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A model small enough that a step takes milliseconds on one CPU core.
+TINY = ["n_layer=2", "n_head=2", "n_embd=32", "seq_len=32", "micro_batch_size=4", "tokens_per_step=256",
+        "warmup_steps=5", "lr=1e-2", "min_lr=1e-3", "eval_batches=4", "progress=false"]
+
+
+def write_tiny_shards(d: Path, n_train: int = 60_000, n_val: int = 6_000, vocab: int = 256, n_shards: int = 3,
+                      seed: int = 0) -> Path:
+    """Shards in `domtok prepare`'s format: documents `[EOT=0] + ids` of counting sequences
+    (a, a+s, a+2s, ...) that a tiny model learns quickly, uint16 .npy files and meta.json."""
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+
+    def docs(n):
+        out, total = [], 0
+        while total < n:
+            length, a, s = rng.integers(10, 60), rng.integers(1, vocab - 1), rng.integers(1, 4)
+            doc = np.concatenate([[0], (a + s * np.arange(length)) % (vocab - 1) + 1])
+            out.append(doc)
+            total += len(doc)
+        return np.concatenate(out)[:n].astype(np.uint16)
+
+    train, val = docs(n_train), docs(n_val)
+    names = []
+    for i, part in enumerate(np.array_split(train, n_shards)):
+        np.save(d / f"train_{i:06d}.npy", part)
+        names.append(f"train_{i:06d}.npy")
+    np.save(d / "val_000000.npy", val)
+    meta = {"splits": {"train": {"documents": 0, "tokens": len(train), "bytes": 3 * len(train), "domain_tokens": 6,
+                                 "shards": names},
+                       "val": {"documents": 0, "tokens": len(val), "bytes": 4 * len(val), "domain_tokens": 0,
+                               "shards": ["val_000000.npy"]}},
+            "vocab_size": vocab, "dtype": "uint16", "condition": "baseline", "seed": seed, "config_hash": "test"}
+    (d / "meta.json").write_text(json.dumps(meta))
+    return d
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine two spinning OpenMP threads per process
+    make these millisecond steps 50x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    return write_tiny_shards(tmp_path_factory.mktemp("shards"))
+
+
+def cfg_for(shards: Path, *extra: str) -> PretrainConfig:
+    return load_config(PretrainConfig, None, [f"data_dir={shards}", *TINY, *extra])
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def test_lr_schedule_warmup_cosine_floor():
+    lrs = [common.lr_at(s, 1.0, 0.1, 10, 110) for s in range(120)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # linear warmup, never 0
+    assert all(a < b for a, b in zip(lrs[:9], lrs[1:10]))
+    assert lrs[10] == pytest.approx(1.0)
+    assert lrs[60] == pytest.approx(0.55)  # cosine midpoint = (max + min) / 2
+    assert all(a >= b for a, b in zip(lrs[10:110], lrs[11:111]))
+    assert lrs[110] == lrs[119] == pytest.approx(0.1)  # the floor
+
+
+def test_optimizer_decays_only_matrices():
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 3))
+    opt = common.configure_optimizer(model, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95))
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert {p.dim() for p in decay["params"]} == {2} and {p.dim() for p in no_decay["params"]} == {1}
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    assert opt.defaults["betas"] == (0.9, 0.95)
+
+
+def test_rng_state_round_trip_is_json():
+    import random
+
+    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    state = json.loads(json.dumps(common.rng_state()))
+    a = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(2), np.random.seed(2), random.seed(2)
+    common.set_rng_state(state)
+    b = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
+def test_clip_gradients_returns_norm_and_clips():
+    p = torch.nn.Parameter(torch.zeros(4))
+    p.grad = torch.tensor([3.0, 4.0, 0.0, 0.0])
+    m = torch.nn.Module()
+    m.p = p
+    assert common.clip_gradients(m, 1.0) == pytest.approx(5.0)
+    assert float(p.grad.norm()) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_metrics_truncate_drops_rows_after_checkpoint_and_torn_line(tmp_path):
+    log = common.MetricsLogger(tmp_path)
+    for s in range(1, 6):
+        log.log({"step": s, "loss": float(s)})
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 6, "lo')  # a line cut short by SIGKILL
+    log.truncate(3)
+    assert [r["step"] for r in log.rows()] == [1, 2, 3]
+
+
+def test_autocast_and_dtype_on_cpu():
+    assert common.resolve_dtype("auto", "cpu") == "float32"
+    with pytest.raises(DomtokError):
+        common.resolve_dtype("fp8", "cpu")
+    with common.autocast("cpu", "float32"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    assert common.mfu(1e6, 1e5, "cpu") is None  # no MFU on CPU
+
+
+# --- data loader -------------------------------------------------------------------------------
+
+def test_loader_is_seeded_and_covers_each_epoch_once(shards):
+    a = TrainLoader(shards, seq_len=32, micro_batch_size=4, grad_accum=2, seed=7)
+    b = TrainLoader(shards, seq_len=32, micro_batch_size=4, grad_accum=2, seed=7)
+    c = TrainLoader(shards, seq_len=32, micro_batch_size=4, grad_accum=2, seed=8)
+    sa, sb, sc = a.next_step(), b.next_step(), c.next_step()
+    assert all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(sa, sb))
+    assert not all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(sa, sc))
+    x, y = sa[0]
+    assert x.shape == (4, 32) and torch.equal(x[:, 1:], y[:, :-1])  # targets are inputs shifted by one
+
+    # one epoch visits every window exactly once, the next epoch in another order
+    n = a.data.num_windows
+    loader = TrainLoader(shards, seq_len=32, micro_batch_size=1, grad_accum=1, seed=7)
+    firsts = [tuple(loader.next_step()[0][0][0, :8].tolist()) for _ in range(n)]
+    assert loader.pos.epoch == 1 and loader.pos.index == 0 and loader.epoch_float() == 1.0
+    starts = set()
+    for s, arr in enumerate(loader.data.shards):
+        for w in range(int(loader.data.counts[s])):
+            starts.add(tuple(int(t) for t in arr[w * 32:w * 32 + 8]))
+    assert len(set(firsts)) == len(starts) and set(firsts) == starts
+    second = [tuple(loader.next_step()[0][0][0, :8].tolist()) for _ in range(20)]
+    assert second != firsts[:20]
+
+
+def test_global_batch_is_independent_of_world_size(shards):
+    one = TrainLoader(shards, seq_len=32, micro_batch_size=2, grad_accum=4, seed=3)
+    ranks = [TrainLoader(shards, seq_len=32, micro_batch_size=2, grad_accum=4, seed=3, rank=r, world_size=2)
+             for r in range(2)]
+    for _ in range(3):
+        whole = one.next_step()
+        parts = [r.next_step() for r in ranks]
+        # rank r takes micro-batches r, r+2: together exactly the 1-process global batch
+        interleaved = [parts[m % 2][m // 2] for m in range(4)]
+        assert all(torch.equal(a[0], b[0]) for a, b in zip(whole, interleaved))
+
+
+def test_loader_state_resumes_exactly(shards):
+    a = TrainLoader(shards, seq_len=32, micro_batch_size=4, grad_accum=2, seed=1)
+    for _ in range(5):
+        a.next_step()
+    state = json.loads(json.dumps(a.state_dict()))
+    b = TrainLoader(shards, seq_len=32, micro_batch_size=4, grad_accum=2, seed=1)
+    b.load_state_dict(state)
+    assert all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(a.next_step(), b.next_step()))
+    bad = dict(state, seq_len=64)
+    with pytest.raises(DomtokError, match="seq_len"):
+        b.load_state_dict(bad)
+
+
+def test_val_batches_split_across_ranks(shards):
+    whole = val_batches(shards, 32, 4, 5)
+    r0, r1 = val_batches(shards, 32, 4, 5, rank=0, world_size=2), val_batches(shards, 32, 4, 5, rank=1, world_size=2)
+    assert len(whole) == 5 and len(r0) == 3 and len(r1) == 2
+    assert torch.equal(whole[1][0], r1[0][0]) and torch.equal(whole[4][0], r0[2][0])
+
+
+def test_bad_inputs_raise_domtok_error(tmp_path, shards):
+    with pytest.raises(DomtokError, match="meta.json"):
+        run(cfg_for(tmp_path), tmp_path / "out")
+    with pytest.raises(DomtokError, match="data_dir"):
+        run(PretrainConfig(), tmp_path / "out")
+    with pytest.raises(DomtokError, match="tokens_per_step"):
+        grad_accum_steps(cfg_for(shards, "tokens_per_step=1000"))
+    with pytest.raises(DomtokError, match="world_size"):
+        grad_accum_steps(cfg_for(shards, "tokens_per_step=128"), world_size=2)  # 1 micro-batch, 2 ranks
+    with pytest.raises(DomtokError, match="block_size"):
+        run(cfg_for(shards, "seq_len=512", "tokens_per_step=2048"), tmp_path / "out2")
+
+
+def test_bits_per_byte_formula():
+    # 2 nats/token, 1000 tokens over 4000 bytes: 2 * 1000 / (ln2 * 4000)
+    assert bits_per_byte(2.0, {"tokens": 1000, "bytes": 4000}) == pytest.approx(2.0 / (4 * math.log(2)))
+    assert bits_per_byte(2.0, {"tokens": 1000}) is None
+
+
+# --- the loop --------------------------------------------------------------------------------
+
+def test_pretrain_loss_falls_and_writes_outputs(shards, tmp_path, capsys):
+    out = tmp_path / "run"
+    # 90 steps x 256 tokens = 23k tokens of a 60k-token train split: under one epoch
+    summary = run(cfg_for(shards, "max_steps=90", "eval_every=30", "ckpt_every=30", "keep_last=2"), out)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 91))
+    assert {"loss", "lr", "grad_norm", "tokens", "tokens_per_s", "epoch"} <= set(rows[0])
+    evals = [r for r in rows if "val_loss" in r]
+    assert [r["step"] for r in evals] == [30, 60, 90]
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5
+    assert rows[0]["loss"] == pytest.approx(math.log(256), abs=0.3)  # starts near uniform
+    assert summary["final_train_loss"] < rows[0]["loss"] - 2.0
+    # bits per byte from the val split's counts (4 bytes per token in the fixture)
+    assert evals[-1]["val_bpb"] == pytest.approx(evals[-1]["val_loss"] / (4 * math.log(2)))
+
+    assert summary["tokens_trained"] == 90 * 256
+    assert summary["unique_tokens"] == (20_000 - 1) // 32 * 32 * 3  # windows x seq_len over 3 shards
+    assert summary["epochs"] == pytest.approx(90 * 256 / summary["unique_tokens"])
+    assert summary["total_flops"] == summary["flops_per_token"] * 90 * 256
+    assert summary["domain_token_share"] == pytest.approx(6 / 60_000)
+    assert "warning" not in summary and "WARNING" not in capsys.readouterr().out
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config_hash"] == summary["config_hash"]
+    assert (out / "config.yaml").read_text().startswith(f"# config_hash: {summary['config_hash']}")
+    # keep-last-2 checkpoints, the final model dir loads and reproduces the val loss
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000060", "step_000090"]
+    from domtok.model.checkpoint import load_model
+
+    model, _ = load_model(out / "model")
+    vb = val_batches(shards, 32, 4, 4)
+    with torch.no_grad():
+        losses = [float(model(x, y)[1]) for x, y in vb]
+    assert sum(losses) / len(losses) == pytest.approx(evals[-1]["val_loss"], abs=1e-5)
+    # a second run into the same dir must not silently overwrite it
+    with pytest.raises(DomtokError, match="--resume"):
+        run(cfg_for(shards, "max_steps=90"), out, resume=False)
+
+
+def test_repeated_data_is_flagged(tmp_path, capsys):
+    small = write_tiny_shards(tmp_path / "small", n_train=3000, n_val=1000, n_shards=1)
+    summary = run(cfg_for(small, "max_steps=20", "eval_every=0", "ckpt_every=0"), tmp_path / "run")
+    assert summary["epochs"] == pytest.approx(20 * 256 / summary["unique_tokens"]) and summary["epochs"] > 1
+    assert summary["unique_tokens_seen"] == summary["unique_tokens"]
+    assert "repeat" in summary["warning"]
+    out = capsys.readouterr().out
+    assert "WARNING" in out and "epoch" in out
+
+
+def _pretrain_cmd(shards: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "domtok", "pretrain", str(PRESET_DIR / "pretrain-tiny.yaml"),
+            f"data_dir={shards}", *TINY, *extra, "--out", str(out)]
+
+
+def _env() -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
+
+
+def test_sigkill_then_resume_matches_uninterrupted_bit_for_bit(shards, tmp_path):
+    steps = ["max_steps=160", "eval_every=40", "ckpt_every=20", "keep_last=2", "warmup_steps=10"]
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    subprocess.run(_pretrain_cmd(shards, ref, *steps), check=True, env=_env(), capture_output=True)
+
+    proc = subprocess.Popen(_pretrain_cmd(shards, killed, *steps), env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = killed / "checkpoints" / "step_000040" / "COMPLETE"
+    deadline = time.time() + 120
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
+    logged = len((killed / "metrics.jsonl").read_text().splitlines())
+    assert logged >= 40
+
+    res = subprocess.run(_pretrain_cmd(shards, killed, *steps), env=_env(), capture_output=True, text=True)
+    assert res.returncode == 2 and "--resume" in res.stderr  # no silent restart over checkpoints
+    subprocess.run(_pretrain_cmd(shards, killed, *steps) + ["--resume"], check=True, env=_env(), capture_output=True)
+
+    def curve(d):
+        return [(r["step"], r["loss"], r["lr"], r["grad_norm"], r.get("val_loss"), r["epoch"])
+                for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())]
+
+    a, b = curve(ref), curve(killed)
+    assert [s for s, *_ in b] == list(range(1, 161))  # rows past the checkpoint were dropped, not duplicated
+    assert a == b  # exact equality: every loss, lr, grad norm and val loss bit for bit
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(ref / "model" / "model.safetensors"), load_file(killed / "model" / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_preset_files_load():
+    for name in ("pretrain-tiny", "pretrain-gpt2-124m-pilot", "pretrain-gpt2-124m-10b"):
+        cfg = load_config(PretrainConfig, PRESET_DIR / f"{name}.yaml", ["data_dir=x"], section="pretrain")
+        assert grad_accum_steps(cfg) >= 1 and cfg.max_steps > 0 and cfg.min_lr < cfg.lr
+    big = load_config(PretrainConfig, PRESET_DIR / "pretrain-gpt2-124m-10b.yaml", [], section="pretrain")
+    assert (big.tokens_per_step, big.max_steps, big.warmup_steps, big.lr, big.min_lr) == (524288, 19073, 715, 6e-4, 6e-5)
+    assert grad_accum_steps(big, world_size=8) == 16  # micro-steps per optimizer step, 2 on each of 8 ranks
+
+
+def test_end_to_end_on_prepared_shards_with_tokenizer_and_hellaswag_hook(tmp_path):
+    """Real `domtok prepare` shards (trained BPE, mul tokens): bpb uses the meta's byte count of
+    the uninjected text, the model dir carries the tokenizer, the HellaSwag hook is logged."""
+    prepare = pytest.importorskip("domtok.data.prepare")
+    pytest.importorskip("domtok.eval.hellaswag")
+    from domtok.model.checkpoint import load_model
+
+    shards = tmp_path / "shards"
+    prepare.run(prepare.PrepareConfig(source="synthetic:math-web", n_docs=300, tokenizer="bpe-512",
+                                      bpe_sample_docs=300, condition="mul_tokens", val_docs=30), shards)
+    meta = json.loads((shards / "meta.json").read_text())
+    hs = tmp_path / "hellaswag.jsonl"
+    hs.write_text("\n".join(json.dumps({"ctx": "Six times nine is", "endings": [" 54.", " blue", " a cat", " 7"],
+                                        "label": i % 4}) for i in range(4)))
+    summary = run(cfg_for(shards, "max_steps=10", "eval_every=5", "hellaswag_every=5", f"hellaswag_data={hs}",
+                          "hellaswag_items=4"), tmp_path / "run")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "val_loss" in r]
+    assert [r["step"] for r in evals] == [5, 10] and all(r["hellaswag_n"] == 4 for r in evals)
+    assert all(0.0 <= r["hellaswag_acc_norm_char"] <= 1.0 for r in evals)
+    val = meta["splits"]["val"]
+    assert summary["final_val_bpb"] == pytest.approx(summary["final_val_loss"] * val["tokens"] / (math.log(2) * val["bytes"]))
+    train = meta["splits"]["train"]
+    assert summary["domain_token_share"] == pytest.approx(train["domain_tokens"] / train["tokens"]) and train["domain_tokens"] > 0
+    model, tok = load_model(tmp_path / "run" / "model")
+    assert tok is not None and tok.condition == "mul_tokens" and model.config.vocab_size == tok.vocab_size
