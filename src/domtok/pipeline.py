@@ -533,7 +533,7 @@ def _key_metric_text(node: Node) -> str:
 
 def _say(opts: RunOptions, msg: str) -> None:
     if not opts.quiet:
-        print(msg, file=sys.__stdout__, flush=True)
+        print(msg, flush=True)
 
 
 def _dump_spec(spec: Spec) -> str:

@@ -304,7 +304,9 @@ def plots(run: Run, out: Path) -> list[str]:
         ax1.set(title=f"{st.name}: training loss", xlabel="step", ylabel="loss (nats/token)")
         ax2.set(title=f"{st.name}: validation", xlabel="step",
                 ylabel="bits per byte" if st.kind == "pretrain" else "val loss / bpb")
-        ax1.legend(); ax2.legend()
+        for ax in (ax1, ax2):
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend()
         fig.tight_layout()
         name = f"loss_{st.name}.png"
         fig.savefig(out / name, dpi=110)
