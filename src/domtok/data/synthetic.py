@@ -1,0 +1,294 @@
+"""Synthetic math data that domtok generates itself: the default run needs no network.
+
+Everything here is a pure function of its arguments (`random.Random(seed)`, no global state),
+and every number in every answer is computed, never typed in. GSM-format items are dicts
+`{"id", "question", "answer"}` where `answer` uses GSM8K's `<<expr=result>>` calculator
+annotations and ends with `#### N`.
+
+- `drills(kind, n, seed)`: times-table and addition drills, and the reference curriculum's five
+  tiers (`tier1` 1-digit ±, `tier2` 1-digit ×, `tier3` 2-digit ± 1-digit, `tier4` 2-digit ×
+  1-digit, `tier5` 10-20 × 10-20 with decomposition).
+- `gsm_sbs(n, seed)`: "What is a times b?" with the product worked out step by step,
+  `12 × 12 = (10 + 2) × 12 = 10 × 12 + 2 × 12 = 120 + 24 = 144`, recursively down to
+  single-digit facts or multiplications by 10.
+- `word_problems(n, seed, split)`: templated word problems; train and test never share a
+  (template, numbers) pair, so they never share a question.
+- `math_web_corpus(n_docs, seed)`: text documents mixing prose, drills, word problems and
+  worked multiplications, for the tiny pretraining preset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+# ---------------------------------------------------------------------------- step-by-step products
+
+def _parts(a: int) -> list[int]:
+    """Place-value parts of a: 347 -> [300, 40, 7] (zeros dropped)."""
+    parts, place = [], 1
+    while a:
+        d = a % 10
+        if d:
+            parts.append(d * place)
+        a //= 10
+        place *= 10
+    return parts[::-1]
+
+
+def _is_base(a: int, b: int) -> bool:
+    """Products a learner knows directly: a single-digit fact, or a multiplication by 10, 100, ..."""
+    if a <= 9 and b <= 9:
+        return True
+    return _is_pow10(a) or _is_pow10(b)
+
+
+def _is_pow10(x: int) -> bool:
+    s = str(x)
+    return x >= 10 and s[0] == "1" and set(s[1:]) == {"0"}
+
+
+def mul_steps(a: int, b: int) -> list[str]:
+    """Lines that compute a × b; the last line ends in `= a*b`. Each line's `=` chain is exact.
+
+    The larger factor is split by place value and distributed; sub-products that are not
+    base cases get their own lines first (recursively). `d·10^k × y` becomes `d × y × 10^k`.
+    """
+    if a < 0 or b < 0:
+        raise ValueError("mul_steps works on non-negative integers")
+    if _is_base(a, b) or a == 0 or b == 0:
+        return [f"{a} × {b} = {a * b}"]
+    # split the factor with more digits (the first on a tie), keep the other whole
+    if len(_parts(a)) == 1 and len(_parts(b)) == 1:
+        # both are d·10^k: 20 × 30 = 2 × 3 × 10 × 10
+        da, pa = int(str(a)[0]), a // int(str(a)[0])
+        db, pb = int(str(b)[0]), b // int(str(b)[0])
+        return [f"{a} × {b} = {da} × {db} × {pa * pb} = {da * db} × {pa * pb} = {a * b}"]
+    split_a = len(_parts(a)) > 1 and (len(str(a)) >= len(str(b)) or len(_parts(b)) == 1)
+    x, y = (a, b) if split_a else (b, a)
+    parts = _parts(x)
+    lines: list[str] = []
+    terms = []
+    for p in parts:
+        pa, pb = (p, y) if split_a else (y, p)
+        if not _is_base(pa, pb):
+            lines += mul_steps(pa, pb)
+        terms.append((pa, pb))
+    split = "(" + " + ".join(str(p) for p in parts) + ")"
+    lhs = f"{split} × {y}" if split_a else f"{y} × {split}"
+    products = " + ".join(f"{pa} × {pb}" for pa, pb in terms)
+    values = " + ".join(str(pa * pb) for pa, pb in terms)
+    lines.append(f"{a} × {b} = {lhs} = {products} = {values} = {a * b}")
+    return lines
+
+
+# ---------------------------------------------------------------------------- drills
+
+def _item(prefix: str, i: int, question: str, answer_lines: list[str], result: int) -> dict:
+    return {"id": f"{prefix}-{i:06d}", "question": question, "answer": "\n".join(answer_lines + [f"#### {result}"])}
+
+
+DRILL_KINDS = ("mul_table", "add_table", "tier1", "tier2", "tier3", "tier4", "tier5")
+
+
+def drills(kind: str, n: int, seed: int) -> list[dict]:
+    """`n` drill items of one kind (see DRILL_KINDS), GSM format, seeded."""
+    if kind not in DRILL_KINDS:
+        raise ValueError(f"unknown drill kind {kind!r}; choose from {', '.join(DRILL_KINDS)}")
+    rng = random.Random(f"drills/{kind}/{seed}")
+    out = []
+    for i in range(n):
+        if kind in ("mul_table", "tier2"):
+            a, b = rng.randint(1, 9), rng.randint(1, 9)
+            q, lines, r = f"What is {a} × {b}?", [f"{a} × {b} = <<{a}*{b}={a * b}>>{a * b}"], a * b
+        elif kind == "add_table":
+            a, b = rng.randint(1, 9), rng.randint(1, 9)
+            q, lines, r = f"What is {a} + {b}?", [f"{a} + {b} = <<{a}+{b}={a + b}>>{a + b}"], a + b
+        elif kind in ("tier1", "tier3"):
+            a = rng.randint(1, 9) if kind == "tier1" else rng.randint(10, 99)
+            b = rng.randint(1, 9)
+            if rng.random() < 0.5:
+                q, lines, r = f"What is {a} + {b}?", [f"{a} + {b} = <<{a}+{b}={a + b}>>{a + b}"], a + b
+            else:
+                a, b = max(a, b), min(a, b)  # no negative answers in the early tiers
+                q, lines, r = f"What is {a} - {b}?", [f"{a} - {b} = <<{a}-{b}={a - b}>>{a - b}"], a - b
+        elif kind == "tier4":
+            a, b = rng.randint(10, 99), rng.randint(2, 9)
+            q, lines, r = f"What is {a} × {b}?", mul_steps(a, b), a * b
+        else:  # tier5
+            a, b = rng.randint(10, 20), rng.randint(10, 20)
+            q, lines, r = f"What is {a} × {b}?", mul_steps(a, b), a * b
+        out.append(_item(kind, i, q, lines, r))
+    return out
+
+
+def gsm_sbs(n: int, seed: int) -> list[dict]:
+    """"What is a times b?" items answered step by step down to single-digit facts.
+
+    Mostly the reference's range (a 2-9, b 11-25), plus some 2-digit × 2-digit and
+    3-digit × 1-digit products so the recursion is exercised.
+    """
+    rng = random.Random(f"gsm_sbs/{seed}")
+    out = []
+    for i in range(n):
+        r = rng.random()
+        if r < 0.6:
+            a, b = rng.randint(2, 9), rng.randint(11, 25)
+        elif r < 0.85:
+            a, b = rng.randint(11, 49), rng.randint(11, 29)
+        else:
+            a, b = rng.randint(101, 999), rng.randint(2, 9)
+        if rng.random() < 0.5:
+            a, b = b, a
+        lines = mul_steps(a, b)
+        lines.append(f"So {a} times {b} is {a * b}.")
+        out.append(_item("gsm_sbs", i, f"What is {a} times {b}?", lines, a * b))
+    return out
+
+
+# ---------------------------------------------------------------------------- word problems
+
+NAMES = ["Ava", "Ben", "Carla", "Deepak", "Elif", "Femi", "Grace", "Hiro", "Ines", "Jamal", "Kofi", "Lena",
+         "Mateo", "Nadia", "Omar", "Priya", "Quinn", "Rosa", "Sami", "Tess", "Uma", "Victor", "Wen", "Yara"]
+ITEMS = ["apples", "marbles", "stickers", "pencils", "books", "cookies", "shells", "stamps", "cards", "beads"]
+CONTAINERS = ["boxes", "bags", "jars", "baskets", "crates", "packs"]
+
+
+def _add(rng: random.Random) -> tuple[tuple, str, list[str], int]:
+    a, b = rng.randint(5, 300), rng.randint(5, 300)
+    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+    q = f"{name} has {a} {item}. A friend gives {name} {b} more {item}. How many {item} does {name} have now?"
+    return (a, b), q, [f"{name} has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} {item} now."], a + b
+
+
+def _sub(rng: random.Random) -> tuple[tuple, str, list[str], int]:
+    a = rng.randint(20, 500)
+    b = rng.randint(1, a - 1)
+    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+    q = f"{name} had {a} {item} and gave away {b} of them. How many {item} does {name} have left?"
+    return (a, b), q, [f"{name} has {a} - {b} = <<{a}-{b}={a - b}>>{a - b} {item} left."], a - b
+
+
+def _mul(rng: random.Random) -> tuple[tuple, str, list[str], int]:
+    a, b = rng.randint(2, 25), rng.randint(2, 12)
+    name, item, box = rng.choice(NAMES), rng.choice(ITEMS), rng.choice(CONTAINERS)
+    q = f"{name} buys {a} {box} of {item}. Each of the {box} holds {b} {item}. How many {item} does {name} buy?"
+    return (a, b), q, [f"{name} buys {a} * {b} = <<{a}*{b}={a * b}>>{a * b} {item}."], a * b
+
+
+def _mul_add(rng: random.Random) -> tuple[tuple, str, list[str], int]:
+    a, b, c = rng.randint(2, 12), rng.randint(2, 12), rng.randint(1, 60)
+    name, item, box = rng.choice(NAMES), rng.choice(ITEMS), rng.choice(CONTAINERS)
+    ab = a * b
+    q = (f"{name} has {a} {box} with {b} {item} in each, and {c} loose {item}. "
+         f"How many {item} does {name} have in total?")
+    lines = [f"The {box} hold {a} * {b} = <<{a}*{b}={ab}>>{ab} {item}.",
+             f"In total {name} has {ab} + {c} = <<{ab}+{c}={ab + c}>>{ab + c} {item}."]
+    return (a, b, c), q, lines, ab + c
+
+
+def _price_change(rng: random.Random) -> tuple[tuple, str, list[str], int]:
+    a, b = rng.randint(2, 15), rng.randint(2, 20)
+    cost = a * b
+    paid = cost + rng.randint(1, 50)
+    name, item = rng.choice(NAMES), rng.choice(["notebooks", "tickets", "plants", "mugs", "kites"])
+    q = f"{name} buys {a} {item} that cost ${b} each and pays with ${paid}. How much change does {name} get?"
+    lines = [f"The {item} cost {a} * {b} = $<<{a}*{b}={cost}>>{cost}.",
+             f"The change is {paid} - {cost} = $<<{paid}-{cost}={paid - cost}>>{paid - cost}."]
+    return (a, b, paid), q, lines, paid - cost
+
+
+TEMPLATES = {"add": _add, "sub": _sub, "mul": _mul, "mul_add": _mul_add, "price_change": _price_change}
+TEST_SHARE = 0.2  # share of each template's parameter space that belongs to the test split
+
+
+def _param_split(template: str, params: tuple) -> str:
+    """Which split a (template, numbers) pair belongs to; a stable hash, not Python's hash()."""
+    h = hashlib.sha256(f"{template}:{params}".encode()).digest()
+    return "test" if int.from_bytes(h[:8], "big") / 2**64 < TEST_SHARE else "train"
+
+
+def word_problems(n: int, seed: int, split: str = "train", templates: tuple[str, ...] | None = None) -> list[dict]:
+    """`n` distinct word problems of the given split, cycling through the templates.
+
+    Items carry `template` and `params` besides the GSM fields, so disjointness can be checked.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be train or test, got {split!r}")
+    names = list(templates or TEMPLATES)
+    rng = random.Random(f"word_problems/{split}/{seed}")
+    out, seen = [], set()
+    for i in range(n):
+        template = names[i % len(names)]
+        for _ in range(10_000):
+            params, q, lines, r = TEMPLATES[template](rng)
+            if _param_split(template, params) == split and q not in seen:
+                break
+        else:
+            raise ValueError(f"word_problems: template {template!r} ran out of distinct {split} items; ask for fewer")
+        seen.add(q)
+        item = _item(f"wp-{split}", i, q, lines, r)
+        item.update(template=template, params=list(params))
+        out.append(item)
+    return out
+
+
+# ---------------------------------------------------------------------------- math-web corpus
+
+_TOPICS = ["gardening", "a bake sale", "the school library", "a bus route", "a science fair", "a football season",
+           "a farmers market", "a chess club", "a road trip", "a bird count"]
+_SENTENCES = [
+    "Numbers help us plan {topic}.",
+    "When people talk about {topic}, they often need to count things quickly.",
+    "A good habit is to check every result twice.",
+    "Multiplication is repeated addition, so {a} groups of {b} is the same as adding {b} to itself {a} times.",
+    "Tables of facts make mental arithmetic faster.",
+    "In {topic}, small mistakes in arithmetic can add up.",
+    "Teachers often start with the facts up to nine times nine.",
+    "Estimating first tells you whether an answer is reasonable.",
+]
+_FACT_FORMATS = ["{a} × {b} = {c}", "{a} * {b} = {c}", "{a} x {b} = {c}", "{a}×{b}={c}", "{a}*{b}={c}"]
+
+
+def _fact_line(rng: random.Random) -> str:
+    a, b = rng.randint(1, 9), rng.randint(1, 9)
+    return rng.choice(_FACT_FORMATS).format(a=a, b=b, c=a * b)
+
+
+def _prose(rng: random.Random, k: int) -> str:
+    topic = rng.choice(_TOPICS)
+    out = []
+    for _ in range(k):
+        a, b = rng.randint(2, 9), rng.randint(2, 9)
+        out.append(rng.choice(_SENTENCES).format(topic=topic, a=a, b=b))
+    return " ".join(out)
+
+
+def math_web_corpus(n_docs: int, seed: int) -> list[str]:
+    """`n_docs` text documents of mixed "math web" text; every one has single-digit products.
+
+    Kinds: an article (prose + a few facts), a times-table page, a worked word problem,
+    a worked multi-digit product.
+    """
+    rng = random.Random(f"math_web/{seed}")
+    docs = []
+    for i in range(n_docs):
+        kind = rng.choice(("article", "table", "problem", "worked"))
+        if kind == "article":
+            a, b = rng.randint(2, 9), rng.randint(2, 9)
+            parts = [_prose(rng, rng.randint(2, 5)),
+                     f"For example, {a} × {b} = {a * b}, and {b} * {a} = {a * b} as well.",
+                     _prose(rng, rng.randint(1, 3)), "Some facts to remember: " + ", ".join(_fact_line(rng) for _ in range(3)) + "."]
+            doc = " ".join(parts)
+        elif kind == "table":
+            a = rng.randint(1, 9)
+            doc = f"The {a} times table\n" + "\n".join(f"{a} × {b} = {a * b}" for b in range(1, 10))
+        elif kind == "problem":
+            template = rng.choice(sorted(TEMPLATES))
+            item = word_problems(1, seed * 1_000_003 + i, "train", templates=(template,))[0]
+            doc = f"Problem: {item['question']}\nSolution: {item['answer']}\n{_fact_line(rng)}"
+        else:
+            a, b = rng.randint(11, 99), rng.randint(2, 9)
+            doc = f"How to multiply {a} by {b} in your head:\n" + "\n".join(mul_steps(a, b)) + f"\nSo the answer is {a * b}."
+        docs.append(doc)
+    return docs
