@@ -75,8 +75,10 @@ CASES = [
     ("6*9 = -54", None, None),
     ("6*9 = $54", None, None),
     ("6*9 = x", None, None),
-    ("1+6*9 = 55", None, None),                            # the result belongs to the sum
-    ("1+6*9 = 54", None, None),
+    ("1+6*9 = 55", "1+<MUL_6_9_54> = 55", None),          # the result belongs to the sum: bare product
+    ("1+6*9 = 54", "1+<MUL_6_9_54> = 54", None),          # a wrong sum stays exactly as wrong
+    ("1+6*9 = ?", None, None),                             # a question: the token would leak 54
+    ("10 × 15 + 2 × 5 = 150 + 10", "10 × 15 + <MUL_2_5_10> = 150 + 10", None),  # GSM-SBS steps
     ("6*9 == 54", "<MUL_6_9_54> == 54", None),             # a comparison, value kept
     # digits of larger numbers, decimals, thousands, versions, times, exponents
     ("105 × 8", None, None),
@@ -157,7 +159,7 @@ CASES = [
     ("<<6*9/3=18>>18", None, None),
     ("<<12*2=24>>24", None, None),
     ("12 x 2 = <<12*2=24>>24", None, None),
-    ("1 + 2 * 3 = <<1+2*3=7>>7", "1 + 2 * 3 = <<1+<MUL_2_3_6>=7>>7", None),
+    ("1 + 2 * 3 = <<1+2*3=7>>7", "1 + <MUL_2_3_6> = <<1+<MUL_2_3_6>=7>>7", None),
     ("9 * 2 = <<9*2+1=19>>19", "9 * 2 = <<<MUL_2_9_18>+1=19>>19", None),
     ("9 * 2 = <<18=18>>18", "<MUL_2_9_18> = <<18=18>>18", "<MUL_2_9_18> = <<18=18>>18"),
     ("2 * 3 = 6 * 1", "2 * 3 = <MUL_1_6_6>", None),

@@ -9,7 +9,11 @@ import re
 
 import pytest
 
-from domtok.data.synthetic import DRILL_KINDS, TEMPLATES, drills, gsm_sbs, math_web_corpus, mul_steps, word_problems
+from domtok.calculator import evaluate
+from domtok.data.synthetic import (DRILL_KINDS, MAX_STEP_LINES, TEMPLATES, drills, gsm_sbs, gsm_sbs_rewrite,
+                                    math_web_corpus, mul_steps, rewrite_answer, word_problems)
+from domtok.errors import DomtokError
+from domtok.tokens.inject import check_annotations, inject_domain_tokens
 
 OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
@@ -129,3 +133,128 @@ def test_math_web_corpus_has_facts():
     for d in docs:  # every annotated word problem inside is right too
         for expr, res in ANNOT.findall(d):
             assert safe_eval(expr) == int(res)
+
+
+# ---------------------------------------------------------------------------- GSM-SBS from GSM8K items
+
+def _gsm(q, *lines):
+    return {"question": q, "answer": "\n".join(lines)}
+
+
+def check_rewrite(original: str, rewritten: str) -> list[str]:
+    """The inserted step lines; checks that the GSM8K lines are kept in order, character for
+    character, that every annotation evaluates, and that every step line's `=` chain is exact."""
+    assert rewritten.rsplit("\n", 1)[1] == original.rsplit("\n", 1)[1] and original.rsplit("\n", 1)[1].startswith("####")
+    orig_lines = original.split("\n")
+    kept = [ln for ln in rewritten.split("\n") if ln in orig_lines]
+    assert kept == orig_lines
+    steps = [ln for ln in rewritten.split("\n") if ln not in orig_lines]
+    for ln in steps:
+        assert "<<" not in ln and len({safe_eval(p) for p in ln.split(" = ")}) == 1, ln
+    assert check_annotations(rewritten) == []
+    for expr, res in ANNOT.findall(rewritten):
+        assert abs(evaluate(expr) - float(res.replace(",", ""))) < 1e-6 * max(1.0, abs(float(res.replace(",", ""))))
+    return steps
+
+
+def test_rewrite_known_cases():
+    # one product: its steps go right before the line that uses it
+    a = _gsm("q", "He buys 12 * 15 = <<12*15=180>>180 eggs.", "He sells 180-5 = <<180-5=175>>175.", "#### 175")
+    r = rewrite_answer(a["answer"])
+    assert r.split("\n")[:2] == mul_steps(12, 15) and len(mul_steps(12, 15)) == 2
+    assert check_rewrite(a["answer"], r) == mul_steps(12, 15)
+    # a product used twice is worked once; a step already written (2 × 15 inside 12 × 15) is not repeated
+    b = _gsm("q", "x = <<2*15=30>>30", "y = <<12*15=180>>180 and <<12*15=180>>180 again", "#### 210")
+    steps = check_rewrite(b["answer"], rewrite_answer(b["answer"]))
+    assert steps == mul_steps(12, 15) and len(steps) == 2
+    assert rewrite_answer(b["answer"]).split("\n")[0] == mul_steps(2, 15)[0]
+    # money results (`60.00`) and factor order as written; 5 × 12 takes 1 line, 147 × 8 two
+    c = _gsm("q", "She gets 5*12 = $<<5*12=60.00>>60.00", "and 147*8 = <<147*8=1176>>1176", "#### 1236")
+    steps = check_rewrite(c["answer"], rewrite_answer(c["answer"]))
+    assert steps == mul_steps(5, 12) + mul_steps(147, 8)
+    assert steps[0].startswith("5 × 12 = ") and len(mul_steps(5, 12)) == 1 and len(mul_steps(147, 8)) == 2
+    # left alone: facts, ×10, decimals, three factors, products inside larger expressions
+    for expr, res in [("6*9", "54"), ("10*37", "370"), ("37*100", "3700"), ("0.5*12", "6"), ("2*3*14", "84"),
+                      ("5*12+3", "63"), ("(5*12)", "60")]:
+        assert rewrite_answer(f"It is <<{expr}={res}>>{res}\n#### {res}") is None, expr
+    # ... and a clean product beside them is still rewritten, the others untouched
+    d = _gsm("q", "<<0.5*12=6>>6 and <<2*3*14=84>>84", "<<13*14=182>>182", "#### 182")
+    assert check_rewrite(d["answer"], rewrite_answer(d["answer"])) == mul_steps(13, 14)
+    # items left out: an annotation the calculator cannot check, a wrong result, too many steps
+    assert rewrite_answer("<<560//10=56>>56 and <<12*15=180>>180\n#### 1") is None
+    assert rewrite_answer("<<12*15=181>>181\n#### 181") is None
+    assert len(mul_steps(98, 3400)) > MAX_STEP_LINES and rewrite_answer("<<98*3400=333200>>\n#### 333200") is None
+
+
+def test_gsm_sbs_rewrite_seeded_and_mixed():
+    recs = [_gsm(f"q{i}", f"He buys {i} * 15 = <<{i}*15={i * 15}>>{i * 15}.", f"#### {i * 15}") for i in range(2, 60)]
+    recs += [_gsm("fact", "<<6*9=54>>54", "#### 54"), {"question": "no answer"}]
+    everything = gsm_sbs_rewrite(recs, None, seed=0)
+    assert len(everything) == 57  # i = 2..59 but 10 (×10 is a base case); the fact, the malformed record out
+    items = gsm_sbs_rewrite(recs, 20, seed=1)
+    assert items == gsm_sbs_rewrite(recs, 20, seed=1) and items != gsm_sbs_rewrite(recs, 20, seed=2)
+    assert len({it["id"] for it in items}) == 20 and [it["id"] for it in items] == sorted(it["id"] for it in items)
+    for it in items:
+        src = recs[int(it["id"].split("-")[1])]
+        assert it["question"] == src["question"]
+        assert check_rewrite(src["answer"], it["answer"]) == mul_steps(*map(int, re.search(r"<<(\d+)\*(\d+)=", src["answer"]).groups()))
+    with pytest.raises(ValueError, match="only 57 records"):
+        gsm_sbs_rewrite(recs, 58, seed=0)
+    # the gsm_sbs mix: 80% rewritten (512 of 640 in the reference) then drills; no GSM8K = drills only
+    mixed = gsm_sbs(25, seed=3, gsm8k=recs)
+    assert [it["id"].startswith("gsm_sbs_rw") for it in mixed] == [True] * 20 + [False] * 5
+    assert mixed[:20] == gsm_sbs_rewrite(recs, 20, seed=3) and mixed[20:] == gsm_sbs(5, seed=3)
+    assert gsm_sbs(25, seed=3, gsm8k=recs, n_rewritten=0) == gsm_sbs(25, seed=3)
+
+
+def test_rewritten_answers_survive_injection():
+    recs = [_gsm("q", f"{a} x {b} = <<{a}*{b}={a * b}>>{a * b}", f"{a * b} - 3 = <<{a * b}-3={a * b - 3}>>{a * b - 3}",
+                 f"#### {a * b - 3}") for a in (3, 12, 47, 250) for b in (7, 15, 36)]
+    for it in gsm_sbs_rewrite(recs, None, seed=0):
+        inj = inject_domain_tokens(it["answer"], "mul")
+        assert check_annotations(inj.text, "mul") == []
+        assert re.findall(r"<<[^<>]*?=([^<>=]*)>>", inj.text.replace("<MUL", "(MUL")) == \
+            re.findall(r"<<[^<>]*?=([^<>=]*)>>", it["answer"])
+        # every token that appears is a single-digit fact that was written in the text
+        for x, y, v in re.findall(r"<MUL_(\d)_(\d)_(\d+)>", inj.text):
+            assert int(x) * int(y) == int(v)
+            assert re.search(rf"(?<!\d)({x} [×x*] {y}|{y} [×x*] {x}|{x}\*{y}|{y}\*{x})(?!\d)", it["answer"])
+
+
+def test_step_facts_become_domain_tokens():
+    steps = "\n".join(mul_steps(12, 15))  # 2 × 15 = ... = 2 × 10 + 2 × 5 = 20 + 10 = 30
+    assert inject_domain_tokens(steps, "mul").count >= 1
+
+
+def test_gsm_sbs_from_real_gsm8k(gsm8k_dir):
+    import json
+
+    recs = [json.loads(ln) for ln in (gsm8k_dir / "train.jsonl").read_text().splitlines()]
+    everything = gsm_sbs_rewrite(recs, None, seed=0)
+    print(f"\nGSM8K train: {len(everything)} of {len(recs)} items rewritable")
+    assert 2000 < len(everything) < len(recs)
+    items = gsm_sbs(640, seed=0, gsm8k=recs)
+    rewritten = [it for it in items if it["id"].startswith("gsm_sbs_rw")]
+    assert len(items) == 640 and len(rewritten) == 512
+    for it in everything:
+        src = recs[int(it["id"].split("-")[1])]
+        assert it["question"] == src["question"]
+        steps = check_rewrite(src["answer"], it["answer"])
+        assert 1 <= len(steps)
+        inj = inject_domain_tokens(it["answer"], "mul").text
+        assert check_annotations(inj, "mul") == []
+
+
+def test_sft_source_gsm_sbs_uses_gsm8k_path(tmp_path):
+    import json
+
+    from domtok.train.sft_data import DataSource, load_records
+
+    recs = [_gsm(f"q{i}", f"He buys {i} * 15 = <<{i}*15={i * 15}>>{i * 15}.", f"#### {i * 15}") for i in range(11, 31)]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    got = load_records(DataSource(kind="gsm_sbs", path=str(path), n=10, seed=4, repeat=2))
+    assert got == (gsm_sbs_rewrite(recs, 8, seed=4) + gsm_sbs(2, seed=4)) * 2
+    assert load_records(DataSource(kind="gsm_sbs", n=10, seed=4)) == gsm_sbs(10, seed=4)  # no path: drills
+    with pytest.raises(DomtokError, match=str(path)):
+        load_records(DataSource(kind="gsm_sbs", path=str(path), n=100))  # 80 rewritten wanted, 20 exist

@@ -18,8 +18,10 @@ What is rewritten (the set's op, here `*`; operands from the set's range, here 1
   `6 × 9 = 54` -> `<MUL_6_9_54>`. A wrong c (`6*9 = 55`), or anything after `=` that is
   not exactly c (`= ?`, `= x`, `= $54`, `= 54.5`, `= 54*2`, `== 54`), leaves the span alone.
   The span must be the whole left-hand side: in `1+6*9 = 55` the result belongs to the sum,
-  so nothing is rewritten there.
-- bare `a op b` (weak mode only): `1+6*9` -> `1+<MUL_6_9_54>`.
+  so the `= 55` stays and the product is treated as bare (below).
+- bare `a op b` (weak mode only): `1+6*9` -> `1+<MUL_6_9_54>`, also inside a larger
+  left-hand side: `1+6*9 = 55` -> `1+<MUL_6_9_54> = 55`, and the step lines of GSM-SBS
+  (`10 × 15 + 2 × 5 = 150 + 10` -> `10 × 15 + <MUL_2_5_10> = 150 + 10`).
 - Order is canonical: `9 × 6` -> `<MUL_6_9_54>`.
 
 Precedence. A product may become a value only if both neighbouring operators bind
@@ -260,10 +262,11 @@ def _candidate(text: str, m: re.Match, rules: _Rules, mode: str, inner: bool):
         return None
     b_end = m.end()
     r = None if inner else rules.result.match(text, b_end)
-    if r is not None:
-        # `a op b = ...`: only the exact result, and only when the product is the whole LHS.
-        if left != 0 or _right_prec(text, b_end) == _ATTACHED:
-            return None
+    if r is not None and (_right_prec(text, b_end) == _ATTACHED
+                          or text[r.end():r.end() + 24].lstrip().startswith("?")):
+        return None   # `1+6*9 = ?` is a question: the token would leak its answer
+    if r is not None and left == 0:
+        # `a op b = ...` where the product is the whole left-hand side: only the exact result.
         p = r.end()
         ann = _ANNOTATION_AFTER.match(text, p)
         if ann is not None:   # GSM8K: `9 * 2 = <<9*2=18>>18`
@@ -280,6 +283,8 @@ def _candidate(text: str, m: re.Match, rules: _Rules, mode: str, inner: bool):
         if c is None or c.group() != str(tok.value) or _right_prec(text, c.end()) != 0:
             return None
         return c.end(), tok.text, [tok.text]
+    # Bare products, and products inside a larger left-hand side (`2×10 + 2×5 = 20 + 10`:
+    # the `=` belongs to the whole side and binds looser, so the product alone keeps its value).
     if mode != "weak":
         return None
     if _right_prec(text, b_end) >= rules.prec:

@@ -5,7 +5,8 @@ Sources (`DataSource.kind`):
     instruct       Tulu-3 SFT mixture conversations (`messages`), local file or hub id
     gsm8k          GSM8K *train* (question/answer); validation is a held-out part of train,
                    never test (the reference validated on the first 500 test items)
-    gsm_sbs        the step-by-step multiplication warm start (synthetic)
+    gsm_sbs        the step-by-step multiplication warm start (synthetic drills; with `path` =
+                   GSM8K train, 80% are GSM8K items rewritten step by step)
     drills         arithmetic drills, one `drill_kinds` entry per tier (synthetic)
     word_problems  simple word problems (synthetic)
     tinygsm        TinyGSM-format question + solution, local file or hub id
@@ -64,7 +65,13 @@ def load_records(src: DataSource) -> list[dict]:
             raise DomtokError("sft data: kind 'jsonl' needs `path` (a jsonl file of messages or question/answer)")
         recs = _read_jsonl_checked(src.path)
     elif k == "gsm_sbs":
-        recs = list(synthetic.gsm_sbs(src.n or 640, src.seed))
+        # `path` = GSM8K train (file, dir or hub id): 80% rewritten GSM8K items + 20% drills,
+        # like the reference's 512 + 128; no path: drills only (the tiny study has no GSM8K)
+        gsm8k = list(sources.load_gsm8k("train", path=src.path)) if src.path else None
+        try:
+            recs = synthetic.gsm_sbs(src.n or 640, src.seed, gsm8k=gsm8k)
+        except ValueError as e:
+            raise DomtokError(f"{src.path}: {e}") from None
     elif k == "word_problems":
         recs = list(synthetic.word_problems(src.n or 5000, src.seed, "train"))
     elif k == "drills":
