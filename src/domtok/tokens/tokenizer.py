@@ -422,11 +422,19 @@ def read_hf_vocab_merges(path: Path, eot_id: int | None = None) -> tuple[dict[st
 
 
 @functools.lru_cache(maxsize=4)
+def _shared_gpt2_dir() -> str | None:
+    """The GPT-2 files in ../shared/data/gpt2 beside a source checkout, when present."""
+    from domtok.utils import shared_data_dir
+
+    d = shared_data_dir()
+    return str(d / "gpt2") if d is not None and (d / "gpt2" / "vocab.bpe").exists() else None
+
+
 def gpt2_vocab_merges(gpt2_dir: str | None = None) -> tuple[dict[str, int], list[tuple[str, str]] | None]:
     """GPT-2's base vocabulary and merges: from `gpt2_dir`, $DOMTOK_GPT2_DIR, or tiktoken's cache/network."""
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
-    d = gpt2_dir or os.environ.get("DOMTOK_GPT2_DIR")
+    d = gpt2_dir or os.environ.get("DOMTOK_GPT2_DIR") or _shared_gpt2_dir()
     if d:
         vocab_bpe, encoder_json = Path(d) / "vocab.bpe", Path(d) / "encoder.json"
         for p in (vocab_bpe, encoder_json):
