@@ -509,7 +509,7 @@ def key_metric(kind: str, summary: dict) -> tuple[str, float] | None:
         "pretrain": ("final_val_bpb", "val_bpb", "final_val_loss"),
         "sft": ("final_val_loss", "val_loss", "final_train_loss"),
         "rft": ("final_val_loss", "yield", "val_loss"),
-        "grpo": ("final_reward_mean", "reward_mean", "accuracy"),
+        "grpo": ("reward_mean_last_quarter",),
         "gsm8k": ("accuracy_flexible", "accuracy"),
         "probes": ("accuracy_all",),
         "hellaswag": ("acc_norm_char", "acc_norm"),

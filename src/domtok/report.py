@@ -111,6 +111,8 @@ class Run:
 def loss_table(run: Run) -> list[str]:
     lines = ["| stage | condition | train loss | val loss | val bits/byte | steps |", "|---|---|---:|---:|---:|---:|"]
     for stage in run.stages:
+        if run.spec.stage(stage).kind == "grpo":
+            continue  # reported in the reward table
         for cond in run.conditions:
             nodes = run.training(stage, cond)
             if not nodes:
@@ -128,6 +130,22 @@ def loss_table(run: Run) -> list[str]:
                     cols.append(f"{m:.4f} ± {s:.4f}")
             lines.append(f"| {stage} | {cond} | " + " | ".join(cols) + " |")
     return lines
+
+
+def reward_table(run: Run) -> list[str]:
+    """GRPO stages: mean reward at the start and the end of training, and the last accuracy."""
+    lines = ["| stage | condition | seed | reward | steps | mean reward, first quarter | mean reward, last quarter | "
+             "accuracy (last step) |", "|---|---|---|---|---:|---:|---:|---:|"]
+    for st in run.spec.stages:
+        if st.kind != "grpo":
+            continue
+        for cond in run.conditions:
+            for n in run.training(st.name, cond):
+                s = run.summary[n.id]
+                lines.append(f"| {st.name} | {cond} | {n.seed} | {s.get('reward', '–')} | {_fmt(s.get('steps'))} | "
+                             f"{_fmt(s.get('reward_mean_first_quarter'))} | {_fmt(s.get('reward_mean_last_quarter'))} | "
+                             f"{_fmt(s.get('accuracy_last'), 3)} |")
+    return lines if len(lines) > 2 else ["(no GRPO stage in this run)"]
 
 
 def eval_matrix(run: Run) -> list[str]:
@@ -224,7 +242,11 @@ def paired_comparisons(run: Run) -> list[str]:
                                      f"{t['b']['std']:.3f}; paired t-test over seeds p = {t['test']['p']:.3g} ({verdict}).")
     if len(lines) == 2:
         return ["(no pair of finished evaluations to compare yet)"]
-    return lines + [""] + sentences
+    n_tests = len(lines) - 2
+    caution = (f"These are {n_tests} tests at α = {ALPHA} with no correction for multiple comparisons: about "
+               f"{ALPHA * n_tests:.1f} would come out significant by chance alone. Trust a difference that "
+               "holds across seeds and stages.")
+    return lines + [""] + sentences + ["", caution]
 
 
 def compute_table(run: Run) -> list[str]:
@@ -273,6 +295,16 @@ def confounds(run: Run) -> list[str]:
 
 # --------------------------------------------------------------------------- plots
 
+def _series(rows: list[dict], keys: tuple[str, ...]) -> list[tuple]:
+    """(step, value) of the first key each row has as a number."""
+    out = []
+    for r in rows:
+        v = next((r[k] for k in keys if isinstance(r.get(k), (int, float))), None)
+        if v is not None and "step" in r:
+            out.append((r["step"], v))
+    return out
+
+
 def plots(run: Run, out: Path) -> list[str]:
     import matplotlib
 
@@ -288,10 +320,10 @@ def plots(run: Run, out: Path) -> list[str]:
         for cond in run.conditions:
             for n in run.training(st.name, cond):
                 rows = _read_jsonl(n.out_dir / "metrics.jsonl")
-                tr = [(r["step"], r.get("loss", r.get("train_loss"))) for r in rows
-                      if isinstance(r.get("loss", r.get("train_loss")), (int, float)) and "step" in r]
-                va = [(r["step"], r.get("val_bpb", r.get("val_loss"))) for r in rows
-                      if isinstance(r.get("val_bpb", r.get("val_loss")), (int, float))]
+                left, right = (("reward_mean",), ("accuracy",)) if st.kind == "grpo" else \
+                    (("loss", "train_loss"), ("val_bpb", "val_loss"))
+                tr = _series(rows, left)
+                va = _series(rows, right)
                 label = f"{cond} s{n.seed}"
                 if tr:
                     ax1.plot(*zip(*tr), label=label, alpha=0.8)
@@ -301,9 +333,12 @@ def plots(run: Run, out: Path) -> list[str]:
         if not drew:
             plt.close(fig)
             continue
-        ax1.set(title=f"{st.name}: training loss", xlabel="step", ylabel="loss (nats/token)")
-        ax2.set(title=f"{st.name}: validation", xlabel="step",
-                ylabel="bits per byte" if st.kind == "pretrain" else "val loss / bpb")
+        if st.kind == "grpo":
+            ax1.set(title=f"{st.name}: mean reward", xlabel="step", ylabel="reward")
+            ax2.set(title=f"{st.name}: accuracy of sampled completions", xlabel="step", ylabel="accuracy")
+        else:
+            ax1.set(title=f"{st.name}: training loss", xlabel="step", ylabel="loss (nats/token)")
+            ax2.set(title=f"{st.name}: validation", xlabel="step", ylabel="bits per byte")
         for ax in (ax1, ax2):
             if ax.get_legend_handles_labels()[0]:
                 ax.legend()
@@ -364,6 +399,7 @@ def write_report(run_dir: str | Path) -> Path:
              f"Finished nodes: {len(run.nodes)} of {len(run.all_nodes)}"
              + (f" — not finished: {', '.join(pending[:8])}{' …' if len(pending) > 8 else ''}" if pending else "") + ".",
              "", "## Losses", "", *loss_table(run), "",
+             "## Reinforcement learning", "", *reward_table(run), "",
              "## Evaluation matrix", "", "Each cell: value [95% Wilson CI] for one seed; mean ± std over seeds otherwise.", "",
              *eval_matrix(run), "",
              "## Generation (GSM-style benchmarks)", "", *generation_table(run), "",
