@@ -52,6 +52,17 @@ def eval_dtype(device: str, name: str = "auto"):
     return torch.float16 if name == "float16" else torch.bfloat16
 
 
+def eval_engine(cfg, info, engine=None):
+    """The generation Engine of an evaluation: `engine` if given (tests pass stubs), else the
+    model of `cfg.model` on this rank's device, autocast as `cfg.dtype` says."""
+    if engine is not None:
+        return engine
+    from domtok.engine import Engine
+
+    model, tokenizer = load_eval_model(cfg.model, info.device)
+    return Engine(model, tokenizer, device=info.device, dtype=eval_dtype(info.device, cfg.dtype))
+
+
 def batches(n_items: int, batch_size: int) -> list[list[int]]:
     """The item indices of each batch a single process would run."""
     if batch_size < 1:

@@ -171,19 +171,14 @@ def run(cfg: GSM8KEvalConfig, out_dir, engine=None) -> dict:
     """
     from domtok.chat import STOP_STRINGS
     from domtok.engine import SamplingParams
-    from domtok.eval.common import gather_rows, is_repetitive, my_batches, write_results
+    from domtok.eval.common import eval_engine, gather_rows, is_repetitive, my_batches, write_results
     from domtok.eval.stats import wilson_ci
     from domtok.utils import dist_setup, seed_everything
 
     t0 = time.time()
     info = dist_setup(cfg.device)
     seed_everything(cfg.seed)
-    if engine is None:
-        from domtok.engine import Engine
-        from domtok.eval.common import eval_dtype, load_eval_model
-
-        model, tokenizer = load_eval_model(cfg.model, info.device)
-        engine = Engine(model, tokenizer, device=info.device, dtype=eval_dtype(info.device, cfg.dtype))
+    engine = eval_engine(cfg, info, engine)
     tokenizer = engine.tokenizer
     items = load_items(cfg)
     prompts = [build_prompt(it["question"], tokenizer, cfg) for it in items]

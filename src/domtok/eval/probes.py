@@ -170,18 +170,13 @@ def run(cfg: ProbesConfig, out_dir, engine=None) -> dict:
     """Run the probes through the Engine (greedy); writes items.jsonl + summary.json (rank 0)."""
     from domtok.chat import STOP_STRINGS
     from domtok.engine import SamplingParams
-    from domtok.eval.common import gather_rows, my_batches, write_results
+    from domtok.eval.common import eval_engine, gather_rows, my_batches, write_results
     from domtok.utils import dist_setup, seed_everything
 
     t0 = time.time()
     info = dist_setup(cfg.device)
     seed_everything(cfg.seed)
-    if engine is None:
-        from domtok.engine import Engine
-        from domtok.eval.common import eval_dtype, load_eval_model
-
-        model, tokenizer = load_eval_model(cfg.model, info.device)
-        engine = Engine(model, tokenizer, device=info.device, dtype=eval_dtype(info.device, cfg.dtype))
+    engine = eval_engine(cfg, info, engine)
     tok = engine.tokenizer
     items = make_probes(cfg.categories, cfg.n_per_category, cfg.seed)
     prompts = [build_prompt(it, cfg.prompt_style, tok) for it in items]
