@@ -1,5 +1,6 @@
 """GRPO and rewards: advantages, k3 KL, the loss, a step that follows the reward, the whole
-stage with resume, and every reward term (incl. the exact repetition rule)."""
+stage with resume, 2 torchrun processes reproducing 1, and every reward term (incl. the exact
+repetition rule)."""
 
 from __future__ import annotations
 
@@ -246,3 +247,86 @@ def test_binary_and_custom_rewards(tmp_path, monkeypatch):
         make_reward_fn(RewardConfig(kind="my_rewards:missing"))
     with pytest.raises(DomtokError, match="binary, shaped"):
         make_reward_fn(RewardConfig(kind="bogus"))
+
+
+# --- torchrun: 2 processes compute the 1-process run ------------------------------------------
+
+def torchrun(nproc: int, argv: list[str], env: dict, timeout: float = 150):
+    """`python -m torch.distributed.run ... -m domtok ARGV` in its own process group: ranks that
+    disagree deadlock in a collective, so on timeout the whole group (workers too) is killed."""
+    import os
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                             str(nproc), "-m", "domtok", *argv], env={**env, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"torchrun {' '.join(argv[:2])} hung for {timeout} s (ranks out of step?)")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_torchrun_two_processes_match_one(workdir, tmp_path):
+    """Sharded sampling (global row seeds), gathered rewards with batch-scaled advantages,
+    dapo's whole-step token count, KL to a reference on each rank, 2 iterations per rollout:
+    the 2-process gloo run logs the same curve and ends on the same weights, also when it is
+    cut after a rollout and resumed under torchrun."""
+    import os
+
+    import yaml
+
+    from domtok.config import load_config
+    from domtok.model.checkpoint import load_model
+
+    data = _prompts_file(tmp_path / "q.jsonl")
+    (tmp_path / "len_reward_dist.py").write_text(
+        "def reward(text, gold, ids, tokenizer, question):\n    return {'len': len(ids) / 10, 'first': ids[0] % 3}\n")
+    cfg = {"grpo": {"model": str(tiny_model_dir(workdir)), "device": "cpu", "num_prompts": 6, "seed": 4,
+                    "prompts": {"kind": "jsonl", "path": str(data)}, "reward": {"kind": "len_reward_dist:reward"},
+                    "num_generations": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2,
+                    "max_completion_length": 6, "temperature": 1.0, "learning_rate": 1e-3, "beta": 0.1,
+                    "num_iterations": 2, "loss_type": "dapo", "scale_rewards": "batch", "max_steps": 3}}
+    path = tmp_path / "grpo.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        run(load_config(GRPOConfig, path, section="grpo"), tmp_path / "one")  # 1 process, in this one
+    finally:
+        sys.path.remove(str(tmp_path))
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(root / "src"), str(tmp_path)])}
+    two = torchrun(2, ["grpo", str(path), "--out", str(tmp_path / "two")], env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    r1 = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    r2 = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in r1] == [r["step"] for r in r2] == [1, 2, 3]
+    assert all(r["reward_std"] > 0 for r in r1)  # rewards vary inside the batch: a real signal
+    for a, b in zip(r1, r2):
+        for key in ("loss", "reward_mean", "reward_std", "reward/len_mean", "completion_length", "kl",
+                    "clip_fraction", "grad_norm", "accuracy"):
+            assert abs(a[key] - b[key]) < 1e-5, (key, a, b)
+    assert r1[1]["kl"] > 0 and r1[1]["loss"] != 0
+    m1, _ = load_model(tmp_path / "one" / "model")
+    m2, _ = load_model(tmp_path / "two" / "model")
+    m0, _ = load_model(tiny_model_dir(workdir))
+    moved = 0.0
+    for (k, pa), (_, pb), (_, p0) in zip(m1.state_dict().items(), m2.state_dict().items(), m0.state_dict().items()):
+        assert torch.allclose(pa, pb, atol=1e-5, rtol=0), k
+        moved = max(moved, float((pa - p0).abs().max()))
+    assert moved > 1e-4  # training moved the weights, so agreement is not trivial
+    assert (tmp_path / "two" / "manifest.json").exists() and len(list((tmp_path / "two").glob("checkpoints/*"))) >= 1
+
+    # killed after the first rollout (2 steps), resumed under torchrun: the same run again
+    cut = torchrun(2, ["grpo", str(path), "max_steps=2", "--out", str(tmp_path / "cut")], env)
+    assert cut.returncode == 0, cut.stderr[-3000:]
+    res = torchrun(2, ["grpo", str(path), "--resume", "--out", str(tmp_path / "cut")], env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r3 = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in r3] == [1, 2, 3] and abs(r3[2]["loss"] - r1[2]["loss"]) < 1e-5
+    m3, _ = load_model(tmp_path / "cut" / "model")
+    for (k, pa), (_, pc) in zip(m1.state_dict().items(), m3.state_dict().items()):
+        assert torch.allclose(pa, pc, atol=1e-5, rtol=0), k

@@ -174,13 +174,50 @@ def config_hash(cfg: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def is_experiment_spec(data: dict) -> bool:
+    return isinstance(data.get("stages"), list) and isinstance(data.get("conditions"), dict)
+
+
+def stage_section(stage: dict, where: str) -> dict:
+    """A spec stage's config: inline, or the `<kind>:` section of a preset/file, then `set:` on top.
+
+        config: sft-gsm8k            # configs/sft-gsm8k.yaml, section `sft:`
+        set: {stages: ...}           # deep-merged over it
+    """
+    cfg = stage.get("config") or {}
+    if isinstance(cfg, str):
+        data = load_yaml(cfg)
+        if not isinstance(data.get(stage["kind"]), dict):
+            raise ConfigError(f"{where}: stage {stage['name']!r}: {cfg} has no `{stage['kind']}:` section")
+        cfg = data[stage["kind"]]
+    elif not isinstance(cfg, dict):
+        raise ConfigError(f"{where}: stage {stage['name']!r}: config must be a mapping or a preset name")
+    return _deep_merge(cfg, stage.get("set") or {})
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def load_config(cls: type[T], path: str | os.PathLike | None, overrides: list[str] | None = None,
                 section: str | None = None) -> T:
-    """Load `cls` from a YAML file (optionally one `section` of it), then apply overrides."""
+    """Load `cls` from a YAML file, then apply overrides.
+
+    With `section` ("pretrain", "sft", ...) the file may be a stage file holding that section,
+    or an experiment spec: then the first stage of that kind is used (`domtok pretrain
+    configs/tiny.yaml`)."""
     data: dict = {}
     if path is not None:
         data = load_yaml(path)
-        if section is not None and section in data and isinstance(data[section], dict):
+        if section is not None and is_experiment_spec(data):
+            stage = next((st for st in data["stages"] if isinstance(st, dict) and st.get("kind") == section), None)
+            if stage is None:
+                raise ConfigError(f"{path}: the experiment spec has no `{section}` stage")
+            data = stage_section(stage, str(path))
+        elif section is not None and section in data and isinstance(data[section], dict):
             data = data[section]
     data = apply_overrides(data, overrides)
     return from_dict(cls, data, where=str(path) if path else "config")

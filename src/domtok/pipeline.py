@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from domtok.config import (ConfigError, apply_overrides, atomic_write_json, atomic_write_text, config_hash,
-                           load_yaml, resolve_config_path)
+                           load_yaml, resolve_config_path, stage_section)
 from domtok.errors import DomtokError
 
 TRAINING_KINDS = ("pretrain", "sft", "grpo", "rft")
@@ -110,7 +110,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         if s["name"] in names or s["name"] in ("prepare", "tokenizer"):
             raise ConfigError(f"{where}: stage name {s['name']!r} is used twice or reserved")
         names.add(s["name"])
-        stages.append(StageSpec(name=s["name"], kind=s["kind"], config=_stage_config(s, where), after=after))
+        stages.append(StageSpec(name=s["name"], kind=s["kind"], config=stage_section(s, where), after=after))
     evals = data.get("evals") or {}
     benchmarks = {}
     for bname, b in (evals.get("benchmarks") or {}).items():
@@ -130,30 +130,6 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
                 stages=stages, evals_after=evals_after, benchmarks=benchmarks,
                 runs_dir=str(data.get("runs_dir", "runs")), token_set=str(data.get("token_set", "mul")),
                 confounds=list(data.get("confounds") or []), raw=data)
-
-
-def _stage_config(stage: dict, where: str) -> dict:
-    """A stage's config: inline, or the `<kind>:` section of a preset/file, then `set:` on top.
-
-        config: sft-gsm8k            # configs/sft-gsm8k.yaml, section `sft:`
-        set: {stages: ...}           # deep-merged over it
-    """
-    cfg = stage.get("config") or {}
-    if isinstance(cfg, str):
-        data = load_yaml(cfg)
-        if not isinstance(data.get(stage["kind"]), dict):
-            raise ConfigError(f"{where}: stage {stage['name']!r}: {cfg} has no `{stage['kind']}:` section")
-        cfg = data[stage["kind"]]
-    elif not isinstance(cfg, dict):
-        raise ConfigError(f"{where}: stage {stage['name']!r}: config must be a mapping or a preset name")
-    return _deep_merge(cfg, stage.get("set") or {})
-
-
-def _deep_merge(base: dict, top: dict) -> dict:
-    out = dict(base)
-    for k, v in top.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 # --------------------------------------------------------------------------- the DAG
@@ -453,8 +429,13 @@ def _worker(job_path: str) -> int:
     """Entry point of each torchrun process: run the same stage function as the single process."""
     job = json.loads(Path(job_path).read_text())
     node = _node_from_dict(job["node"])
+    from domtok.utils import dist_teardown
+
     fn, cfg = stage_call(node, Path(job["run_dir"]))
-    _call_stage(fn, cfg, node)
+    try:
+        _call_stage(fn, cfg, node)
+    finally:
+        dist_teardown()
     return 0
 
 
@@ -540,6 +521,26 @@ def _dump_spec(spec: Spec) -> str:
     import yaml
 
     return yaml.safe_dump(spec.raw, sort_keys=False)
+
+
+def prepare_condition(spec_path: str, condition: str, root: Path) -> Path:
+    """The shards of one condition of a spec, made as `domtok run` makes them, under `root`.
+
+    For running a single stage by hand (`domtok pretrain configs/tiny.yaml`): the tokenizer
+    and prepare nodes run (or are reused when complete) and the shard directory is returned.
+    """
+    spec = load_spec(spec_path)
+    if condition not in spec.conditions:
+        raise DomtokError(f"{spec_path}: no condition {condition!r}; conditions: {list(spec.conditions)}")
+    opts = RunOptions(quiet=True)
+    for node in build_nodes(spec, root):
+        if node.kind == "tokenizer" or (node.kind == "prepare" and node.condition == condition):
+            state = node_state(node)
+            if state != "done" and not run_node(node, root, opts, fresh=state in ("stale", "failed")):
+                raise DomtokError(f"preparing the data failed; see {node.out_dir / 'log.txt'}")
+            if node.kind == "prepare":
+                return node.out_dir
+    raise AssertionError("unreachable: every spec has a prepare node per condition")
 
 
 # --------------------------------------------------------------------------- CLI

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -69,9 +70,18 @@ def dist_setup(device: str = "auto") -> DistInfo:
 
 
 def dist_teardown() -> None:
+    """Leave the process group. Call it from a `finally:`.
+
+    On a normal exit every rank waits at a barrier first: a rank that destroys its gloo/NCCL
+    context while a peer is still talking to it aborts the process ("terminate called without
+    an active exception"). When an exception is on its way out, no barrier: the other ranks
+    may never arrive, and torchrun tears the job down once this rank exits.
+    """
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if sys.exc_info()[1] is None:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -24,13 +24,28 @@ One generation round:
      denominators count the whole optimizer step, so accumulation computes one exact mean.
 beta == 0 disables the KL term and never loads a reference model.
 
-Single process (torchrun is not supported for GRPO; generation dominates and is per-process).
+Under torchrun (W processes) a step is the same step, computed by W ranks:
+  - the round's prompts are sharded by global index (rank r samples prompts r, r+W, ...),
+    each row seeded by its GLOBAL (prompt, sample) index, so the union of the ranks'
+    completions is the 1-process rollout; a prompt's whole group stays on one rank;
+  - each rank scores its own completions, then the rows are all-gathered, so rewards,
+    advantages (group and batch statistics) and logged rollout metrics are the global ones;
+  - the step's gradient_accumulation_steps micro-batches (divisible by W) are split like
+    SFT's: rank r trains micro-batches r, r+W, ...; the loss keeps the whole step's
+    normalisers and is scaled by W against DDP's mean, so the synced gradient equals the
+    1-process one; DDP syncs on the last micro-step only;
+  - loss / KL / clip metrics are all-reduced; rank 0 alone writes metrics, checkpoints and
+    the model; every rank loads the reference model (beta > 0).
+per_device_train_batch_size is therefore the completions per micro-batch on one device and
+per_device_train_batch_size * gradient_accumulation_steps the completions of one step,
+whatever W is (unlike TRL, where the step grows with W): a run reproduces across W.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -167,9 +182,48 @@ class Rollout:
     stats: dict
 
 
+def generate_shard(engine, prompt_ids: list[list[int]], params, num_samples: int, batch_size: int,
+                   info=None) -> list:
+    """This rank's share of `engine.generate(prompt_ids, params, num_samples, batch_size)`.
+
+    Rank r of W takes prompts r, r+W, ... with their GLOBAL indices, so each row's generator
+    is seeded by `row_seed(seed, global prompt, sample)` and a completion does not depend on
+    which rank drew it. One process: exactly `engine.generate`. Generations come back in
+    (prompt, sample) order, with global prompt indices.
+    """
+    W = info.world_size if info is not None else 1
+    if W == 1:
+        return engine.generate(prompt_ids, params, num_samples=num_samples, batch_size=batch_size)
+    # Engine.generate numbers prompts from 0 within its call; its chunk decoder takes the
+    # global list and explicit (prompt, sample) rows, so we feed it only our rows, longest
+    # prompts first as generate does.
+    mine = sorted(range(info.rank, len(prompt_ids), W), key=lambda i: (-len(prompt_ids[i]), i))
+    rows = [(p, k) for p in mine for k in range(num_samples)]
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(rows), batch_size):
+            out.extend(engine._generate_chunk(prompt_ids, rows[start:start + batch_size], params))
+    return sorted(out, key=lambda g: (g.prompt_index, g.sample_index))
+
+
+def all_gather_rows(rows: list, info=None) -> list:
+    """Every rank's list, concatenated (rank order) on every rank; one process: the list."""
+    if info is None or not info.distributed:
+        return list(rows)
+    import torch.distributed as dist
+
+    parts: list = [None] * info.world_size
+    dist.all_gather_object(parts, rows)
+    return [x for part in parts for x in part]
+
+
 def make_rollout(engine, tokenizer, questions: list[str], golds: list[str], reward_fn, cfg: GRPOConfig,
-                 round_index: int, prompt_texts: list[str] | None = None) -> Rollout:
-    """Sample num_generations completions per question on the current policy and score them."""
+                 round_index: int, prompt_texts: list[str] | None = None, info=None) -> Rollout:
+    """Sample num_generations completions per question on the current policy and score them.
+
+    Under DDP (`info` distributed) each rank samples and scores its share of the questions
+    and the scored rows are all-gathered, so every rank returns the whole, identical rollout.
+    """
     from domtok.chat import STOP_STRINGS, render_prompt
     from domtok.engine import SamplingParams
     from domtok.eval.gsm8k import is_correct
@@ -181,49 +235,60 @@ def make_rollout(engine, tokenizer, questions: list[str], golds: list[str], rewa
                             top_k=cfg.top_k, top_p=cfg.top_p, seed=cfg.seed * 1_000_003 + round_index,
                             stop_strings=STOP_STRINGS)
     engine.model.eval()
-    gens = engine.generate(prompt_ids, params, num_samples=G, batch_size=cfg.generation_batch_size)
-    gens = sorted(gens, key=lambda g: (g.prompt_index, g.sample_index))
-    terms: list[dict] = []
-    correct = []
-    for g in gens:
-        q, gold = questions[g.prompt_index], golds[g.prompt_index]
-        terms.append(reward_fn(g.text, gold, g.ids, tokenizer, question=q))
-        correct.append(float(is_correct(g.text, gold)))
+    gens = generate_shard(engine, prompt_ids, params, G, cfg.generation_batch_size, info)
+    # score here (a reward may be costly), then share plain tuples in global order
+    scored = [(g.prompt_index, g.sample_index, list(g.ids), g.finish_reason,
+               reward_fn(g.text, golds[g.prompt_index], g.ids, tokenizer, question=questions[g.prompt_index]),
+               float(is_correct(g.text, golds[g.prompt_index]))) for g in gens]
+    scored = sorted(all_gather_rows(scored, info), key=lambda row: (row[0], row[1]))
+    if len(scored) != len(questions) * G:
+        raise DomtokError(f"grpo: rollout has {len(scored)} rows, expected {len(questions) * G}")
+    terms = [row[4] for row in scored]
+    correct = [row[5] for row in scored]
     names = sorted({k for t in terms for k in t})
     table = torch.tensor([[t.get(k, 0.0) for k in names] for t in terms], dtype=torch.float64)
     rewards = table.sum(1).float()
     adv = group_advantages(rewards, G, cfg.scale_rewards)
     grouped = rewards.view(-1, G)
-    stats = {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
+    n = len(scored)
+    stats = {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if n > 1 else 0.0,
              "frac_zero_std_groups": float((grouped.max(1).values == grouped.min(1).values).float().mean()),
-             "completion_length": sum(g.num_tokens for g in gens) / len(gens),
-             "hit_max_rate": sum(g.finish_reason == "length" for g in gens) / len(gens),
-             "eos_rate": sum(g.finish_reason == "eos" for g in gens) / len(gens),
-             "accuracy": sum(correct) / len(correct)}
+             "completion_length": sum(len(row[2]) for row in scored) / n,
+             "hit_max_rate": sum(row[3] == "length" for row in scored) / n,
+             "eos_rate": sum(row[3] == "eos" for row in scored) / n,
+             "accuracy": sum(correct) / n}
     for j, k in enumerate(names):
         col = table[:, j]
         stats[f"reward/{k}_mean"] = float(col.mean())
         stats[f"reward/{k}_std"] = float(col.std()) if len(col) > 1 else 0.0
-    return Rollout([prompt_ids[g.prompt_index] for g in gens], [list(g.ids) for g in gens], rewards, adv, stats)
+    return Rollout([prompt_ids[row[0]] for row in scored], [row[2] for row in scored], rewards, adv, stats)
 
 
 def train_on_rollout(model, ref_model, optimizer, rollout: Rollout, cfg: GRPOConfig, device, dtype,
-                     schedule=None) -> list[dict]:
+                     schedule=None, info=None, ddp=None) -> list[dict]:
     """num_iterations optimizer steps on one rollout; one stats dict per step.
 
     `schedule(i)` gives the learning rate of the i-th step of this rollout (None = keep).
+    Under DDP pass `info` and `ddp` (the DDP-wrapped `model`): this rank trains micro-batches
+    rank, rank+W, ... of every step and the logged numbers are summed over ranks.
     """
-    from domtok.train.common import autocast, clip_gradients, set_lr
+    from domtok.train.common import all_reduce_sum, autocast, clip_gradients, grad_sync, set_lr
 
+    W, rank = (info.world_size, info.rank) if info is not None else (1, 0)
+    net = ddp if ddp is not None else model
     n = len(rollout.completions)
     mb = cfg.per_device_train_batch_size
     chunks = [list(range(i, min(i + mb, n))) for i in range(0, n, mb)]
-    n_tokens = sum(len(c) for c in rollout.completions)
+    if len(chunks) % W:
+        raise DomtokError(f"grpo: {len(chunks)} micro-batches per step must be divisible by the number of "
+                          f"processes {W}; set gradient_accumulation_steps to a multiple of {W}")
+    mine = list(range(rank, len(chunks), W))
+    n_tokens = sum(len(c) for c in rollout.completions)  # the whole step's, on every rank
     take = lambda rows, xs: [xs[i] for i in rows]  # noqa: E731
     old, ref = {}, {}
     with torch.no_grad():
-        for j, rows in enumerate(chunks):
-            P, C = take(rows, rollout.prompts), take(rows, rollout.completions)
+        for j in mine:
+            P, C = take(chunks[j], rollout.prompts), take(chunks[j], rollout.completions)
             if cfg.num_iterations > 1:  # the sampling policy's log-probs, fixed for every iteration
                 with autocast(device, dtype):
                     old[j] = sequence_logprobs(model, P, C, device)[0]
@@ -231,30 +296,35 @@ def train_on_rollout(model, ref_model, optimizer, rollout: Rollout, cfg: GRPOCon
                 with autocast(device, dtype):
                     ref[j] = sequence_logprobs(ref_model, P, C, device)[0]
     out = []
-    model.train()
+    net.train()
     for it in range(cfg.num_iterations):
         if schedule is not None:
             set_lr(optimizer, schedule(it))
         tot = {"loss": 0.0, "clipped": 0.0, "tokens": 0.0, "kl_sum": 0.0}
-        for j, rows in enumerate(chunks):
+        for k, j in enumerate(mine):
+            rows = chunks[j]
             P, C = take(rows, rollout.prompts), take(rows, rollout.completions)
-            with autocast(device, dtype):
-                logp, m = sequence_logprobs(model, P, C, device)
-            old_logp = old[j] if cfg.num_iterations > 1 else logp.detach()
-            ref_logp = ref.get(j)
-            loss, st = policy_loss(logp, old_logp, ref_logp, rollout.advantages[rows].to(device), m,
-                                   epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, beta=cfg.beta,
-                                   loss_type=cfg.loss_type, max_completion_length=cfg.max_completion_length,
-                                   n_seqs=n, n_tokens=n_tokens)
-            loss.backward()
+            with grad_sync(net, k == len(mine) - 1):
+                with autocast(device, dtype):
+                    logp, m = sequence_logprobs(net, P, C, device)
+                old_logp = old[j] if cfg.num_iterations > 1 else logp.detach()
+                loss, st = policy_loss(logp, old_logp, ref.get(j), rollout.advantages[rows].to(device), m,
+                                       epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, beta=cfg.beta,
+                                       loss_type=cfg.loss_type, max_completion_length=cfg.max_completion_length,
+                                       n_seqs=n, n_tokens=n_tokens)
+                # DDP averages gradients over W ranks; x W makes the synced gradient that of the
+                # whole step's loss (each rank's part already carries the global normalisers)
+                (loss * W).backward()
             tot["loss"] += float(loss.detach())
-            for k in ("clipped", "tokens", "kl_sum"):
-                tot[k] += st[k]
+            for key in ("clipped", "tokens", "kl_sum"):
+                tot[key] += st[key]
         gnorm = clip_gradients(model, cfg.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        out.append({"loss": tot["loss"], "grad_norm": gnorm, "clip_fraction": tot["clipped"] / max(tot["tokens"], 1),
-                    "kl": tot["kl_sum"] / max(tot["tokens"], 1) if cfg.beta > 0 else 0.0,
+        loss_sum, clipped, tokens, kl_sum = all_reduce_sum([tot["loss"], tot["clipped"], tot["tokens"], tot["kl_sum"]],
+                                                           info, device) if W > 1 else list(tot.values())
+        out.append({"loss": loss_sum, "grad_norm": gnorm, "clip_fraction": clipped / max(tokens, 1),
+                    "kl": kl_sum / max(tokens, 1) if cfg.beta > 0 else 0.0,
                     "lr": optimizer.param_groups[0]["lr"]})
     return out
 
@@ -308,14 +378,14 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
     if not cfg.model:
         raise DomtokError("grpo: `model` is empty; set model=PATH to a model dir (usually an SFT output)")
     info = dist_setup(cfg.device)
-    if info.distributed:
-        raise DomtokError("grpo: runs in one process; start it without torchrun")
     C = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
     if cfg.num_generations < 2 or C % cfg.num_generations:
         raise DomtokError(f"grpo: per_device_train_batch_size x gradient_accumulation_steps ({C}) must be a "
                           f"multiple of num_generations ({cfg.num_generations}), and num_generations >= 2")
+    if cfg.gradient_accumulation_steps % info.world_size:
+        raise DomtokError(f"grpo: gradient_accumulation_steps ({cfg.gradient_accumulation_steps}) must be divisible "
+                          f"by the number of processes ({info.world_size}): each rank trains an equal share of a step")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     device = info.device
     dtype = common.resolve_dtype(cfg.dtype, device)
     seed_everything(cfg.seed)
@@ -335,14 +405,19 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
     warmup = int(round(cfg.warmup_ratio * total_steps))
     opt = common.configure_optimizer(model, cfg.learning_rate, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2),
                                      device_type=str(device).split(":")[0])
-    h = save_resolved(cfg, out_dir)
-    logger = common.MetricsLogger(out_dir)
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        h = save_resolved(cfg, out_dir)
+    else:
+        h = config_hash(cfg)
+    logger = common.MetricsLogger(out_dir, enabled=info.is_main)
     start_round, step = 0, 0
     if resume and (ck := checkpoint.latest_checkpoint(out_dir)) is not None:
         st = checkpoint.load_checkpoint(ck, model, opt, map_location=device)
         start_round, step = st["round"], st["step"]
         common.set_rng_state(st["rng"])
         logger.truncate(step)
+    ddp = common.wrap_ddp(model, info)  # after loading: DDP broadcasts rank 0's weights once
     engine = Engine(model, tokenizer, device=device,
                     dtype=torch.bfloat16 if dtype == "bfloat16" and str(device).startswith("cuda") else None)
     t0 = time.time()
@@ -350,18 +425,22 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
     for r in range(start_round, rounds):
         idx = [_prompt_order(len(questions), cfg.seed, pos) for pos in range(r * P, (r + 1) * P)]
         rollout = make_rollout(engine, tokenizer, [questions[i] for i in idx], [golds[i] for i in idx], reward_fn,
-                               cfg, r, [texts[i] for i in idx])
+                               cfg, r, [texts[i] for i in idx], info=info)
         n_it = min(cfg.num_iterations, total_steps - step)
         sched = lambda it: common.lr_at(step + it, cfg.learning_rate, cfg.learning_rate, warmup, total_steps)  # noqa: E731
-        steps = train_on_rollout(model, ref_model, opt, rollout, _with(cfg, num_iterations=n_it), device, dtype, sched)
+        steps = train_on_rollout(model, ref_model, opt, rollout, _with(cfg, num_iterations=n_it), device, dtype, sched,
+                                 info=info, ddp=ddp)
         for s in steps:
             step += 1
             row = {"step": step, "round": r + 1, **rollout.stats, **s, "elapsed_s": round(time.time() - t0, 3)}
             logger.log(row)
             history.append(row)
         if (cfg.save_steps and step % cfg.save_steps < n_it) or r + 1 == rounds:
-            checkpoint.save_checkpoint(out_dir, model, opt, {"step": step, "round": r + 1, "rng": common.rng_state()},
-                                       tokenizer=tokenizer, keep_last=cfg.save_total_limit)
+            if info.is_main:
+                state = {"step": step, "round": r + 1, "rng": common.rng_state()}
+                checkpoint.save_checkpoint(out_dir, model, opt, state, tokenizer=tokenizer,
+                                           keep_last=cfg.save_total_limit)
+            common.barrier(info)
     logger.close()
     first = [h_["reward_mean"] for h_ in history[:max(1, len(history) // 4)]]
     last = [h_["reward_mean"] for h_ in history[-max(1, len(history) // 4):]]
@@ -373,10 +452,12 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
                "wall_time_s": round(time.time() - t0, 2)}
     if cfg.reward.kind == "shaped" and token_set:
         summary["note"] = "shaped reward includes the domain-token bonus, which only a domain condition can earn"
-    save_model_dir(model, tokenizer, out_dir / "model", extra={"stage": "grpo", "config_hash": h})
-    atomic_write_json(out_dir / "summary.json", summary)
-    atomic_write_json(out_dir / "manifest.json", {"stage": "grpo", "config_hash": h, "inputs": {"model": cfg.model},
-                                                  "outputs": {"model": str(out_dir / "model")}, "summary": summary})
+    if info.is_main:
+        save_model_dir(model, tokenizer, out_dir / "model", extra={"stage": "grpo", "config_hash": h})
+        atomic_write_json(out_dir / "summary.json", summary)
+        atomic_write_json(out_dir / "manifest.json", {"stage": "grpo", "config_hash": h, "inputs": {"model": cfg.model},
+                                                      "outputs": {"model": str(out_dir / "model")}, "summary": summary})
+    common.barrier(info)
     return summary
 
 
@@ -402,9 +483,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
+    from domtok.utils import dist_teardown
+
     cfg = load_config(GRPOConfig, args.config, args.overrides, section="grpo")
     out = args.out or f"runs/grpo/{config_hash(cfg)}"
-    s = run(cfg, out, resume=args.resume)
-    print(f"grpo: {s['steps']} steps, mean reward {s['reward_mean_first_quarter']:.4f} (first quarter) -> "
-          f"{s['reward_mean_last_quarter']:.4f} (last quarter) -> {out}/model", flush=True)
+    try:
+        s = run(cfg, out, resume=args.resume)
+    finally:
+        dist_teardown()
+    if os.environ.get("RANK", "0") == "0":  # one line per run, not per process
+        print(f"grpo: {s['steps']} steps, mean reward {s['reward_mean_first_quarter']:.4f} (first quarter) -> "
+              f"{s['reward_mean_last_quarter']:.4f} (last quarter) -> {out}/model", flush=True)
     return 0

@@ -368,10 +368,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. max_steps=100 data_dir=DIR")
     parser.add_argument("--out", default=None, help="output dir (default: runs/pretrain/<config hash>)")
     parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in --out")
+    parser.add_argument("--condition", default="baseline",
+                        help="with an experiment spec and no data_dir: the condition whose data to prepare")
 
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(PretrainConfig, args.config, args.overrides, section="pretrain")
     out = args.out or os.path.join("runs", "pretrain", config_hash(cfg))
+    if not cfg.data_dir:
+        from domtok.config import is_experiment_spec, load_yaml
+
+        if args.config is None or not is_experiment_spec(load_yaml(args.config)):
+            raise DomtokError("no data: set data_dir=DIR (shards from `domtok prepare`), or give an experiment "
+                              "spec such as configs/tiny.yaml, whose data is then prepared under --out")
+        from domtok.pipeline import prepare_condition
+
+        cfg.data_dir = str(prepare_condition(args.config, args.condition, Path(out) / "data"))
+        print(f"pretrain: data of condition {args.condition} prepared in {cfg.data_dir}", flush=True)
     run(cfg, out, resume=True if args.resume else False)
     return 0

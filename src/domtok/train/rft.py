@@ -10,11 +10,18 @@ question, same whitespace-normalised text) and, optionally, completions longer t
 Kept completions are the model's own text: they are not injected again (a domain model's
 samples already contain whatever domain tokens it chose to write); they are re-rendered
 through `domtok.chat` so the loss mask is the SFT one (assistant text + closing EOS).
+
+Under torchrun the sampling is sharded: rank r of W samples questions r, r+W, ... with each
+row seeded by its global (question, sample) index (`grpo.generate_shard`), the generations are
+all-gathered and put in (question, sample) order on every rank, so every rank selects the
+same kept set as a 1-process run; the fine-tuning is `sft.train_stages` under DDP (its
+grad_accum must be divisible by W). Rank 0 alone writes files.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -96,7 +103,7 @@ def run(cfg: RFTConfig, out_dir: str | Path) -> dict:
     from domtok.engine import Engine, SamplingParams
     from domtok.model.checkpoint import load_model, save_model_dir
     from domtok.train import common
-    from domtok.train.grpo import GRPOConfig, load_prompts
+    from domtok.train.grpo import GRPOConfig, all_gather_rows, generate_shard, load_prompts
     from domtok.train.sft import injection_token_set, train_stages
     from domtok.train.sft_data import split_train_val
     from domtok.utils import dist_setup, seed_everything
@@ -104,11 +111,15 @@ def run(cfg: RFTConfig, out_dir: str | Path) -> dict:
     if not cfg.model:
         raise DomtokError("rft: `model` is empty; set model=PATH to a model dir (usually an SFT output)")
     info = dist_setup(cfg.device)
-    if info.distributed:
-        raise DomtokError("rft: runs in one process; start it without torchrun")
+    if cfg.sft.grad_accum % info.world_size:
+        raise DomtokError(f"rft: sft.grad_accum ({cfg.sft.grad_accum}) must be divisible by the number of "
+                          f"processes ({info.world_size})")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    h = save_resolved(cfg, out_dir)
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        h = save_resolved(cfg, out_dir)
+    else:
+        h = config_hash(cfg)
     seed_everything(cfg.seed)
     device = info.device
     dtype = common.resolve_dtype(cfg.dtype, device)
@@ -124,8 +135,10 @@ def run(cfg: RFTConfig, out_dir: str | Path) -> dict:
         engine = Engine(model, tokenizer, device=device)
         params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                                 top_p=cfg.top_p, seed=cfg.seed * 1_000_003 + r, stop_strings=STOP_STRINGS)
-        gens = engine.generate([tokenizer.encode(t) for t in texts], params, num_samples=cfg.num_samples,
-                               batch_size=cfg.generation_batch_size)
+        gens = generate_shard(engine, [tokenizer.encode(t) for t in texts], params, cfg.num_samples,
+                              cfg.generation_batch_size, info)
+        if info.distributed:  # every rank needs every sample, in one order, to keep the same set
+            gens = sorted(all_gather_rows(gens, info), key=lambda g: (g.prompt_index, g.sample_index))
         kept, counts = select_correct(gens, questions, golds, cfg.max_completion_tokens, cfg.require_eos)
         row = {"round": r + 1, **counts}
         examples = kept_examples(kept, questions, tokenizer, cfg.sft.max_length)
@@ -133,17 +146,20 @@ def run(cfg: RFTConfig, out_dir: str | Path) -> dict:
             train, val = split_train_val(examples, cfg.sft.val_size, cfg.seed + r) if len(examples) > 1 else (examples, [])
             s = train_stages(model, tokenizer, [(replace(cfg.sft, name=f"rft_round{r + 1}"), train, val)], sft_cfg,
                              out_dir / f"round_{r + 1}", info)
-            row["sft"] = s["stages"][0]
+            row["sft"] = {**s["stages"][0], "final_train_loss": s["final_train_loss"]}
         else:
             row["sft"] = None  # nothing correct to learn from this round
-        common.MetricsLogger(out_dir).log({"step": r + 1, **{k: v for k, v in row.items() if k != "sft"}})
+        common.MetricsLogger(out_dir, enabled=info.is_main).log({"step": r + 1,
+                                                                 **{k: v for k, v in row.items() if k != "sft"}})
         rounds.append(row)
     summary = {"stage": "rft", "condition": cfg.condition, "model_in": cfg.model, "config_hash": h, "seed": cfg.seed,
                "questions": len(questions), "rounds": rounds, "wall_time_s": round(time.time() - t0, 2)}
-    save_model_dir(model, tokenizer, out_dir / "model", extra={"stage": "rft", "config_hash": h})
-    atomic_write_json(out_dir / "summary.json", summary)
-    atomic_write_json(out_dir / "manifest.json", {"stage": "rft", "config_hash": h, "inputs": {"model": cfg.model},
-                                                  "outputs": {"model": str(out_dir / "model")}, "summary": summary})
+    if info.is_main:
+        save_model_dir(model, tokenizer, out_dir / "model", extra={"stage": "rft", "config_hash": h})
+        atomic_write_json(out_dir / "summary.json", summary)
+        atomic_write_json(out_dir / "manifest.json", {"stage": "rft", "config_hash": h, "inputs": {"model": cfg.model},
+                                                      "outputs": {"model": str(out_dir / "model")}, "summary": summary})
+    common.barrier(info)
     return summary
 
 
@@ -154,9 +170,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
+    from domtok.utils import dist_teardown
+
     cfg = load_config(RFTConfig, args.config, args.overrides, section="rft")
     out = args.out or f"runs/rft/{config_hash(cfg)}"
-    s = run(cfg, out)
+    try:
+        s = run(cfg, out)
+    finally:
+        dist_teardown()
+    if os.environ.get("RANK", "0") != "0":  # one report per run, not per process
+        return 0
     for r in s["rounds"]:
         print(f"rft round {r['round']}: yield {r['yield']:.3f} ({r['kept']}/{r['sampled']}), "
               f"questions solved {r['questions_solved']:.3f}", flush=True)
