@@ -157,19 +157,26 @@ class Engine:
 
     @torch.inference_mode()
     def generate(self, prompts, params: SamplingParams | None = None, num_samples: int = 1,
-                 batch_size: int = 32) -> list[Generation]:
+                 batch_size: int = 32, only=None) -> list[Generation]:
+        """Generations in prompt order, then sample order.
+
+        `only`: generate for these prompt indices alone (a torchrun rank's share). Indices stay
+        global, so a row's random stream, seeded by (seed, prompt index, sample index), is the
+        same whichever process draws it.
+        """
         params = params or SamplingParams()
         if num_samples < 1 or batch_size < 1:
             raise DomtokError(f"generate: num_samples ({num_samples}) and batch_size ({batch_size}) must be >= 1")
         prompt_ids = [self._prompt_ids(p, i) for i, p in enumerate(prompts)]
+        wanted = range(len(prompt_ids)) if only is None else sorted(set(only))
         # Longest prompts first: rows of similar length share a chunk, so little padding.
-        order = sorted(range(len(prompt_ids)), key=lambda i: (-len(prompt_ids[i]), i))
+        order = sorted(wanted, key=lambda i: (-len(prompt_ids[i]), i))
         rows = [(p, s) for p in order for s in range(num_samples)]
         results: dict[tuple[int, int], Generation] = {}
         for start in range(0, len(rows), batch_size):
             for g in self._generate_chunk(prompt_ids, rows[start:start + batch_size], params):
                 results[(g.prompt_index, g.sample_index)] = g
-        return [results[(p, s)] for p in range(len(prompt_ids)) for s in range(num_samples)]
+        return [results[(p, s)] for p in wanted for s in range(num_samples)]
 
     @torch.inference_mode()
     def logprobs(self, prompts, continuations, batch_size: int = 32) -> list[list[float]]:

@@ -192,18 +192,9 @@ def generate_shard(engine, prompt_ids: list[list[int]], params, num_samples: int
     (prompt, sample) order, with global prompt indices.
     """
     W = info.world_size if info is not None else 1
-    if W == 1:
-        return engine.generate(prompt_ids, params, num_samples=num_samples, batch_size=batch_size)
-    # Engine.generate numbers prompts from 0 within its call; its chunk decoder takes the
-    # global list and explicit (prompt, sample) rows, so we feed it only our rows, longest
-    # prompts first as generate does.
-    mine = sorted(range(info.rank, len(prompt_ids), W), key=lambda i: (-len(prompt_ids[i]), i))
-    rows = [(p, k) for p in mine for k in range(num_samples)]
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(rows), batch_size):
-            out.extend(engine._generate_chunk(prompt_ids, rows[start:start + batch_size], params))
-    return sorted(out, key=lambda g: (g.prompt_index, g.sample_index))
+    rank = info.rank if info is not None else 0
+    return engine.generate(prompt_ids, params, num_samples=num_samples, batch_size=batch_size,
+                           only=range(rank, len(prompt_ids), W))
 
 
 def all_gather_rows(rows: list, info=None) -> list:
