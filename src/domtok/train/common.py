@@ -305,3 +305,15 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+# --- the command line of a stage verb ------------------------------------------------------
+
+def add_stage_arguments(p, kind: str, example: str, resume: bool = True) -> None:
+    """CONFIG, overrides, --out and --resume: the arguments every training verb takes."""
+    p.add_argument("config", help=f"YAML file or preset name (its `{kind}:` section, or the first `{kind}` "
+                                  "stage of an experiment spec)")
+    p.add_argument("overrides", nargs="*", help=f"dotted key=value overrides, e.g. {example}")
+    p.add_argument("--out", default=None, help=f"output dir (default runs/{kind}/<config hash>)")
+    if resume:
+        p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --out")

@@ -55,6 +55,7 @@ import torch
 
 from domtok.config import atomic_write_json, config_hash, load_config, save_resolved
 from domtok.errors import DomtokError
+from domtok.train import common
 from domtok.train.rewards import RewardConfig, make_reward_fn
 from domtok.train.sft_data import DataSource
 
@@ -467,10 +468,7 @@ def _with(cfg: GRPOConfig, **kw) -> GRPOConfig:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="YAML file or preset name (grpo-shaped, grpo-binary; reads its `grpo:` section)")
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. model=runs/sft/model beta=0")
-    p.add_argument("--out", default=None, help="output dir (default runs/grpo/<config hash>)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    common.add_stage_arguments(p, "grpo", "model=runs/sft/model beta=0  (presets: grpo-shaped, grpo-binary)")
 
 
 def main(args) -> int:

@@ -364,10 +364,7 @@ def _finish(cfg, out_dir: Path, model, tokenizer, meta, logger, unique_tokens, f
 # --- CLI -----------------------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="YAML file (its `pretrain:` section if it has one) or a preset name")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. max_steps=100 data_dir=DIR")
-    parser.add_argument("--out", default=None, help="output dir (default: runs/pretrain/<config hash>)")
-    parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in --out")
+    common.add_stage_arguments(parser, "pretrain", "max_steps=100 data_dir=DIR")
     parser.add_argument("--condition", default="baseline",
                         help="with an experiment spec and no data_dir: the condition whose data to prepare")
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from domtok.config import atomic_write_json, config_hash, load_config, save_resolved
 from domtok.errors import DomtokError
+from domtok.train import common
 from domtok.train.sft import SFTConfig, SFTStage
 from domtok.train.sft_data import DataSource, SFTExample
 
@@ -164,9 +165,7 @@ def run(cfg: RFTConfig, out_dir: str | Path) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="YAML file or preset name (rft; reads its `rft:` section)")
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. model=runs/sft/model rounds=2")
-    p.add_argument("--out", default=None, help="output dir (default runs/rft/<config hash>)")
+    common.add_stage_arguments(p, "rft", "model=runs/sft/model rounds=2", resume=False)
 
 
 def main(args) -> int:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from domtok.config import atomic_write_json, config_hash, load_config, save_resolved
 from domtok.errors import DomtokError
+from domtok.train import common
 from domtok.train.sft_data import BuildReport, DataSource, SFTExample, build_examples, collate, load_records, split_train_val
 
 
@@ -317,10 +318,7 @@ def run(cfg: SFTConfig, out_dir: str | Path, resume: bool = False) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="YAML file or preset name (reads its `sft:` section if present)")
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. model=runs/x/model")
-    p.add_argument("--out", default=None, help="output dir (default runs/sft/<config hash>)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    common.add_stage_arguments(p, "sft", "model=runs/x/model")
 
 
 def main(args) -> int:
