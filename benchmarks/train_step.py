@@ -1,7 +1,7 @@
 """Training-step speed of domtok's GPT vs transformers' GPT2LMHeadModel, same shape, same run.
 
 One step = forward with loss, backward, AdamW step (betas 0.9/0.95, weight decay on >= 2-D
-params, foreach), fp32 on CPU, same threads, same batch and sequence length, dropout off.
+params, the fused AdamW both domtok and HF Trainer use by default), fp32 on CPU, same threads, same batch and sequence length, dropout off.
 Steps of the two models are interleaved (ours, HF, ours, HF, ...) so a busy shared machine
 slows both alike; we report the median step time of each.
 
@@ -21,6 +21,7 @@ import time
 import torch
 
 from domtok.model.gpt import GPT, config_from_preset, optimizer_param_groups
+from domtok.train.common import configure_optimizer
 
 
 def hf_model(cfg):
@@ -33,10 +34,15 @@ def hf_model(cfg):
     return GPT2LMHeadModel(hf_cfg)  # default attn implementation (reported below)
 
 
-def make_step(model, is_hf, x, y, device, amp_dtype=None, fused=False):
+def make_step(model, is_hf, x, y, device, amp_dtype=None):
+    """One training step as each side really runs it: domtok's trainer builds its optimizer with
+    `configure_optimizer`; HF Trainer's default optimizer is fused AdamW (`adamw_torch_fused`,
+    torch >= 2.8) over the same decay / no-decay groups."""
     model.to(device).train()
-    opt = torch.optim.AdamW(optimizer_param_groups(model, 0.1), lr=1e-4, betas=(0.9, 0.95),
-                            **({"fused": True} if fused else {}))
+    if is_hf:
+        opt = torch.optim.AdamW(optimizer_param_groups(model, 0.1), lr=1e-4, betas=(0.9, 0.95), fused=True)
+    else:
+        opt = configure_optimizer(model, 1e-4, 0.1, device_type=device.split(":")[0])
 
     def step():
         with torch.autocast(device_type=device.split(":")[0], dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -70,12 +76,11 @@ def compare(name, cfg, B, T, warmup, steps, device="cpu", amp_dtype=None, compil
     attn_impl = getattr(hf.config, "_attn_implementation", "?")
     data = torch.randint(0, cfg.vocab_size, (B, T + 1), device=device)
     x, y = data[:, :-1].contiguous(), data[:, 1:].contiguous()
-    fused = device.startswith("cuda")
     ours_model = ours.to(device)
     if compile_ours:
         ours_model = torch.compile(ours_model)
-    step_ours = make_step(ours_model, False, x, y, device, amp_dtype, fused)
-    step_hf = make_step(hf, True, x, y, device, amp_dtype, fused)
+    step_ours = make_step(ours_model, False, x, y, device, amp_dtype)
+    step_hf = make_step(hf, True, x, y, device, amp_dtype)
     for _ in range(warmup):
         step_ours()
         step_hf()
