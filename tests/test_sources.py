@@ -8,9 +8,8 @@ from collections import Counter
 
 import pytest
 
-from domtok.data import sources
-from domtok.data.sources import (LoadReport, load_fineweb, load_gsm8k, load_hellaswag, load_records, load_tinygsm,
-                                 load_tulu, parse_source, sample_records)
+from domtok.data.sources import (load_fineweb, load_gsm8k, load_hellaswag, load_tinygsm, load_tulu, parse_source,
+                                 sample_records)
 from domtok.errors import DomtokError
 
 

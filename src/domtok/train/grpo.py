@@ -55,6 +55,7 @@ import torch
 
 from domtok.config import atomic_write_json, config_hash, load_config, save_resolved
 from domtok.errors import DomtokError
+from domtok.eval.common import eval_dtype
 from domtok.train import common
 from domtok.train.rewards import RewardConfig, make_reward_fn
 from domtok.train.sft_data import DataSource
@@ -410,8 +411,7 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
         common.set_rng_state(st["rng"])
         logger.truncate(step)
     ddp = common.wrap_ddp(model, info)  # after loading: DDP broadcasts rank 0's weights once
-    engine = Engine(model, tokenizer, device=device,
-                    dtype=torch.bfloat16 if dtype == "bfloat16" and str(device).startswith("cuda") else None)
+    engine = Engine(model, tokenizer, device=device, dtype=eval_dtype(device, dtype))
     t0 = time.time()
     history = []
     for r in range(start_round, rounds):

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from domtok.config import atomic_write_json, config_hash, load_config, save_resolved
 from domtok.errors import DomtokError
+from domtok.eval.common import eval_dtype
 from domtok.train import common
 from domtok.train.sft import SFTConfig, SFTStage
 from domtok.train.sft_data import DataSource, SFTExample
@@ -133,7 +134,7 @@ def run(cfg: RFTConfig, out_dir: str | Path) -> dict:
     t0 = time.time()
     rounds = []
     for r in range(cfg.rounds):
-        engine = Engine(model, tokenizer, device=device)
+        engine = Engine(model, tokenizer, device=device, dtype=eval_dtype(device, dtype))  # bf16 sampling on GPU
         params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                                 top_p=cfg.top_p, seed=cfg.seed * 1_000_003 + r, stop_strings=STOP_STRINGS)
         gens = generate_shard(engine, [tokenizer.encode(t) for t in texts], params, cfg.num_samples,
