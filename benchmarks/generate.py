@@ -65,33 +65,18 @@ def useful(ids: list[int], eos: list[int], n: int) -> list[int]:
     return ids if end is None else ids[:end + 1]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--layers", type=int, default=6)
-    ap.add_argument("--width", type=int, default=384)
-    ap.add_argument("--heads", type=int, default=6)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=2, help="timed runs per engine; the best counts")
-    # 1 thread by default: on a shared, oversubscribed machine OpenMP barriers make every op
-    # wait for a busy core (7x slower here); both engines get the same setting
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch's default)")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
+def measure(tok, layers: int, width: int, heads: int, args) -> dict:
+    """Our engine vs HF generate on one random model of this shape and this tokenizer's vocab."""
     from transformers import GPT2LMHeadModel
 
     from domtok.engine import Engine, SamplingParams
     from domtok.model.checkpoint import save_model_dir
     from domtok.model.gpt import GPT, GPTConfig
     from domtok.model.hf import export_hf
-    from domtok.tokens.tokenizer import load_tokenizer
 
-    tok = load_tokenizer("gpt2", "baseline")
     torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=1024, vocab_size=tok.vocab_size, n_layer=args.layers,
-                          n_head=args.heads, n_embd=args.width)).eval()
+    model = GPT(GPTConfig(block_size=1024, vocab_size=tok.vocab_size, n_layer=layers,
+                          n_head=heads, n_embd=width)).eval()
     with tempfile.TemporaryDirectory() as tmp:
         save_model_dir(model, None, Path(tmp) / "native")
         export_hf(Path(tmp) / "native", Path(tmp) / "hf")
@@ -149,10 +134,41 @@ def main() -> None:
         "finished_early_rows": sum(n < N for n in lengths),
         "row_tokens_min_median_max": [lengths[0], lengths[len(lengths) // 2], lengths[-1]],
         "greedy_rows_identical": round(agree, 4), "greedy_tokens_identical": round(token_agree, 4),
-        "model": f"{args.layers}L-{args.width}d-{args.heads}h vocab {tok.vocab_size}",
+        "model": f"{layers}L-{width}d-{heads}h vocab {tok.vocab_size}",
         "device": "cpu", "threads": torch.get_num_threads(), "eos_ids": eos,
     }
-    print(f"ours {t_ours:.2f}s  hf {t_hf:.2f}s  rows identical {agree:.0%}  useful tokens {n_useful}")
+    print(f"{report['model']}: ours {t_ours:.2f}s  hf {t_hf:.2f}s  rows identical {agree:.0%}  "
+          f"useful tokens {n_useful}  ratio {report['engine_vs_hf_generate']}x")
+    return report
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--width", type=int, default=384)
+    ap.add_argument("--heads", type=int, default=6)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs per engine; the best counts")
+    # 1 thread by default: on a shared, oversubscribed machine OpenMP barriers make every op
+    # wait for a busy core (7x slower here); both engines get the same setting
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from domtok.data.synthetic import math_web_corpus
+    from domtok.tokens.tokenizer import load_tokenizer, train_bpe
+
+    # 1. a GPT-2-vocab model (the engine's job on real checkpoints): every decode step streams
+    #    the 50k-row lm_head, so on CPU both engines are bound by memory bandwidth
+    report = measure(load_tokenizer("gpt2", "baseline"), args.layers, args.width, args.heads, args)
+    # 2. the tiny preset's shape with its own BPE vocab (what `domtok run` generates with on CPU)
+    with tempfile.TemporaryDirectory() as tmp:
+        train_bpe(math_web_corpus(2000, 0), 1024, Path(tmp) / "bpe")
+        tiny = measure(load_tokenizer(str(Path(tmp) / "bpe"), "baseline"), 4, 128, 4, args)
+    report["engine_vs_hf_generate_tiny_preset"] = tiny["engine_vs_hf_generate"]
+    report["tiny_preset"] = tiny
     print(json.dumps(report))
 
 
