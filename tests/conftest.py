@@ -23,6 +23,18 @@ if GPT2_DIR.is_dir():
 
 
 @pytest.fixture
+def one_thread():
+    """Run a test with one torch thread: on a shared 2-core machine, spinning OpenMP threads of
+    concurrent processes slow small models down many times over."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def gpt2_dir() -> Path:
     if not (GPT2_DIR / "vocab.bpe").exists():
         pytest.skip(f"GPT-2 BPE files not found at {GPT2_DIR} (../shared/data/gpt2)")

@@ -21,12 +21,7 @@ from domtok.train.grpo import (GRPOConfig, group_advantages, k3_kl, make_rollout
 from domtok.train.rewards import RewardConfig, has_repeated_trigram, make_reward_fn  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

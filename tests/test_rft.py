@@ -20,12 +20,7 @@ from domtok.train.sft import SFTConfig, SFTStage  # noqa: E402
 from domtok.train.sft_data import DataSource  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _g(p, s, text, reason="eos", n=5):

@@ -318,3 +318,22 @@ def add_stage_arguments(p, kind: str, example: str, resume: bool = True) -> None
     p.add_argument("--out", default=None, help=f"output dir (default runs/{kind}/<config hash>)")
     if resume:
         p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --out")
+
+
+# --- the outputs a finished training stage leaves ---------------------------------------------
+
+def write_stage_outputs(out_dir, model, tokenizer, stage: str, config_hash: str, model_in: str,
+                        summary: dict) -> None:
+    """The final model dir, summary.json, then manifest.json last (its presence means done).
+    Rank 0 only."""
+    from pathlib import Path
+
+    from domtok.config import atomic_write_json
+    from domtok.model.checkpoint import save_model_dir
+
+    out_dir = Path(out_dir)
+    save_model_dir(model, tokenizer, out_dir / "model", extra={"stage": stage, "config_hash": config_hash})
+    atomic_write_json(out_dir / "summary.json", summary)
+    atomic_write_json(out_dir / "manifest.json", {"stage": stage, "config_hash": config_hash,
+                                                  "inputs": {"model": model_in},
+                                                  "outputs": {"model": str(out_dir / "model")}, "summary": summary})

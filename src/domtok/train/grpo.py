@@ -53,7 +53,7 @@ from pathlib import Path
 
 import torch
 
-from domtok.config import atomic_write_json, config_hash, load_config, save_resolved
+from domtok.config import config_hash, load_config, save_resolved
 from domtok.errors import DomtokError
 from domtok.eval.common import eval_dtype
 from domtok.train import common
@@ -363,7 +363,7 @@ def load_prompts(cfg: GRPOConfig, tokenizer, token_set: str | None) -> tuple[lis
 def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
     from domtok.engine import Engine
     from domtok.model import checkpoint
-    from domtok.model.checkpoint import load_model, save_model_dir
+    from domtok.model.checkpoint import load_model
     from domtok.train import common
     from domtok.train.sft import injection_token_set
     from domtok.utils import dist_setup, seed_everything
@@ -445,10 +445,7 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
     if cfg.reward.kind == "shaped" and token_set:
         summary["note"] = "shaped reward includes the domain-token bonus, which only a domain condition can earn"
     if info.is_main:
-        save_model_dir(model, tokenizer, out_dir / "model", extra={"stage": "grpo", "config_hash": h})
-        atomic_write_json(out_dir / "summary.json", summary)
-        atomic_write_json(out_dir / "manifest.json", {"stage": "grpo", "config_hash": h, "inputs": {"model": cfg.model},
-                                                      "outputs": {"model": str(out_dir / "model")}, "summary": summary})
+        common.write_stage_outputs(out_dir, model, tokenizer, "grpo", h, cfg.model, summary)
     common.barrier(info)
     return summary
 

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from domtok.config import atomic_write_json, config_hash, load_config, save_resolved
+from domtok.config import config_hash, load_config, save_resolved
 from domtok.errors import DomtokError
 from domtok.eval.common import eval_dtype
 from domtok.train import common
@@ -103,7 +103,7 @@ def kept_examples(kept: list[tuple[int, str]], questions: list[str], tokenizer, 
 def run(cfg: RFTConfig, out_dir: str | Path) -> dict:
     from domtok.chat import STOP_STRINGS
     from domtok.engine import Engine, SamplingParams
-    from domtok.model.checkpoint import load_model, save_model_dir
+    from domtok.model.checkpoint import load_model
     from domtok.train import common
     from domtok.train.grpo import GRPOConfig, all_gather_rows, generate_shard, load_prompts
     from domtok.train.sft import injection_token_set, train_stages
@@ -157,10 +157,7 @@ def run(cfg: RFTConfig, out_dir: str | Path) -> dict:
     summary = {"stage": "rft", "condition": cfg.condition, "model_in": cfg.model, "config_hash": h, "seed": cfg.seed,
                "questions": len(questions), "rounds": rounds, "wall_time_s": round(time.time() - t0, 2)}
     if info.is_main:
-        save_model_dir(model, tokenizer, out_dir / "model", extra={"stage": "rft", "config_hash": h})
-        atomic_write_json(out_dir / "summary.json", summary)
-        atomic_write_json(out_dir / "manifest.json", {"stage": "rft", "config_hash": h, "inputs": {"model": cfg.model},
-                                                      "outputs": {"model": str(out_dir / "model")}, "summary": summary})
+        common.write_stage_outputs(out_dir, model, tokenizer, "rft", h, cfg.model, summary)
     common.barrier(info)
     return summary
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from domtok.config import atomic_write_json, config_hash, load_config, save_resolved
+from domtok.config import config_hash, load_config, save_resolved
 from domtok.errors import DomtokError
 from domtok.train import common
 from domtok.train.sft_data import BuildReport, DataSource, SFTExample, build_examples, collate, load_records, split_train_val
@@ -283,7 +283,7 @@ def save_state(out_dir, step, model, tokenizer, optimizer, state: dict, keep: in
 
 def run(cfg: SFTConfig, out_dir: str | Path, resume: bool = False) -> dict:
     """Fine-tune cfg.model through cfg.stages; writes out_dir/{model,summary.json,manifest.json}."""
-    from domtok.model.checkpoint import load_model, save_model_dir
+    from domtok.model.checkpoint import load_model
     from domtok.train.common import barrier
     from domtok.utils import dist_setup, seed_everything
 
@@ -309,10 +309,7 @@ def run(cfg: SFTConfig, out_dir: str | Path, resume: bool = False) -> dict:
     summary.update({"stage": "sft", "condition": cfg.condition, "model_in": cfg.model, "config_hash": h,
                     "seed": cfg.seed, "data": reports, "wall_time_s": round(time.time() - t0, 2)})
     if info.is_main:
-        save_model_dir(model, tokenizer, out_dir / "model", extra={"stage": "sft", "config_hash": h})
-        atomic_write_json(out_dir / "summary.json", summary)
-        atomic_write_json(out_dir / "manifest.json", {"stage": "sft", "config_hash": h, "inputs": {"model": cfg.model},
-                                                      "outputs": {"model": str(out_dir / "model")}, "summary": summary})
+        common.write_stage_outputs(out_dir, model, tokenizer, "sft", h, cfg.model, summary)
     barrier(info)
     return summary
 
