@@ -88,3 +88,32 @@ def test_spec_errors_are_readable(tmp_path):
         load_spec(str(p))
     with pytest.raises(DomtokError, match="neither a file nor a preset"):
         load_spec("no-such-preset")
+
+
+def test_nproc2_matches_single_process(tmp_path):
+    """`domtok run --nproc 2` (every training and eval stage under torchrun, gloo) reaches the
+    numbers of the single-process run."""
+    import copy
+
+    spec_data = copy.deepcopy(MICRO)
+    spec_data["stages"][0]["config"]["tokens_per_step"] = 1024  # divisible by 2 processes x 8 x 64
+    spec_data["stages"][1]["config"]["stages"][0].update(batch_size=4, grad_accum=2)
+    spec_data["stages"][2]["config"].update(per_device_train_batch_size=4, gradient_accumulation_steps=2)
+    spec_data["evals"] = {"after": ["grpo"], "benchmarks": {"probes": MICRO["evals"]["benchmarks"]["probes"]}}
+    path = tmp_path / "micro.yaml"
+    path.write_text(yaml.safe_dump(spec_data))
+    summaries = {}
+    for nproc in (1, 2):
+        spec = load_spec(str(path))
+        spec.runs_dir = str(tmp_path / f"runs{nproc}")
+        assert run_experiment(spec, RunOptions(nproc=nproc, quiet=True)) == 0
+        run_dir = Path(spec.runs_dir) / "micro"
+        summaries[nproc] = {n.id: json.loads(n.manifest_path.read_text())["summary"]
+                            for n in build_nodes(spec, run_dir)}
+    for node, one in summaries[1].items():
+        two = summaries[2][node]
+        for key in ("final_train_loss", "final_val_loss", "reward_mean_last_quarter"):
+            if isinstance(one.get(key), float):
+                assert two[key] == pytest.approx(one[key], abs=1e-5), (node, key)
+        if "/eval/" in node:
+            assert two["metrics"] == pytest.approx(one["metrics"], abs=1e-9), node

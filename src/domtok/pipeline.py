@@ -408,7 +408,11 @@ def _run_torchrun(node: Node, run_dir: Path, nproc: int, log_path: Path) -> dict
     with open(log_path, "a") as log:
         rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
     if rc != 0:
-        raise DomtokError(f"torchrun exited with {rc}")
+        # The workers' own message (e.g. a config that does not divide by N processes) is the
+        # useful one; torchrun's traceback around it is not.
+        causes = [ln.split("DomtokError: ", 1)[1].strip() for ln in log_path.read_text(errors="replace").splitlines()
+                  if "DomtokError: " in ln]
+        raise DomtokError(f"torchrun exited with {rc}" + (f": {causes[-1]}" if causes else ""))
     return json.loads((node.out_dir / "summary.json").read_text()) if (node.out_dir / "summary.json").exists() else {}
 
 
