@@ -320,6 +320,25 @@ def add_stage_arguments(p, kind: str, example: str, resume: bool = True) -> None
         p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --out")
 
 
+def run_stage_verb(args, config_cls, kind: str, run_fn) -> tuple[dict, str, bool]:
+    """The body of `domtok sft|grpo|rft CONFIG [k=v] [--out] [--resume]`: load the config, run
+    the stage, leave the process group. Returns (summary, out dir, whether this process is the
+    one that should print: rank 0)."""
+    import os
+
+    from domtok.config import config_hash, load_config
+    from domtok.utils import dist_teardown
+
+    cfg = load_config(config_cls, args.config, args.overrides, section=kind)
+    out = args.out or f"runs/{kind}/{config_hash(cfg)}"
+    kwargs = {"resume": args.resume} if hasattr(args, "resume") else {}
+    try:
+        summary = run_fn(cfg, out, **kwargs)
+    finally:
+        dist_teardown()
+    return summary, out, os.environ.get("RANK", "0") == "0"
+
+
 # --- the outputs a finished training stage leaves ---------------------------------------------
 
 def write_stage_outputs(out_dir, model, tokenizer, stage: str, config_hash: str, model_in: str,

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -53,7 +52,7 @@ from pathlib import Path
 
 import torch
 
-from domtok.config import config_hash, load_config, save_resolved
+from domtok.config import config_hash, save_resolved
 from domtok.errors import DomtokError
 from domtok.eval.common import eval_dtype
 from domtok.train import common
@@ -469,15 +468,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    from domtok.utils import dist_teardown
-
-    cfg = load_config(GRPOConfig, args.config, args.overrides, section="grpo")
-    out = args.out or f"runs/grpo/{config_hash(cfg)}"
-    try:
-        s = run(cfg, out, resume=args.resume)
-    finally:
-        dist_teardown()
-    if os.environ.get("RANK", "0") == "0":  # one line per run, not per process
+    s, out, is_main = common.run_stage_verb(args, GRPOConfig, "grpo", run)
+    if is_main:
         print(f"grpo: {s['steps']} steps, mean reward {s['reward_mean_first_quarter']:.4f} (first quarter) -> "
               f"{s['reward_mean_last_quarter']:.4f} (last quarter) -> {out}/model", flush=True)
     return 0

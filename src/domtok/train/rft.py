@@ -21,12 +21,11 @@ grad_accum must be divisible by W). Rank 0 alone writes files.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from domtok.config import config_hash, load_config, save_resolved
+from domtok.config import config_hash, save_resolved
 from domtok.errors import DomtokError
 from domtok.eval.common import eval_dtype
 from domtok.train import common
@@ -167,15 +166,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    from domtok.utils import dist_teardown
-
-    cfg = load_config(RFTConfig, args.config, args.overrides, section="rft")
-    out = args.out or f"runs/rft/{config_hash(cfg)}"
-    try:
-        s = run(cfg, out)
-    finally:
-        dist_teardown()
-    if os.environ.get("RANK", "0") != "0":  # one report per run, not per process
+    s, out, is_main = common.run_stage_verb(args, RFTConfig, "rft", run)
+    if not is_main:  # one report per run, not per process
         return 0
     for r in s["rounds"]:
         print(f"rft round {r['round']}: yield {r['yield']:.3f} ({r['kept']}/{r['sampled']}), "

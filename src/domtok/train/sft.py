@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from domtok.config import config_hash, load_config, save_resolved
+from domtok.config import config_hash, save_resolved
 from domtok.errors import DomtokError
 from domtok.train import common
 from domtok.train.sft_data import BuildReport, DataSource, SFTExample, build_examples, collate, load_records, split_train_val
@@ -319,13 +319,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    from domtok.utils import dist_teardown
-
-    cfg = load_config(SFTConfig, args.config, args.overrides, section="sft")
-    out = args.out or f"runs/sft/{config_hash(cfg)}"
-    try:
-        s = run(cfg, out, resume=args.resume)
-    finally:
-        dist_teardown()
-    print(f"sft: {s['steps']} steps -> {out}/model", flush=True)
+    s, out, is_main = common.run_stage_verb(args, SFTConfig, "sft", run)
+    if is_main:
+        print(f"sft: {s['steps']} steps -> {out}/model", flush=True)
     return 0
