@@ -41,7 +41,9 @@ from domtok.errors import DomtokError
 
 TRAINING_KINDS = ("pretrain", "sft", "grpo", "rft")
 EVAL_KINDS = ("gsm8k", "hellaswag", "probes")
-RESUMABLE = ("pretrain", "sft", "grpo", "rft")
+# Stages that continue from a partial directory of the same config (checkpoints; prepare skips
+# finished shards). Any other interrupted node starts again from an empty directory.
+RESUMABLE = ("prepare", "pretrain", "sft", "grpo")
 
 
 # --------------------------------------------------------------------------- the spec
@@ -382,7 +384,9 @@ def run_node(node: Node, run_dir: Path, opts: RunOptions, fresh: bool) -> bool:
             summary = _run_torchrun(node, run_dir, opts.nproc, log_path)
         else:
             fn, cfg = stage_call(node, run_dir)
-            with open(log_path, "a") as log, _tee(log, quiet=True):
+            # The stage's own output (progress, per-step lines) goes to its log; the terminal
+            # gets one line per node from run_experiment.
+            with open(log_path, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                 summary = _call_stage(fn, cfg, node)
     except Exception as e:  # recorded per node; the run goes on with what does not depend on it
         with open(log_path, "a") as log:
@@ -450,31 +454,6 @@ def _call_stage(fn, cfg, node: Node) -> dict:
     if "resume" in inspect.signature(fn).parameters:
         return fn(cfg, node.out_dir, resume=True)
     return fn(cfg, node.out_dir)
-
-
-class _Tee:
-    def __init__(self, *streams):
-        self.streams = streams
-
-    def write(self, s):
-        for st in self.streams:
-            st.write(s)
-        return len(s)
-
-    def flush(self):
-        for st in self.streams:
-            st.flush()
-
-    def isatty(self):
-        return False
-
-
-@contextlib.contextmanager
-def _tee(log, quiet: bool):
-    """Send a stage's stdout/stderr to its log (and to the terminal unless quiet)."""
-    out = _Tee(log) if quiet else _Tee(log, sys.__stdout__)
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        yield
 
 
 def _wall(node: Node) -> float:

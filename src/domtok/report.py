@@ -305,6 +305,15 @@ def _series(rows: list[dict], keys: tuple[str, ...]) -> list[tuple]:
     return out
 
 
+def _save(fig, out: Path, name: str) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
 def plots(run: Run, out: Path) -> list[str]:
     import matplotlib
 
@@ -342,11 +351,7 @@ def plots(run: Run, out: Path) -> list[str]:
         for ax in (ax1, ax2):
             if ax.get_legend_handles_labels()[0]:
                 ax.legend()
-        fig.tight_layout()
-        name = f"loss_{st.name}.png"
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        made.append(name)
+        made.append(_save(fig, out, f"loss_{st.name}.png"))
     for bench, b in run.spec.benchmarks.items():
         metric = HEADLINE.get(b["kind"], (["accuracy"], None))[0][0 if b["kind"] != "gsm8k" else 1]
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -377,11 +382,7 @@ def plots(run: Run, out: Path) -> list[str]:
         ax.set_xticks(range(len(run.spec.evals_after)), run.spec.evals_after)
         ax.set(title=f"{bench}: {metric} by stage (95% CI or ±1 std over seeds)", ylabel=metric)
         ax.legend()
-        fig.tight_layout()
-        name = f"accuracy_{bench}.png"
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        made.append(name)
+        made.append(_save(fig, out, f"accuracy_{bench}.png"))
     return made
 
 
