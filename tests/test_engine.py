@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import domtok.engine as engine_mod
-from domtok.engine import Engine, Generation, SamplingParams, filter_logits
+from domtok.engine import Engine, SamplingParams, filter_logits
 from domtok.model.gpt import GPT, GPTConfig
 
 EOT = 256
@@ -246,31 +246,12 @@ def test_filter_logits_top_k_and_top_p():
     assert keep(filter_logits(logits, top_p=0.1)) == [True, False, False, False]
 
 
-def test_logprobs_match_full_forward():
-    model = tiny_gpt(5)
-    eng = Engine(model, TOK)
-    prompts, conts = ["Hi", "The quick"], [" there", " brown fox"]
-    got = eng.logprobs(prompts, conts)
-    for p, c, lp in zip(prompts, conts, got):
-        ids = TOK.encode(p) + TOK.encode(c)
-        with torch.no_grad():
-            ref = torch.log_softmax(model(torch.tensor([ids]))[0][0], -1)
-        n = len(TOK.encode(c))
-        want = [float(ref[len(ids) - n - 1 + j, ids[len(ids) - n + j]]) for j in range(n)]
-        assert lp == pytest.approx(want, abs=1e-5)
-
-
-def test_generation_dataclass_shape():
-    g = Generation(0, 0, [1], "a", "length", 1)
-    assert g.finish_reason == "length"
-
-
 # ---------------------------------------------------------------- domtok sample
 
 def test_sample_repl_commands(monkeypatch, capsys):
     import io
 
-    import domtok.model.checkpoint as checkpoint
+    import domtok.eval.common as eval_common
     from domtok import cli
     from domtok.chat import render_prompt
 
@@ -278,7 +259,7 @@ def test_sample_repl_commands(monkeypatch, capsys):
         render_prompt("What?"): scripted(" 56\nUser: more"),
         render_prompt("Hi", system="Be brief."): scripted(" hello"),
     })
-    monkeypatch.setattr(checkpoint, "load_model", lambda d, device="cpu": (model, TOK))
+    monkeypatch.setattr(eval_common, "load_eval_model", lambda d, device: (model, TOK))
     monkeypatch.setattr("sys.stdin", io.StringIO("What?\n/temp 0.5\n/greedy\n/system Be brief.\nHi\n/bogus\n/quit\nWhat?\n"))
     assert cli.main(["sample", "--model", "unused", "--interactive", "--greedy", "--device", "cpu"]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -100,14 +100,15 @@ def test_push_skip_force_pull_list(micro_run, fake_hub, tmp_path, capsys):
     assert hf.config.vocab_size % 64 == 0
 
     # the registry lists names, repos and groups
-    capsys.readouterr()
+    transfers = capsys.readouterr()  # everything push and pull printed
+    assert "pushed baseline-s0-sft -> alice/micro-baseline-s0-sft" in transfers.out and "pulled" in transfers.out
     main(["hub", "list", "--repo-prefix", "alice/micro"])
     listing = capsys.readouterr().out
     assert "| mul_tokens-s0-grpo | alice/micro-mul_tokens-s0-grpo | model | grpo | mul_tokens | 0 |" in listing
     assert "groups: all, models" in listing and "baseline" in listing
 
     captured = capsys.readouterr()
-    assert TOKEN not in captured.out + captured.err
+    assert TOKEN not in transfers.out + transfers.err + listing + captured.out + captured.err
 
 
 def test_push_without_token_is_a_clear_error(micro_run, tmp_path, monkeypatch, capsys):

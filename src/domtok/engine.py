@@ -178,32 +178,6 @@ class Engine:
                 results[(g.prompt_index, g.sample_index)] = g
         return [results[(p, s)] for p in wanted for s in range(num_samples)]
 
-    @torch.inference_mode()
-    def logprobs(self, prompts, continuations, batch_size: int = 32) -> list[list[float]]:
-        """Log-probability of each continuation token given its prompt (and the tokens before
-        it): one list per (prompt, continuation) pair. Prompts and continuations are texts or
-        id lists. Used for scoring (HellaSwag-style) and policy-gradient ratios."""
-        if len(prompts) != len(continuations):
-            raise DomtokError(f"logprobs: {len(prompts)} prompts but {len(continuations)} continuations")
-        pairs = [(self._prompt_ids(p, i), self._ids(c)) for i, (p, c) in enumerate(zip(prompts, continuations))]
-        out: list[list[float]] = []
-        for start in range(0, len(pairs), batch_size):
-            chunk = pairs[start:start + batch_size]
-            seqs = [(p + c)[-self.block_size - 1:] for p, c in chunk]  # keep the continuation's end
-            T = max(len(s) for s in seqs) - 1
-            idx = torch.zeros(len(seqs), T, dtype=torch.long)
-            for r, s in enumerate(seqs):  # right padding: causal attention never sees it
-                idx[r, :len(s) - 1] = torch.tensor(s[:-1])
-            with self._autocast():
-                logits, _ = self.model(idx.to(self.device))
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            for r, ((p, c), s) in enumerate(zip(chunk, seqs)):
-                n = len(c)
-                targets = torch.tensor(s[-n:], device=self.device) if n else torch.zeros(0, dtype=torch.long, device=self.device)
-                pos = torch.arange(len(s) - 1 - n, len(s) - 1, device=self.device)
-                out.append(logp[r, pos, targets].tolist())
-        return out
-
     # ---------------------------------------------------------------- one chunk
 
     def _generate_chunk(self, prompt_ids: list[list[int]], chunk: list[tuple[int, int]],

@@ -18,7 +18,9 @@ huggingface_hub itself; domtok never reads it into a variable it could print.
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -106,8 +108,6 @@ def _already_there(api, entry: Entry) -> bool:
     try:
         if not api.repo_exists(entry.repo):
             return False
-        if entry.hash is None:
-            return api.file_exists(entry.repo, "registry.json")
         if not api.file_exists(entry.repo, "domtok_node.json"):
             return False
         local = snapshot_download(repo_id=entry.repo, allow_patterns=["domtok_node.json"])
@@ -140,13 +140,14 @@ def _stage_folder(run_dir: Path, e: Entry, registry: list[Entry], tmp: Path, inc
     """A folder laid out as the repo should look."""
     out = tmp / "repo"
     if e.kind == "results":
-        for pattern in RESULT_PATTERNS:
-            for f in run_dir.rglob(pattern):
-                if "checkpoints" in f.parts or "model" in f.relative_to(run_dir).parts:
-                    continue
-                dst = out / f.relative_to(run_dir)
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(f, dst)
+        for root, dirs, files in os.walk(run_dir):
+            dirs[:] = [d for d in dirs if d not in ("checkpoints", "model")]  # weights go to model repos
+            for name in files:
+                if any(fnmatch.fnmatch(name, p) for p in RESULT_PATTERNS):
+                    f = Path(root) / name
+                    dst = out / f.relative_to(run_dir)
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(f, dst)
         out.mkdir(parents=True, exist_ok=True)
         (out / "registry.json").write_text(json.dumps([asdict(x) for x in registry], indent=2))
         return out

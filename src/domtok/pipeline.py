@@ -97,6 +97,11 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         if unknown:
             raise ConfigError(f"{where}: condition {cname!r}: unknown keys {sorted(unknown)}; "
                               "a condition may set token_set and inject_user")
+        # Every condition shares one id layout (the baseline reserves the same ids), so a domain
+        # condition can only use the spec's token set.
+        if c.get("token_set") not in (None, data.get("token_set", "mul")):
+            raise ConfigError(f"{where}: condition {cname!r} uses token_set {c['token_set']!r} but the spec's "
+                              f"token_set (the shared id layout) is {data.get('token_set', 'mul')!r}; set them equal")
     stages = []
     names = set()
     for i, s in enumerate(need("stages", list)):
@@ -124,7 +129,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
             benchmarks[bname] = {"kind": kind, "config": b}
     evals_after = list(evals.get("after") or [])
     for a in evals_after:
-        if a not in names and a != "pretrain":
+        if a not in names:
             raise ConfigError(f"{where}: evals.after names unknown stage {a!r}")
     seed_list = list(range(seeds)) if seeds else [int(s) for s in data.get("seeds", [0])]
     return Spec(name=str(data.get("name", path.stem)), conditions=conditions, seeds=seed_list,
@@ -373,8 +378,7 @@ def run_node(node: Node, run_dir: Path, opts: RunOptions, fresh: bool) -> bool:
         if old != node.hash or node.kind not in RESUMABLE:
             shutil.rmtree(node.out_dir)
     node.out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("failed.json",):
-        (node.out_dir / stale).unlink(missing_ok=True)
+    (node.out_dir / "failed.json").unlink(missing_ok=True)
     atomic_write_json(marker, {"id": node.id, "hash": node.hash, "kind": node.kind, "config": node.config})
     atomic_write_json(node.out_dir / "running.json", {"pid": os.getpid(), "started": time.time()})
     log_path = node.out_dir / "log.txt"

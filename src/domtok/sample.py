@@ -44,14 +44,10 @@ def main(args: argparse.Namespace) -> int:
     if args.temperature < 0 or not 0 < args.top_p <= 1 or args.top_k < 0:
         raise DomtokError("sample: need --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0")
     from domtok.engine import Engine
-    from domtok.model.checkpoint import load_model
+    from domtok.eval.common import load_eval_model
     from domtok.utils import pick_device
 
-    model, tokenizer = load_model(args.model, device=pick_device(args.device))
-    if tokenizer is None:
-        raise DomtokError(f"{args.model}: the model dir has no tokenizer files; re-save it with its tokenizer "
-                          "(`domtok tokenizer fix`)")
-    engine = Engine(model, tokenizer)
+    engine = Engine(*load_eval_model(args.model, pick_device(args.device)))
     state = {"temperature": 0.0 if args.greedy else args.temperature, "system": args.system}
     if not args.interactive:
         answer(engine, args, state, args.question, args.seed)

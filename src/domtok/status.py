@@ -6,7 +6,6 @@ after a crash, or on a run directory copied from another machine.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from domtok.errors import DomtokError
@@ -37,7 +36,7 @@ def load_run(run_dir: Path):
 
 
 def board(run_dir: Path) -> str:
-    from domtok.pipeline import key_metric, node_state
+    from domtok.pipeline import _key_metric_text, node_state
 
     spec, nodes = load_run(run_dir)
     columns = [(c, s) for c in spec.conditions for s in spec.seeds]
@@ -48,10 +47,7 @@ def board(run_dir: Path) -> str:
         state = node_state(n)
         text = SYMBOLS[state]
         if state == "done":
-            summary = json.loads(n.manifest_path.read_text()).get("summary", {})
-            km = key_metric(n.kind, summary)
-            if km:
-                text += f" {km[0]}={km[1]:.4g}"
+            text += f" {_key_metric_text(n)}".rstrip()
         if n.condition is None:  # shared by all columns
             rows.setdefault(label, {})[None] = text
         elif n.seed is None:
