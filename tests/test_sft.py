@@ -213,7 +213,10 @@ def test_resume_reaches_identical_weights(workdir):
 
     cfg_cut = SFTConfig(model=str(src), device="cpu", stages=[stage], checkpoint_every=2, max_steps=2)
     run(cfg_cut, workdir / "cut")  # killed after step 2 (its checkpoint)
-    run(cfg, workdir / "cut", resume=True)
+    resumed = run(cfg, workdir / "cut", resume=True)
+    # the summary covers the whole run, not just the steps after the restart
+    for key in ("final_train_loss", "final_val_loss", "final_val_bpb", "stages"):
+        assert resumed[key] == full[key], key
     a, _ = load_model(workdir / "full" / "model")
     b, _ = load_model(workdir / "cut" / "model")
     for (k, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):

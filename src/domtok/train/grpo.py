@@ -412,7 +412,6 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
     ddp = common.wrap_ddp(model, info)  # after loading: DDP broadcasts rank 0's weights once
     engine = Engine(model, tokenizer, device=device, dtype=eval_dtype(device, dtype))
     t0 = time.time()
-    history = []
     for r in range(start_round, rounds):
         idx = [_prompt_order(len(questions), cfg.seed, pos) for pos in range(r * P, (r + 1) * P)]
         rollout = make_rollout(engine, tokenizer, [questions[i] for i in idx], [golds[i] for i in idx], reward_fn,
@@ -425,7 +424,6 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
             step += 1
             row = {"step": step, "round": r + 1, **rollout.stats, **s, "elapsed_s": round(time.time() - t0, 3)}
             logger.log(row)
-            history.append(row)
         if (cfg.save_steps and step % cfg.save_steps < n_it) or r + 1 == rounds:
             if info.is_main:
                 state = {"step": step, "round": r + 1, "rng": common.rng_state()}
@@ -433,6 +431,7 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
                                            keep_last=cfg.save_total_limit)
             common.barrier(info)
     logger.close()
+    history = logger.rows()  # the whole run, also across a resume (rank 0)
     first = [h_["reward_mean"] for h_ in history[:max(1, len(history) // 4)]]
     last = [h_["reward_mean"] for h_ in history[-max(1, len(history) // 4):]]
     summary = {"stage": "grpo", "condition": cfg.condition, "model_in": cfg.model, "config_hash": h, "seed": cfg.seed,

@@ -167,6 +167,24 @@ def evaluate(model, examples: list[SFTExample], batch_size: int, pad_id: int, in
     return {"val_loss": ce / max(tok, 1), "val_bpb": ce / (math.log(2) * max(nbytes, 1)), "val_tokens": int(tok)}
 
 
+def _summary_from_log(rows: list[dict], stages) -> dict:
+    """Per-stage validation and the final losses, read from metrics.jsonl (rank 0), so a resumed
+    run reports the same numbers as an uninterrupted one."""
+    out: dict = {"stages": []}
+    for stage, train, val in stages:
+        mine = [r for r in rows if r.get("stage") == stage.name]
+        if not mine:
+            continue  # not reached (max_steps)
+        vals = [r for r in mine if "val_loss" in r]
+        last_val = {k: v for k, v in vals[-1].items() if k.startswith("val_")} if vals else {}
+        out["stages"].append({"name": stage.name, "steps": mine[-1]["stage_step"], "train_examples": len(train),
+                              "val_examples": len(val), **last_val})
+        out.update(final_val_loss=last_val.get("val_loss"), final_val_bpb=last_val.get("val_bpb"))
+    recent = [r["train_loss"] for r in rows if "train_loss" in r][-20:]
+    out["final_train_loss"] = sum(recent) / len(recent) if recent else None
+    return out
+
+
 def train_stages(model, tokenizer, stages: list[tuple[SFTStage, list[SFTExample], list[SFTExample]]],
                  cfg: SFTConfig, out_dir: str | Path, info, resume: bool = False) -> dict:
     """Fine-tune `model` in place through `stages`; checkpoints and metrics under out_dir.
@@ -199,8 +217,7 @@ def train_stages(model, tokenizer, stages: list[tuple[SFTStage, list[SFTExample]
                 start_stage, start_step, ckpt = start_stage + 1, 0, None
             common.set_rng_state(st["rng"])
             logger.truncate(global_step)
-    summary = {"stages": [], "steps": global_step}
-    recent_train: list[float] = []  # the last train losses: the summary's final_train_loss
+    summary = {"steps": global_step}
     t_start = time.time()
     for s in range(start_stage, len(stages)):
         stage, train, val = stages[s]
@@ -217,7 +234,6 @@ def train_stages(model, tokenizer, stages: list[tuple[SFTStage, list[SFTExample]
 
             checkpoint.load_checkpoint(ckpt, raw, opt, map_location=device)
         step0 = start_step if s == start_stage else 0
-        last_val: dict = {}
         for k in range(step0, steps):
             if cfg.max_steps and global_step >= cfg.max_steps:
                 break
@@ -243,27 +259,22 @@ def train_stages(model, tokenizer, stages: list[tuple[SFTStage, list[SFTExample]
             opt.zero_grad(set_to_none=True)
             (ce_sum,) = common.all_reduce_sum([ce_total], info, device)
             global_step += 1
-            recent_train = (recent_train + [ce_sum / n_tok])[-20:]
             row = {"step": global_step, "stage": stage.name, "stage_step": k + 1, "lr": lr,
                    "train_loss": ce_sum / n_tok, "grad_norm": gnorm, "tokens": n_tok,
                    "elapsed_s": round(time.time() - t_start, 3)}
             stage_end = k + 1 == steps
             if (cfg.eval_every and global_step % cfg.eval_every == 0) or stage_end:
-                last_val = evaluate(raw, val, stage.batch_size, pad_id, info, device, dtype)
-                row.update(last_val)
+                row.update(evaluate(raw, val, stage.batch_size, pad_id, info, device, dtype))
             logger.log(row)
             if stage_end or (cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0):
                 save_state(out_dir, global_step, raw, tokenizer, opt,
                            {"step": global_step, "stage": s, "stage_step": k + 1, "rng": common.rng_state()},
                            cfg.keep_checkpoints, info)
-        summary["stages"].append({"name": stage.name, "steps": steps, "train_examples": len(train),
-                                  "val_examples": len(val), **last_val})
         summary["steps"] = global_step
-        summary.update(final_val_loss=last_val.get("val_loss"), final_val_bpb=last_val.get("val_bpb"))
         if cfg.max_steps and global_step >= cfg.max_steps:
             break
-    summary["final_train_loss"] = sum(recent_train) / len(recent_train) if recent_train else None
     logger.close()
+    summary.update(_summary_from_log(logger.rows(), stages))
     return summary
 
 
