@@ -42,6 +42,24 @@ def gpt2_dir() -> Path:
 
 
 @pytest.fixture
+def tiktoken_gpt2(gpt2_dir, tmp_path, monkeypatch):
+    """tiktoken's own `get_encoding("gpt2")`, fed the shared files through its download cache."""
+    import hashlib
+    import shutil
+
+    import tiktoken
+    import tiktoken.registry
+
+    base = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
+    for name in ("vocab.bpe", "encoder.json"):
+        key = hashlib.sha1((base + name).encode()).hexdigest()
+        shutil.copy(gpt2_dir / name, tmp_path / key)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    monkeypatch.delitem(tiktoken.registry.ENCODINGS, "gpt2", raising=False)
+    return tiktoken.get_encoding("gpt2")
+
+
+@pytest.fixture
 def gsm8k_dir() -> Path:
     if not (GSM8K_DIR / "test.jsonl").exists():
         pytest.skip(f"GSM8K files not found at {GSM8K_DIR} (../shared/data/gsm8k)")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import operator
 import random
-import shutil
 
 import pytest
 
@@ -55,21 +53,6 @@ def bpe_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("bpe")
     train_bpe(_synthetic_corpus() + MIXED, 512, d)
     return d
-
-
-@pytest.fixture
-def tiktoken_gpt2(gpt2_dir, tmp_path, monkeypatch):
-    """tiktoken's own `get_encoding("gpt2")`, fed the shared files through its download cache."""
-    import tiktoken
-    import tiktoken.registry
-
-    base = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
-    for name in ("vocab.bpe", "encoder.json"):
-        key = hashlib.sha1((base + name).encode()).hexdigest()
-        shutil.copy(gpt2_dir / name, tmp_path / key)
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
-    monkeypatch.delitem(tiktoken.registry.ENCODINGS, "gpt2", raising=False)
-    return tiktoken.get_encoding("gpt2")
 
 
 # ---- token sets -------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import multiprocessing as mp
 import random
 import time
@@ -186,7 +187,11 @@ def _init_worker(base: str, condition: str, token_set: str, mode: str, gpt2_dir:
     """Load the tokenizer once per process (a forked worker reuses the parent's: loading GPT-2's
     vocabulary costs ~0.4 s per process). A failure is kept and raised by the first task: an
     exception escaping a Pool initializer makes the pool restart workers forever."""
-    _W.clear()  # a forked worker must not inherit the parent's helper thread (it does not exist here)
+    # The helper thread of an earlier in-process run is shut down; a forked worker inherits the
+    # parent's executor object but not its thread, so it only forgets it.
+    if "threads" in _W and _W.get("threads_pid") == os.getpid():
+        _W["threads"].shutdown(wait=True)
+    _W.clear()
     try:
         key = (base, condition, token_set, gpt2_dir)
         tok = _PRELOADED[key] if key in _PRELOADED else _load_tok(base, condition, token_set, gpt2_dir)
@@ -215,7 +220,7 @@ def encode_chunk(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from domtok.tokens.inject import inject_batch
 
         if "threads" not in _W:
-            _W["threads"] = ThreadPoolExecutor(1)
+            _W["threads"], _W["threads_pid"] = ThreadPoolExecutor(1), os.getpid()
         futures = []
         for i in range(0, len(texts), SUB_BATCH):
             injected = [r.text for r in inject_batch(texts[i:i + SUB_BATCH], _W["token_set"], mode=_W["mode"])]

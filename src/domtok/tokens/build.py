@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 from typing import Iterator
@@ -117,7 +118,7 @@ def build(base: str, corpus, out_dir, max_docs: int | None = None) -> Tokenizer:
     stats: dict = {}
     texts = read_corpus(corpus, stats)
     if max_docs is not None:
-        texts = (t for k, t in enumerate(texts) if k < max_docs)
+        texts = itertools.islice(texts, max_docs)  # stops reading the corpus after max_docs
     train_bpe(texts, vocab_size, out_dir, name=base)
     if stats["documents"] == 0:
         raise DomtokError(f"{corpus}: no usable text (skipped {len(stats['skipped'])} records)")
