@@ -123,18 +123,10 @@ def local_files(path: str | Path, split: str | None = None) -> list[Path]:
 
 def _read_file(path: Path, report: LoadReport) -> Iterator[tuple[int, Any]]:
     """Yield (line or row number, raw record) from one file; JSON errors go to the report."""
-    name = str(path)
     if path.suffix == ".txt":
         yield 1, {"text": path.read_text(encoding="utf-8", errors="replace")}
     elif path.suffix == ".jsonl":
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield n, json.loads(line)
-                except json.JSONDecodeError as e:
-                    report.add_error(name, n, f"bad JSON: {e.msg}")
+        yield from _read_file_as_jsonl(path, report)
     elif path.suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8", errors="replace"))

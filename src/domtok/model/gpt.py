@@ -264,6 +264,8 @@ def device_peak_flops(device=None) -> float | None:
     if not torch.cuda.is_available():
         return None
     name = torch.cuda.get_device_name(device).lower()
+    if "h100" in name and "pcie" in name:
+        return 756e12
     for key, flops in (("h200", 989e12), ("h100", 989e12), ("a100", 312e12), ("l40s", 362e12),
                        ("4090", 165e12), ("a10g", 125e12), ("l4", 121e12), ("3090", 71e12)):
         if key in name:

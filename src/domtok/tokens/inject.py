@@ -175,7 +175,6 @@ class _Rules:
         form = OP_FORMS[self.op]
         self.prec = form["prec"]
         self.display = form["display"]
-        self.word_forms = word_forms
         # (a, b) as written -> token; both orders for a commutative set
         self.facts: dict[tuple[str, str], DomainToken] = {}
         for t in token_set.tokens:

@@ -492,10 +492,7 @@ def load_tokenizer(base: str = "gpt2", condition: str = "baseline", token_set: s
         return Tokenizer("gpt2", condition, resolve_token_set(condition, token_set), vocab, merges)
     path = Path(base)
     if path.is_dir():
-        saved = Tokenizer.load(path)
-        if token_set is None and condition == "baseline":
-            token_set = saved.token_set  # keep the saved layout
-        return saved.with_condition(condition, token_set)
+        return Tokenizer.load(path).with_condition(condition, token_set)  # keeps the saved layout
     if base.startswith("bpe-"):
         raise DomtokError(f"base {base!r} is trained on a corpus: run `domtok tokenizer build --base {base} "
                           f"--corpus PATH --out DIR` and use DIR as the base")

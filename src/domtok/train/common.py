@@ -23,6 +23,7 @@ import torch.nn as nn
 
 from domtok.config import atomic_write_text
 from domtok.errors import DomtokError
+from domtok.model.gpt import device_peak_flops, optimizer_param_groups
 from domtok.utils import DistInfo, append_jsonl, read_jsonl
 
 
@@ -33,10 +34,7 @@ def configure_optimizer(model: nn.Module, lr: float, weight_decay: float, betas=
     """AdamW with weight decay on matrices and embeddings (>= 2-D) only, never on biases and
     LayerNorm gains (decaying those just pulls them to 0). The fused kernel on CUDA and on CPU
     (3-5x faster than the foreach update on CPU; HF Trainer's default too); `foreach` elsewhere."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = optimizer_param_groups(model, weight_decay)
     fused = device_type == "cpu" or (device_type == "cuda" and torch.cuda.is_available())
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused)
 
@@ -99,25 +97,11 @@ def maybe_compile(model: nn.Module, enabled: bool, device: str) -> nn.Module:
 
 # --- throughput ----------------------------------------------------------------------------
 
-# Dense bf16 tensor-core peak FLOP/s per GPU (no sparsity), from the vendors' data sheets.
-PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
-
-
-def peak_flops(device: str) -> float | None:
-    """Peak bf16 FLOP/s of this GPU, or None (CPU, unknown GPU) -> MFU is not reported."""
-    if not str(device).startswith("cuda") or not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name(torch.device(device))
-    if "H100" in name and "PCIe" in name:
-        return 756e12
-    for key, flops in PEAK_BF16_FLOPS.items():
-        if key in name:
-            return flops
-    return None
-
-
 def mfu(flops_per_token: float, tokens_per_s: float, device: str, world_size: int = 1) -> float | None:
-    peak = peak_flops(device)
+    """Model FLOPs utilisation over all processes; None on CPU or an unknown GPU."""
+    if not str(device).startswith("cuda"):
+        return None
+    peak = device_peak_flops(torch.device(device))
     if peak is None or tokens_per_s <= 0:
         return None
     return flops_per_token * tokens_per_s / (peak * world_size)
@@ -133,17 +117,6 @@ def wrap_ddp(model: nn.Module, info: DistInfo) -> nn.Module:
 
     ids = [info.local_rank] if str(info.device).startswith("cuda") else None
     return DDP(model, device_ids=ids)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain model under DDP and torch.compile wrappers (for saving and eval)."""
-    while True:
-        if hasattr(model, "module") and isinstance(model.module, nn.Module):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
 
 
 def grad_sync(model: nn.Module, last_micro_step: bool):

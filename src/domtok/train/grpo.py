@@ -44,6 +44,7 @@ whatever W is (unlike TRL, where the step grows with W): a run reproduces across
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import random
 import time
@@ -418,7 +419,7 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
                                cfg, r, [texts[i] for i in idx], info=info)
         n_it = min(cfg.num_iterations, total_steps - step)
         sched = lambda it: common.lr_at(step + it, cfg.learning_rate, cfg.learning_rate, warmup, total_steps)  # noqa: E731
-        steps = train_on_rollout(model, ref_model, opt, rollout, _with(cfg, num_iterations=n_it), device, dtype, sched,
+        steps = train_on_rollout(model, ref_model, opt, rollout, dataclasses.replace(cfg, num_iterations=n_it), device, dtype, sched,
                                  info=info, ddp=ddp)
         for s in steps:
             step += 1
@@ -454,12 +455,6 @@ def _prompt_order(n: int, seed: int, pos: int) -> int:
     perm = list(range(n))
     random.Random(f"grpo:{seed}:{epoch}").shuffle(perm)
     return perm[k]
-
-
-def _with(cfg: GRPOConfig, **kw) -> GRPOConfig:
-    from dataclasses import replace
-
-    return replace(cfg, **kw)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -30,7 +30,8 @@ import torch
 
 from domtok.config import atomic_write_json, config_hash, load_config, save_resolved, to_dict
 from domtok.errors import DomtokError
-from domtok.model.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model_dir
+from domtok.model.checkpoint import (latest_checkpoint, load_checkpoint, load_tokenizer_from_dir, save_checkpoint,
+                                     save_model_dir)
 from domtok.train import common
 from domtok.train.data import TrainLoader, read_meta, val_batches
 from domtok.utils import dist_setup, dist_teardown, seed_everything
@@ -95,16 +96,6 @@ def build_model(cfg: PretrainConfig, vocab_size: int):
     if mcfg.n_embd % mcfg.n_head:
         raise DomtokError(f"n_embd={mcfg.n_embd} must be divisible by n_head={mcfg.n_head}")
     return GPT(mcfg)
-
-
-def load_tokenizer_if_any(data_dir: str | Path):
-    """The condition's tokenizer saved by `domtok prepare` (None if the shards came without one)."""
-    tdir = Path(data_dir) / "tokenizer"
-    if not tdir.is_dir():
-        return None
-    from domtok.tokens.tokenizer import Tokenizer
-
-    return Tokenizer.load(tdir)
 
 
 # --- checkpoints ---------------------------------------------------------------------------
@@ -225,7 +216,7 @@ def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
         if planned_epochs > 1:
             bar.write(f"WARNING: this run will repeat its data: {planned_epochs:.2f} epochs over {unique_tokens:,} "
                       f"unique training tokens; prepare more data or train fewer steps for a single pass")
-    tokenizer = load_tokenizer_if_any(cfg.data_dir)
+    tokenizer = load_tokenizer_from_dir(Path(cfg.data_dir) / "tokenizer")  # None if the shards came without one
     hs_fn = hellaswag_hook(cfg, device, dtype) if cfg.hellaswag_every > 0 and info.is_main and tokenizer is not None else None
     warned_epochs = False
 

@@ -48,13 +48,6 @@ class RewardConfig:
     repetition_count: int = 3     # a trigram seen this many times (once + "twice later")
 
 
-def gold_answer(answer: str) -> str:
-    """The gold final answer of a GSM8K-format solution: the text after the last '####'."""
-    if "####" in answer:
-        answer = answer.rsplit("####", 1)[1]
-    return answer.strip().replace(",", "").rstrip(".")
-
-
 def words(text: str) -> list[str]:
     """Whitespace-separated words, lower-cased: the unit of 'short' and 'repetition'."""
     return text.lower().split()

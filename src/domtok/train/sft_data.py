@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from domtok.chat import qa_messages, render_conversation
+from domtok.calculator import DOMAIN_TOKEN_RE as _DOMAIN_RE
 from domtok.errors import DomtokError
 
 
@@ -141,7 +142,6 @@ def split_train_val(records: list, val_size: float, seed: int) -> tuple[list, li
 # A GSM8K calculator annotation `<<48/2=24>>`. Domain tokens inside (`<MUL_6_9_54>`) are
 # replaced by a placeholder first so their brackets do not confuse the match.
 ANNOTATION_RE = re.compile(r"<<([^<>]*)=([^<>=]*)>>")
-_DOMAIN_RE = re.compile(r"<[A-Z][A-Z0-9]*(?:_-?\d+)+>")
 
 
 def annotations(text: str) -> tuple[list[str], int]:
