@@ -90,17 +90,12 @@ def iter_texts(cfg: PrepareConfig) -> tuple[Iterator[str], object, int | None]:
             raise DomtokError(f"source {cfg.source!r}: unknown synthetic source; use synthetic:math-web")
         docs = synthetic.math_web_corpus(cfg.n_docs, cfg.seed)
         return iter(docs), None, len(docs)
-    from domtok.data.sources import load_records, parse_source
+    from domtok.data.sources import _need, load_records, parse_source
 
     fields = [f.strip() for f in cfg.text_field.split(",") if f.strip()]
 
     def check(rec):
-        if not isinstance(rec, dict):
-            return f"expected an object, got {type(rec).__name__}"
-        for f in fields:
-            if not isinstance(rec.get(f), str):
-                return f"missing or non-string field {f!r}"
-        return rec
+        return _need(rec, dict.fromkeys(fields, str)) or rec
 
     spec = parse_source(cfg.source, cfg.split)
     records = load_records(cfg.source, check, cfg.split, max_bad_fraction=cfg.max_bad_fraction,

@@ -54,7 +54,6 @@ class RFTConfig:
     device: str = "auto"
     dtype: str = "auto"
     grad_clip: float = 1.0
-    keep_checkpoints: int = 1
 
 
 def _norm(text: str) -> str:
@@ -129,7 +128,8 @@ def run(cfg: RFTConfig, out_dir: str | Path) -> dict:
     questions, golds, texts = load_prompts(GRPOConfig(prompts=cfg.questions, num_prompts=cfg.num_questions,
                                                       inject_user=cfg.inject_user), tokenizer, token_set)
     sft_cfg = SFTConfig(model=cfg.model, condition=cfg.condition, seed=cfg.seed, device=cfg.device, dtype=cfg.dtype,
-                        grad_clip=cfg.grad_clip, keep_checkpoints=cfg.keep_checkpoints)
+                        grad_clip=cfg.grad_clip,
+                        keep_checkpoints=0)  # RFT does not resume: its rounds write no checkpoints
     t0 = time.time()
     rounds = []
     for r in range(cfg.rounds):

@@ -281,10 +281,13 @@ def train_stages(model, tokenizer, stages: list[tuple[SFTStage, list[SFTExample]
 # --- checkpoints (through domtok.model.checkpoint) -------------------------------------------
 
 def save_state(out_dir, step, model, tokenizer, optimizer, state: dict, keep: int, info) -> None:
-    """A training checkpoint under out_dir/checkpoints (rank 0 writes; the others wait)."""
+    """A training checkpoint under out_dir/checkpoints (rank 0 writes; the others wait).
+    keep = 0: no checkpoints (a caller that never resumes, such as RFT's rounds)."""
     from domtok.model import checkpoint
     from domtok.train.common import barrier
 
+    if keep <= 0:
+        return
     if info.is_main:
         checkpoint.save_checkpoint(out_dir, model, optimizer, state, tokenizer=tokenizer, keep_last=keep)
     barrier(info)
