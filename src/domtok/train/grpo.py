@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import random
 import time
@@ -452,9 +453,14 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
 def _prompt_order(n: int, seed: int, pos: int) -> int:
     """Prompt index at stream position `pos`: epoch after epoch of seeded permutations."""
     epoch, k = divmod(pos, n)
+    return _epoch_permutation(n, seed, epoch)[k]
+
+
+@functools.lru_cache(maxsize=2)  # positions are consumed in order: one epoch, maybe the next
+def _epoch_permutation(n: int, seed: int, epoch: int) -> tuple[int, ...]:
     perm = list(range(n))
     random.Random(f"grpo:{seed}:{epoch}").shuffle(perm)
-    return perm[k]
+    return tuple(perm)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

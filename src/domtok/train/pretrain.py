@@ -135,15 +135,11 @@ def bits_per_byte(loss_nats: float, split_meta: dict) -> float | None:
 
 
 def hellaswag_hook(cfg: PretrainConfig, device: str, dtype: str):
-    """A function model -> {"acc", "acc_norm_token", "acc_norm_char", "n"} on a fixed seeded
-    subset of HellaSwag, when domtok.eval.hellaswag is installed; None otherwise (optional)."""
-    try:
-        from domtok.eval import hellaswag
-    except ImportError:
-        return None
-    score = getattr(hellaswag, "hellaswag_accuracy", None)
-    if score is None:
-        return None
+    """A function model, tokenizer -> {"acc", "acc_norm_token", "acc_norm_char", "n"} on a fixed
+    seeded subset of HellaSwag (`hellaswag_data`, or the hub's Rowan/hellaswag)."""
+    from domtok.eval import hellaswag
+
+    score = hellaswag.hellaswag_accuracy
     items = hellaswag.load_items(hellaswag.HellaSwagEvalConfig(data=cfg.hellaswag_data, n=cfg.hellaswag_items,
                                                                seed=cfg.seed))
     amp = getattr(torch, dtype) if str(device).startswith("cuda") and dtype != "float32" else None
@@ -217,7 +213,10 @@ def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
             bar.write(f"WARNING: this run will repeat its data: {planned_epochs:.2f} epochs over {unique_tokens:,} "
                       f"unique training tokens; prepare more data or train fewer steps for a single pass")
     tokenizer = load_tokenizer_from_dir(Path(cfg.data_dir) / "tokenizer")  # None if the shards came without one
-    hs_fn = hellaswag_hook(cfg, device, dtype) if cfg.hellaswag_every > 0 and info.is_main and tokenizer is not None else None
+    if cfg.hellaswag_every > 0 and tokenizer is None:
+        raise DomtokError(f"hellaswag_every={cfg.hellaswag_every} needs the tokenizer that `domtok prepare` saves in "
+                          f"{cfg.data_dir}/tokenizer; re-prepare the data or set hellaswag_every=0")
+    hs_fn = hellaswag_hook(cfg, device, dtype) if cfg.hellaswag_every > 0 and info.is_main else None
     warned_epochs = False
 
     for step in range(start_step, cfg.max_steps):
