@@ -379,7 +379,7 @@ def main(args: argparse.Namespace) -> int:
         if args.config is None or not is_experiment_spec(load_yaml(args.config)):
             raise DomtokError("no data: set data_dir=DIR (shards from `domtok prepare`), or give an experiment "
                               "spec such as configs/tiny.yaml, whose data is then prepared under --out")
-        from domtok.pipeline import prepare_condition
+        from domtok.data.prepare import prepare_condition
 
         cfg.data_dir = str(prepare_condition(args.config, args.condition, Path(out) / "data"))
         print(f"pretrain: data of condition {args.condition} prepared in {cfg.data_dir}", flush=True)
