@@ -38,6 +38,7 @@ from pathlib import Path
 from domtok.config import (ConfigError, apply_overrides, atomic_write_json, atomic_write_text, config_hash,
                            load_yaml, resolve_config_path, stage_section)
 from domtok.errors import DomtokError
+from domtok.ladder import nominal_vocab_size, parse_ladder, resolve_rung
 
 TRAINING_KINDS = ("pretrain", "sft", "grpo", "rft")
 EVAL_KINDS = ("gsm8k", "hellaswag", "probes")
@@ -69,6 +70,7 @@ class Spec:
     runs_dir: str = "runs"
     token_set: str = "mul"
     confounds: list[str] = field(default_factory=list)
+    ladder: list = field(default_factory=list)  # domtok.ladder.Rung: the study at several sizes
     raw: dict = field(default_factory=dict)
 
     def stage(self, name: str) -> StageSpec:
@@ -132,11 +134,16 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         if a not in names:
             raise ConfigError(f"{where}: evals.after names unknown stage {a!r}")
     seed_list = list(range(seeds)) if seeds else [int(s) for s in data.get("seeds", [0])]
+    tokenizer, token_set, prepare = data.get("tokenizer") or {"base": "gpt2"}, str(data.get("token_set", "mul")), need("prepare", dict)
+    ladder = parse_ladder(data.get("ladder"), where, [s.name for s in stages])
+    if ladder:
+        vocab_size = nominal_vocab_size(tokenizer, token_set)
+        for rung in ladder:
+            resolve_rung(rung, stages, prepare, vocab_size, where)
     return Spec(name=str(data.get("name", path.stem)), conditions=conditions, seeds=seed_list,
-                tokenizer=data.get("tokenizer") or {"base": "gpt2"}, prepare=need("prepare", dict),
-                stages=stages, evals_after=evals_after, benchmarks=benchmarks,
-                runs_dir=str(data.get("runs_dir", "runs")), token_set=str(data.get("token_set", "mul")),
-                confounds=list(data.get("confounds") or []), raw=data)
+                tokenizer=tokenizer, prepare=prepare, stages=stages, evals_after=evals_after, benchmarks=benchmarks,
+                runs_dir=str(data.get("runs_dir", "runs")), token_set=token_set,
+                confounds=list(data.get("confounds") or []), ladder=ladder, raw=data)
 
 
 # --------------------------------------------------------------------------- the DAG
@@ -152,6 +159,7 @@ class Node:
     condition: str | None = None
     seed: int | None = None
     benchmark: str | None = None
+    rung: str | None = None   # the ladder rung ("rung-<name>/..." nodes); None outside a ladder
     hash: str = ""
 
     @property
@@ -160,43 +168,67 @@ class Node:
 
 
 def build_nodes(spec: Spec, run_dir: Path) -> list[Node]:
-    """All nodes in a valid execution order: stage by stage, both conditions side by side."""
+    """All nodes in a valid execution order: stage by stage, both conditions side by side; in
+    a ladder, the whole study of each rung in turn under `rung-<name>/`."""
     nodes: list[Node] = []
 
     def add(node: Node) -> Node:
         payload = {"kind": node.kind, "config": node.config, "deps": [d.hash for d in node.deps],
                    "condition": node.condition, "seed": node.seed}
+        if node.rung is not None:
+            payload["rung"] = node.rung
         node.hash = config_hash(payload)
         nodes.append(node)
         return node
 
     tok = add(Node("tokenizer", "tokenizer", "tokenizer", run_dir / "tokenizer",
                    {**spec.tokenizer, "prepare": spec.prepare}, []))
-    prepared = {}
-    for cond, c in spec.conditions.items():
-        cfg = {**spec.prepare, "condition": cond, "token_set": spec.token_set,
-               "use_domain_tokens": c.get("token_set") is not None}
-        prepared[cond] = add(Node(f"{cond}/prepare", "prepare", "prepare", run_dir / cond / "prepare",
-                                  cfg, [tok], condition=cond))
+    prepared: dict[str, dict[str, Node]] = {}  # config hash of a prepare section -> condition -> node
+
+    def prepare_nodes(prep: dict, prefix: str, rung: str | None) -> dict[str, Node]:
+        h = config_hash(prep)
+        if h not in prepared:
+            prepared[h] = {}
+            for cond, c in spec.conditions.items():
+                cfg = {**prep, "condition": cond, "token_set": spec.token_set,
+                       "use_domain_tokens": c.get("token_set") is not None}
+                prepared[h][cond] = add(Node(f"{prefix}{cond}/prepare", "prepare", "prepare",
+                                             run_dir / prefix / cond / "prepare", cfg, [tok], condition=cond, rung=rung))
+        return prepared[h]
+
+    if not spec.ladder:
+        _study_nodes(spec, spec.stages, prepare_nodes(spec.prepare, "", None), run_dir, "", None, add)
+    for rung in spec.ladder:
+        prefix = f"{rung.dir_name}/"
+        # Rungs whose prepare section is the spec's share its corpus at the top of the run dir.
+        shared = rung.prepare_config == spec.prepare
+        prep = prepare_nodes(rung.prepare_config, "" if shared else prefix, None if shared else rung.name)
+        stages = [dataclasses.replace(st, config=rung.stage_configs[st.name]) for st in spec.stages]
+        _study_nodes(spec, stages, prep, run_dir / rung.dir_name, prefix, rung.name, add)
+    return nodes
+
+
+def _study_nodes(spec: Spec, stages: list[StageSpec], prepared: dict[str, Node], base_dir: Path, prefix: str,
+                 rung: str | None, add) -> None:
+    """The training and evaluation nodes of one study (conditions x seeds x stages x evals)."""
     trained: dict[tuple, Node] = {}
-    for st in spec.stages:
+    for st in stages:
         for seed in spec.seeds:
             for cond, c in spec.conditions.items():
-                base = run_dir / cond / f"seed{seed}"
+                base = base_dir / cond / f"seed{seed}"
                 deps = [prepared[cond]] if st.after is None else [trained[(st.after, cond, seed)], prepared[cond]]
                 cfg = {**st.config, "condition": cond, "seed": seed}
                 if c.get("inject_user"):
                     cfg["inject_user"] = True
-                node = add(Node(f"{cond}/seed{seed}/{st.name}", st.kind, st.name, base / st.name, cfg, deps,
-                                condition=cond, seed=seed))
+                node = add(Node(f"{prefix}{cond}/seed{seed}/{st.name}", st.kind, st.name, base / st.name, cfg, deps,
+                                condition=cond, seed=seed, rung=rung))
                 trained[(st.name, cond, seed)] = node
                 if st.name in spec.evals_after:
                     for bname, b in spec.benchmarks.items():
                         # Evaluations keep their own seed: every training seed is scored on the
                         # same items, so any two nodes can be compared item by item.
                         add(Node(f"{node.id}/eval/{bname}", b["kind"], st.name, node.out_dir / "eval" / bname,
-                                 dict(b["config"]), [node], condition=cond, seed=seed, benchmark=bname))
-    return nodes
+                                 dict(b["config"]), [node], condition=cond, seed=seed, benchmark=bname, rung=rung))
 
 
 # --------------------------------------------------------------------------- wiring stage configs
@@ -322,6 +354,9 @@ def run_experiment(spec: Spec, opts: RunOptions) -> int:
     todo = [n for n in nodes if opts.only is None or n.stage == opts.only]
     _say(opts, f"domtok run {spec.name}: {len(todo)} nodes, conditions {list(spec.conditions)}, "
                f"seeds {spec.seeds}, run dir {run_dir}")
+    for r in spec.ladder:
+        _say(opts, f"  rung {r.name}: {r.n_layer} layers x {r.n_embd} wide ({r.n_head} heads), {r.params:,} params, "
+                   f"{r.steps:,} pretraining steps = {r.budget:,} tokens asked ({r.budget / r.params:.1f} per param)")
     for i, node in enumerate(todo, 1):
         tag = f"[{i}/{len(todo)}] {node.id}"
         blocked = [d.id for d in node.deps if d.id in failed]
@@ -400,7 +435,7 @@ def run_node(node: Node, run_dir: Path, opts: RunOptions, fresh: bool) -> bool:
         return False
     manifest = {"id": node.id, "hash": node.hash, "kind": node.kind, "stage": node.stage,
                 "condition": node.condition, "seed": node.seed, "benchmark": node.benchmark,
-                "config": node.config, "inputs": [d.id for d in node.deps], "summary": summary or {},
+                "rung": node.rung, "config": node.config, "inputs": [d.id for d in node.deps], "summary": summary or {},
                 "wall_time_s": time.time() - t0, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     atomic_write_json(node.manifest_path, manifest)
     (node.out_dir / "running.json").unlink(missing_ok=True)
@@ -427,14 +462,14 @@ def _run_torchrun(node: Node, run_dir: Path, nproc: int, log_path: Path) -> dict
 def _node_to_dict(node: Node) -> dict:
     return {"id": node.id, "kind": node.kind, "stage": node.stage, "out_dir": str(node.out_dir),
             "config": node.config, "condition": node.condition, "seed": node.seed,
-            "benchmark": node.benchmark, "hash": node.hash,
+            "benchmark": node.benchmark, "rung": node.rung, "hash": node.hash,
             "deps": [_node_to_dict(d) for d in node.deps]}
 
 
 def _node_from_dict(d: dict) -> Node:
     return Node(id=d["id"], kind=d["kind"], stage=d["stage"], out_dir=Path(d["out_dir"]), config=d["config"],
                 deps=[_node_from_dict(x) for x in d["deps"]], condition=d["condition"], seed=d["seed"],
-                benchmark=d["benchmark"], hash=d["hash"])
+                benchmark=d["benchmark"], rung=d.get("rung"), hash=d["hash"])
 
 
 def _worker(job_path: str) -> int:

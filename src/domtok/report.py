@@ -17,6 +17,7 @@ has the run directory. Sections, in the order a paper draft needs them:
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections import defaultdict
@@ -93,10 +94,19 @@ class Run:
         self.spec, nodes = load_run(run_dir)
         self.nodes = [n for n in nodes if node_state(n) == "done"]
         self.all_nodes = nodes
-        self.summary = {n.id: _load(n.manifest_path).get("summary", {}) for n in self.nodes}
+        manifests = {n.id: _load(n.manifest_path) for n in self.nodes}
+        self.summary = {k: m.get("summary", {}) for k, m in manifests.items()}
+        self.wall = {k: float(m.get("wall_time_s") or 0.0) for k, m in manifests.items()}
         self.conditions = list(self.spec.conditions)
         self.baseline = next((c for c, v in self.spec.conditions.items() if not v.get("token_set")), None)
         self.stages = [s.name for s in self.spec.stages]
+
+    def rung(self, name: str) -> "Run":
+        """The same run restricted to one ladder rung's nodes (its whole study)."""
+        view = copy.copy(self)
+        view.nodes = [n for n in self.nodes if n.rung == name]
+        view.all_nodes = [n for n in self.all_nodes if n.rung == name]
+        return view
 
     def training(self, stage: str, cond: str) -> list:
         return [n for n in self.nodes if n.stage == stage and n.condition == cond and n.benchmark is None
