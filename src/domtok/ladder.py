@@ -181,6 +181,8 @@ def ladder_summary(rungs: list[Rung]) -> list[dict]:
 def rung_compute(view, rung: Rung) -> dict:
     """Parameters, tokens, FLOPs (per model, from the pretrain summaries) and the wall time of
     every finished node of one rung; `view` is the report's Run restricted to the rung."""
+    from domtok.rundir import wall_time
+
     first = next((s.name for s in view.spec.stages if s.kind == "pretrain"), None)
     pre = [view.summary[n.id] for c in view.conditions for n in view.training(first, c)] if first else []
 
@@ -191,7 +193,7 @@ def rung_compute(view, rung: Rung) -> dict:
     return {"rung": rung.name, **rung.shape(), "params": agreed("params"), "tokens": agreed("tokens_trained"),
             "flops": agreed("total_flops"), "epochs": max((s.get("epochs") or 0 for s in pre), default=None),
             "pretrain_wall_time_s": sum(s.get("wall_time_s") or 0.0 for s in pre),
-            "wall_time_s": sum(view.wall.get(n.id, 0.0) for n in view.nodes), "models": len(pre)}
+            "wall_time_s": sum(wall_time(n) for n in view.nodes), "models": len(pre)}
 
 
 def fit_trend(flops: list[float], delta: list[float], ci: list[tuple[float, float]], level: float = 0.95) -> dict | None:
