@@ -176,3 +176,39 @@ def test_smallest_rung_whose_ci_excludes_zero():
     null = [_row("s", 1e12, 0.01, -0.05, 0.07), _row("m", 1e13, -0.02, -0.09, 0.05)]
     text = "\n".join(trend_lines(null, trends(null)))
     assert "No rung's 95% CI excludes zero for any headline effect" in text
+
+
+# --------------------------------------------------------------------------- presets
+
+def test_ladder_cpu_smallest_rung_is_the_default_study():
+    from domtok.config import from_dict
+    from domtok.train.pretrain import PretrainConfig, build_model
+
+    ladder, tiny = load_spec("ladder-cpu"), load_spec("tiny")
+    assert len(ladder.ladder) == 3 and len(ladder.seeds) == 2
+    assert "extends" not in ladder.raw and ladder.raw["prepare"] == tiny.raw["prepare"]  # the saved spec stands alone
+
+    def model_and_steps(cfg):
+        import torch
+
+        pc = from_dict(PretrainConfig, cfg, where="test")
+        with torch.device("meta"):
+            m = build_model(pc, 1088).config
+        return (m.n_layer, m.n_head, m.n_embd, m.block_size), pc.max_steps * pc.tokens_per_step, pc.seq_len, pc.lr
+
+    smallest = ladder.ladder[0].stage_configs["pretrain"]
+    assert model_and_steps(smallest) == model_and_steps(tiny.stage("pretrain").config)
+    assert [r.params for r in ladder.ladder] == sorted(r.params for r in ladder.ladder)
+    for st in tiny.stages[1:]:  # post-training as in the default study
+        assert ladder.ladder[0].stage_configs[st.name] == st.config
+    assert ladder.benchmarks == tiny.benchmarks and ladder.evals_after == tiny.evals_after
+
+
+def test_ladder_gpt2_rungs_share_one_corpus_at_20_tokens_per_param(tmp_path):
+    spec = load_spec("ladder-gpt2")
+    assert [round(r.params / 1e6) for r in spec.ladder] == [19, 52, 125, 355]
+    assert all(r.tokens_per_param == 20 and r.budget == round(20 * r.params) for r in spec.ladder)
+    nodes = build_nodes(spec, tmp_path)
+    assert sorted(n.id for n in nodes if n.kind == "prepare") == ["baseline/prepare", "mul_tokens/prepare"]
+    # sample-10BT holds ~10B GPT-2 tokens: the largest budget fits without repeating data
+    assert max(r.budget for r in spec.ladder) < 10e9 * (1 - spec.prepare["val_fraction"])

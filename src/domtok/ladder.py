@@ -32,7 +32,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from domtok.config import ConfigError, _deep_merge
+from domtok.config import ConfigError, deep_merge
 
 RUNG_KEYS = ("name", "n_layer", "n_head", "n_embd", "tokens", "tokens_per_param", "set", "prepare")
 GPT2_N_BASE = 50257  # GPT-2's byte-level BPE: 50,256 merges + bytes, and <|endoftext|>
@@ -145,7 +145,7 @@ def resolve_rung(rung: Rung, stages, prepare: dict, vocab_size: int, where: str)
     from domtok.train.pretrain import PretrainConfig, build_model
 
     at = f"{where}: ladder rung {rung.name!r}"
-    configs = {st.name: _deep_merge(st.config, rung.set.get(st.name, {})) for st in stages}
+    configs = {st.name: deep_merge(st.config, rung.set.get(st.name, {})) for st in stages}
     pretrain = [st.name for st in stages if st.kind == "pretrain"]
     if not pretrain:
         raise ConfigError(f"{at}: the spec has no pretrain stage, so a rung's shape and budget have nowhere to go")
@@ -166,7 +166,7 @@ def resolve_rung(rung: Rung, stages, prepare: dict, vocab_size: int, where: str)
         if name == pretrain[0]:
             rung.params, rung.budget, rung.steps = params, budget, steps
     rung.stage_configs = configs
-    rung.prepare_config = _deep_merge(prepare, rung.prepare)
+    rung.prepare_config = deep_merge(prepare, rung.prepare)
     return rung
 
 

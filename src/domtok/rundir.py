@@ -31,7 +31,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from domtok.config import ConfigError, apply_overrides, config_hash, load_yaml, resolve_config_path, stage_section
+from domtok.config import (ConfigError, deep_merge, apply_overrides, config_hash, load_yaml, resolve_config_path,
+                           stage_section)
 from domtok.errors import DomtokError
 from domtok.ladder import nominal_vocab_size, parse_ladder, resolve_rung
 
@@ -73,9 +74,20 @@ class Spec:
 
 
 def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, seeds: int | None = None) -> Spec:
-    """Read and validate an experiment spec; `seeds=N` replaces the seed list by 0..N-1."""
+    """Read and validate an experiment spec; `seeds=N` replaces the seed list by 0..N-1.
+
+    `extends: PRESET` takes every section of that spec and deep-merges this file's over it
+    (ladder-cpu is the tiny study plus a `ladder:`); the resolved spec, saved as the run's
+    spec.yaml, no longer names it."""
     path = resolve_config_path(path_or_preset or "tiny")
-    data = apply_overrides(load_yaml(path), overrides)
+    data = load_yaml(path)
+    if "extends" in data:
+        base = data.pop("extends")
+        parent = load_yaml(resolve_config_path(str(base)))
+        if "extends" in parent:
+            raise ConfigError(f"{path}: extends {base!r}, which extends another spec; extend a spec without `extends`")
+        data = deep_merge(parent, data)
+    data = apply_overrides(data, overrides)
     where = str(path)
 
     def need(key, kind):
