@@ -196,6 +196,34 @@ def rung_compute(view, rung: Rung) -> dict:
             "wall_time_s": sum(wall_time(n) for n in view.nodes), "models": len(pre)}
 
 
+def _num(x, fmt: str) -> str:
+    return format(x, fmt) if isinstance(x, (int, float)) and not (isinstance(x, float) and math.isnan(x)) else "–"
+
+
+def rung_table(rows: list[dict]) -> list[str]:
+    """One line per rung: shape, parameters, tokens, FLOPs, wall time, and its compute check."""
+    lines = ["| rung | layers x width (heads) | params | tokens trained | tokens / param | epochs | FLOPs per model | "
+             "pretraining wall (s) | rung wall (s) | conditions compute-matched |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        tpp = r["tokens"] / r["params"] if isinstance(r.get("tokens"), (int, float)) and r.get("params") else None
+        matched = {True: "✅ yes", False: "❌ NO", None: "– (not every model has finished)"}[r.get("compute_matched")]
+        lines.append(f"| {r['rung']} | {r['n_layer']} x {r['n_embd']} ({r['n_head']}) | {_num(r.get('params'), ',')} | "
+                     f"{_num(r.get('tokens'), ',')} | {_num(tpp, '.2f')} | {_num(r.get('epochs'), '.2f')} | "
+                     f"{_num(r.get('flops'), '.3e')} | {_num(r.get('pretrain_wall_time_s'), '.1f')} | "
+                     f"{_num(r.get('wall_time_s'), '.1f')} | {matched} |")
+    bad = [r["rung"] for r in rows if r.get("compute_matched") is False]
+    if bad:
+        lines += ["", f"- ❌ within rung(s) {', '.join(bad)} the conditions are NOT compute-matched: see each rung's "
+                  "compute-matching section; their effects are not comparable."]
+    repeats = [f"{r['rung']} ({r['epochs']:.2f} epochs)" for r in rows if isinstance(r.get("epochs"), (int, float))
+               and r["epochs"] > 1]
+    if repeats:
+        lines += ["", f"- ⚠ the shared corpus does not cover every budget: {', '.join(repeats)} repeat data; "
+                  "prepare more documents (`prepare.n_docs`, or a rung's own `prepare:`)."]
+    return lines
+
+
 def fit_trend(flops: list[float], delta: list[float], ci: list[tuple[float, float]], level: float = 0.95) -> dict | None:
     """Weighted least squares of the effect on log10(training FLOPs): delta = a + b log10(F).
 
