@@ -343,6 +343,23 @@ def _encoding_lengths(run: Run) -> dict[str, float]:
     return out
 
 
+def _val_documents(run: Run) -> list[str]:
+    """Pretraining stages whose conditions measured validation on different documents (a token
+    cap, `eval_batches`, fits more documents of the shorter encoding)."""
+    out = []
+    for st in run.spec.stages:
+        if st.kind != "pretrain":
+            continue
+        counts = {f"{cond} seed {n.seed}": run.summary[n.id].get("val_documents")
+                  for cond in run.conditions for n in run.training(st.name, cond)}
+        if len(set(counts.values())) > 1:
+            out.append(f"- Stage `{st.name}` measured validation loss and bits per byte on different documents "
+                       f"(the first {', '.join(f'{v} for {k}' for k, v in counts.items())}): `eval_batches` caps "
+                       "tokens, and the shorter encoding fits more documents. Set `eval_batches: 0` to score the "
+                       "whole validation split in every condition.")
+    return out
+
+
 def _sft_drops(run: Run) -> list[str]:
     """Records every condition dropped because their injection would break an annotation."""
     out = []
@@ -395,6 +412,7 @@ def confounds(run: Run) -> list[str]:
                     + ", ".join(f"{c} {v:.1f}" for c, v in lengths.items()) + ")") if len(lengths) > 1 else ""
         out.append("- Token budgets are counted in tokens, so the condition with the shorter encoding fits more text "
                    f"into each{measured}. Budgets in this run: " + ", ".join(budgets) + ".")
+    out += _val_documents(run)
     out += _sft_drops(run)
     out.append("- Validation loss per token depends on the tokenizer; compare conditions by bits per byte.")
     return out
