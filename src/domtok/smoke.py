@@ -341,6 +341,14 @@ def smoke_spec(spec, srcs: Sources, device: str):
     return s, sh.changes
 
 
+def gib(b: float) -> str:
+    return f"{b / 2**30:.1f} GiB" if b >= 2**30 else f"{b / 2**20:.1f} MiB"
+
+
+def _dur(s: float) -> str:
+    return f"{s / 3600:.2f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.1f} s"
+
+
 def _short(v) -> str:
     text = json.dumps(v) if not isinstance(v, str) else v
     return text if len(text) <= 60 else text[:57] + "..."
@@ -654,7 +662,6 @@ def render(r: dict) -> str:
     out += ["", "### the real config"]
     for p in r["plans"]:
         m = p["memory_per_gpu"]
-        gib = lambda b: f"{b / 2**30:.1f} GiB"  # noqa: E731
         out += [f"- {p['stage']}: {p['params']:,} parameters; {p['tokens']:,} tokens "
                 f"({p['max_steps']:,} steps x {p['tokens_per_step']:,}); {p['flops']:.3e} FLOPs "
                 f"({p['flops_per_token']:.3e}/token)",
@@ -662,7 +669,7 @@ def render(r: dict) -> str:
                 f"grads {gib(m['grads'])} + AdamW state {gib(m['adamw'])} + activations {gib(m['activations'])} "
                 f"(micro-batch {p['micro_batch']} x {p['seq_len']} tokens, {p['dtype']}); a {p['gpu']} has "
                 f"{p['gpu_memory_gb']} GB",
-                f"- {p['stage']}: projected wall time {p['wall_s'] / 3600:.2f} h on {p['world_size']} x {p['gpu']} "
+                f"- {p['stage']}: projected wall time {_dur(p['wall_s'])} on {p['world_size']} x {p['gpu']} "
                 f"at {p['mfu']:.0%} MFU ({GPUS[p['gpu']][0] / 1e12:.0f} TFLOP/s bf16 peak each)"]
     t = r["prepare_throughput"]
     if t:
@@ -671,8 +678,8 @@ def render(r: dict) -> str:
                 f"(measured on the smoke's text)")
         if t.get("projected_s") is not None:
             line += (f"; the real corpus (~{t['corpus_tokens']:.3g} tokens) with {t['workers']} worker(s): "
-                     f"{t['projected_s'] / 3600:.2f} h, limited by the {t['limit']} (read {t['read_s'] / 3600:.2f} h, "
-                     f"tokenize {t['tokenize_s'] / 3600:.2f} h); {t['reader_note']}")
+                     f"{_dur(t['projected_s'])}, limited by the {t['limit']} (read {_dur(t['read_s'])}, "
+                     f"tokenize {_dur(t['tokenize_s'])}); {t['reader_note']}")
         out.append(line)
     out += ["", "### checks of the real config"] + [f"- {c}" for c in r["checks"]]
     out += ["", "smoke: PASSED" if r["passed"] else "smoke: FAILED"]
