@@ -452,19 +452,14 @@ def _test(a_nodes: dict, b_nodes: dict, run: Run, field: str, category: str | No
     return {**r, "seeds": seeds, "per_seed": per_seed}
 
 
-def comparisons(run: Run) -> dict:
-    """Every comparison the report makes, each with its p and Holm p over all of them.
+def _views(run: Run) -> list[tuple[str | None, Run]]:
+    """(rung, view) per study in the run: the run itself, or each ladder rung's whole study."""
+    return [(r.name, run.rung(r.name)) for r in run.spec.ladder] or [(None, run)]
 
-    Returns {"headline": [...], "grpo": [...], "per_seed": [...], "m": number of tests}.
 
-    - headline: domain − baseline per main metric, stage and domain condition (`seed_item_test`);
-    - grpo: each GRPO stage − the stage it starts from, per condition, on each GSM-style test;
-    - per_seed: the paired table, one exact McNemar test per seed, benchmark and stage.
-    The minimum detectable effect of a headline or GRPO row is taken at Holm's strictest level
-    α/m (m = all comparisons): an effect that large is found with 80% power whatever the
-    other p-values are.
-    """
-    from domtok.eval.stats import compare_items, holm, min_detectable_effect
+def _comparisons_of(run: Run) -> dict:
+    """The tests of one study (a run, or one ladder rung), before Holm's correction."""
+    from domtok.eval.stats import compare_items
 
     out: dict = {"headline": [], "grpo": [], "per_seed": []}
     domain = [c for c in run.conditions if c != run.baseline]
@@ -503,6 +498,29 @@ def comparisons(run: Run) -> dict:
                             out["per_seed"].append({**row, "n": cmp["n"], "a_mean": r["a"], "b_mean": r["b"],
                                                     "delta": -r["delta"], "ci": (-r["ci"][1], -r["ci"][0]),
                                                     "p": r["p"], "test": r["test"]})
+    return out
+
+
+def comparisons(run: Run) -> dict:
+    """Every comparison the report makes, each with its p and Holm p over all of them.
+
+    Returns {"headline": [...], "grpo": [...], "per_seed": [...], "m": number of tests}.
+
+    - headline: domain − baseline per main metric, stage and domain condition (`seed_item_test`);
+    - grpo: each GRPO stage − the stage it starts from, per condition, on each GSM-style test;
+    - per_seed: the paired table, one exact McNemar test per seed, benchmark and stage.
+    In a ladder, each rung's study makes these comparisons (rows carry their `rung`), and the
+    family is all of them. The minimum detectable effect of a headline or GRPO row is taken at
+    Holm's strictest level α/m (m = all comparisons): an effect that large is found with 80%
+    power whatever the other p-values are.
+    """
+    from domtok.eval.stats import holm, min_detectable_effect
+
+    out: dict = {"headline": [], "grpo": [], "per_seed": []}
+    for rung, view in _views(run):
+        part = _comparisons_of(view)
+        for key in out:
+            out[key] += [{**r, "rung": rung} for r in part[key]]
     rows = [r for part in ("headline", "grpo", "per_seed") for r in out[part] if "p" in r]
     for r, ph in zip(rows, holm([r["p"] for r in rows])):
         r["p_holm"] = ph
@@ -516,8 +534,10 @@ def comparisons(run: Run) -> dict:
 
 
 def _label(r: dict) -> str:
-    """A probe category by its metric (`accuracy_mul_table`), a GSM-style test by its benchmark name."""
-    return r["benchmark"] if r["metric"] == "accuracy_flexible" else r["metric"]
+    """A probe category by its metric (`accuracy_mul_table`), a GSM-style test by its benchmark
+    name; in a ladder, prefixed by the rung."""
+    name = r["benchmark"] if r["metric"] == "accuracy_flexible" else r["metric"]
+    return name if r.get("rung") is None else f"rung {r['rung']}: {name}"
 
 
 def _signed(x: float) -> str:
@@ -539,11 +559,12 @@ def _p_text(p) -> str:
 
 
 def _grpo_sentence(run: Run, g: dict) -> str:
+    where = f"rung `{g['rung']}`: " if g.get("rung") is not None else ""
     if "p" not in g:
-        return f"- GRPO `{g['stage']}`, {g['condition']}, {g['benchmark']}: no test ({g['error']})."
+        return f"- {where}GRPO `{g['stage']}`, {g['condition']}, {g['benchmark']}: no test ({g['error']})."
     raised = g["delta"] > 0
     runs_up = sum(1 for a, b in g["per_seed"] if b > a)
-    return (f"- GRPO `{g['stage']}` {'raised' if raised else 'did NOT raise'} held-out accuracy on {g['benchmark']} "
+    return (f"- {where}GRPO `{g['stage']}` {'raised' if raised else 'did NOT raise'} held-out accuracy on {g['benchmark']} "
             f"above its `{g['start']}` start in {g['condition']}: {g['a_mean']:.3f} → {g['b_mean']:.3f} "
             f"(Δ {_signed(g['delta'])}, 95% CI {_ci_text(g)}, Holm p {_p_text(g['p_holm'])}, mean over "
             f"{len(g['seeds'])} seed(s); higher in {runs_up} of {len(g['per_seed'])} runs).")
@@ -566,14 +587,17 @@ def headline(run: Run, comps: dict) -> list[str]:
         return [question, "", "**Answer.** None yet: no main metric has been evaluated in both conditions."]
     lines = [question, ""]
     last = next(s for s in reversed(run.spec.evals_after) if any(r["stage"] == s for r in rows))
-    for cond in domain:
-        final = [r for r in rows if r["stage"] == last and r["condition"] == cond]
-        words = {v: [_label(r) for r in final if r["verdict"] == v] for v in (HELPS, HURTS, NULL)}
+    for rung, cond in [(rung, c) for rung, _ in _views(run) for c in domain]:
+        final = [r for r in rows if r["stage"] == last and r["condition"] == cond and r["rung"] == rung]
+        if not final:
+            continue
+        words = {v: [_label({**r, "rung": None}) for r in final if r["verdict"] == v] for v in (HELPS, HURTS, NULL)}
         parts = [f"helps on {', '.join(words[HELPS])}" if words[HELPS] else "",
                  f"hurts on {', '.join(words[HURTS])}" if words[HURTS] else "",
                  f"makes no detectable difference on {', '.join(words[NULL])}" if words[NULL] else ""]
         n_seeds = max(r["n_seeds"] for r in final)
-        lines.append(f"**Answer (after `{last}`, {n_seeds} seed(s)).** `{cond}` "
+        where = f"rung `{rung}`, " if rung is not None else ""
+        lines.append(f"**Answer ({where}after `{last}`, {n_seeds} seed(s)).** `{cond}` "
                      + "; ".join(p for p in parts if p) + f" (Holm-corrected over all {comps['m']} comparisons in "
                      "this report, α = 0.05).")
     for g in comps["grpo"]:
@@ -616,7 +640,8 @@ def grpo_table(run: Run, comps: dict) -> list[str]:
              "|---|---|---|---|---|---:|---:|---:|---|"]
     for g in comps["grpo"]:
         for seed, (a, b) in zip(g["seeds"], g.get("per_seed", [])):
-            lines.append(f"| {g['stage']} | {g['benchmark']} | {g['condition']} | {seed} | {g['start']} | {a:.3f} | "
+            stage = g["stage"] if g.get("rung") is None else f"{g['stage']} (rung {g['rung']})"
+            lines.append(f"| {stage} | {g['benchmark']} | {g['condition']} | {seed} | {g['start']} | {a:.3f} | "
                          f"{b:.3f} | {_signed(b - a)} | {'yes' if b > a else 'NO'} |")
     if len(lines) == 2:
         return ["(no GRPO stage evaluated together with the stage it starts from)"]
@@ -631,6 +656,7 @@ def paired_comparisons(run: Run, comps: dict | None = None) -> list[str]:
     lines = ["| benchmark | stage | condition vs baseline | seed | n | baseline | domain | delta | 95% CI | p | Holm p | test |",
              "|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---|"]
     for r in comps["per_seed"]:
+        r = {**r, "benchmark": r["benchmark"] if r.get("rung") is None else f"rung {r['rung']}: {r['benchmark']}"}
         if "error" in r:
             lines.append(f"| {r['benchmark']} | {r['stage']} | {r['condition']} | s{r['seed']} | – | – | – | – | – | – | – | "
                          f"{r['error']} |")
@@ -657,6 +683,7 @@ def report_json(run: Run, comps: dict) -> dict:
     for r in comps["headline"]:
         ok = "p" in r
         head.append({"benchmark": r["benchmark"], "metric": r["metric"], "stage": r["stage"], "condition": r["condition"],
+                     "rung": r["rung"],
                      "baseline_mean": _num(r["a_mean"]) if ok else None, "domain_mean": _num(r["b_mean"]) if ok else None,
                      "delta": _num(r["delta"]) if ok else None, "ci_low": _num(r["ci"][0]) if ok else None,
                      "ci_high": _num(r["ci"][1]) if ok else None, "p": _num(r["p"]) if ok else None,
@@ -668,6 +695,7 @@ def report_json(run: Run, comps: dict) -> dict:
     for g in comps["grpo"]:
         ok = "p" in g
         grpo.append({"benchmark": g["benchmark"], "metric": g["metric"], "stage": g["stage"], "start": g["start"],
+                     "rung": g["rung"],
                      "condition": g["condition"], "start_mean": _num(g["a_mean"]) if ok else None,
                      "end_mean": _num(g["b_mean"]) if ok else None, "delta": _num(g["delta"]) if ok else None,
                      "ci_low": _num(g["ci"][0]) if ok else None, "ci_high": _num(g["ci"][1]) if ok else None,
@@ -676,14 +704,17 @@ def report_json(run: Run, comps: dict) -> dict:
                      "per_seed": [{"seed": s, "start": a, "end": b} for s, (a, b) in zip(g["seeds"], g.get("per_seed", []))],
                      "error": g.get("error")})
     accuracy: dict = {}
-    for bench, b in run.spec.benchmarks.items():
-        for metric in matrix_metrics(run, bench):
-            for cond in run.conditions:
-                for stage in run.spec.evals_after:
-                    vals = [run.summary[n.id].get("metrics", {}).get(metric) for n in run.evals(stage, cond, bench)]
-                    vals = [v for v in vals if isinstance(v, (int, float))]
-                    if vals:
-                        accuracy.setdefault(cond, {}).setdefault(stage, {})[f"{bench}.{metric}"] = sum(vals) / len(vals)
+    for rung, view in _views(run):  # a ladder's keys name the rung: "rung-s/probes.accuracy_all"
+        prefix = "" if rung is None else f"rung-{rung}/"
+        for bench in view.spec.benchmarks:
+            for metric in matrix_metrics(view, bench):
+                for cond in view.conditions:
+                    for stage in view.spec.evals_after:
+                        vals = [view.summary[n.id].get("metrics", {}).get(metric) for n in view.evals(stage, cond, bench)]
+                        vals = [v for v in vals if isinstance(v, (int, float))]
+                        if vals:
+                            accuracy.setdefault(cond, {}).setdefault(stage, {})[f"{prefix}{bench}.{metric}"] = \
+                                sum(vals) / len(vals)
     return {"seeds": run.spec.seeds, "baseline": run.baseline, "comparisons": comps["m"], "alpha": ALPHA,
             "headline": head, "grpo": grpo, "accuracy": accuracy}
 
