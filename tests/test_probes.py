@@ -245,3 +245,25 @@ def test_torchrun_two_processes_equal_one(tiny_model_dir, tmp_path):
     assert "correct" in r.stdout and "mcnemar_exact" in r.stdout
     cmp = json.loads((tmp_path / "cmp.json").read_text())
     assert cmp["metrics"]["correct"]["delta"] == 0 and cmp["metrics"]["correct"]["p"] == 1.0
+
+
+def test_report_states_what_each_condition_saw():
+    from types import SimpleNamespace as NS
+
+    from domtok.report import notation_lines
+
+    nodes = [NS(id="b/p", kind="prepare", condition="baseline"), NS(id="m/p", kind="prepare", condition="mul_tokens"),
+             NS(id="b/e", kind="probes", condition="baseline"), NS(id="m/e", kind="probes", condition="mul_tokens")]
+    summary = {
+        "b/p": {"injection": None, "domain_tokens_after_space": {"all": 0, "share": 0.0}},
+        "m/p": {"injection": {"mode": "weak", "word_forms": False},
+                "domain_tokens_after_space": {"all": 439, "share": 0.3443}},
+        "b/e": {"notation": {"injected": False, "prompts_changed": 0, "prompts": 331}},
+        "m/e": {"notation": {"injected": True, "prompts_changed": 81, "prompts": 331}},
+    }
+    run = NS(conditions=["baseline", "mul_tokens"], nodes=nodes, summary=summary)
+    assert notation_lines(run) == [
+        "- Notation, `baseline`: training text as written; probe questions as written.",
+        "- Notation, `mul_tokens`: training text injected (mode weak, word forms off); 34.4% of its domain tokens "
+        "(439) follow a lone space token; probe questions through the same injector (81 of 331 prompts changed).",
+    ]

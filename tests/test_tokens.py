@@ -424,3 +424,14 @@ def test_prepare_counts_domain_tokens_after_a_lone_space(gpt2_dir, tmp_path):
     assert metas["mul_space_tokens"]["splits"]["train"]["tokens"] + metas["mul_space_tokens"]["splits"]["val"]["tokens"] \
         == metas["mul_tokens"]["splits"]["train"]["tokens"] + metas["mul_tokens"]["splits"]["val"]["tokens"] - after_space
     assert metas["baseline"]["domain_tokens_after_space"]["all"] == 0 and metas["baseline"]["vocab_size"] == 50432
+
+
+@pytest.mark.parametrize("condition,set_name,vocab", [("mul_tokens", "mul", 50368), ("mul_space_tokens", "mul_space", 50432)])
+def test_hf_files_tell_the_two_layouts_apart(gpt2_dir, tmp_path, condition, set_name, vocab):
+    """Both sets hold the same token texts: `tokenizer fix` reads a Hugging Face dir as
+    mul_space only when it has the leading-space ids (old code: 'tokens of several sets')."""
+    from domtok.tokens.build import read_model_tokenizer
+
+    load_tokenizer("gpt2", condition).export_hf(tmp_path)
+    tok, notes = read_model_tokenizer(tmp_path, None)
+    assert (tok.condition, tok.token_set.name, tok.vocab_size, notes) == (condition, set_name, vocab, [])
