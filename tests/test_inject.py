@@ -523,7 +523,7 @@ def test_the_specs_inject_settings_reach_every_stage(tmp_path):
     train_bpe([DOC, "What is 6 times 9? User: Assistant: The answer is"] * 20, 300, tmp_path / "bpe")
     src = tmp_path / "docs.jsonl"
     src.write_text(json.dumps({"text": DOC}) + "\n")
-    cfg.source, cfg.n_docs, cfg.val_fraction, cfg.shard_tokens = str(src), 1, 0.0, 1000
+    cfg.source, cfg.n_docs, cfg.val_fraction, cfg.val_docs, cfg.shard_tokens = str(src), 1, 0.0, 0, 1000
     meta = prepare(cfg, tmp_path / "prep")
     tok = Tokenizer.load(tmp_path / "prep" / "tokenizer")
     assert meta["injection"] == tok.injection == {"mode": "strict", "word_forms": True}
