@@ -24,6 +24,7 @@ from pathlib import Path
 
 from domtok.config import atomic_write_text
 from domtok.errors import DomtokError
+from domtok.rundir import find_run_dir, load_run, node_state, read_items, read_summary
 
 # Per benchmark kind: the summary metrics shown in the matrix, and the per-item field that a
 # paired test compares (a boolean, so McNemar applies).
@@ -33,23 +34,6 @@ HEADLINE = {
     "probes": (["accuracy_all"], "correct"),
 }
 ALPHA = 0.05
-
-
-def _load(path: Path) -> dict:
-    return json.loads(path.read_text())
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a run killed mid-write leaves a torn last line; the report skips it
-    return rows
 
 
 def _fmt(x, digits=4) -> str:
@@ -86,14 +70,11 @@ class Run:
     """The finished nodes of a run directory, indexed for the tables."""
 
     def __init__(self, run_dir: Path):
-        from domtok.pipeline import node_state
-        from domtok.status import load_run
-
         self.dir = run_dir
         self.spec, nodes = load_run(run_dir)
         self.nodes = [n for n in nodes if node_state(n) == "done"]
         self.all_nodes = nodes
-        self.summary = {n.id: _load(n.manifest_path).get("summary", {}) for n in self.nodes}
+        self.summary = {n.id: read_summary(n) for n in self.nodes}
         self.conditions = list(self.spec.conditions)
         self.baseline = next((c for c, v in self.spec.conditions.items() if not v.get("token_set")), None)
         self.stages = [s.name for s in self.spec.stages]
@@ -216,8 +197,8 @@ def paired_comparisons(run: Run) -> list[str]:
                     nb = [n for n in run.evals(stage, cond, bench) if n.seed == seed]
                     if not (na and nb):
                         continue
-                    ia = _read_jsonl(na[0].out_dir / "items.jsonl")
-                    ib = _read_jsonl(nb[0].out_dir / "items.jsonl")
+                    ia = read_items(na[0].out_dir / "items.jsonl")
+                    ib = read_items(nb[0].out_dir / "items.jsonl")
                     try:
                         cmp = compare_items(ia, ib, names=(run.baseline, cond))
                     except DomtokError as e:
@@ -328,7 +309,7 @@ def plots(run: Run, out: Path) -> list[str]:
         drew = False
         for cond in run.conditions:
             for n in run.training(st.name, cond):
-                rows = _read_jsonl(n.out_dir / "metrics.jsonl")
+                rows = read_items(n.out_dir / "metrics.jsonl")
                 left, right = (("reward_mean",), ("accuracy",)) if st.kind == "grpo" else \
                     (("loss", "train_loss"), ("val_bpb", "val_loss"))
                 tr = _series(rows, left)
@@ -421,8 +402,6 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
-    from domtok.status import find_run_dir
-
     path = write_report(find_run_dir(args.run_dir))
     print(f"wrote {path}")
     return 0

@@ -1,0 +1,299 @@
+"""What a run directory holds, and how to read it: the spec, its nodes, their state and results.
+
+`domtok run` (pipeline.py) writes a run directory; `domtok status`, `report` and `hub` only
+read one. Everything they share lives here, so none of them imports the pipeline:
+
+- the experiment spec (`load_spec`): conditions, seeds, stages, evaluations;
+- the DAG of nodes (`build_nodes`): every (stage, condition, seed) and every evaluation, with
+  its output directory and a config hash that also covers its inputs' hashes;
+- a node's state from its files (`node_state`), its manifest and summary, its key metric.
+
+Run directory layout:
+
+    runs/<name>/spec.yaml                     the resolved spec
+    runs/<name>/tokenizer/                    one base tokenizer for every condition
+    runs/<name>/<condition>/prepare/          token shards of that condition
+    runs/<name>/<condition>/seed<k>/<stage>/  a training stage (model/, metrics.jsonl, ...)
+    runs/<name>/<condition>/seed<k>/<stage>/eval/<benchmark>/   items.jsonl, summary.json
+
+Each node directory holds `node.json` (hash, written when the node starts), `log.txt`, and
+`manifest.json`, written last and atomically when the node has finished: a directory
+without a manifest is incomplete. A failed node holds `failed.json` with its log path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from domtok.config import ConfigError, apply_overrides, config_hash, load_yaml, resolve_config_path, stage_section
+from domtok.errors import DomtokError
+
+TRAINING_KINDS = ("pretrain", "sft", "grpo", "rft")
+EVAL_KINDS = ("gsm8k", "hellaswag", "probes")
+
+
+# --------------------------------------------------------------------------- the spec
+
+@dataclass
+class StageSpec:
+    name: str
+    kind: str
+    config: dict = field(default_factory=dict)
+    after: str | None = None  # the stage whose model this one starts from
+
+
+@dataclass
+class Spec:
+    name: str
+    conditions: dict[str, dict]
+    seeds: list[int]
+    tokenizer: dict
+    prepare: dict
+    stages: list[StageSpec]
+    evals_after: list[str]
+    benchmarks: dict[str, dict]
+    runs_dir: str = "runs"
+    token_set: str = "mul"
+    confounds: list[str] = field(default_factory=list)
+    raw: dict = field(default_factory=dict)
+
+    def stage(self, name: str) -> StageSpec:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise ConfigError(f"no stage named {name!r}; stages: {[s.name for s in self.stages]}")
+
+
+def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, seeds: int | None = None) -> Spec:
+    """Read and validate an experiment spec; `seeds=N` replaces the seed list by 0..N-1."""
+    path = resolve_config_path(path_or_preset or "tiny")
+    data = apply_overrides(load_yaml(path), overrides)
+    where = str(path)
+
+    def need(key, kind):
+        if key not in data or not isinstance(data[key], kind):
+            raise ConfigError(f"{where}: spec needs `{key}` ({kind.__name__})")
+        return data[key]
+
+    conditions = need("conditions", dict)
+    for cname, c in conditions.items():
+        c = c or {}
+        conditions[cname] = c
+        unknown = set(c) - {"token_set", "inject_user"}
+        if unknown:
+            raise ConfigError(f"{where}: condition {cname!r}: unknown keys {sorted(unknown)}; "
+                              "a condition may set token_set and inject_user")
+        # Every condition shares one id layout (the baseline reserves the same ids), so a domain
+        # condition can only use the spec's token set.
+        if c.get("token_set") not in (None, data.get("token_set", "mul")):
+            raise ConfigError(f"{where}: condition {cname!r} uses token_set {c['token_set']!r} but the spec's "
+                              f"token_set (the shared id layout) is {data.get('token_set', 'mul')!r}; set them equal")
+    stages = []
+    names = set()
+    for i, s in enumerate(need("stages", list)):
+        if not isinstance(s, dict) or "name" not in s or "kind" not in s:
+            raise ConfigError(f"{where}: stages[{i}] needs `name` and `kind`")
+        if s["kind"] not in TRAINING_KINDS:
+            raise ConfigError(f"{where}: stages[{i}] kind {s['kind']!r}; kinds: {list(TRAINING_KINDS)}")
+        after = s.get("after", stages[-1].name if stages else None)
+        if s["kind"] != "pretrain" and after is None:
+            raise ConfigError(f"{where}: stage {s['name']!r} needs a stage before it (`after:`)")
+        if after is not None and after not in names:
+            raise ConfigError(f"{where}: stage {s['name']!r} comes after unknown stage {after!r}")
+        if s["name"] in names or s["name"] in ("prepare", "tokenizer"):
+            raise ConfigError(f"{where}: stage name {s['name']!r} is used twice or reserved")
+        names.add(s["name"])
+        stages.append(StageSpec(name=s["name"], kind=s["kind"], config=stage_section(s, where), after=after))
+    evals = data.get("evals") or {}
+    benchmarks = {}
+    for bname, b in (evals.get("benchmarks") or {}).items():
+        b = dict(b or {})
+        kind = b.pop("kind", bname)
+        if kind not in EVAL_KINDS:
+            raise ConfigError(f"{where}: benchmark {bname!r} kind {kind!r}; kinds: {list(EVAL_KINDS)}")
+        if b.pop("enabled", True):
+            benchmarks[bname] = {"kind": kind, "config": b}
+    evals_after = list(evals.get("after") or [])
+    for a in evals_after:
+        if a not in names:
+            raise ConfigError(f"{where}: evals.after names unknown stage {a!r}")
+    seed_list = list(range(seeds)) if seeds else [int(s) for s in data.get("seeds", [0])]
+    return Spec(name=str(data.get("name", path.stem)), conditions=conditions, seeds=seed_list,
+                tokenizer=data.get("tokenizer") or {"base": "gpt2"}, prepare=need("prepare", dict),
+                stages=stages, evals_after=evals_after, benchmarks=benchmarks,
+                runs_dir=str(data.get("runs_dir", "runs")), token_set=str(data.get("token_set", "mul")),
+                confounds=list(data.get("confounds") or []), raw=data)
+
+
+# --------------------------------------------------------------------------- the DAG
+
+@dataclass
+class Node:
+    id: str                   # "mul_tokens/seed0/sft/eval/probes"
+    kind: str                 # tokenizer | prepare | pretrain | sft | grpo | rft | gsm8k | hellaswag | probes
+    stage: str                # the spec's stage name ("tokenizer", "prepare", "pretrain", "sft", ...)
+    out_dir: Path
+    config: dict              # the stage config with its inputs wired in
+    deps: list["Node"]
+    condition: str | None = None
+    seed: int | None = None
+    benchmark: str | None = None
+    hash: str = ""
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.out_dir / "manifest.json"
+
+
+def build_nodes(spec: Spec, run_dir: Path) -> list[Node]:
+    """All nodes in a valid execution order: stage by stage, both conditions side by side."""
+    nodes: list[Node] = []
+
+    def add(node: Node) -> Node:
+        payload = {"kind": node.kind, "config": node.config, "deps": [d.hash for d in node.deps],
+                   "condition": node.condition, "seed": node.seed}
+        node.hash = config_hash(payload)
+        nodes.append(node)
+        return node
+
+    tok = add(Node("tokenizer", "tokenizer", "tokenizer", run_dir / "tokenizer",
+                   {**spec.tokenizer, "prepare": spec.prepare}, []))
+    prepared = {}
+    for cond, c in spec.conditions.items():
+        cfg = {**spec.prepare, "condition": cond, "token_set": spec.token_set,
+               "use_domain_tokens": c.get("token_set") is not None}
+        prepared[cond] = add(Node(f"{cond}/prepare", "prepare", "prepare", run_dir / cond / "prepare",
+                                  cfg, [tok], condition=cond))
+    trained: dict[tuple, Node] = {}
+    for st in spec.stages:
+        for seed in spec.seeds:
+            for cond, c in spec.conditions.items():
+                base = run_dir / cond / f"seed{seed}"
+                deps = [prepared[cond]] if st.after is None else [trained[(st.after, cond, seed)], prepared[cond]]
+                cfg = {**st.config, "condition": cond, "seed": seed}
+                if c.get("inject_user"):
+                    cfg["inject_user"] = True
+                node = add(Node(f"{cond}/seed{seed}/{st.name}", st.kind, st.name, base / st.name, cfg, deps,
+                                condition=cond, seed=seed))
+                trained[(st.name, cond, seed)] = node
+                if st.name in spec.evals_after:
+                    for bname, b in spec.benchmarks.items():
+                        # Evaluations keep their own seed: every training seed is scored on the
+                        # same items, so any two nodes can be compared item by item.
+                        add(Node(f"{node.id}/eval/{bname}", b["kind"], st.name, node.out_dir / "eval" / bname,
+                                 dict(b["config"]), [node], condition=cond, seed=seed, benchmark=bname))
+    return nodes
+
+
+# --------------------------------------------------------------------------- state and results of a node
+
+def node_state(node: Node) -> str:
+    """done | failed | running | incomplete | pending — read from files only."""
+    if node.manifest_path.exists():
+        try:
+            m = json.loads(node.manifest_path.read_text())
+        except json.JSONDecodeError:
+            return "incomplete"
+        return "done" if m.get("hash") == node.hash else "stale"
+    if (node.out_dir / "failed.json").exists():
+        return "failed"
+    running = node.out_dir / "running.json"
+    if running.exists():
+        try:
+            pid = json.loads(running.read_text())["pid"]
+            os.kill(pid, 0)
+            return "running"
+        except (OSError, KeyError, ValueError, json.JSONDecodeError):
+            return "incomplete"
+    if node.out_dir.exists():
+        return "incomplete"
+    return "pending"
+
+
+def wall_time(node: Node) -> float:
+    """Seconds the finished node took (0.0 when its manifest does not say)."""
+    return float(read_manifest(node).get("wall_time_s", 0.0))
+
+
+def key_metric(kind: str, summary: dict) -> tuple[str, float] | None:
+    """The one number the status board shows for a finished node."""
+    if kind == "prepare":
+        tokens = summary.get("splits", {}).get("train", {}).get("tokens")
+        return ("train_tokens", float(tokens)) if isinstance(tokens, int) else None
+    metrics = summary.get("metrics", summary)
+    candidates = {
+        "pretrain": ("final_val_bpb", "val_bpb", "final_val_loss"),
+        "sft": ("final_val_loss", "val_loss", "final_train_loss"),
+        "rft": ("final_val_loss", "yield", "val_loss"),
+        "grpo": ("reward_mean_last_quarter",),
+        "gsm8k": ("accuracy_flexible", "accuracy"),
+        "probes": ("accuracy_all",),
+        "hellaswag": ("acc_norm_char", "acc_norm"),
+        "tokenizer": ("vocab_size",),
+    }.get(kind, ())
+    for k in candidates:
+        v = metrics.get(k)
+        if isinstance(v, (int, float)):
+            return k, float(v)
+    return None
+
+
+def key_metric_text(node: Node) -> str:
+    """`name=value` of the node's key metric, "" when it has none or is not finished."""
+    km = key_metric(node.kind, read_summary(node))
+    return f"{km[0]}={km[1]:.4g}" if km else ""
+
+
+# --------------------------------------------------------------------------- reading a run directory
+
+def find_run_dir(run_dir: str | None) -> Path:
+    """RUN_DIR itself, or the most recently modified run under ./runs when none is given."""
+    if run_dir:
+        p = Path(run_dir)
+        if not (p / "spec.yaml").exists():
+            raise DomtokError(f"{p}: not a domtok run directory (no spec.yaml); run `domtok run` first")
+        return p
+    runs = sorted((q.parent for q in Path("runs").glob("*/spec.yaml")), key=lambda q: q.stat().st_mtime)
+    if not runs:
+        raise DomtokError("no run directory under ./runs; give RUN_DIR or run `domtok run` first")
+    return runs[-1]
+
+
+def load_run(run_dir: Path) -> tuple[Spec, list[Node]]:
+    """(spec, nodes) of a run directory, from its saved spec."""
+    spec = load_spec(str(run_dir / "spec.yaml"))
+    return spec, build_nodes(spec, run_dir)
+
+
+def read_manifest(node: Node) -> dict:
+    """The node's manifest, {} when it has none (not finished) or it cannot be read."""
+    try:
+        return json.loads(node.manifest_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def read_summary(node: Node) -> dict:
+    """The summary a finished node's stage returned (kept in its manifest)."""
+    return read_manifest(node).get("summary", {})
+
+
+def read_items(path: Path) -> list[dict]:
+    """Rows of a jsonl file (items.jsonl, metrics.jsonl); [] when absent.
+
+    A run killed mid-write leaves a torn last line; it is skipped, so a report can be made of
+    a run that is still going.
+    """
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
