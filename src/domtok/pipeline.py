@@ -300,9 +300,11 @@ def _time_left(pending: list[Node], running: dict, walls: dict, jobs: int) -> st
         untimed += g is None
     if not pending and not running:
         return ""
+    counts = f" · {len(running)} running, {len(pending)} waiting"
+    if untimed == len(running) + len(pending):
+        return counts + ", time left known once a node of each kind has finished"
     left = total / max(1, min(jobs, len(pending) + len(running)))
-    more = f" + {untimed} node(s) of a kind not yet timed" if untimed else ""
-    return f" · {len(running)} running, {len(pending)} waiting, ~{_clock(left)} left{more}"
+    return counts + f", ~{_clock(left)} left" + (f" + {untimed} node(s) of kinds not yet timed" if untimed else "")
 
 
 def _clock(seconds: float) -> str:
