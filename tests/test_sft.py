@@ -188,9 +188,10 @@ def test_a_record_that_cannot_be_injected_is_dropped_from_both_conditions(workdi
     for cond, tok in (("baseline", tok_base), ("mul_tokens", tok_dom)):
         train, val, reports[cond] = build_stage_data(stage, tok, cond, False, seed=0)
         examples[cond] = (train, val)
-    broken = reports["mul_tokens"]["train"]["broken_annotation_ids"] + reports["mul_tokens"]["val"]["broken_annotation_ids"]
-    assert 3 <= len(broken) <= 20  # the fake injector broke some, not all
+    broken = reports["mul_tokens"]["train"]["broken_annotations"] + reports["mul_tokens"]["val"]["broken_annotations"]
+    assert 3 <= broken <= 20  # the fake injector broke some, not all
     for part in ("train", "val"):
+        assert reports["baseline"][part]["broken_annotations"] == reports["mul_tokens"][part]["broken_annotations"]
         assert reports["baseline"][part]["broken_annotation_ids"] == reports["mul_tokens"][part]["broken_annotation_ids"]
         assert reports["baseline"][part]["broken_annotations"] == len(reports["baseline"][part]["broken_annotation_ids"])
     (tb, vb), (tm, vm) = examples["baseline"], examples["mul_tokens"]
@@ -209,8 +210,9 @@ def test_sft_runs_of_both_conditions_have_the_same_steps_when_records_are_droppe
     s = {c: run(SFTConfig(model=str(tiny_model_dir(workdir, c)), condition=c, device="cpu", stages=[stage],
                           eval_every=0), workdir / f"drop_{c}") for c in ("baseline", "mul_tokens")}
     db, dm = s["baseline"]["data"]["t"]["train"], s["mul_tokens"]["data"]["t"]["train"]
-    assert dm["broken_annotations"] > 0 and db["broken_annotation_ids"] == dm["broken_annotation_ids"]
+    assert dm["broken_annotations"] > 0 and db["broken_annotations"] == dm["broken_annotations"]
     assert db["examples"] == dm["examples"] and s["baseline"]["steps"] == s["mul_tokens"]["steps"]
+    assert db["broken_annotation_ids"] == dm["broken_annotation_ids"]
     assert json.loads((workdir / "drop_baseline" / "summary.json").read_text())["data"]["t"]["train"] == db
 
 
