@@ -87,5 +87,11 @@ def test_confounds_list_token_budgets_and_sft_drops(tmp_path):
         assert knob in budget, knob
     assert "baseline 300.0, mul_tokens 260.0)" in budget  # tokens per 1,000 bytes, from prepare's counts
     assert "2 record(s) dropped from every condition" in text
+    assert "different documents" not in text  # no val_documents recorded: nothing to compare
     differing = "\n".join(confounds(Run(write_run(tmp_path / "d", sft_drops={"baseline": []}))))
     assert "dropped different records" in differing
+    val = {(c, s): {"val_documents": 469 if c == "baseline" else 582} for c in ("baseline", "mul_tokens") for s in (0, 1)}
+    capped = "\n".join(confounds(Run(write_run(tmp_path / "v", pretrain=val))))
+    assert "different documents (the first 469 for baseline seed 0" in capped and "582 for mul_tokens seed 1" in capped
+    same = {k: {"val_documents": 600} for k in val}
+    assert "different documents" not in "\n".join(confounds(Run(write_run(tmp_path / "w", pretrain=same))))

@@ -139,6 +139,9 @@ def run_experiment(spec: Spec, opts: RunOptions) -> int:
     jobs = f"{opts.jobs} jobs x {threads_per_job(opts)} thread(s)" if opts.jobs > 1 else "1 job"
     _say(opts, f"domtok run {spec.name}: {len(todo)} nodes, conditions {list(spec.conditions)}, "
                f"seeds {spec.seeds}, run dir {run_dir}, {jobs}")
+    for r in spec.ladder:
+        _say(opts, f"  rung {r.name}: {r.n_layer} layers x {r.n_embd} wide ({r.n_head} heads), {r.params:,} params, "
+                   f"{r.steps:,} pretraining steps = {r.budget:,} tokens asked ({r.budget / r.params:.1f} per param)")
 
     def forced(node: Node) -> bool:
         return opts.force or (from_index is not None and order.index(node.stage) >= from_index)
@@ -348,7 +351,7 @@ def run_node(node: Node, run_dir: Path, opts: RunOptions, fresh: bool) -> bool:
         return False
     manifest = {"id": node.id, "hash": node.hash, "kind": node.kind, "stage": node.stage,
                 "condition": node.condition, "seed": node.seed, "benchmark": node.benchmark,
-                "config": node.config, "inputs": [d.id for d in node.deps], "summary": summary or {},
+                "rung": node.rung, "config": node.config, "inputs": [d.id for d in node.deps], "summary": summary or {},
                 "wall_time_s": time.time() - t0, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     atomic_write_json(node.manifest_path, manifest)
     (node.out_dir / "running.json").unlink(missing_ok=True)
@@ -375,14 +378,14 @@ def _run_torchrun(node: Node, run_dir: Path, nproc: int, log_path: Path) -> dict
 def _node_to_dict(node: Node) -> dict:
     return {"id": node.id, "kind": node.kind, "stage": node.stage, "out_dir": str(node.out_dir),
             "config": node.config, "condition": node.condition, "seed": node.seed,
-            "benchmark": node.benchmark, "hash": node.hash,
+            "benchmark": node.benchmark, "rung": node.rung, "hash": node.hash,
             "deps": [_node_to_dict(d) for d in node.deps]}
 
 
 def _node_from_dict(d: dict) -> Node:
     return Node(id=d["id"], kind=d["kind"], stage=d["stage"], out_dir=Path(d["out_dir"]), config=d["config"],
                 deps=[_node_from_dict(x) for x in d["deps"]], condition=d["condition"], seed=d["seed"],
-                benchmark=d["benchmark"], hash=d["hash"])
+                benchmark=d["benchmark"], rung=d.get("rung"), hash=d["hash"])
 
 
 def _worker(job_path: str) -> int:

@@ -17,6 +17,7 @@ has the run directory. Sections, in the order a paper draft needs them:
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -77,6 +78,13 @@ class Run:
         self.conditions = list(self.spec.conditions)
         self.baseline = next((c for c, v in self.spec.conditions.items() if not v.get("token_set")), None)
         self.stages = [s.name for s in self.spec.stages]
+
+    def rung(self, name: str) -> "Run":
+        """The same run restricted to one ladder rung's nodes (its whole study)."""
+        view = copy.copy(self)
+        view.nodes = [n for n in self.nodes if n.rung == name]
+        view.all_nodes = [n for n in self.all_nodes if n.rung == name]
+        return view
 
     def training(self, stage: str, cond: str) -> list:
         return [n for n in self.nodes if n.stage == stage and n.condition == cond and n.benchmark is None
@@ -229,6 +237,28 @@ def paired_comparisons(run: Run) -> list[str]:
     return lines + [""] + sentences + ["", caution]
 
 
+# What compute matching compares: summary key -> its name in the verdict.
+COMPUTE_KEYS = {"params": "parameters", "steps": "steps", "tokens_per_step": "tokens per step",
+                "tokens_trained": "tokens", "total_flops": "FLOPs"}
+
+
+def _mismatched(summaries: list[dict]) -> list[str]:
+    """The compute quantities that differ between these pretraining summaries (or are missing)."""
+    return [name for k, name in COMPUTE_KEYS.items() if len({s.get(k) for s in summaries}) > 1
+            or None in {s.get(k) for s in summaries}]
+
+
+def compute_matched(run: Run) -> bool | None:
+    """Whether every condition and seed trained with the same compute; None until every row is there."""
+    first_pre = next((s.name for s in run.spec.stages if s.kind == "pretrain"), None)
+    if first_pre is None:
+        return None
+    rows = [n for c in run.conditions for n in run.training(first_pre, c)]
+    if len({(n.condition, n.seed) for n in rows}) < len(run.conditions) * len(run.spec.seeds):
+        return None
+    return not _mismatched([run.summary[n.id] for n in rows])
+
+
 def compute_table(run: Run) -> list[str]:
     """One row per condition and seed of the first pretraining stage, and a verdict on compute
     matching that is given only when every row is there (a missing row could be the one that
@@ -262,10 +292,9 @@ def compute_table(run: Run) -> list[str]:
     if missing:
         return lines + ["", f"- ⚠ no compute-matching verdict: {first_pre} has no finished row for "
                         + ", ".join(missing) + "; finish (or repair) those nodes and re-run `domtok report`."] + warnings
-    names = {"params": "parameters", "steps": "steps", "tokens_per_step": "tokens per step",
-             "tokens_trained": "tokens", "total_flops": "FLOPs"}
+    names = COMPUTE_KEYS
     values = {k: {s.get(k) for _, _, s in rows} for k in names}
-    mismatched = [names[k] for k, v in values.items() if len(v) > 1 or None in v]
+    mismatched = _mismatched([s for _, _, s in rows])
     if mismatched:
         verdict = f"- ❌ conditions are NOT compute-matched: {', '.join(mismatched)} differ (or are not recorded)."
     else:
@@ -311,6 +340,23 @@ def _encoding_lengths(run: Run) -> dict[str, float]:
             train = run.summary[n.id].get("splits", {}).get("train", {})
             if train.get("tokens") and train.get("bytes"):
                 out[n.condition] = 1000 * train["tokens"] / train["bytes"]
+    return out
+
+
+def _val_documents(run: Run) -> list[str]:
+    """Pretraining stages whose conditions measured validation on different documents (a token
+    cap, `eval_batches`, fits more documents of the shorter encoding)."""
+    out = []
+    for st in run.spec.stages:
+        if st.kind != "pretrain":
+            continue
+        counts = {f"{cond} seed {n.seed}": run.summary[n.id].get("val_documents")
+                  for cond in run.conditions for n in run.training(st.name, cond)}
+        if len(set(counts.values())) > 1:
+            out.append(f"- Stage `{st.name}` measured validation loss and bits per byte on different documents "
+                       f"(the first {', '.join(f'{v} for {k}' for k, v in counts.items())}): `eval_batches` caps "
+                       "tokens, and the shorter encoding fits more documents. Set `eval_batches: 0` to score the "
+                       "whole validation split in every condition.")
     return out
 
 
@@ -366,6 +412,7 @@ def confounds(run: Run) -> list[str]:
                     + ", ".join(f"{c} {v:.1f}" for c, v in lengths.items()) + ")") if len(lengths) > 1 else ""
         out.append("- Token budgets are counted in tokens, so the condition with the shorter encoding fits more text "
                    f"into each{measured}. Budgets in this run: " + ", ".join(budgets) + ".")
+    out += _val_documents(run)
     out += _sft_drops(run)
     out.append("- Validation loss per token depends on the tokenizer; compare conditions by bits per byte.")
     return out

@@ -15,6 +15,8 @@ Run directory layout:
     runs/<name>/<condition>/prepare/          token shards of that condition
     runs/<name>/<condition>/seed<k>/<stage>/  a training stage (model/, metrics.jsonl, ...)
     runs/<name>/<condition>/seed<k>/<stage>/eval/<benchmark>/   items.jsonl, summary.json
+    runs/<name>/rung-<r>/<condition>/seed<k>/...  a ladder (domtok.ladder): the study per rung,
+                                              sharing the tokenizer and <condition>/prepare/
 
 Each node directory holds `node.json` (hash, written when the node starts), `log.txt`, and
 `manifest.json`, written last and atomically when the node has finished: a directory
@@ -23,13 +25,16 @@ without a manifest is incomplete. A failed node holds `failed.json` with its log
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from domtok.config import ConfigError, apply_overrides, config_hash, load_yaml, resolve_config_path, stage_section
+from domtok.config import (ConfigError, deep_merge, apply_overrides, config_hash, load_yaml, resolve_config_path,
+                           stage_section)
 from domtok.errors import DomtokError
+from domtok.ladder import nominal_vocab_size, parse_ladder, resolve_rung
 
 TRAINING_KINDS = ("pretrain", "sft", "grpo", "rft")
 EVAL_KINDS = ("gsm8k", "hellaswag", "probes")
@@ -58,6 +63,7 @@ class Spec:
     runs_dir: str = "runs"
     token_set: str = "mul"
     confounds: list[str] = field(default_factory=list)
+    ladder: list = field(default_factory=list)  # domtok.ladder.Rung: the study at several sizes
     raw: dict = field(default_factory=dict)
 
     def stage(self, name: str) -> StageSpec:
@@ -68,9 +74,20 @@ class Spec:
 
 
 def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, seeds: int | None = None) -> Spec:
-    """Read and validate an experiment spec; `seeds=N` replaces the seed list by 0..N-1."""
+    """Read and validate an experiment spec; `seeds=N` replaces the seed list by 0..N-1.
+
+    `extends: PRESET` takes every section of that spec and deep-merges this file's over it
+    (ladder-cpu is the tiny study plus a `ladder:`); the resolved spec, saved as the run's
+    spec.yaml, no longer names it."""
     path = resolve_config_path(path_or_preset or "tiny")
-    data = apply_overrides(load_yaml(path), overrides)
+    data = load_yaml(path)
+    if "extends" in data:
+        base = data.pop("extends")
+        parent = load_yaml(resolve_config_path(str(base)))
+        if "extends" in parent:
+            raise ConfigError(f"{path}: extends {base!r}, which extends another spec; extend a spec without `extends`")
+        data = deep_merge(parent, data)
+    data = apply_overrides(data, overrides)
     where = str(path)
 
     def need(key, kind):
@@ -121,11 +138,16 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         if a not in names:
             raise ConfigError(f"{where}: evals.after names unknown stage {a!r}")
     seed_list = list(range(seeds)) if seeds else [int(s) for s in data.get("seeds", [0])]
+    tokenizer, token_set, prepare = data.get("tokenizer") or {"base": "gpt2"}, str(data.get("token_set", "mul")), need("prepare", dict)
+    ladder = parse_ladder(data.get("ladder"), where, [s.name for s in stages])
+    if ladder:
+        vocab_size = nominal_vocab_size(tokenizer, token_set)
+        for rung in ladder:
+            resolve_rung(rung, stages, prepare, vocab_size, where)
     return Spec(name=str(data.get("name", path.stem)), conditions=conditions, seeds=seed_list,
-                tokenizer=data.get("tokenizer") or {"base": "gpt2"}, prepare=need("prepare", dict),
-                stages=stages, evals_after=evals_after, benchmarks=benchmarks,
-                runs_dir=str(data.get("runs_dir", "runs")), token_set=str(data.get("token_set", "mul")),
-                confounds=list(data.get("confounds") or []), raw=data)
+                tokenizer=tokenizer, prepare=prepare, stages=stages, evals_after=evals_after, benchmarks=benchmarks,
+                runs_dir=str(data.get("runs_dir", "runs")), token_set=token_set,
+                confounds=list(data.get("confounds") or []), ladder=ladder, raw=data)
 
 
 # --------------------------------------------------------------------------- the DAG
@@ -141,6 +163,7 @@ class Node:
     condition: str | None = None
     seed: int | None = None
     benchmark: str | None = None
+    rung: str | None = None   # the ladder rung ("rung-<name>/..." nodes); None outside a ladder
     hash: str = ""
 
     @property
@@ -149,43 +172,67 @@ class Node:
 
 
 def build_nodes(spec: Spec, run_dir: Path) -> list[Node]:
-    """All nodes in a valid execution order: stage by stage, both conditions side by side."""
+    """All nodes in a valid execution order: stage by stage, both conditions side by side; in
+    a ladder, the whole study of each rung in turn under `rung-<name>/`."""
     nodes: list[Node] = []
 
     def add(node: Node) -> Node:
         payload = {"kind": node.kind, "config": node.config, "deps": [d.hash for d in node.deps],
                    "condition": node.condition, "seed": node.seed}
+        if node.rung is not None:
+            payload["rung"] = node.rung
         node.hash = config_hash(payload)
         nodes.append(node)
         return node
 
     tok = add(Node("tokenizer", "tokenizer", "tokenizer", run_dir / "tokenizer",
                    {**spec.tokenizer, "prepare": spec.prepare}, []))
-    prepared = {}
-    for cond, c in spec.conditions.items():
-        cfg = {**spec.prepare, "condition": cond, "token_set": spec.token_set,
-               "use_domain_tokens": c.get("token_set") is not None}
-        prepared[cond] = add(Node(f"{cond}/prepare", "prepare", "prepare", run_dir / cond / "prepare",
-                                  cfg, [tok], condition=cond))
+    prepared: dict[str, dict[str, Node]] = {}  # config hash of a prepare section -> condition -> node
+
+    def prepare_nodes(prep: dict, prefix: str, rung: str | None) -> dict[str, Node]:
+        h = config_hash(prep)
+        if h not in prepared:
+            prepared[h] = {}
+            for cond, c in spec.conditions.items():
+                cfg = {**prep, "condition": cond, "token_set": spec.token_set,
+                       "use_domain_tokens": c.get("token_set") is not None}
+                prepared[h][cond] = add(Node(f"{prefix}{cond}/prepare", "prepare", "prepare",
+                                             run_dir / prefix / cond / "prepare", cfg, [tok], condition=cond, rung=rung))
+        return prepared[h]
+
+    if not spec.ladder:
+        _study_nodes(spec, spec.stages, prepare_nodes(spec.prepare, "", None), run_dir, "", None, add)
+    for rung in spec.ladder:
+        prefix = f"{rung.dir_name}/"
+        # Rungs whose prepare section is the spec's share its corpus at the top of the run dir.
+        shared = rung.prepare_config == spec.prepare
+        prep = prepare_nodes(rung.prepare_config, "" if shared else prefix, None if shared else rung.name)
+        stages = [dataclasses.replace(st, config=rung.stage_configs[st.name]) for st in spec.stages]
+        _study_nodes(spec, stages, prep, run_dir / rung.dir_name, prefix, rung.name, add)
+    return nodes
+
+
+def _study_nodes(spec: Spec, stages: list[StageSpec], prepared: dict[str, Node], base_dir: Path, prefix: str,
+                 rung: str | None, add) -> None:
+    """The training and evaluation nodes of one study (conditions x seeds x stages x evals)."""
     trained: dict[tuple, Node] = {}
-    for st in spec.stages:
+    for st in stages:
         for seed in spec.seeds:
             for cond, c in spec.conditions.items():
-                base = run_dir / cond / f"seed{seed}"
+                base = base_dir / cond / f"seed{seed}"
                 deps = [prepared[cond]] if st.after is None else [trained[(st.after, cond, seed)], prepared[cond]]
                 cfg = {**st.config, "condition": cond, "seed": seed}
                 if c.get("inject_user"):
                     cfg["inject_user"] = True
-                node = add(Node(f"{cond}/seed{seed}/{st.name}", st.kind, st.name, base / st.name, cfg, deps,
-                                condition=cond, seed=seed))
+                node = add(Node(f"{prefix}{cond}/seed{seed}/{st.name}", st.kind, st.name, base / st.name, cfg, deps,
+                                condition=cond, seed=seed, rung=rung))
                 trained[(st.name, cond, seed)] = node
                 if st.name in spec.evals_after:
                     for bname, b in spec.benchmarks.items():
                         # Evaluations keep their own seed: every training seed is scored on the
                         # same items, so any two nodes can be compared item by item.
                         add(Node(f"{node.id}/eval/{bname}", b["kind"], st.name, node.out_dir / "eval" / bname,
-                                 dict(b["config"]), [node], condition=cond, seed=seed, benchmark=bname))
-    return nodes
+                                 dict(b["config"]), [node], condition=cond, seed=seed, benchmark=bname, rung=rung))
 
 
 # --------------------------------------------------------------------------- state and results of a node

@@ -21,6 +21,8 @@ def board(run_dir: Path) -> str:
     rows: dict[str, dict] = {}
     for n in nodes:
         label = n.stage if n.benchmark is None else f"{n.stage} · eval {n.benchmark}"
+        if n.rung is not None:
+            label = f"rung {n.rung} · {label}"
         state = node_state(n)
         text = SYMBOLS[state]
         if state == "done":
