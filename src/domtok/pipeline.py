@@ -307,7 +307,9 @@ def _time_left(pending: list[Node], running: dict, walls: dict, jobs: int) -> st
     if untimed == len(running) + len(pending):
         return counts + ", time left known once a node of each kind has finished"
     left = total / max(1, min(jobs, len(pending) + len(running)))
-    return counts + f", ~{_clock(left)} left" + (f" + {untimed} node(s) of kinds not yet timed" if untimed else "")
+    if untimed:
+        return counts + f", ~{_clock(left)} left for the kinds timed so far (+ {untimed} node(s) not yet timed)"
+    return counts + f", ~{_clock(left)} left"
 
 
 def _clock(seconds: float) -> str:
