@@ -101,8 +101,9 @@ def world(tmp_path_factory):
     trainer._generate_single_turn = lambda *a, **k: ([list(c) for c in completions], None)
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop; one batch = one step here
+    ref.requires_grad_(False).eval()
     return dict(trainer=trainer, rewards=rewards, root=root, tok=tok, prompts=prompts, prompt_ids=prompt_ids,
-                completions=completions, eos=eos, hf_tok=hf_tok)
+                completions=completions, eos=eos, hf_tok=hf_tok, policy=policy, ref=ref)
 
 
 def trl_step(world, *, loss_type, scale_rewards, beta, bias_kl, mask_truncated=False, num_iterations=1):
@@ -129,11 +130,7 @@ def trl_loss_and_grads(tr, inputs):
 
 
 def domtok_setup(world, *, loss_type, scale_rewards, beta, bias_kl, mask_truncated=False, num_iterations=1, lr=0.0):
-    from domtok.model.checkpoint import load_model
-
-    policy, _ = load_model(world["root"] / "policy")
-    ref, _ = load_model(world["root"] / "ref")
-    ref.requires_grad_(False).eval()
+    policy, ref = copy.deepcopy(world["policy"]), world["ref"]  # the weights exported for TRL
     cfg = GRPOConfig(num_generations=G, per_device_train_batch_size=len(LENGTHS) // 2, gradient_accumulation_steps=2,
                      max_completion_length=MAX_LEN, temperature=TEMPERATURE, beta=beta, loss_type=loss_type,
                      scale_rewards=scale_rewards, use_bias_correction_kl=bias_kl,
