@@ -180,15 +180,11 @@ def run(cfg: ProbesConfig, out_dir, engine=None) -> dict:
     engine = eval_engine(cfg, info, engine)
     tok = engine.tokenizer
     items = make_probes(cfg.categories, cfg.n_per_category, cfg.seed)
-<<<<<<< HEAD
     if cfg.max_items > 0:
         from domtok.data.sources import sample_records
 
         items = sample_records(items, cfg.max_items, cfg.seed)
-    prompts = [build_prompt(it, cfg.prompt_style, tok) for it in items]
-=======
     prompts = [build_prompt(it, cfg.prompt_style, tok, cfg.inject_prompt) for it in items]
->>>>>>> main
     lengths = [len(tok.encode(p)) for p in prompts]
     order = sorted(range(len(items)), key=lambda i: (-lengths[i], i))
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0, seed=cfg.seed,
