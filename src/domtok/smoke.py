@@ -543,8 +543,8 @@ def prepare_throughput(smoke, spec, online: bool) -> dict | None:
 
     prepare reads the source in one process and feeds `workers` tokenizer processes, so the
     corpus takes max(read time, tokenize time / workers): the larger side is the limit. The
-    reader is timed on the smoke's local copy (JSON parsing); a hub stream adds the network,
-    which is not measured here.
+    reader is timed on the smoke's local copy (parsing, checking and pickling each chunk for
+    a worker); a hub stream adds the network, which is not measured here.
     """
     from domtok.config import from_dict
     from domtok.data import prepare as prep
@@ -558,17 +558,21 @@ def prepare_throughput(smoke, spec, online: bool) -> dict | None:
     tok = json.loads((smoke_dir / "tokenizer" / "manifest.json").read_text())["summary"]["tokenizer"]
     cfg = from_dict(prep.PrepareConfig, {**smoke.prepare, "condition": cond, "token_set": smoke.token_set,
                                          "tokenizer": tok}, where="smoke prepare")
+    import pickle
+
     t0 = time.perf_counter()
     texts = list(prep.source_texts(cfg)[0])
+    for i in range(0, len(texts), cfg.chunk_docs):  # the reader also pickles each chunk to a worker
+        pickle.dumps(texts[i:i + cfg.chunk_docs])
     read_s = time.perf_counter() - t0
     nbytes = sum(len(t.encode("utf-8")) for t in texts)
-    prep._init_worker(tok, cond, smoke.token_set, cfg.inject_mode, cfg.gpt2_dir)
+    prep._init_worker(tok, cond, smoke.token_set, cfg.inject_mode, cfg.word_forms, cfg.gpt2_dir)
     prep.encode_chunk(texts[:8])  # warm-up
     t0 = time.perf_counter()
     for i in range(0, len(texts), cfg.chunk_docs):
         prep.encode_chunk(texts[i:i + cfg.chunk_docs])
     work_s = time.perf_counter() - t0
-    prep._init_worker(tok, cond, smoke.token_set, cfg.inject_mode, cfg.gpt2_dir)  # shuts its helper thread
+    prep._init_worker(tok, cond, smoke.token_set, cfg.inject_mode, cfg.word_forms, cfg.gpt2_dir)  # shuts its helper thread
     tr, va = meta["splits"]["train"], meta["splits"]["val"]
     tokens_per_byte = (tr["tokens"] + va["tokens"]) / (tr["bytes"] + va["bytes"])
     total_tokens, how = corpus_tokens(spec.prepare, meta)
@@ -608,10 +612,19 @@ def run_smoke(spec, opts, device: str = "cpu", gpu: str = DEFAULT_GPU, mfu: floa
 
     if gpu not in GPUS:
         raise DomtokError(f"--gpu {gpu!r}: unknown; one of {sorted(GPUS)}")
+    from domtok.utils import pick_device
+
+    device = pick_device(device)  # the one place a device name is checked
     online = hub_reachable()
     run_root = Path(spec.runs_dir)
     smoke_dir = run_root / f"{spec.name}-smoke"
     srcs = Sources(smoke_dir / "fixtures", online)
+    for running in smoke_dir.rglob("running.json") if smoke_dir.exists() else []:
+        try:
+            os.kill(json.loads(running.read_text())["pid"], 0)
+        except (OSError, KeyError, ValueError):
+            continue  # a dead run's leftover
+        raise DomtokError(f"{running}: another smoke run is working in {smoke_dir}; wait for it to finish")
     if smoke_dir.exists():  # a smoke result must come from the code as it is now
         shutil.rmtree(smoke_dir)
     smoke, changes = smoke_spec(spec, srcs, device)
