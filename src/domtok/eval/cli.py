@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-new-tokens", type=int)
     g.add_argument("--calculator", action="store_true", default=None, help="evaluate <<expr= annotations")
     g.add_argument("--inject-prompt", action="store_true", default=None,
-                   help="inject domain tokens into the question (domain-token models only)")
+                   help="inject domain tokens into the question, with the model's injector settings "
+                        "(domain-token models only)")
 
     h = sub.add_parser("hellaswag", help="HellaSwag acc / acc_norm (per token and per character)")
     common(h, 8)
