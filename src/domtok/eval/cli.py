@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("probes", help="arithmetic probes, per-category accuracy")
     common(p, 64)
     p.add_argument("--categories", help="comma-separated (default mul_table,mul_multidigit,addition); "
-                   "also subtraction, mul_2digit, symbolic, symbolic_context")
+                   "also subtraction, mul_2digit, symbolic, symbolic_context, symbolic_table")
     p.add_argument("--no-inject-prompt", dest="inject_prompt", action="store_false", default=None,
                    help="show a domain-token model the questions as written, not in its training notation")
     p.add_argument("--prompt-style", choices=["answer_is", "chat", "plain"])
