@@ -212,3 +212,18 @@ def test_ladder_gpt2_rungs_share_one_corpus_at_20_tokens_per_param(tmp_path):
     assert sorted(n.id for n in nodes if n.kind == "prepare") == ["baseline/prepare", "mul_tokens/prepare"]
     # sample-10BT holds ~10B GPT-2 tokens: the largest budget fits without repeating data
     assert max(r.budget for r in spec.ladder) < 10e9 * (1 - spec.prepare["val_fraction"])
+
+
+def test_learns_section_is_checked_and_validated(tmp_path):
+    from domtok.ladder import learn_check
+
+    spec = load_spec(_write(tmp_path, _ladder(learns={"stage": "grpo", "minimum": {"probes.accuracy_mul_table": 0.9}})))
+    assert spec.learns == {"stage": "grpo", "minimum": {"probes.accuracy_mul_table": 0.9}}
+    acc = {"baseline": {"grpo": {"probes.accuracy_mul_table": 0.95}}, "mul_tokens": {"grpo": {"probes.accuracy_mul_table": 0.5}}}
+    lines, misses = learn_check(spec.learns, acc)
+    assert misses == ["mul_tokens probes.accuracy_mul_table 0.500 < 0.90"]
+    assert "0.950 ✅" in lines[-1] and "0.500 ❌" in lines[-1]
+    with pytest.raises(DomtokError, match="not evaluated"):
+        load_spec(_write(tmp_path, _ladder(learns={"stage": "sft", "minimum": {"probes.accuracy_mul_table": 0.9}})))
+    with pytest.raises(DomtokError, match="not BENCHMARK.METRIC"):
+        load_spec(_write(tmp_path, _ladder(learns={"stage": "grpo", "minimum": {"nope.accuracy": 0.9}})))

@@ -114,6 +114,50 @@ def parse_ladder(data, where: str, stage_names: list[str]) -> list[Rung]:
     return rungs
 
 
+def parse_learns(data, where: str, evals_after: list[str], benchmarks: dict) -> dict:
+    """The spec's `learns:` section: what "the models learn what is tested" means, checked by
+    the report for every condition (and every rung of a ladder), as the mean over seeds:
+
+        learns:
+          stage: sft
+          minimum: {probes.accuracy_mul_table: 0.90, probes.accuracy_addition: 0.50}
+    """
+    if data is None:
+        return {}
+    at = f"{where}: learns"
+    if not isinstance(data, dict) or set(data) != {"stage", "minimum"} or not isinstance(data["minimum"], dict):
+        raise ConfigError(f"{at}: give `stage: NAME` and `minimum: {{BENCHMARK.METRIC: value}}`")
+    if data["stage"] not in evals_after:
+        raise ConfigError(f"{at}: stage {data['stage']!r} is not evaluated; evals.after: {evals_after}")
+    for key, v in data["minimum"].items():
+        bench = str(key).split(".", 1)[0]
+        if "." not in str(key) or bench not in benchmarks:
+            raise ConfigError(f"{at}: {key!r} is not BENCHMARK.METRIC of an enabled benchmark ({sorted(benchmarks)})")
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"{at}: minimum of {key} must be a number, got {v!r}")
+    return {"stage": data["stage"], "minimum": {str(k): float(v) for k, v in data["minimum"].items()}}
+
+
+def learn_check(learns: dict, accuracy: dict) -> tuple[list[str], list[str]]:
+    """(markdown lines, misses) of the `learns:` figures against {condition: {stage: {metric: mean}}}."""
+    if not learns:
+        return [], []
+    stage, minimum = learns["stage"], learns["minimum"]
+    conds = list(accuracy)
+    lines = [f"| after {stage} | minimum | " + " | ".join(conds) + " |", "|---|---:|" + "---:|" * len(conds)]
+    misses = []
+    for key, lo in minimum.items():
+        cells = []
+        for c in conds:
+            v = accuracy.get(c, {}).get(stage, {}).get(key)
+            ok = isinstance(v, (int, float)) and v >= lo
+            if not ok:
+                misses.append(f"{c} {key} {'not evaluated' if v is None else f'{v:.3f}'} < {lo:.2f}")
+            cells.append(("–" if v is None else f"{v:.3f}") + (" ✅" if ok else " ❌"))
+        lines.append(f"| {key} | {lo:.2f} | " + " | ".join(cells) + " |")
+    return lines, misses
+
+
 def nominal_vocab_size(tokenizer: dict, token_set: str) -> int:
     """The model's embedding size for the spec's tokenizer, before the tokenizer exists: the
     base ids asked for (gpt2: 50,257; bpe-N: N; a saved tokenizer dir: its own), padded, plus
