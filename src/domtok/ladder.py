@@ -268,28 +268,29 @@ def rung_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def fit_trend(flops: list[float], delta: list[float], ci: list[tuple[float, float]], level: float = 0.95) -> dict | None:
+def fit_trend(flops: list[float], delta: list[float], se: list[float], level: float = 0.95) -> dict | None:
     """Weighted least squares of the effect on log10(training FLOPs): delta = a + b log10(F).
 
-    Each rung's effect is a measurement with a known uncertainty, its CI's half-width / z
-    (floored at 1e-3 so an all-equal rung does not take infinite weight); the weights are
-    1 / se^2, and the slope's standard error comes from those variances, so a two-rung
-    ladder has one too. With three or more rungs the residuals are also tested against
-    those variances (chi-square, n - 2 degrees of freedom); when they scatter more than the
-    CIs allow (chi2 / dof > 1) the slope's variance is scaled by chi2 / dof, as is usual for
-    weighted fits. Returns None with fewer than two rungs at distinct FLOPs.
+    Each rung's effect is a measurement with a known standard error (floored at 1e-3 so a
+    rung where both conditions answer every item alike does not take infinite weight); the
+    weights are 1 / se^2, and the slope's standard error comes from those variances, so a
+    two-rung ladder has one too. With three or more rungs the residuals are also tested
+    against those variances (chi-square, n - 2 degrees of freedom); when they scatter more
+    than the errors allow (chi2 / dof > 1) the slope's variance is scaled by chi2 / dof, as is
+    usual for weighted fits. CI and p of the slope use the normal distribution. Returns None
+    with fewer than two rungs at distinct FLOPs.
     """
     import numpy as np
     from scipy import stats
 
-    pts = [(math.log10(f), d, c) for f, d, c in zip(flops, delta, ci)
-           if isinstance(f, (int, float)) and f > 0 and d is not None and c is not None and None not in c]
+    pts = [(math.log10(f), d, e) for f, d, e in zip(flops, delta, se)
+           if isinstance(f, (int, float)) and f > 0 and isinstance(d, (int, float)) and isinstance(e, (int, float))]
     if len({p[0] for p in pts}) < 2:
         return None
     z = stats.norm.ppf(0.5 + level / 2)
     x = np.array([p[0] for p in pts])
     y = np.array([p[1] for p in pts], dtype=float)
-    se = np.array([max((p[2][1] - p[2][0]) / (2 * z), 1e-3) for p in pts])
+    se = np.array([max(p[2], 1e-3) for p in pts])
     w = 1.0 / se ** 2
     xm = float((w * x).sum() / w.sum())
     ym = float((w * y).sum() / w.sum())
@@ -350,13 +351,22 @@ def excludes_zero(h: dict) -> bool:
     return lo is not None and hi is not None and (lo > 0 or hi < 0)
 
 
+def standard_error(h: dict) -> float | None:
+    """A headline row's standard error: its own `se`, else its 95% CI's half-width / 1.96
+    (larger than the se when the CI is a t-interval with few degrees of freedom: conservative)."""
+    if isinstance(h.get("se"), (int, float)):
+        return float(h["se"])
+    lo, hi = h.get("ci_low"), h.get("ci_high")
+    return (hi - lo) / (2 * 1.959963984540054) if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else None
+
+
 def trends(rows: list[dict]) -> list[dict]:
     """Per headline effect: the fitted trend in log-compute and the smallest rung whose CI excludes 0."""
     out = []
     for key, pts in effects_by_key(rows).items():
         pts = sorted(pts, key=lambda p: p[0]["flops"] if isinstance(p[0].get("flops"), (int, float)) else math.inf)
         fit = fit_trend([p[0].get("flops") for p in pts], [p[1].get("delta") for p in pts],
-                        [(p[1].get("ci_low"), p[1].get("ci_high")) for p in pts])
+                        [standard_error(p[1]) for p in pts])
         first = next((p for p in pts if excludes_zero(p[1])), None)
         out.append({"benchmark": key[0], "metric": key[1], "stage": key[2], "condition": key[3],
                     "trend": fit, "first_rung_excluding_zero": first[0]["rung"] if first else None})
