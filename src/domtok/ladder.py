@@ -230,9 +230,9 @@ def rung_compute(view, rung: Rung) -> dict:
     first = next((s.name for s in view.spec.stages if s.kind == "pretrain"), None)
     pre = [view.summary[n.id] for c in view.conditions for n in view.training(first, c)] if first else []
 
-    def agreed(key):
-        vals = {s.get(key) for s in pre if s.get(key) is not None}
-        return vals.pop() if len(vals) == 1 else (None if not vals else math.nan)
+    def agreed(key):  # None unless every model of the rung has the same value (see compute_matched)
+        vals = {s.get(key) for s in pre}
+        return vals.pop() if len(vals) == 1 else None
 
     return {"rung": rung.name, **rung.shape(), "params": agreed("params"), "tokens": agreed("tokens_trained"),
             "flops": agreed("total_flops"), "epochs": max((s.get("epochs") or 0 for s in pre), default=None),
@@ -271,9 +271,10 @@ def rung_table(rows: list[dict]) -> list[str]:
 def fit_trend(flops: list[float], delta: list[float], se: list[float], level: float = 0.95) -> dict | None:
     """Weighted least squares of the effect on log10(training FLOPs): delta = a + b log10(F).
 
-    Each rung's effect is a measurement with a known standard error (floored at 1e-3 so a
-    rung where both conditions answer every item alike does not take infinite weight); the
-    weights are 1 / se^2, and the slope's standard error comes from those variances, so a
+    Each rung's effect is a measurement with a known standard error. A rung where both
+    conditions answer every item alike has se 0 (no variation to estimate it from); it gets
+    the smallest se any other rung measured instead of infinite weight, and when no rung has
+    a positive se the trend is not estimable (None). The weights are 1 / se^2, and the slope's standard error comes from those variances, so a
     two-rung ladder has one too. With three or more rungs the residuals are also tested
     against those variances (chi-square, n - 2 degrees of freedom); when they scatter more
     than the errors allow (chi2 / dof > 1) the slope's variance is scaled by chi2 / dof, as is
@@ -285,12 +286,13 @@ def fit_trend(flops: list[float], delta: list[float], se: list[float], level: fl
 
     pts = [(math.log10(f), d, e) for f, d, e in zip(flops, delta, se)
            if isinstance(f, (int, float)) and f > 0 and isinstance(d, (int, float)) and isinstance(e, (int, float))]
-    if len({p[0] for p in pts}) < 2:
+    positive = [p[2] for p in pts if p[2] > 0]
+    if len({p[0] for p in pts}) < 2 or not positive:
         return None
     z = stats.norm.ppf(0.5 + level / 2)
     x = np.array([p[0] for p in pts])
     y = np.array([p[1] for p in pts], dtype=float)
-    se = np.array([max(p[2], 1e-3) for p in pts])
+    se = np.array([p[2] if p[2] > 0 else min(positive) for p in pts])
     w = 1.0 / se ** 2
     xm = float((w * x).sum() / w.sum())
     ym = float((w * y).sum() / w.sum())
@@ -384,7 +386,9 @@ def trend_lines(rows: list[dict], trend_rows: list[dict]) -> list[str]:
         fit = t["trend"]
         first = t["first_rung_excluding_zero"] or "none"
         if fit is None:
-            lines.append(f"| {_label(key)} | 1 | – | – | – | – | {first} |")
+            n = len([h for r in rows for h in r.get("headline", []) if _key(h) == key and h.get("delta") is not None])
+            lines.append(f"| {_label(key)} | {n} | not estimable (fewer than two rungs, or no rung's effect has a "
+                         f"standard error) | – | – | – | {first} |")
             continue
         chi = f"{fit['chi2']:.2f} / {fit['dof']}" if fit["dof"] > 0 else "– (2 rungs: exact)"
         lines.append(f"| {_label(key)} | {fit['n_rungs']} | {fit['slope_per_decade']:+.4f} | "
