@@ -36,11 +36,13 @@ SPEC = {
 }
 
 
-def p_correct(cond: str, stage: str, bench: str, cat: str | None) -> float:
-    """The planted truth: mul_tokens is far better on mul_multidigit after both stages; GRPO
-    raises the GSM-style accuracy of the baseline and lowers that of mul_tokens; else equal."""
+def p_correct(cond: str, stage: str, bench: str, cat: str | None, rung: str | None = None) -> float:
+    """The planted truth: mul_tokens is far better on mul_multidigit after both stages (not in
+    a ladder's rung `small`); GRPO raises the GSM-style accuracy of the baseline and lowers
+    that of mul_tokens; else equal."""
     if bench == "probes":
-        return {"mul_table": 0.9, "addition": 0.5}.get(cat, 0.75 if cond == "mul_tokens" else 0.35)
+        helped = cond == "mul_tokens" and rung != "small"
+        return {"mul_table": 0.9, "addition": 0.5}.get(cat, 0.75 if helped else 0.35)
     return {("baseline", "sft"): 0.3, ("baseline", "grpo"): 0.5,
             ("mul_tokens", "sft"): 0.3, ("mul_tokens", "grpo"): 0.15}[(cond, stage)]
 
@@ -53,8 +55,12 @@ def _answers(rng, p: float, n: int) -> list[bool]:
     return [bool(x) for x in right]
 
 
-def write_fake_run(root: Path, seeds=(0, 1, 2), rng_seed=0) -> Path:
+def write_fake_run(root: Path, seeds=(0, 1, 2), rng_seed=0, ladder=None) -> Path:
     spec = dict(SPEC, seeds=list(seeds))
+    if ladder:
+        spec["ladder"] = ladder
+        spec["stages"] = [dict(st) for st in SPEC["stages"]]
+        spec["stages"][0]["config"] = {"tokens_per_step": 1024, "warmup_steps": 1}
     run_dir = root / "fake"
     run_dir.mkdir(parents=True)
     (run_dir / "spec.yaml").write_text(yaml.safe_dump(spec))
@@ -67,7 +73,7 @@ def write_fake_run(root: Path, seeds=(0, 1, 2), rng_seed=0) -> Path:
             rows = []
             if kind == "probes":
                 for cat in CATEGORIES:
-                    p = p_correct(node.condition, node.stage, "probes", cat)
+                    p = p_correct(node.condition, node.stage, "probes", cat, node.rung)
                     rows += [{"id": f"{cat}-{i}", "benchmark": "probes", "category": cat, "correct": c}
                              for i, c in enumerate(_answers(rng, p, N_PER_CATEGORY))]
                 metrics = {f"accuracy_{c}": float(np.mean([r["correct"] for r in rows if r["category"] == c]))
@@ -215,3 +221,23 @@ def test_partial_run_reports_what_is_missing(tmp_path):
     assert all(r["p"] is not None for r in report["headline"] if r["stage"] == "sft")
     md = (run_dir / "report.md").read_text()
     assert "**Answer (after `sft`, 2 seed(s)).**" in md
+
+
+def test_a_ladder_reports_each_rung(tmp_path):
+    """Each rung is its own study: its effects are computed from its own nodes, and Holm runs
+    over the comparisons of every rung."""
+    ladder = [{"name": "small", "n_layer": 1, "n_head": 1, "n_embd": 8, "tokens": 8192},
+              {"name": "big", "n_layer": 1, "n_head": 1, "n_embd": 16, "tokens": 8192}]
+    run_dir = write_fake_run(tmp_path, seeds=(0, 1), ladder=ladder)
+    write_report(run_dir)
+    report = json.loads((run_dir / "report.json").read_text())
+    rows = {(r["rung"], r["stage"]): r for r in report["headline"] if r["metric"] == "accuracy_mul_multidigit"}
+    assert set(rows) == {(rung, stage) for rung in ("small", "big") for stage in ("sft", "grpo")}
+    for stage in ("sft", "grpo"):
+        assert rows["big", stage]["verdict"] == "helps" and rows["small", stage]["verdict"] == "no detectable difference"
+        assert rows["small", stage]["delta"] == pytest.approx(0.0)
+    assert report["comparisons"] == 2 * (8 + 2 + 2 * 2 * 2)  # per rung: headline, GRPO, per-seed rows
+    assert {g["rung"] for g in report["grpo"]} == {"small", "big"}
+    assert "rung-big/probes.accuracy_mul_multidigit" in report["accuracy"]["mul_tokens"]["sft"]
+    md = (run_dir / "report.md").read_text()
+    assert "**Answer (rung `small`, after `grpo`, 2 seed(s)).**" in md and "**Answer (rung `big`, after `grpo`" in md

@@ -27,6 +27,16 @@ report.json holds the headline's numbers for programs:
 `{"seeds", "headline": [{"benchmark", "metric", "stage", "condition", "baseline_mean",
 "domain_mean", "delta", "ci_low", "ci_high", "p", "p_holm", "verdict", ...}], "grpo": [...],
 "accuracy": {condition: {stage: {"benchmark.metric": mean over seeds}}}}`.
+
+A spec with `learns:` also gets the check of those figures per condition. A ladder (a spec
+with `ladder:`, see domtok.ladder) opens instead with its rungs (parameters, tokens, FLOPs,
+wall time, compute matching per rung, the `learns:` check per rung), each headline effect
+against training FLOPs with its fitted trend in log-compute and the smallest rung whose CI
+excludes zero (plots/ladder_effects.png, plots/ladder_accuracy.png); then every rung's
+whole study as above, plots under plots/rung-<r>/, Holm over all rungs' comparisons.
+Its report.json: the same keys with a `rung` in every headline and grpo row, no top-level
+`accuracy`, and `"ladder": [{"rung", "params", "tokens", "flops", "wall_time_s",
+"compute_matched", "headline", "grpo", "accuracy", ...}]`, `"ladder_trend": [...]`.
 """
 
 from __future__ import annotations
@@ -389,7 +399,32 @@ def confounds(run: Run) -> list[str]:
                    f"into each{measured}. Budgets in this run: " + ", ".join(budgets) + ".")
     out += _val_documents(run)
     out += _sft_drops(run)
+    out += notation_lines(run)
     out.append("- Validation loss per token depends on the tokenizer; compare conditions by bits per byte.")
+    return out
+
+
+def notation_lines(run: Run) -> list[str]:
+    """What each condition saw: its injector settings (prepare's meta.json), how often one of
+    its domain tokens followed a lone space token, and the notation of its probe prompts."""
+    out = []
+    for cond in run.conditions:
+        prep = next((run.summary[n.id] for n in run.nodes if n.kind == "prepare" and n.condition == cond), {})
+        probe = next((run.summary[n.id]["notation"] for n in run.nodes
+                      if n.kind == "probes" and n.condition == cond and run.summary[n.id].get("notation")), None)
+        parts = []
+        inj, spaces = prep.get("injection"), prep.get("domain_tokens_after_space")
+        if prep:
+            parts.append("training text as written" if not inj else
+                         f"training text injected (mode {inj['mode']}, word forms {'on' if inj['word_forms'] else 'off'})")
+        if inj and spaces:
+            parts.append(f"{spaces['share']:.1%} of its domain tokens ({spaces['all']:,}) follow a lone space token")
+        if probe:
+            parts.append("probe questions as written" if not probe["injected"] else
+                         f"probe questions through the same injector ({probe['prompts_changed']} of "
+                         f"{probe['prompts']} prompts changed)")
+        if parts:
+            out.append(f"- Notation, `{cond}`: " + "; ".join(parts) + ".")
     return out
 
 
@@ -452,19 +487,14 @@ def _test(a_nodes: dict, b_nodes: dict, run: Run, field: str, category: str | No
     return {**r, "seeds": seeds, "per_seed": per_seed}
 
 
-def comparisons(run: Run) -> dict:
-    """Every comparison the report makes, each with its p and Holm p over all of them.
+def _views(run: Run) -> list[tuple[str | None, Run]]:
+    """(rung, view) per study in the run: the run itself, or each ladder rung's whole study."""
+    return [(r.name, run.rung(r.name)) for r in run.spec.ladder] or [(None, run)]
 
-    Returns {"headline": [...], "grpo": [...], "per_seed": [...], "m": number of tests}.
 
-    - headline: domain − baseline per main metric, stage and domain condition (`seed_item_test`);
-    - grpo: each GRPO stage − the stage it starts from, per condition, on each GSM-style test;
-    - per_seed: the paired table, one exact McNemar test per seed, benchmark and stage.
-    The minimum detectable effect of a headline or GRPO row is taken at Holm's strictest level
-    α/m (m = all comparisons): an effect that large is found with 80% power whatever the
-    other p-values are.
-    """
-    from domtok.eval.stats import compare_items, holm, min_detectable_effect
+def _comparisons_of(run: Run) -> dict:
+    """The tests of one study (a run, or one ladder rung), before Holm's correction."""
+    from domtok.eval.stats import compare_items
 
     out: dict = {"headline": [], "grpo": [], "per_seed": []}
     domain = [c for c in run.conditions if c != run.baseline]
@@ -503,6 +533,29 @@ def comparisons(run: Run) -> dict:
                             out["per_seed"].append({**row, "n": cmp["n"], "a_mean": r["a"], "b_mean": r["b"],
                                                     "delta": -r["delta"], "ci": (-r["ci"][1], -r["ci"][0]),
                                                     "p": r["p"], "test": r["test"]})
+    return out
+
+
+def comparisons(run: Run) -> dict:
+    """Every comparison the report makes, each with its p and Holm p over all of them.
+
+    Returns {"headline": [...], "grpo": [...], "per_seed": [...], "m": number of tests}.
+
+    - headline: domain − baseline per main metric, stage and domain condition (`seed_item_test`);
+    - grpo: each GRPO stage − the stage it starts from, per condition, on each GSM-style test;
+    - per_seed: the paired table, one exact McNemar test per seed, benchmark and stage.
+    In a ladder, each rung's study makes these comparisons (rows carry their `rung`), and the
+    family is all of them. The minimum detectable effect of a headline or GRPO row is taken at
+    Holm's strictest level α/m (m = all comparisons): an effect that large is found with 80%
+    power whatever the other p-values are.
+    """
+    from domtok.eval.stats import holm, min_detectable_effect
+
+    out: dict = {"headline": [], "grpo": [], "per_seed": []}
+    for rung, view in _views(run):
+        part = _comparisons_of(view)
+        for key in out:
+            out[key] += [{**r, "rung": rung} for r in part[key]]
     rows = [r for part in ("headline", "grpo", "per_seed") for r in out[part] if "p" in r]
     for r, ph in zip(rows, holm([r["p"] for r in rows])):
         r["p_holm"] = ph
@@ -516,8 +569,10 @@ def comparisons(run: Run) -> dict:
 
 
 def _label(r: dict) -> str:
-    """A probe category by its metric (`accuracy_mul_table`), a GSM-style test by its benchmark name."""
-    return r["benchmark"] if r["metric"] == "accuracy_flexible" else r["metric"]
+    """A probe category by its metric (`accuracy_mul_table`), a GSM-style test by its benchmark
+    name; in a ladder, prefixed by the rung."""
+    name = r["benchmark"] if r["metric"] == "accuracy_flexible" else r["metric"]
+    return name if r.get("rung") is None else f"rung {r['rung']}: {name}"
 
 
 def _signed(x: float) -> str:
@@ -539,17 +594,18 @@ def _p_text(p) -> str:
 
 
 def _grpo_sentence(run: Run, g: dict) -> str:
+    where = f"rung `{g['rung']}`: " if g.get("rung") is not None else ""
     if "p" not in g:
-        return f"- GRPO `{g['stage']}`, {g['condition']}, {g['benchmark']}: no test ({g['error']})."
+        return f"- {where}GRPO `{g['stage']}`, {g['condition']}, {g['benchmark']}: no test ({g['error']})."
     raised = g["delta"] > 0
     runs_up = sum(1 for a, b in g["per_seed"] if b > a)
-    return (f"- GRPO `{g['stage']}` {'raised' if raised else 'did NOT raise'} held-out accuracy on {g['benchmark']} "
+    return (f"- {where}GRPO `{g['stage']}` {'raised' if raised else 'did NOT raise'} held-out accuracy on {g['benchmark']} "
             f"above its `{g['start']}` start in {g['condition']}: {g['a_mean']:.3f} → {g['b_mean']:.3f} "
             f"(Δ {_signed(g['delta'])}, 95% CI {_ci_text(g)}, Holm p {_p_text(g['p_holm'])}, mean over "
             f"{len(g['seeds'])} seed(s); higher in {runs_up} of {len(g['per_seed'])} runs).")
 
 
-def headline(run: Run, comps: dict) -> list[str]:
+def headline(run: Run, comps: dict, plots_rel: str = "plots") -> list[str]:
     """The report's opening: the question, the answer in words, the effect table, the method."""
     from domtok.tokens.sets import get_token_set
 
@@ -566,14 +622,17 @@ def headline(run: Run, comps: dict) -> list[str]:
         return [question, "", "**Answer.** None yet: no main metric has been evaluated in both conditions."]
     lines = [question, ""]
     last = next(s for s in reversed(run.spec.evals_after) if any(r["stage"] == s for r in rows))
-    for cond in domain:
-        final = [r for r in rows if r["stage"] == last and r["condition"] == cond]
-        words = {v: [_label(r) for r in final if r["verdict"] == v] for v in (HELPS, HURTS, NULL)}
+    for rung, cond in [(rung, c) for rung, _ in _views(run) for c in domain]:
+        final = [r for r in rows if r["stage"] == last and r["condition"] == cond and r["rung"] == rung]
+        if not final:
+            continue
+        words = {v: [_label({**r, "rung": None}) for r in final if r["verdict"] == v] for v in (HELPS, HURTS, NULL)}
         parts = [f"helps on {', '.join(words[HELPS])}" if words[HELPS] else "",
                  f"hurts on {', '.join(words[HURTS])}" if words[HURTS] else "",
                  f"makes no detectable difference on {', '.join(words[NULL])}" if words[NULL] else ""]
         n_seeds = max(r["n_seeds"] for r in final)
-        lines.append(f"**Answer (after `{last}`, {n_seeds} seed(s)).** `{cond}` "
+        where = f"rung `{rung}`, " if rung is not None else ""
+        lines.append(f"**Answer ({where}after `{last}`, {n_seeds} seed(s)).** `{cond}` "
                      + "; ".join(p for p in parts if p) + f" (Holm-corrected over all {comps['m']} comparisons in "
                      "this report, α = 0.05).")
     for g in comps["grpo"]:
@@ -606,7 +665,7 @@ def headline(run: Run, comps: dict) -> list[str]:
               "(noncentral t with the design's own standard error and degrees of freedom). df: when the seeds "
               "disagree more than item noise explains, the seed variance enters the CI with K − 1 degrees of "
               "freedom (2 for 3 seeds), and only large effects can be detected; otherwise the seeds are pooled. "
-              "Forest plot: `plots/forest.png`."]
+              f"Forest plot: `{plots_rel}/forest.png`."]
     return lines
 
 
@@ -616,7 +675,8 @@ def grpo_table(run: Run, comps: dict) -> list[str]:
              "|---|---|---|---|---|---:|---:|---:|---|"]
     for g in comps["grpo"]:
         for seed, (a, b) in zip(g["seeds"], g.get("per_seed", [])):
-            lines.append(f"| {g['stage']} | {g['benchmark']} | {g['condition']} | {seed} | {g['start']} | {a:.3f} | "
+            stage = g["stage"] if g.get("rung") is None else f"{g['stage']} (rung {g['rung']})"
+            lines.append(f"| {stage} | {g['benchmark']} | {g['condition']} | {seed} | {g['start']} | {a:.3f} | "
                          f"{b:.3f} | {_signed(b - a)} | {'yes' if b > a else 'NO'} |")
     if len(lines) == 2:
         return ["(no GRPO stage evaluated together with the stage it starts from)"]
@@ -631,6 +691,7 @@ def paired_comparisons(run: Run, comps: dict | None = None) -> list[str]:
     lines = ["| benchmark | stage | condition vs baseline | seed | n | baseline | domain | delta | 95% CI | p | Holm p | test |",
              "|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---|"]
     for r in comps["per_seed"]:
+        r = {**r, "benchmark": r["benchmark"] if r.get("rung") is None else f"rung {r['rung']}: {r['benchmark']}"}
         if "error" in r:
             lines.append(f"| {r['benchmark']} | {r['stage']} | {r['condition']} | s{r['seed']} | – | – | – | – | – | – | – | "
                          f"{r['error']} |")
@@ -657,6 +718,7 @@ def report_json(run: Run, comps: dict) -> dict:
     for r in comps["headline"]:
         ok = "p" in r
         head.append({"benchmark": r["benchmark"], "metric": r["metric"], "stage": r["stage"], "condition": r["condition"],
+                     "rung": r["rung"],
                      "baseline_mean": _num(r["a_mean"]) if ok else None, "domain_mean": _num(r["b_mean"]) if ok else None,
                      "delta": _num(r["delta"]) if ok else None, "ci_low": _num(r["ci"][0]) if ok else None,
                      "ci_high": _num(r["ci"][1]) if ok else None, "p": _num(r["p"]) if ok else None,
@@ -668,6 +730,7 @@ def report_json(run: Run, comps: dict) -> dict:
     for g in comps["grpo"]:
         ok = "p" in g
         grpo.append({"benchmark": g["benchmark"], "metric": g["metric"], "stage": g["stage"], "start": g["start"],
+                     "rung": g["rung"],
                      "condition": g["condition"], "start_mean": _num(g["a_mean"]) if ok else None,
                      "end_mean": _num(g["b_mean"]) if ok else None, "delta": _num(g["delta"]) if ok else None,
                      "ci_low": _num(g["ci"][0]) if ok else None, "ci_high": _num(g["ci"][1]) if ok else None,
@@ -676,14 +739,17 @@ def report_json(run: Run, comps: dict) -> dict:
                      "per_seed": [{"seed": s, "start": a, "end": b} for s, (a, b) in zip(g["seeds"], g.get("per_seed", []))],
                      "error": g.get("error")})
     accuracy: dict = {}
-    for bench, b in run.spec.benchmarks.items():
-        for metric in matrix_metrics(run, bench):
-            for cond in run.conditions:
-                for stage in run.spec.evals_after:
-                    vals = [run.summary[n.id].get("metrics", {}).get(metric) for n in run.evals(stage, cond, bench)]
-                    vals = [v for v in vals if isinstance(v, (int, float))]
-                    if vals:
-                        accuracy.setdefault(cond, {}).setdefault(stage, {})[f"{bench}.{metric}"] = sum(vals) / len(vals)
+    for rung, view in _views(run):  # a ladder's keys name the rung: "rung-s/probes.accuracy_all"
+        prefix = "" if rung is None else f"rung-{rung}/"
+        for bench in view.spec.benchmarks:
+            for metric in matrix_metrics(view, bench):
+                for cond in view.conditions:
+                    for stage in view.spec.evals_after:
+                        vals = [view.summary[n.id].get("metrics", {}).get(metric) for n in view.evals(stage, cond, bench)]
+                        vals = [v for v in vals if isinstance(v, (int, float))]
+                        if vals:
+                            accuracy.setdefault(cond, {}).setdefault(stage, {})[f"{prefix}{bench}.{metric}"] = \
+                                sum(vals) / len(vals)
     return {"seeds": run.spec.seeds, "baseline": run.baseline, "comparisons": comps["m"], "alpha": ALPHA,
             "headline": head, "grpo": grpo, "accuracy": accuracy}
 
@@ -807,40 +873,111 @@ def plots(run: Run, out: Path) -> list[str]:
 
 # --------------------------------------------------------------------------- report
 
+def study_sections(run: Run, comps: dict, plots_dir: Path, rel: str, h: str = "##") -> list[str]:
+    """Every section of one study's report, headline first (a whole run, or one ladder rung);
+    its plots go to `plots_dir`, linked as `rel/NAME`; headings at level `h`."""
+    figs = plots(run, plots_dir)
+    forest = forest_plot(comps, plots_dir)
+    lines = [f"{h} Headline", "", *headline(run, comps, rel), "",
+             *([f"![forest plot]({rel}/{forest})", ""] if forest else []),
+             f"{h} Losses", "", *loss_table(run), "",
+             f"{h} Reinforcement learning", "", *reward_table(run), "",
+             f"{h}# Does GRPO raise held-out accuracy?", "", *grpo_table(run, comps), "",
+             f"{h} Evaluation matrix", "", "Each cell: value [95% Wilson CI] for one seed; mean ± std over seeds otherwise.", "",
+             *eval_matrix(run), "",
+             f"{h} Generation (GSM-style benchmarks)", "", *generation_table(run), "",
+             f"{h} Paired comparison: domain vs baseline", "",
+             "One row per seed: same items, same seed, delta = domain − baseline, paired bootstrap 95% CI, "
+             "exact McNemar p.", "",
+             *paired_comparisons(run, comps), "",
+             f"{h} Compute matching", "", *compute_table(run), "",
+             f"{h} Confounds", "", *confounds(run), "",
+             f"{h} Plots", ""]
+    return lines + ([f"![{f}]({rel}/{f})" for f in figs] or ["(nothing to plot yet)"])
+
+
+def _rung_part(comps: dict, rung: str) -> dict:
+    """The comparisons of one ladder rung (Holm p and m stay those of the whole ladder)."""
+    return {**{k: [r for r in comps[k] if r.get("rung") == rung] for k in ("headline", "grpo", "per_seed")},
+            "m": comps["m"]}
+
+
+def ladder_report(run: Run, comps: dict) -> tuple[list[str], dict]:
+    """A ladder's report.md body and report.json: per-rung compute and "learns" checks, each
+    headline effect against training FLOPs with a fitted trend, then every rung's whole study
+    (Holm's correction, from `comparisons`, runs over every comparison of every rung)."""
+    from domtok import ladder
+
+    js = report_json(run, comps)
+    rows = []
+    for rung in run.spec.ladder:
+        view = run.rung(rung.name)
+        prefix = f"rung-{rung.name}/"  # report_json's accuracy keys of this rung
+        accuracy = {c: {st: {k[len(prefix):]: v for k, v in by_metric.items() if k.startswith(prefix)}
+                        for st, by_metric in by_stage.items()} for c, by_stage in js["accuracy"].items()}
+        accuracy = {c: {st: m for st, m in by.items() if m} for c, by in accuracy.items()}
+        rows.append({**ladder.rung_compute(view, rung), "compute_matched": compute_matched(view),
+                     "headline": [h for h in js["headline"] if h["rung"] == rung.name],
+                     "grpo": [g for g in js["grpo"] if g["rung"] == rung.name],
+                     "accuracy": {c: by for c, by in accuracy.items() if by}})
+    trend_rows = ladder.trends(rows)
+    figs = ladder.plots(rows, trend_rows, run.dir / "plots")
+    lines = ["## Ladder", "",
+             "Every rung runs the whole study. FLOPs: pretraining FLOPs of one model (6N + attention per token, "
+             "x tokens trained); wall time: every finished node of the rung, all conditions and seeds.", "",
+             *ladder.rung_table(rows), ""]
+    if run.spec.learns:
+        lines += [f"### Do the models learn what is tested? (mean over seeds after `{run.spec.learns['stage']}`)", ""]
+        missed = []
+        for r in rows:
+            check, misses = ladder.learn_check(run.spec.learns, r["accuracy"])
+            lines += [f"Rung `{r['rung']}`:", "", *check, ""]
+            missed += [f"`{r['rung']}` {m}" for m in misses]
+        lines += ["- ⚠ Not every model reaches the figures: " + "; ".join(missed) + "." if missed else
+                  "- ✅ Every rung's models reach every figure, in every condition.", ""]
+    lines += ["### The effect against compute", "",
+              "Weighted least squares of each headline effect on log10(FLOPs), weights 1 / SE² of each rung's "
+              "effect; slope CI from those variances (scaled up by χ²/dof when the rungs scatter more than "
+              f"their errors allow). Holm's correction in the per-rung tables runs over all {comps['m']} "
+              "comparisons of the ladder.", "",
+              *ladder.trend_lines(rows, trend_rows), "", *[f"![{f}](plots/{f})" for f in figs], ""]
+    for rung in run.spec.ladder:
+        view = run.rung(rung.name)
+        lines += [f"## Rung `{rung.name}`: {rung.n_layer} layers x {rung.n_embd} wide, {rung.n_head} heads", "",
+                  *study_sections(view, _rung_part(comps, rung.name), run.dir / "plots" / rung.dir_name,
+                                  f"plots/{rung.dir_name}", "###"), ""]
+    return lines, {**js, "ladder": rows, "ladder_trend": trend_rows}
+
+
 def write_report(run_dir: str | Path) -> Path:
     """report.md (headline first), report.json and plots/ of a run directory; returns report.md."""
     run_dir = Path(run_dir)
     run = Run(run_dir)
     pending = [n.id for n in run.all_nodes if n not in run.nodes]
-    comps = comparisons(run)
-    figs = plots(run, run_dir / "plots")
-    forest = forest_plot(comps, run_dir / "plots")
     spec = run.spec
     lines = [f"# domtok report: {spec.name}", "",
              f"Conditions: {', '.join(f'`{c}`' for c in run.conditions)} (baseline: `{run.baseline}`); "
-             f"seeds: {spec.seeds}; stages: {' → '.join(['prepare'] + run.stages)}.",
+             f"seeds: {spec.seeds}; stages: {' → '.join(['prepare'] + run.stages)}"
+             + (f"; ladder rungs: {', '.join(f'`{r.name}`' for r in spec.ladder)}" if spec.ladder else "") + ".",
              f"Finished nodes: {len(run.nodes)} of {len(run.all_nodes)}"
              + (f" — not finished: {', '.join(pending[:8])}{' …' if len(pending) > 8 else ''}" if pending else "") + ".",
-             "", "## Headline", "", *headline(run, comps), "",
-             *([f"![forest plot](plots/{forest})", ""] if forest else []),
-             "## Losses", "", *loss_table(run), "",
-             "## Reinforcement learning", "", *reward_table(run), "",
-             "### Does GRPO raise held-out accuracy?", "", *grpo_table(run, comps), "",
-             "## Evaluation matrix", "", "Each cell: value [95% Wilson CI] for one seed; mean ± std over seeds otherwise.", "",
-             *eval_matrix(run), "",
-             "## Generation (GSM-style benchmarks)", "", *generation_table(run), "",
-             "## Paired comparison: domain vs baseline", "",
-             "One row per seed: same items, same seed, delta = domain − baseline, paired bootstrap 95% CI, "
-             "exact McNemar p.", "",
-             *paired_comparisons(run, comps), "",
-             "## Compute matching", "", *compute_table(run), "",
-             "## Confounds", "", *confounds(run), "",
-             "## Plots", ""]
-    lines += [f"![{f}](plots/{f})" for f in figs] or ["(nothing to plot yet)"]
+             ""]
+    comps = comparisons(run)
+    if spec.ladder:
+        body, js = ladder_report(run, comps)
+    else:
+        body, js = study_sections(run, comps, run_dir / "plots", "plots"), report_json(run, comps)
+        if spec.learns:
+            from domtok.ladder import learn_check
+
+            check, misses = learn_check(spec.learns, js["accuracy"])
+            body = [f"## Do the models learn what is tested? (mean over seeds after `{spec.learns['stage']}`)", "",
+                    *check, "", ("- ⚠ Not every model reaches the figures: " + "; ".join(misses) + ".") if misses
+                    else "- ✅ Every condition's models reach every figure.", ""] + body
     # report.json first: report.md, the file people open, is the last to appear.
-    atomic_write_text(run_dir / "report.json", json.dumps(report_json(run, comps), indent=1, allow_nan=False) + "\n")
+    atomic_write_text(run_dir / "report.json", json.dumps(js, indent=1, allow_nan=False) + "\n")
     path = run_dir / "report.md"
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines + body) + "\n")
     return path
 
 
