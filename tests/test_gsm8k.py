@@ -8,7 +8,7 @@ import pytest
 
 from domtok.engine import Generation
 from domtok.errors import DomtokError
-from domtok.eval.gsm8k import GSM8KEvalConfig, extract_answer, is_correct, normalize_number, parse_gold, run
+from domtok.eval.gsm8k import GSM8KEvalConfig, extract_answer, is_correct, normalize_number, parse_gold, read_answer, run
 
 MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
 
@@ -46,6 +46,43 @@ def test_domain_token_digits_are_never_read():
     assert extract_answer("<MUL_2_3_6>", "strict") is None
     assert is_correct("#### <MUL_6_9_54>", 54) and not is_correct("#### <MUL_6_9_54>", 6)
     assert not is_correct("x <MUL_6_9_54>", "9")
+
+
+@pytest.mark.parametrize("text,flexible,rule", [
+    # to "What is 7 times 8?": right, right, right, right, right, wrong, wrong
+    ("7 × 8 = 56", "56", "last"),
+    ("7 × 8 = <MUL_7_8_56>", "56", "last"),
+    ("<MUL_7_8_56>", "56", "last"),
+    ("So 7 times 8 is 56.\n#### 56", "56", "####"),
+    ("The answer is 56", "56", "answer is"),
+    ("7 × 8 = 54", "54", "last"),
+    ("7", "7", "last"),
+    # operands are never the answer, wherever the statement sits
+    ("So the product is 7 × 8", None, None),                    # old: 8
+    ("The answer is 7 × 8 = 56", "56", "answer is"),            # old: 7
+    ("#### 7 × 8 = 56", "56", "####"),                          # old: 7
+    ("A: 7 times 8 is 56", "56", "A:"),                         # old: 7
+    ("56 apples. Check: 7 × 8", "56", "last"),                  # old: 8
+    ("12 × 12 = (10 + 2) × 12 = 10 × 12 + 2 × 12 = 120 + 24 = 144", "144", "last"),
+    ("The answer is 7 × 8. So 60", "60", "last"),               # an unanswered "answer is" falls through
+    ("x = -4", "-4", "last"),
+    ("a 4 x 8 sheet", None, None),
+])
+def test_read_answer_reads_statements(text, flexible, rule):
+    a = read_answer(text, "flexible")
+    assert (a.value, a.rule) == (flexible, rule)
+    assert extract_answer(text) == flexible
+
+
+def test_first_mode_and_rules():
+    assert read_answer("56, then 7 × 8 = 56 and 12", "first").value == "56"
+    assert read_answer("What is 7 times 8? 7 times 8 is 56. Next: 3", "first").value == "56"
+    assert read_answer("7 times 8", "first").value is None
+    a = read_answer("7 × 8 = <MUL_7_8_56> apples", "first")
+    assert (a.value, a.rule, a.from_token) == ("56", "first", True)
+    assert read_answer("#### 5", "strict").rule == "####" and read_answer("5", "strict").value is None
+    with pytest.raises(ValueError):
+        read_answer("5", "last")
 
 
 def test_is_correct_and_gold():

@@ -389,7 +389,32 @@ def confounds(run: Run) -> list[str]:
                    f"into each{measured}. Budgets in this run: " + ", ".join(budgets) + ".")
     out += _val_documents(run)
     out += _sft_drops(run)
+    out += notation_lines(run)
     out.append("- Validation loss per token depends on the tokenizer; compare conditions by bits per byte.")
+    return out
+
+
+def notation_lines(run: Run) -> list[str]:
+    """What each condition saw: its injector settings (prepare's meta.json), how often one of
+    its domain tokens followed a lone space token, and the notation of its probe prompts."""
+    out = []
+    for cond in run.conditions:
+        prep = next((run.summary[n.id] for n in run.nodes if n.kind == "prepare" and n.condition == cond), {})
+        probe = next((run.summary[n.id]["notation"] for n in run.nodes
+                      if n.kind == "probes" and n.condition == cond and run.summary[n.id].get("notation")), None)
+        parts = []
+        inj, spaces = prep.get("injection"), prep.get("domain_tokens_after_space")
+        if prep:
+            parts.append("training text as written" if not inj else
+                         f"training text injected (mode {inj['mode']}, word forms {'on' if inj['word_forms'] else 'off'})")
+        if inj and spaces:
+            parts.append(f"{spaces['share']:.1%} of its domain tokens ({spaces['all']:,}) follow a lone space token")
+        if probe:
+            parts.append("probe questions as written" if not probe["injected"] else
+                         f"probe questions through the same injector ({probe['prompts_changed']} of "
+                         f"{probe['prompts']} prompts changed)")
+        if parts:
+            out.append(f"- Notation, `{cond}`: " + "; ".join(parts) + ".")
     return out
 
 
