@@ -55,8 +55,8 @@ def _answers(rng, p: float, n: int) -> list[bool]:
     return [bool(x) for x in right]
 
 
-def write_fake_run(root: Path, seeds=(0, 1, 2), rng_seed=0, ladder=None, truth=p_correct) -> Path:
-    spec = dict(SPEC, seeds=list(seeds))
+def write_fake_run(root: Path, seeds=(0, 1, 2), rng_seed=0, ladder=None, truth=p_correct, **extra) -> Path:
+    spec = dict(SPEC, seeds=list(seeds), **extra)
     if ladder:
         spec["ladder"] = ladder
         spec["stages"] = [dict(st) for st in SPEC["stages"]]
@@ -257,3 +257,14 @@ def test_a_metric_nobody_learned_is_not_called_a_null_result(tmp_path):
     assert "- accuracy_addition after `sft`: no difference to measure: both conditions score 0.000" in md
     row = _row(json.loads((run_dir / "report.json").read_text()), "accuracy_addition", "sft")
     assert row["delta"] == 0 and row["p"] == 1 and row["mde"] is None
+
+
+def test_the_headline_opens_the_report_before_the_learns_check(tmp_path):
+    run_dir = write_fake_run(tmp_path, seeds=(0, 1),
+                             learns={"stage": "sft", "minimum": {"probes.accuracy_mul_table": 0.85,
+                                                                 "probes.accuracy_mul_multidigit": 0.5}})
+    write_report(run_dir)
+    sections = [ln for ln in (run_dir / "report.md").read_text().splitlines() if ln.startswith("## ")]
+    assert sections[:3] == ["## Headline", "## Do the models learn what is tested? (mean over seeds after `sft`)",
+                            "## Losses"]
+    assert "baseline probes.accuracy_mul_multidigit 0.350 < 0.50" in (run_dir / "report.md").read_text()

@@ -886,13 +886,15 @@ def plots(run: Run, out: Path) -> list[str]:
 
 # --------------------------------------------------------------------------- report
 
-def study_sections(run: Run, comps: dict, plots_dir: Path, rel: str, h: str = "##") -> list[str]:
+def study_sections(run: Run, comps: dict, plots_dir: Path, rel: str, h: str = "##",
+                   after_headline: list[str] = ()) -> list[str]:
     """Every section of one study's report, headline first (a whole run, or one ladder rung);
-    its plots go to `plots_dir`, linked as `rel/NAME`; headings at level `h`."""
+    its plots go to `plots_dir`, linked as `rel/NAME`; headings at level `h`; `after_headline`
+    comes right after the headline, before the detail."""
     figs = plots(run, plots_dir)
     forest = forest_plot(comps, plots_dir)
     lines = [f"{h} Headline", "", *headline(run, comps, rel), "",
-             *([f"![forest plot]({rel}/{forest})", ""] if forest else []),
+             *([f"![forest plot]({rel}/{forest})", ""] if forest else []), *after_headline,
              f"{h} Losses", "", *loss_table(run), "",
              f"{h} Reinforcement learning", "", *reward_table(run), "",
              f"{h}# Does GRPO raise held-out accuracy?", "", *grpo_table(run, comps), "",
@@ -979,14 +981,17 @@ def write_report(run_dir: str | Path) -> Path:
     if spec.ladder:
         body, js = ladder_report(run, comps)
     else:
-        body, js = study_sections(run, comps, run_dir / "plots", "plots"), report_json(run, comps)
+        js = report_json(run, comps)
+        learned = []
         if spec.learns:
             from domtok.ladder import learn_check
 
             check, misses = learn_check(spec.learns, js["accuracy"])
-            body = [f"## Do the models learn what is tested? (mean over seeds after `{spec.learns['stage']}`)", "",
-                    *check, "", ("- ⚠ Not every model reaches the figures: " + "; ".join(misses) + ".") if misses
-                    else "- ✅ Every condition's models reach every figure.", ""] + body
+            learned = [f"## Do the models learn what is tested? (mean over seeds after `{spec.learns['stage']}`)", "",
+                       *check, "", ("- ⚠ Not every model reaches the figures: " + "; ".join(misses) + ".") if misses
+                       else "- ✅ Every condition's models reach every figure.", ""]
+        # The headline opens the report; the check of what the models learned follows it.
+        body = study_sections(run, comps, run_dir / "plots", "plots", after_headline=learned)
     # report.json first: report.md, the file people open, is the last to appear.
     atomic_write_text(run_dir / "report.json", json.dumps(js, indent=1, allow_nan=False) + "\n")
     path = run_dir / "report.md"
