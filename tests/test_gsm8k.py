@@ -213,6 +213,7 @@ def test_run_metrics_with_stub_engine(gsm_file, tmp_path):
     assert eng.calls[0][1].temperature == 0.0 and eng.calls[0][1].stop_strings == ("\nUser:",)
     rows = [json.loads(line) for line in (tmp_path / "out" / "items.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == [f"test-{i}" for i in range(5)]  # dataset order, not batch order
+    assert [r["answer_rule"] for r in rows] == ["####", "last", "answer is", None, "####"]  # which rule read it
     need = {"id", "prompt", "completion", "ids", "answer_strict", "answer_flexible", "gold", "correct_strict",
             "correct_flexible", "correct", "response_tokens", "hit_max_tokens", "emitted_eos", "domain_tokens",
             "repetition"}
