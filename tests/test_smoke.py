@@ -80,6 +80,7 @@ def test_replication_preset_smoke_runs_every_node(replication):
     assert "OK: pretrain: tokens_per_step 524,288 = 32 x 1024 x 1 GPU(s) x grad_accum 16" in checks
     assert "WARN: pretrain [mul_tokens]" in checks and "the data repeats" in checks  # injection shortens the corpus
     assert "evals.gsm8k.data: hub:openai/gsm8k:main is on the hub" in checks
+    assert "disk: the real run writes ~80 GB" in checks  # 2 x 20 GB of shards + checkpoints of 8 stages
     t = r["prepare_throughput"]
     assert t["workers"] == 16 and t["limit"] in ("reader", "workers") and t["projected_s"] > 0
     assert "limited by the" in res.stdout
@@ -228,3 +229,24 @@ def test_activation_estimate_matches_what_autograd_saves():
     measured = sum(seen.values())
     est = activation_bytes(cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.vocab_size, B * T, 4)["saved"]
     assert abs(est - measured) / measured < 0.1, (est, measured)
+
+
+def test_shrinking_leaves_the_real_spec_alone_and_local_sources_are_read_head_first(tmp_path):
+    from domtok.pipeline import load_spec
+    from domtok.smoke import Sources, smoke_spec
+    from domtok.utils import read_jsonl, write_jsonl
+
+    real = load_spec("gpt2-124m-10b")
+    before = json.dumps(real.raw, sort_keys=True, default=str), json.dumps([s.config for s in real.stages], default=str)
+    srcs = Sources(tmp_path / "fixtures", online=False)
+    s, changes = smoke_spec(real, srcs, "cpu")
+    assert (json.dumps(real.raw, sort_keys=True, default=str), json.dumps([s.config for s in real.stages], default=str)) == before
+    assert s.name == "gpt2-124m-10b-smoke" and s.stages[0].config["model"] == "gpt2-124m"  # the architecture stays
+    pre = s.stages[0].config
+    assert pre["tokens_per_step"] == pre["micro_batch_size"] * pre["seq_len"] * 2 and pre["max_steps"] == 2
+    assert all(Path(p).exists() for p in [s.prepare["source"], s.benchmarks["gsm8k"]["config"]["data"]])
+    assert len(changes) == len(set(changes)) > 40
+    # a local source is read head first, in its own schema (a reachable hub source the same way)
+    write_jsonl(tmp_path / "corpus.jsonl", [{"text": f"doc {i}", "extra": i} for i in range(100)])
+    path = srcs.get("fineweb", str(tmp_path / "corpus.jsonl"), "train", n=5)
+    assert list(read_jsonl(path)) == [{"text": f"doc {i}", "extra": i} for i in range(5)]
