@@ -151,7 +151,9 @@ def test_every_readme_command_runs(replication, tiny, tmp_path):
         elif argv[:3] == ["domtok", "hub", "push"]:  # network and a token: its --help
             assert "--repo-prefix" in _cli(argv[:3] + ["--help"], tmp_path).stdout
         elif argv[:2] == ["domtok", "prepare"]:  # FineWeb-Edu from the hub: the smoke's fixture of it
-            _cli([local(a) for a in argv] + [f"source={fineweb}", "val_fraction=0.05"], ROOT)
+            argv = [local(a) for a in argv]
+            at = argv.index("--out")
+            _cli(argv[:at] + [f"source={fineweb}", "val_fraction=0.05"] + argv[at:], ROOT)
         elif argv[0] == "torchrun":  # 8 GPUs: one CPU process, 2 steps at toy lengths
             argv = [local(a) for a in argv]
             argv[argv.index("--nproc_per_node") + 1] = "1"
