@@ -70,6 +70,7 @@ class Spec:
     token_set: str = "mul"
     confounds: list[str] = field(default_factory=list)
     raw: dict = field(default_factory=dict)
+    path: str = ""  # the spec file it was read from (for messages)
 
     def stage(self, name: str) -> StageSpec:
         for s in self.stages:
@@ -78,8 +79,37 @@ class Spec:
         raise ConfigError(f"no stage named {name!r}; stages: {[s.name for s in self.stages]}")
 
 
+# The keys a spec may hold at each level; anything else is a typo, reported before a node runs.
+SPEC_KEYS = ("name", "runs_dir", "seeds", "token_set", "conditions", "tokenizer", "prepare", "stages", "evals",
+             "confounds")
+STAGE_KEYS = ("name", "kind", "config", "set", "after")
+TOKENIZER_KEYS = ("base", "sample_docs")
+EVALS_KEYS = ("after", "benchmarks")
+
+
+def _unknown(where: str, what: str, data: dict, valid) -> None:
+    unknown = sorted(set(data) - set(valid))
+    if unknown:
+        raise ConfigError(f"{where}: {what}: unknown key(s) {unknown}; valid keys: {sorted(valid)}")
+
+
+def _name_list(where: str, key: str, value, kind=str, allow_empty=False) -> list:
+    """A YAML list of `kind` items (seeds, evals.after, confounds), checked with a message."""
+    ok = isinstance(value, list) and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
+    if not ok:
+        example = "[0,1,2]" if kind is int else "[pretrain,sft]"
+        raise ConfigError(f"{where}: `{key}` must be a list of {kind.__name__}s, got {value!r}; "
+                          f"write it as {key}={example}")
+    if not value and not allow_empty:
+        raise ConfigError(f"{where}: `{key}` is an empty list, so nothing would run; give at least one")
+    return value
+
+
 def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, seeds: int | None = None) -> Spec:
-    """Read and validate an experiment spec; `seeds=N` replaces the seed list by 0..N-1."""
+    """Read and validate an experiment spec; `seeds=N` replaces the seed list by 0..N-1.
+
+    Validated whole, before anything runs: unknown keys at every level, types, empty lists.
+    (The stage configs are checked against their dataclasses by `check_stage_configs`.)"""
     path = resolve_config_path(path_or_preset or "tiny")
     data = apply_overrides(load_yaml(path), overrides)
     where = str(path)
@@ -89,9 +119,14 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
             raise ConfigError(f"{where}: spec needs `{key}` ({kind.__name__})")
         return data[key]
 
+    _unknown(where, "spec", data, SPEC_KEYS)
     conditions = need("conditions", dict)
+    if not conditions:
+        raise ConfigError(f"{where}: `conditions` is empty; name at least one (baseline: {{token_set: null}})")
     for cname, c in conditions.items():
         c = c or {}
+        if not isinstance(c, dict):
+            raise ConfigError(f"{where}: condition {cname!r} must be a mapping such as {{token_set: mul}}, got {c!r}")
         conditions[cname] = c
         unknown = set(c) - {"token_set", "inject_user"}
         if unknown:
@@ -102,11 +137,19 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         if c.get("token_set") not in (None, data.get("token_set", "mul")):
             raise ConfigError(f"{where}: condition {cname!r} uses token_set {c['token_set']!r} but the spec's "
                               f"token_set (the shared id layout) is {data.get('token_set', 'mul')!r}; set them equal")
+    tokenizer = data.get("tokenizer") or {"base": "gpt2"}
+    if not isinstance(tokenizer, dict):
+        raise ConfigError(f"{where}: `tokenizer` must be a mapping such as {{base: bpe-1024}}, got {tokenizer!r}")
+    _unknown(where, "tokenizer", tokenizer, TOKENIZER_KEYS)
     stages = []
     names = set()
-    for i, s in enumerate(need("stages", list)):
+    stage_list = need("stages", list)
+    if not stage_list:
+        raise ConfigError(f"{where}: `stages` is an empty list, so nothing would be trained; give at least one")
+    for i, s in enumerate(stage_list):
         if not isinstance(s, dict) or "name" not in s or "kind" not in s:
             raise ConfigError(f"{where}: stages[{i}] needs `name` and `kind`")
+        _unknown(where, f"stages[{i}] ({s['name']})", s, STAGE_KEYS)
         if s["kind"] not in TRAINING_KINDS:
             raise ConfigError(f"{where}: stages[{i}] kind {s['kind']!r}; kinds: {list(TRAINING_KINDS)}")
         after = s.get("after", stages[-1].name if stages else None)
@@ -116,27 +159,70 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
             raise ConfigError(f"{where}: stage {s['name']!r} comes after unknown stage {after!r}")
         if s["name"] in names or s["name"] in ("prepare", "tokenizer"):
             raise ConfigError(f"{where}: stage name {s['name']!r} is used twice or reserved")
+        if not isinstance(s.get("set") or {}, dict):
+            raise ConfigError(f"{where}: stages[{i}] ({s['name']}): `set` must be a mapping of keys to values")
         names.add(s["name"])
         stages.append(StageSpec(name=s["name"], kind=s["kind"], config=stage_section(s, where), after=after))
     evals = data.get("evals") or {}
+    if not isinstance(evals, dict):
+        raise ConfigError(f"{where}: `evals` must be a mapping with `after` and `benchmarks`, got {evals!r}")
+    _unknown(where, "evals", evals, EVALS_KEYS)
     benchmarks = {}
+    if not isinstance(evals.get("benchmarks") or {}, dict):
+        raise ConfigError(f"{where}: `evals.benchmarks` must be a mapping of names to benchmark configs")
     for bname, b in (evals.get("benchmarks") or {}).items():
+        if not isinstance(b or {}, dict):
+            raise ConfigError(f"{where}: benchmark {bname!r} must be a mapping (kind: ..., n: ...), got {b!r}")
         b = dict(b or {})
         kind = b.pop("kind", bname)
         if kind not in EVAL_KINDS:
             raise ConfigError(f"{where}: benchmark {bname!r} kind {kind!r}; kinds: {list(EVAL_KINDS)}")
         if b.pop("enabled", True):
             benchmarks[bname] = {"kind": kind, "config": b}
-    evals_after = list(evals.get("after") or [])
+    evals_after = _name_list(where, "evals.after", list(evals.get("after") or []), allow_empty=True)
     for a in evals_after:
         if a not in names:
             raise ConfigError(f"{where}: evals.after names unknown stage {a!r}")
-    seed_list = list(range(seeds)) if seeds else [int(s) for s in data.get("seeds", [0])]
+    if seeds is not None:
+        if seeds < 1:
+            raise ConfigError(f"--seeds {seeds}: give the number of seeds to run, at least 1")
+        seed_list = list(range(seeds))
+    else:
+        seed_list = _name_list(where, "seeds", data.get("seeds", [0]), kind=int)
+        if len(set(seed_list)) != len(seed_list) or min(seed_list) < 0:
+            raise ConfigError(f"{where}: `seeds` {seed_list} must be distinct non-negative integers")
+    confounds = _name_list(where, "confounds", list(data.get("confounds") or []), allow_empty=True)
+    for key in ("name", "runs_dir", "token_set"):
+        if key in data and not isinstance(data[key], str):
+            raise ConfigError(f"{where}: `{key}` must be a string, got {data[key]!r}")
     return Spec(name=str(data.get("name", path.stem)), conditions=conditions, seeds=seed_list,
-                tokenizer=data.get("tokenizer") or {"base": "gpt2"}, prepare=need("prepare", dict),
+                tokenizer=tokenizer, prepare=need("prepare", dict),
                 stages=stages, evals_after=evals_after, benchmarks=benchmarks,
                 runs_dir=str(data.get("runs_dir", "runs")), token_set=str(data.get("token_set", "mul")),
-                confounds=list(data.get("confounds") or []), raw=data)
+                confounds=confounds, raw=data, path=where)
+
+
+def check_stage_configs(spec: Spec, where: str = "spec") -> None:
+    """Build every node's config object as `stage_call` will, before the first node runs: a typo
+    such as `stages.0.config.lrr=1` is an error now, not in a node's log after earlier stages ran."""
+    from domtok.config import from_dict
+    from domtok.data.prepare import PrepareConfig
+
+    prep = {k: v for k, v in spec.prepare.items()}
+    try:
+        from_dict(PrepareConfig, {**prep, "tokenizer": "gpt2"}, where="prepare")
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    base = str(spec.tokenizer.get("base", "gpt2"))
+    if base != "gpt2" and not (base.startswith("bpe-") and base[4:].isdigit() and int(base[4:]) >= 256):
+        raise ConfigError(f"{where}: tokenizer.base {base!r}: use gpt2 or bpe-N (N >= 256, e.g. bpe-1024)")
+    for node in build_nodes(spec, Path(spec.runs_dir) / spec.name):
+        if node.kind in ("tokenizer", "prepare"):
+            continue
+        try:
+            stage_call(node, Path(spec.runs_dir) / spec.name)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
 
 
 # --------------------------------------------------------------------------- the DAG
@@ -307,6 +393,7 @@ def node_state(node: Node) -> str:
 
 def run_experiment(spec: Spec, opts: RunOptions) -> int:
     run_dir = Path(spec.runs_dir) / spec.name
+    check_stage_configs(spec, where=spec.path or f"spec {spec.name}")
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "spec.yaml", _dump_spec(spec))
     nodes = build_nodes(spec, run_dir)
@@ -320,6 +407,7 @@ def run_experiment(spec: Spec, opts: RunOptions) -> int:
     failed: set[str] = set()
     t_start = time.time()
     todo = [n for n in nodes if opts.only is None or n.stage == opts.only]
+    check_replacements(nodes, todo, opts)
     _say(opts, f"domtok run {spec.name}: {len(todo)} nodes, conditions {list(spec.conditions)}, "
                f"seeds {spec.seeds}, run dir {run_dir}")
     for i, node in enumerate(todo, 1):
@@ -362,6 +450,28 @@ def run_experiment(spec: Spec, opts: RunOptions) -> int:
     if failed:
         _say(opts, "failed: " + ", ".join(sorted(failed)) + f" (logs under {run_dir})")
     return 1 if failed else 0
+
+
+def check_replacements(nodes: list[Node], todo: list[Node], opts: RunOptions) -> None:
+    """`--only S` after S's config changed would replace finished nodes and leave every finished
+    node after them stale without re-running it: say so, and go on only with --force."""
+    if opts.only is None or opts.force:
+        return
+    replaced = [n for n in todo if node_state(n) == "stale"]
+    if not replaced:
+        return
+    gone = {n.id for n in replaced}
+    downstream = []
+    for n in nodes:  # nodes are in execution order, so one pass follows the dependencies
+        if n.id not in gone and any(d.id in gone for d in n.deps):
+            gone.add(n.id)
+            if node_state(n) == "done":
+                downstream.append(n.id)
+    more = f"; {len(downstream)} finished node(s) after them would become stale ({', '.join(downstream[:4])}" \
+           f"{' ...' if len(downstream) > 4 else ''})" if downstream else ""
+    raise DomtokError(f"{replaced[0].out_dir}: --only {opts.only} with a changed config would replace "
+                      f"{len(replaced)} finished node(s) ({', '.join(n.id for n in replaced[:4])}){more}; "
+                      "pass --force to replace them, or restore the config")
 
 
 def run_node(node: Node, run_dir: Path, opts: RunOptions, fresh: bool) -> bool:
@@ -539,7 +649,8 @@ def add_arguments(p) -> None:
     p.add_argument("--seeds", type=int, help="run seeds 0..N-1 (replaces the spec's list)")
     p.add_argument("--only", metavar="STAGE", help="run only this stage (its inputs must be done)")
     p.add_argument("--from", dest="from_stage", metavar="STAGE", help="re-run this stage and everything after it")
-    p.add_argument("--force", action="store_true", help="re-run every node, even finished ones")
+    p.add_argument("--force", action="store_true",
+                   help="re-run every node, even finished ones; with --only, replace finished nodes of a changed config")
     p.add_argument("--nproc", type=int, default=1, help="processes per training/eval stage (torchrun)")
     p.add_argument("--runs-dir", help="where run directories live (default: the spec's runs_dir, `runs`)")
 
@@ -555,6 +666,10 @@ def main(args) -> int:
     spec = load_spec(args.preset or spec_arg, overrides, seeds=args.seeds)
     if args.runs_dir:
         spec.runs_dir = args.runs_dir
+    from domtok.outdir import check_writable_dir, claim_out_dir
+
+    check_writable_dir(spec.runs_dir, "--runs-dir")
+    claim_out_dir(Path(spec.runs_dir) / spec.name, what="run directory")
     return run_experiment(spec, RunOptions(only=args.only, from_stage=args.from_stage, force=args.force,
                                            nproc=args.nproc))
 

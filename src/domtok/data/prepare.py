@@ -369,6 +369,9 @@ def main(args: argparse.Namespace) -> int:
         overrides.insert(0, config)
         config = None
     cfg = load_config(PrepareConfig, config, overrides, section="prepare")
+    from domtok.outdir import claim_out_dir
+
+    claim_out_dir(args.out, what="--out directory")
     meta = run(cfg, args.out)
     tr, va = meta["splits"]["train"], meta["splits"]["val"]
     print(f"prepared {args.out}: train {tr['documents']} docs / {tr['tokens']} tokens in {len(tr['shards'])} shards, "

@@ -233,7 +233,7 @@ def make_rollout(engine, tokenizer, questions: list[str], golds: list[str], rewa
     # score here (a reward may be costly), then share plain tuples in global order
     scored = [(g.prompt_index, g.sample_index, list(g.ids), g.finish_reason,
                reward_fn(g.text, golds[g.prompt_index], g.ids, tokenizer, question=questions[g.prompt_index]),
-               float(is_correct(g.text, golds[g.prompt_index]))) for g in gens]
+               float(is_correct(g.text, golds[g.prompt_index])), g.prompt_truncated) for g in gens]
     scored = sorted(all_gather_rows(scored, info), key=lambda row: (row[0], row[1]))
     if len(scored) != len(questions) * G:
         raise DomtokError(f"grpo: rollout has {len(scored)} rows, expected {len(questions) * G}")
@@ -250,12 +250,15 @@ def make_rollout(engine, tokenizer, questions: list[str], golds: list[str], rewa
              "completion_length": sum(len(row[2]) for row in scored) / n,
              "hit_max_rate": sum(row[3] == "length" for row in scored) / n,
              "eos_rate": sum(row[3] == "eos" for row in scored) / n,
+             "context_rate": sum(row[3] == "context" for row in scored) / n,
+             "prompts_truncated": sum(row[6] > 0 for row in scored),
              "accuracy": sum(correct) / n}
     for j, k in enumerate(names):
         col = table[:, j]
         stats[f"reward/{k}_mean"] = float(col.mean())
         stats[f"reward/{k}_std"] = float(col.std()) if len(col) > 1 else 0.0
-    return Rollout([prompt_ids[row[0]] for row in scored], [row[2] for row in scored], rewards, adv, stats)
+    # the policy is trained on the prompt the engine saw: cut from the left to fit the context
+    return Rollout([prompt_ids[row[0]][row[6]:] for row in scored], [row[2] for row in scored], rewards, adv, stats)
 
 
 def train_on_rollout(model, ref_model, optimizer, rollout: Rollout, cfg: GRPOConfig, device, dtype,

@@ -33,7 +33,7 @@ from domtok.errors import DomtokError
 from domtok.model.checkpoint import (latest_checkpoint, load_checkpoint, load_tokenizer_from_dir, save_checkpoint,
                                      save_model_dir)
 from domtok.train import common
-from domtok.train.data import TrainLoader, read_meta, val_batches
+from domtok.train.data import TrainLoader, check_shard_ids, read_meta, val_batches
 from domtok.utils import dist_setup, dist_teardown, seed_everything
 
 
@@ -169,6 +169,7 @@ def run(cfg: PretrainConfig, out_dir: str | os.PathLike, resume: bool | None = N
 def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
     meta = read_meta(cfg.data_dir)
     vocab_size = int(meta["vocab_size"])
+    check_shard_ids(cfg.data_dir, vocab_size)  # before the out dir gets anything
     grad_accum = grad_accum_steps(cfg, info.world_size)
     seed_everything(cfg.seed)
     model = build_model(cfg, vocab_size).to(device)
@@ -362,6 +363,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(PretrainConfig, args.config, args.overrides, section="pretrain")
     out = args.out or os.path.join("runs", "pretrain", config_hash(cfg))
+    from domtok.outdir import claim_out_dir
+
+    claim_out_dir(out, what="--out directory")
     if not cfg.data_dir:
         from domtok.config import is_experiment_spec, load_yaml
 
