@@ -465,7 +465,7 @@ def check_replacements(nodes: list[Node], todo: list[Node], opts: RunOptions) ->
     for n in nodes:  # nodes are in execution order, so one pass follows the dependencies
         if n.id not in gone and any(d.id in gone for d in n.deps):
             gone.add(n.id)
-            if node_state(n) == "done":
+            if node_state(n) in ("done", "stale"):  # finished (its hash moves with its inputs')
                 downstream.append(n.id)
     more = f"; {len(downstream)} finished node(s) after them would become stale ({', '.join(downstream[:4])}" \
            f"{' ...' if len(downstream) > 4 else ''})" if downstream else ""

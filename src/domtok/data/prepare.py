@@ -148,16 +148,18 @@ def resolve_tokenizer(cfg: PrepareConfig, out_dir: Path) -> str:
         if (bpe_dir / "domtok_tokenizer.json").exists():  # written last by train_bpe: complete
             from domtok.tokens.tokenizer import Tokenizer
 
-            if Tokenizer.load(bpe_dir).base != tok:
-                raise DomtokError(f"{bpe_dir}: holds a {Tokenizer.load(bpe_dir).base} tokenizer, not {tok}; "
+            held = Tokenizer.load(bpe_dir)
+            # a corpus that yields fewer merges than asked gives a smaller bpe, named by its size
+            if not (held.base == tok or (held.base.startswith("bpe-") and held.n_base < vocab)):
+                raise DomtokError(f"{bpe_dir}: holds a {held.base} tokenizer, not {tok}; "
                                   "use a new output directory")
         else:
             from domtok.data.sources import sample_records
-            from domtok.tokens.tokenizer import train_bpe
+            from domtok.tokens.tokenizer import small_bpe_warning, train_bpe
 
             texts, _, _ = iter_texts(cfg)  # uninjected text, seeded sample: same for every condition
             sample = sample_records(texts, cfg.bpe_sample_docs, cfg.seed)
-            train_bpe(sample, vocab, bpe_dir, name=tok)
+            small_bpe_warning(train_bpe(sample, vocab, bpe_dir, name=tok), vocab)
         return str(bpe_dir)
     if tok == "gpt2":
         return "gpt2"

@@ -26,7 +26,7 @@ from domtok.config import atomic_write_json
 from domtok.errors import DomtokError
 from domtok.tokens.sets import TOKEN_SETS
 from domtok.tokens.tokenizer import (EOT, GPT2_BASE_VOCAB_SHA256, META_FILE, Tokenizer, read_hf_vocab_merges,
-                                     train_bpe, vocab_sha256)
+                                     small_bpe_warning, train_bpe, vocab_sha256)
 
 CORPUS_SUFFIXES = (".txt", ".jsonl", ".json")
 CHUNK_CHARS = 1 << 16  # .txt files are fed to the trainer in pieces of about this size
@@ -137,7 +137,7 @@ def build(base: str, corpus, out_dir, max_docs: int | None = None,
     if max_docs is not None:
         texts = itertools.islice(texts, max_docs)  # stops reading the corpus after max_docs
     with atomic_dir(out_dir) as tmp:
-        train_bpe(texts, vocab_size, tmp, name=base)
+        trained = train_bpe(texts, vocab_size, tmp, name=base)
         if stats["documents"] == 0:
             raise DomtokError(f"{corpus}: no usable text (skipped {len(stats['skipped'])} records)")
         # the same rule as every other reader: skip malformed records, fail past max_bad_fraction
@@ -150,6 +150,7 @@ def build(base: str, corpus, out_dir, max_docs: int | None = None,
                               f"--max-bad-fraction {min(1.0, 2 * bad / total):.2f}")
         tok = Tokenizer.load(tmp)
         write_train_record(tmp, base, corpus, stats, tok)
+    small_bpe_warning(trained, vocab_size)
     return Tokenizer.load(out_dir)
 
 

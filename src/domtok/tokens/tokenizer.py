@@ -499,13 +499,14 @@ def load_tokenizer(base: str = "gpt2", condition: str = "baseline", token_set: s
     raise DomtokError(f"unknown tokenizer base {base!r}: use 'gpt2' or a directory made by `domtok tokenizer build`")
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int, out_dir, name: str | None = None) -> None:
+def train_bpe(texts: Iterable[str], vocab_size: int, out_dir, name: str | None = None) -> "Tokenizer":
     """Train a GPT-2-style byte-level BPE of `vocab_size` base ids and save it to `out_dir`.
 
     EOT is the LAST base id (vocab_size - 1), as in GPT-2; the 256 bytes are always in the
     vocabulary, so any text encodes. If the corpus runs out of merges first, n_base is
-    smaller than asked: a warning says so and the tokenizer is named by its real size
-    (`bpe-8605`, recorded in domtok_tokenizer.json), never by the size asked for. `out_dir` is a saved baseline
+    smaller than asked: the tokenizer is named by its real size (`bpe-8605`, recorded in
+    domtok_tokenizer.json), never by the size asked for, and `small_bpe_warning` says so.
+    Returns the saved Tokenizer. `out_dir` is a saved baseline
     Tokenizer: `load_tokenizer(out_dir, condition)` gives any condition.
     """
     from tokenizers import Tokenizer as HFTokenizer
@@ -526,10 +527,16 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_dir, name: str | None =
         raise DomtokError("bpe training learnt no merges: the corpus is empty or too small")
     tok = Tokenizer(name or f"bpe-{vocab_size}", "baseline", get_token_set("mul"), vocab, merges)
     if tok.n_base < vocab_size:
-        print(f"warning: the corpus yields only {tok.n_base} base tokens, not the {vocab_size} asked "
-              f"for; the tokenizer is bpe-{tok.n_base} (a larger corpus gives more merges)", file=sys.stderr, flush=True)
         tok = Tokenizer(f"bpe-{tok.n_base}", "baseline", get_token_set("mul"), vocab, merges)
     tok.save(out_dir)
+    return tok
+
+
+def small_bpe_warning(tok: "Tokenizer", asked: int) -> None:
+    """Say on stderr when a corpus gave fewer base tokens than asked for (train_bpe)."""
+    if tok.n_base < asked:
+        print(f"warning: the corpus yields only {tok.n_base} base tokens, not the {asked} asked for; the "
+              f"tokenizer is {tok.base} (a larger corpus gives more merges)", file=sys.stderr, flush=True)
 
 
 # ---- `domtok tokenize` ------------------------------------------------------------------
