@@ -17,7 +17,7 @@ from test_sft import tiny_model_dir  # noqa: E402
 
 from domtok.errors import DomtokError  # noqa: E402
 from domtok.train.grpo import (GRPOConfig, group_advantages, k3_kl, make_rollout, policy_loss,  # noqa: E402
-                               run, sequence_logprobs, train_on_rollout)
+                               run, scored_ids, sequence_logprobs, train_on_rollout)
 from domtok.train.rewards import RewardConfig, has_repeated_trigram, make_reward_fn  # noqa: E402
 
 
@@ -95,6 +95,127 @@ def test_clipping_counts_and_stops_gradient():
     assert st2["clipped"] == 0.0 and float(loss2) == pytest.approx(-1.5)
 
 
+def test_bias_corrected_kl_weights_k3_by_the_ratio_and_changes_its_gradient():
+    """k3 x ratio with ratio = exp(logp - sg(logp)): the same value at ratio 1, but the gradient
+    gains k3 itself: d/dlogp [k3 * ratio] = (1 - exp(d)) + k3 with d = ref - logp."""
+    ref = torch.log(torch.tensor([[0.5, 0.2]]))
+    grads = {}
+    for bias in (True, False):
+        logp = torch.log(torch.tensor([[0.25, 0.4]])).requires_grad_()
+        loss, st = policy_loss(logp, logp.detach(), ref, torch.zeros(1), torch.ones(1, 2, dtype=torch.bool),
+                               epsilon=0.2, epsilon_high=None, beta=1.0, loss_type="dapo", max_completion_length=2,
+                               n_seqs=1, n_tokens=2, use_bias_correction_kl=bias)
+        loss.backward()
+        grads[bias] = logp.grad.clone()
+        k3 = k3_kl(logp.detach(), ref)
+        assert st["kl_sum"] == pytest.approx(float(k3.sum()))
+    d = ref - torch.log(torch.tensor([[0.25, 0.4]]))
+    assert torch.allclose(grads[False], (1 - torch.exp(d)) / 2)
+    assert torch.allclose(grads[True], (1 - torch.exp(d) + k3_kl(-d * 0, d)) / 2)
+    # off-policy (ratio != 1) the value is weighted too
+    logp, old = torch.zeros(1, 1), torch.log(torch.tensor([[0.5]]))
+    plain, _ = policy_loss(logp, old, ref[:, :1], torch.zeros(1), torch.ones(1, 1, dtype=torch.bool), epsilon=10.0,
+                           epsilon_high=None, beta=1.0, loss_type="dapo", max_completion_length=1, n_seqs=1,
+                           n_tokens=1, use_bias_correction_kl=False)
+    weighted, _ = policy_loss(logp, old, ref[:, :1], torch.zeros(1), torch.ones(1, 1, dtype=torch.bool), epsilon=10.0,
+                              epsilon_high=None, beta=1.0, loss_type="dapo", max_completion_length=1, n_seqs=1,
+                              n_tokens=1, use_bias_correction_kl=True)
+    assert float(weighted) == pytest.approx(2.0 * float(plain))
+
+
+def test_sequence_logprobs_use_the_sampling_temperature(workdir):
+    from domtok.model.checkpoint import load_model
+
+    model, tok = load_model(tiny_model_dir(workdir))
+    P, C = [tok.encode("User: What is 2 + 3?\nAssistant:")], [tok.encode(" 5")]
+    x = torch.tensor([P[0] + C[0][:-1]])
+    with torch.no_grad():
+        logits = model(x)[0][0, len(P[0]) - 1:].float()
+        lp, m = sequence_logprobs(model, P, C, "cpu", temperature=0.7)
+    want = torch.log_softmax(logits / 0.7, -1).gather(-1, torch.tensor(C[0]).unsqueeze(1)).squeeze(1)
+    assert torch.allclose(lp[m], want, atol=1e-6)
+    assert not torch.allclose(lp[m], sequence_logprobs(model, P, C, "cpu")[0][m], atol=1e-3)
+
+
+# --- what is trained is what was scored ------------------------------------------------------
+
+def test_scored_ids_end_where_the_scored_text_ends(workdir):
+    from domtok.model.checkpoint import load_model
+
+    _, tok = load_model(tiny_model_dir(workdir))
+    ids = tok.encode(" 2 + 3 = 5\nUser: What")
+    kept = scored_ids(ids, " 2 + 3 = 5", "stop", tok)
+    assert tok.decode(kept) == " 2 + 3 = 5" and kept == ids[:len(kept)] and len(kept) < len(ids)
+    assert scored_ids(ids, "x", "length", tok) == ids  # a length-limited completion keeps every id
+    eos_ids = tok.encode(" 5") + [tok.eot_id]
+    assert scored_ids(eos_ids, " 5", "eos", tok) == eos_ids  # the EOS is trained, as in TRL
+
+
+def test_scored_ids_drop_a_token_that_straddles_the_cut():
+    class Pieces:  # id -> text; " 5\n\nUser:" is cut before "\nUser:", inside the "\n\n" token
+        pieces = {1: " 5", 2: "\n\n", 3: "User", 4: ":"}
+
+        def decode(self, ids):
+            return "".join(self.pieces[i] for i in ids)
+
+    assert scored_ids([1, 2, 3, 4], " 5\n", "stop", Pieces()) == [1]
+    assert scored_ids([2, 3, 4], "\n", "stop", Pieces()) == []
+
+
+class _FakeEngine:
+    """An Engine stand-in that returns fixed generations (one of each finish reason)."""
+
+    def __init__(self, model, gens):
+        self.model, self.gens = model, gens
+
+    def generate(self, prompt_ids, params, num_samples, batch_size, only):
+        return self.gens
+
+
+def test_rollout_trains_the_scored_ids_and_flags_truncation(workdir):
+    from domtok.engine import Generation
+    from domtok.model.checkpoint import load_model
+
+    model, tok = load_model(tiny_model_dir(workdir))
+    stop = tok.encode(" 4 + 1 = 5\nUser:")
+    gens = [Generation(0, 0, stop, " 4 + 1 = 5", "stop", len(stop)),
+            Generation(0, 1, tok.encode(" 5") + [tok.eot_id], " 5", "eos", 2),
+            Generation(0, 2, tok.encode(" 1 2 3 4"), " 1 2 3 4", "length", 4),
+            Generation(0, 3, tok.encode(" 6"), " 6", "stop", 1)]
+    seen = []
+
+    def reward(text, gold, ids, tokenizer, question=""):
+        seen.append((text, list(ids)))
+        return {"len": float(len(ids))}
+
+    cfg = GRPOConfig(num_generations=4, max_completion_length=4, temperature=0.7)
+    ro = make_rollout(_FakeEngine(model, gens), tok, ["q"], ["5"], reward, cfg, 0, ["User: q\nAssistant:"])
+    assert tok.decode(ro.completions[0]) == " 4 + 1 = 5"  # no `\nUser:` tokens left to reinforce
+    assert ro.completions[1] == gens[1].ids and ro.completions[2] == gens[2].ids
+    assert [ids for _, ids in seen] == ro.completions  # the reward saw the ids that are trained
+    assert ro.truncated == [False, False, True, False]
+
+
+def test_mask_truncated_completions_leaves_them_out_of_the_loss(workdir):
+    from domtok.model.checkpoint import load_model
+    from domtok.train.common import configure_optimizer
+    from domtok.train.grpo import Rollout
+
+    model, tok = load_model(tiny_model_dir(workdir))
+    P = [tok.encode("User: q\nAssistant:")] * 2
+    C = [tok.encode(" 5") + [tok.eot_id], tok.encode(" 1 2 3")]
+    ro = Rollout(P, C, torch.tensor([1.0, 0.0]), torch.tensor([1.0, -1.0]), {}, truncated=[False, True])
+    cfg = GRPOConfig(num_generations=2, per_device_train_batch_size=2, loss_type="dapo", mask_truncated_completions=True,
+                     max_completion_length=3, max_grad_norm=0.0)
+    opt = configure_optimizer(model, 0.0, 0.0)
+    (st,) = train_on_rollout(model, None, opt, ro, cfg, "cpu", "float32")
+    # ratio 1: per-token loss -A; only the first completion's 2 tokens count (dapo: / 2)
+    assert st["loss"] == pytest.approx(-1.0, abs=1e-6)
+    (st2,) = train_on_rollout(model, None, opt, ro, GRPOConfig(**{**cfg.__dict__, "mask_truncated_completions": False}),
+                              "cpu", "float32")
+    assert st2["loss"] == pytest.approx((-2 + 3) / 5, abs=1e-6)
+
+
 # --- a step follows the reward ---------------------------------------------------------------
 
 def test_grpo_step_raises_probability_of_the_rewarded_token(workdir):
@@ -150,7 +271,7 @@ def test_grpo_run_logs_checkpoints_and_resumes_identically(workdir, tmp_path, mo
     base = dict(model=str(src), device="cpu", num_prompts=6,
                 reward=RewardConfig(kind="len_reward:reward"), num_generations=2, per_device_train_batch_size=2,
                 gradient_accumulation_steps=2, max_completion_length=6, temperature=1.0, learning_rate=1e-3,
-                beta=0.1, num_iterations=2, seed=3)
+                beta=0.1, num_iterations=2, seed=3, save_steps=2)
     from domtok.train.sft_data import DataSource
 
     base["prompts"] = DataSource(kind="jsonl", path=str(data))
@@ -161,8 +282,27 @@ def test_grpo_run_logs_checkpoints_and_resumes_identically(workdir, tmp_path, mo
                 "completion_length", "hit_max_rate", "kl", "clip_fraction", "accuracy", "loss", "lr"):
         assert key in rows[0], key
     assert rows[1]["kl"] > 0  # second iteration on the same rollout: policy moved from the reference
+    # TRL's default schedule: linear from learning_rate to 0 over the run's 4 steps
+    assert [r["lr"] for r in rows] == pytest.approx([1e-3, 0.75e-3, 0.5e-3, 0.25e-3])
 
-    run(GRPOConfig(**base, max_steps=2), tmp_path / "cut")
+    # killed right after the step-2 checkpoint (the same config: the lr schedule spans 4 steps),
+    # then resumed
+    import domtok.model.checkpoint as ck
+
+    class Killed(Exception):
+        pass
+
+    real_save = ck.save_checkpoint
+
+    def save_then_die(*a, **k):
+        real_save(*a, **k)
+        raise Killed
+
+    monkeypatch.setattr(ck, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        run(GRPOConfig(**base, max_steps=4), tmp_path / "cut")
+    monkeypatch.setattr(ck, "save_checkpoint", real_save)
+    assert not (tmp_path / "cut" / "manifest.json").exists()
     run(GRPOConfig(**base, max_steps=4), tmp_path / "cut", resume=True)
     a, _ = load_model(tmp_path / "full" / "model")
     b, _ = load_model(tmp_path / "cut" / "model")
@@ -216,6 +356,25 @@ def test_shaped_reward_terms():
     assert f(long, "7", [1], tok)["short"] == 0.0
     w = make_reward_fn(RewardConfig(kind="shaped", close=0.5, short=0.0))("#### 8", "7", [1], tok)
     assert w["close"] == 0.5 and w["short"] == 0.0  # weights are config
+
+
+def test_shaped_fair_scores_a_domain_token_like_its_spelled_out_fact():
+    """shows_work and the word count read the text with tokens expanded to `a × b = c`, so
+    the two conditions earn the same terms for the same content."""
+    from domtok.tokens.sets import get_token_set
+
+    class Tok(_Tok):
+        token_set = get_token_set("mul")
+
+    fair = make_reward_fn(RewardConfig(kind="shaped_fair"))
+    dom, base = Tok(True), Tok(False)
+    assert fair("<MUL_6_9_54>", "30", [1000], dom) == fair("6 × 9 = 54", "30", [1], base)
+    assert fair("<MUL_6_9_54>", "7", [1000], dom)["shows_work"] == 0.1
+    words = " ".join(["w"] * 147)  # 147 words + one fact: 148 raw words, 152 once expanded
+    assert fair(words + " <MUL_6_9_54>", "7", [1], dom)["short"] == 0.0
+    assert fair(words + " <MUL_6_9_54>", "7", [1], dom) == fair(words + " 6 × 9 = 54", "7", [1], base)
+    # `shaped` keeps the reference study's raw-text rule (and its domain bonus)
+    assert make_reward_fn(RewardConfig(kind="shaped"))("<MUL_6_9_54>", "7", [1000], dom)["shows_work"] == 0.0
 
 
 def test_repetition_rule_is_exact():
@@ -278,13 +437,20 @@ def test_torchrun_two_processes_match_one(workdir, tmp_path):
     from domtok.model.checkpoint import load_model
 
     data = _prompts_file(tmp_path / "q.jsonl")
+    # GRPO_TEST_DIE_AFTER=n: the process dies (no cleanup) at its (n+1)-th reward call, i.e. mid-run
     (tmp_path / "len_reward_dist.py").write_text(
-        "def reward(text, gold, ids, tokenizer, question):\n    return {'len': len(ids) / 10, 'first': ids[0] % 3}\n")
+        "import os\nCALLS = [0]\n"
+        "def reward(text, gold, ids, tokenizer, question):\n"
+        "    CALLS[0] += 1\n"
+        "    if CALLS[0] > int(os.environ.get('GRPO_TEST_DIE_AFTER', 10**9)):\n"
+        "        os._exit(3)\n"
+        "    return {'len': len(ids) / 10, 'first': ids[0] % 3}\n")
     cfg = {"grpo": {"model": str(tiny_model_dir(workdir)), "device": "cpu", "num_prompts": 6, "seed": 4,
                     "prompts": {"kind": "jsonl", "path": str(data)}, "reward": {"kind": "len_reward_dist:reward"},
                     "num_generations": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2,
                     "max_completion_length": 6, "temperature": 1.0, "learning_rate": 1e-3, "beta": 0.1,
-                    "num_iterations": 2, "loss_type": "dapo", "scale_rewards": "batch", "max_steps": 3}}
+                    "num_iterations": 2, "loss_type": "dapo", "scale_rewards": "batch", "max_steps": 3,
+                    "save_steps": 2}}
     path = tmp_path / "grpo.yaml"
     path.write_text(yaml.safe_dump(cfg))
     sys.path.insert(0, str(tmp_path))
@@ -315,9 +481,11 @@ def test_torchrun_two_processes_match_one(workdir, tmp_path):
     assert moved > 1e-4  # training moved the weights, so agreement is not trivial
     assert (tmp_path / "two" / "manifest.json").exists() and len(list((tmp_path / "two").glob("checkpoints/*"))) >= 1
 
-    # killed after the first rollout (2 steps), resumed under torchrun: the same run again
-    cut = torchrun(2, ["grpo", str(path), "max_steps=2", "--out", str(tmp_path / "cut")], env)
-    assert cut.returncode == 0, cut.stderr[-3000:]
+    # killed while scoring the second rollout (each rank scores 2 completions per rollout), after
+    # the step-2 checkpoint; resumed under torchrun with the same config: the same run again
+    cut = torchrun(2, ["grpo", str(path), "--out", str(tmp_path / "cut")], {**env, "GRPO_TEST_DIE_AFTER": "2"})
+    assert cut.returncode != 0 and not (tmp_path / "cut" / "manifest.json").exists()
+    assert len(list((tmp_path / "cut").glob("checkpoints/*"))) == 1
     res = torchrun(2, ["grpo", str(path), "--resume", "--out", str(tmp_path / "cut")], env)
     assert res.returncode == 0, res.stderr[-3000:]
     r3 = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]

@@ -215,6 +215,44 @@ def test_trained_bpe_shared_by_conditions(tmp_path):
     assert shard_bytes(tmp_path / "b2") == shard_bytes(base) and again["splits"] == mb["splits"]
 
 
+def test_pretraining_reads_the_same_documents_in_the_same_order_in_both_conditions(tmp_path):
+    """The documents the first steps of pretraining read, identified from the batches alone,
+    are one sequence in both conditions; the shorter domain encoding reads further along it."""
+    from domtok.tokens.inject import inject_domain_tokens
+    from domtok.tokens.tokenizer import Tokenizer
+    from domtok.train.data import TrainLoader
+
+    base, mul = tmp_path / "b", tmp_path / "m"
+    run(cfg(condition="baseline", tokenizer="bpe-320", n_docs=200, shard_tokens=2000), base)
+    run(cfg(condition="mul_tokens", tokenizer=str(base / "tokenizer"), n_docs=200, shard_tokens=2000), mul)
+    tok_b, tok_m = Tokenizer.load(base / "tokenizer"), Tokenizer.load(mul / "tokenizer")
+    eot = tok_b.eot_id
+
+    def documents_read(d: Path, tok, steps: int) -> tuple[list[str], TrainLoader]:
+        """The texts of the documents the first `steps` steps read whole, in order."""
+        loader = TrainLoader(d, seq_len=64, micro_batch_size=4, grad_accum=2, seed=3)
+        rows = [x[r] for _ in range(steps) for x, _ in loader.next_step() for r in range(len(x))]
+        stream = np.concatenate([r.numpy() for r in rows])  # windows step by seq_len: x rows tile the stream
+        starts = list(np.flatnonzero(stream == eot)) + [len(stream)]
+        assert starts[0] == 0  # an epoch starts at a document
+        return [tok.decode(stream[a + 1:b].tolist()) for a, b in zip(starts[:-2], starts[1:-1])], loader
+
+    seq_b, loader_b = documents_read(base, tok_b, 6)
+    seq_m, loader_m = documents_read(mul, tok_m, 6)
+    # the same documents in the same order (the domain ones injected) ...
+    assert len(seq_b) >= 5
+    assert seq_m[:len(seq_b)] == [tok_m.token_set.canonicalize(inject_domain_tokens(t).text) for t in seq_b]
+    assert len(seq_m) > len(seq_b)  # ... and the domain condition gets further in the same steps
+    in_file_order = [tok_b.decode(d.tolist()) for d in read_docs(base, "train")]  # the original texts
+    assert all(t in in_file_order for t in seq_b) and seq_b != in_file_order[:len(seq_b)]  # a seeded order
+    # the loader's own count of whole documents and of their original bytes agrees
+    assert np.array_equal(loader_b.document_order(0), loader_m.document_order(0))
+    for seq, loader in ((seq_b, loader_b), (seq_m, loader_m)):
+        n, nbytes = loader.documents_read()
+        assert n - len(seq) in (0, 1)  # the last one may end exactly on the last target
+        assert nbytes == sum(len(in_file_order[i].encode()) for i in loader.document_order(0)[:n])
+
+
 def test_cli(tmp_path, gpt2_dir, capsys):
     from domtok.cli import main
 

@@ -19,8 +19,8 @@ import torch
 from domtok.config import PRESET_DIR, load_config
 from domtok.errors import DomtokError
 from domtok.train import common
-from domtok.train.data import TrainLoader, val_batches
-from domtok.train.pretrain import PretrainConfig, bits_per_byte, grad_accum_steps, run
+from domtok.train.data import TrainLoader, val_data
+from domtok.train.pretrain import PretrainConfig, bits_per_byte, build_model, grad_accum_steps, run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,35 +29,53 @@ TINY = ["n_layer=2", "n_head=2", "n_embd=32", "seq_len=32", "micro_batch_size=4"
         "warmup_steps=5", "lr=1e-2", "min_lr=1e-3", "eval_batches=4", "progress=false"]
 
 
+def tiny_docs(n: int, vocab: int, rng) -> list[np.ndarray]:
+    """Documents `[EOT=0] + ids` of counting sequences (a, a+s, a+2s, ...) that a tiny model
+    learns quickly, at least `n` tokens in all."""
+    out, total = [], 0
+    while total < n:
+        length, a, s = rng.integers(10, 60), rng.integers(1, vocab - 1), rng.integers(1, 4)
+        out.append(np.concatenate([[0], (a + s * np.arange(length)) % (vocab - 1) + 1]).astype(np.uint16))
+        total += len(out[-1])
+    return out
+
+
+def val_doc_bytes(i: int, doc: np.ndarray) -> int:
+    """The fixture's 'original' UTF-8 size of val document i: 2-6 bytes per token, so the bytes
+    per token of a few documents differ from the split's average."""
+    return (2 + i % 5) * (len(doc) - 1)
+
+
 def write_tiny_shards(d: Path, n_train: int = 60_000, n_val: int = 6_000, vocab: int = 256, n_shards: int = 3,
                       seed: int = 0) -> Path:
-    """Shards in `domtok prepare`'s format: documents `[EOT=0] + ids` of counting sequences
-    (a, a+s, a+2s, ...) that a tiny model learns quickly, uint16 .npy files and meta.json."""
+    """Shards in `domtok prepare`'s format, written by its ShardWriter (sidecars with the
+    per-document index): tiny_docs, 3 bytes per train token, val_doc_bytes, and meta.json."""
+    from domtok.data.shards import ShardWriter
+
     d.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-
-    def docs(n):
-        out, total = [], 0
-        while total < n:
-            length, a, s = rng.integers(10, 60), rng.integers(1, vocab - 1), rng.integers(1, 4)
-            doc = np.concatenate([[0], (a + s * np.arange(length)) % (vocab - 1) + 1])
-            out.append(doc)
-            total += len(doc)
-        return np.concatenate(out)[:n].astype(np.uint16)
-
-    train, val = docs(n_train), docs(n_val)
-    names = []
-    for i, part in enumerate(np.array_split(train, n_shards)):
-        np.save(d / f"train_{i:06d}.npy", part)
-        names.append(f"train_{i:06d}.npy")
-    np.save(d / "val_000000.npy", val)
-    meta = {"splits": {"train": {"documents": 0, "tokens": len(train), "bytes": 3 * len(train), "domain_tokens": 6,
-                                 "shards": names},
-                       "val": {"documents": 0, "tokens": len(val), "bytes": 4 * len(val), "domain_tokens": 0,
-                               "shards": ["val_000000.npy"]}},
-            "vocab_size": vocab, "dtype": "uint16", "condition": "baseline", "seed": seed, "config_hash": "test"}
+    splits = {}
+    for split, n, nbytes in (("train", n_train, lambda i, doc: 3 * (len(doc) - 1)), ("val", n_val, val_doc_bytes)):
+        docs = tiny_docs(n, vocab, rng)
+        total = sum(len(x) for x in docs)
+        w = ShardWriter(d, split, -(-total // (n_shards if split == "train" else 1)), np.uint16, "test", vocab, [])
+        for i, doc in enumerate(docs):
+            w.add(i, doc, nbytes(i, doc))
+        w.finish(len(docs))
+        t = w.totals()
+        t.pop("histogram")
+        splits[split] = dict(t, domain_tokens=6 if split == "train" else 0)
+    meta = {"splits": splits, "vocab_size": vocab, "dtype": "uint16", "condition": "baseline", "seed": seed,
+            "config_hash": "test", "eot_id": 0}
     (d / "meta.json").write_text(json.dumps(meta))
     return d
+
+
+def read_docs(d: Path, split: str) -> list[np.ndarray]:
+    """A split's documents in file order, from the shards alone (EOT = 0 opens each)."""
+    arr = np.concatenate([np.load(f) for f in sorted(d.glob(f"{split}_*.npy"))])
+    starts = list(np.flatnonzero(arr == 0)) + [len(arr)]
+    return [arr[a:b] for a, b in zip(starts, starts[1:])]
 
 
 @pytest.fixture(autouse=True)
@@ -145,7 +163,7 @@ def test_autocast_and_dtype_on_cpu():
 
 # --- data loader -------------------------------------------------------------------------------
 
-def test_loader_is_seeded_and_covers_each_epoch_once(shards):
+def test_loader_is_seeded_and_reads_each_document_once_per_epoch(shards):
     a = TrainLoader(shards, seq_len=32, micro_batch_size=4, grad_accum=2, seed=7)
     b = TrainLoader(shards, seq_len=32, micro_batch_size=4, grad_accum=2, seed=7)
     c = TrainLoader(shards, seq_len=32, micro_batch_size=4, grad_accum=2, seed=8)
@@ -155,18 +173,37 @@ def test_loader_is_seeded_and_covers_each_epoch_once(shards):
     x, y = sa[0]
     assert x.shape == (4, 32) and torch.equal(x[:, 1:], y[:, :-1])  # targets are inputs shifted by one
 
-    # one epoch visits every window exactly once, the next epoch in another order
-    n = a.data.num_windows
+    # one epoch = the documents laid end to end in one seeded order, every one of them once
+    docs = read_docs(shards, "train")
     loader = TrainLoader(shards, seq_len=32, micro_batch_size=1, grad_accum=1, seed=7)
-    firsts = [tuple(loader.next_step()[0][0][0, :8].tolist()) for _ in range(n)]
+    n = loader.num_windows
+    stream = np.concatenate([loader.next_step()[0][0][0].numpy() for _ in range(n)])
     assert loader.pos.epoch == 1 and loader.pos.index == 0 and loader.epoch_float() == 1.0
-    starts = set()
-    for s, arr in enumerate(loader.data.shards):
-        for w in range(int(loader.data.counts[s])):
-            starts.add(tuple(int(t) for t in arr[w * 32:w * 32 + 8]))
-    assert len(set(firsts)) == len(starts) and set(firsts) == starts
-    second = [tuple(loader.next_step()[0][0][0, :8].tolist()) for _ in range(20)]
-    assert second != firsts[:20]
+    order = loader.document_order(0)
+    assert sorted(order.tolist()) == list(range(len(docs))) and order.tolist() != list(range(len(docs)))
+    expected = np.concatenate([docs[i] for i in order])
+    assert n == (len(expected) - 1) // 32 and np.array_equal(stream, expected[:n * 32])
+    ends = np.cumsum([len(docs[i]) for i in order])
+    whole = int((ends <= n * 32 + 1).sum())
+    assert whole >= len(docs) - 1 and loader.documents_read()[0] == whole
+    second = loader.document_order(1)
+    assert sorted(second.tolist()) == sorted(order.tolist()) and second.tolist() != order.tolist()
+    first_of_second = np.concatenate([docs[i] for i in second[:3]])
+    assert np.array_equal(loader.next_step()[0][0][0].numpy(), first_of_second[:32])
+    ends2 = np.cumsum([len(docs[i]) for i in second])
+    assert loader.documents_read()[0] == whole + int((ends2 <= 33).sum())  # a re-read document counts again
+
+
+def test_documents_read_counts_whole_documents_and_their_bytes(shards):
+    loader = TrainLoader(shards, seq_len=32, micro_batch_size=2, grad_accum=2, seed=5)
+    for _ in range(7):
+        loader.next_step()
+    order = loader.document_order(0)
+    lengths = [len(d) for d in read_docs(shards, "train")]
+    read = 7 * 4 * 32 + 1  # tokens covered by 28 windows of 33 tokens stepping by 32
+    ends = np.cumsum([lengths[i] for i in order])
+    whole = int((ends <= read).sum())
+    assert whole > 10 and loader.documents_read() == (whole, sum(3 * (lengths[i] - 1) for i in order[:whole]))
 
 
 def test_global_batch_is_independent_of_world_size(shards):
@@ -194,11 +231,22 @@ def test_loader_state_resumes_exactly(shards):
         b.load_state_dict(bad)
 
 
-def test_val_batches_split_across_ranks(shards):
-    whole = val_batches(shards, 32, 4, 5)
-    r0, r1 = val_batches(shards, 32, 4, 5, rank=0, world_size=2), val_batches(shards, 32, 4, 5, rank=1, world_size=2)
-    assert len(whole) == 5 and len(r0) == 3 and len(r1) == 2
-    assert torch.equal(whole[1][0], r1[0][0]) and torch.equal(whole[4][0], r0[2][0])
+def test_val_data_is_whole_documents_split_across_ranks(shards):
+    whole = val_data(shards, 32, 4, 5)
+    r0, r1 = val_data(shards, 32, 4, 5, rank=0, world_size=2), val_data(shards, 32, 4, 5, rank=1, world_size=2)
+    assert len(whole.batches) == 5 and len(r0.batches) == 3 and len(r1.batches) == 2
+    assert torch.equal(whole.batches[1][0], r1.batches[0][0]) and torch.equal(whole.batches[4][0], r0.batches[2][0])
+    # the first documents that fit in 5 x 4 windows of 32 targets, whole: targets are all their
+    # tokens after the first EOT, and nothing else (padding is -100)
+    docs = read_docs(shards, "val")
+    ends = np.cumsum([len(d) for d in docs])
+    k = int((ends <= 5 * 4 * 32 + 1).sum())
+    assert whole.documents == k and whole.tokens == ends[k - 1] - 1
+    ys = torch.cat([y for _, y in whole.batches]).flatten()
+    assert torch.equal(ys[ys != -100], torch.from_numpy(np.concatenate(docs[:k])[1:].astype(np.int64)))
+    assert whole.bytes == sum(val_doc_bytes(i, d) for i, d in enumerate(docs[:k]))
+    everything = val_data(shards, 32, 4, 0)
+    assert everything.documents == len(docs) and everything.tokens == ends[-1] - 1
 
 
 def test_bad_inputs_raise_domtok_error(tmp_path, shards):
@@ -216,8 +264,32 @@ def test_bad_inputs_raise_domtok_error(tmp_path, shards):
 
 def test_bits_per_byte_formula():
     # 2 nats/token, 1000 tokens over 4000 bytes: 2 * 1000 / (ln2 * 4000)
-    assert bits_per_byte(2.0, {"tokens": 1000, "bytes": 4000}) == pytest.approx(2.0 / (4 * math.log(2)))
-    assert bits_per_byte(2.0, {"tokens": 1000}) is None
+    assert bits_per_byte(2.0, 1000, 4000) == pytest.approx(2.0 / (4 * math.log(2)))
+    assert bits_per_byte(2.0, 1000, 0) is None
+
+
+def test_val_bpb_uses_the_bytes_of_the_scored_documents(shards):
+    """A model with all-zero weights predicts uniformly: ln(V) nats per target, by hand. bpb =
+    ln(V) * targets / (ln 2 * bytes of the scored documents), not the split's average ratio."""
+    from domtok.train.pretrain import evaluate
+    from domtok.utils import DistInfo
+
+    model = build_model(cfg_for(shards), 256)
+    for p in model.parameters():
+        torch.nn.init.zeros_(p)
+    val = val_data(shards, 32, 4, 3)
+    loss, tokens = evaluate(model, val.batches, DistInfo(0, 0, 1, "cpu", True), "cpu", "float32")
+    assert loss == pytest.approx(math.log(256), rel=1e-6)
+    docs = read_docs(shards, "val")
+    k = int((np.cumsum([len(d) for d in docs]) <= 3 * 4 * 32 + 1).sum())
+    targets = sum(len(d) for d in docs[:k]) - 1
+    nbytes = sum(val_doc_bytes(i, d) for i, d in enumerate(docs[:k]))
+    assert tokens == targets
+    bpb = bits_per_byte(loss, tokens, val.bytes)
+    assert bpb == pytest.approx(math.log(256) * targets / (math.log(2) * nbytes), rel=1e-6)
+    meta = json.loads((shards / "meta.json").read_text())["splits"]["val"]
+    split_average = math.log(256) * meta["tokens"] / (math.log(2) * meta["bytes"])
+    assert abs(bpb - split_average) > 0.01  # what the old formula reported
 
 
 # --- the loop --------------------------------------------------------------------------------
@@ -234,14 +306,22 @@ def test_pretrain_loss_falls_and_writes_outputs(shards, tmp_path, capsys):
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5
     assert rows[0]["loss"] == pytest.approx(math.log(256), abs=0.3)  # starts near uniform
     assert summary["final_train_loss"] < rows[0]["loss"] - 2.0
-    # bits per byte from the val split's counts (4 bytes per token in the fixture)
-    assert evals[-1]["val_bpb"] == pytest.approx(evals[-1]["val_loss"] / (4 * math.log(2)))
+    # bits per byte with the bytes of the scored documents
+    assert evals[-1]["val_bpb"] == pytest.approx(evals[-1]["val_loss"] * summary["val_tokens"]
+                                                 / (math.log(2) * summary["val_bytes"]))
+    val = val_data(shards, 32, 4, 4)
+    assert (summary["val_documents"], summary["val_tokens"], summary["val_bytes"]) == (val.documents, val.tokens, val.bytes)
 
     assert summary["tokens_trained"] == 90 * 256
-    assert summary["unique_tokens"] == (20_000 - 1) // 32 * 32 * 3  # windows x seq_len over 3 shards
+    train_tokens = sum(len(d) for d in read_docs(shards, "train"))
+    assert summary["unique_tokens"] == (train_tokens - 1) // 32 * 32  # windows x seq_len of one epoch
+    loader = TrainLoader(shards, seq_len=32, micro_batch_size=4, grad_accum=2, seed=0)
+    loader.pos = loader._advance(loader.pos, 90 * 8)
+    assert (summary["documents_seen"], summary["bytes_seen"]) == loader.documents_read()
+    assert 0 < summary["documents_seen"] < summary["train_documents"] == len(read_docs(shards, "train"))
     assert summary["epochs"] == pytest.approx(90 * 256 / summary["unique_tokens"])
     assert summary["total_flops"] == summary["flops_per_token"] * 90 * 256
-    assert summary["domain_token_share"] == pytest.approx(6 / 60_000)
+    assert summary["domain_token_share"] == pytest.approx(6 / train_tokens)
     assert "warning" not in summary and "WARNING" not in capsys.readouterr().out
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
     manifest = json.loads((out / "manifest.json").read_text())
@@ -252,10 +332,9 @@ def test_pretrain_loss_falls_and_writes_outputs(shards, tmp_path, capsys):
     from domtok.model.checkpoint import load_model
 
     model, _ = load_model(out / "model")
-    vb = val_batches(shards, 32, 4, 4)
     with torch.no_grad():
-        losses = [float(model(x, y)[1]) for x, y in vb]
-    assert sum(losses) / len(losses) == pytest.approx(evals[-1]["val_loss"], abs=1e-5)
+        nats = sum(float(model(x, y)[1]) * int((y != -100).sum()) for x, y in val.batches)
+    assert nats / val.tokens == pytest.approx(evals[-1]["val_loss"], abs=1e-5)
     # a second run into the same dir must not silently overwrite it
     with pytest.raises(DomtokError, match="--resume"):
         run(cfg_for(shards, "max_steps=90"), out, resume=False)
@@ -343,8 +422,15 @@ def test_end_to_end_on_prepared_shards_with_tokenizer_and_hellaswag_hook(tmp_pat
     evals = [r for r in rows if "val_loss" in r]
     assert [r["step"] for r in evals] == [5, 10] and all(r["hellaswag_n"] == 4 for r in evals)
     assert all(0.0 <= r["hellaswag_acc_norm_char"] <= 1.0 for r in evals)
-    val = meta["splits"]["val"]
-    assert summary["final_val_bpb"] == pytest.approx(summary["final_val_loss"] * val["tokens"] / (math.log(2) * val["bytes"]))
+    # the val loss is measured on the first whole val documents; bpb uses their original bytes
+    from domtok.data.prepare import val_assigner
+    from domtok.data.synthetic import math_web_corpus
+
+    is_val = val_assigner(prepare.PrepareConfig(val_docs=30), 300)
+    val_texts = [t for i, t in enumerate(math_web_corpus(300, 0)) if is_val(i)]
+    assert summary["val_bytes"] == sum(len(t.encode()) for t in val_texts[:summary["val_documents"]])
+    assert summary["final_val_bpb"] == pytest.approx(summary["final_val_loss"] * summary["val_tokens"]
+                                                     / (math.log(2) * summary["val_bytes"]))
     train = meta["splits"]["train"]
     assert summary["domain_token_share"] == pytest.approx(train["domain_tokens"] / train["tokens"]) and train["domain_tokens"] > 0
     model, tok = load_model(tmp_path / "run" / "model")

@@ -159,6 +159,63 @@ def test_broken_annotations_are_detected_and_rejected(workdir, monkeypatch):
     assert rep.broken_annotations == 1
 
 
+def _break_some_injections(monkeypatch):
+    """The injector, except that for a third of the texts (a fixed choice) it leaves a stray
+    `>>`: an injection that breaks the text's annotations, as a buggy rule would."""
+    import zlib
+
+    import domtok.tokens.inject as inject
+
+    real = inject.inject_domain_tokens
+
+    def flaky(text, token_set="mul", **kw):
+        r = real(text, token_set, **kw)
+        if zlib.crc32(text.encode()) % 3 == 0:
+            r.text += " >>"
+        return r
+    monkeypatch.setattr(inject, "inject_domain_tokens", flaky)
+
+
+def test_a_record_that_cannot_be_injected_is_dropped_from_both_conditions(workdir, monkeypatch):
+    _break_some_injections(monkeypatch)
+    tok_dom = tiny_tokenizer(workdir / "bpe", "mul_tokens")
+    tok_base = tiny_tokenizer(workdir / "bpe", "baseline")
+    recs = [{"id": f"r{i}", "question": f"What is {i} × 3?", "answer": f"{i} × 3 = <<{i}*3={3 * i}>>{3 * i}\n#### {3 * i}"}
+            for i in range(1, 31)]
+    (workdir / "recs.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
+    stage = _stage(data=[DataSource(kind="jsonl", path=str(workdir / "recs.jsonl"))], val_size=5)
+    reports, examples = {}, {}
+    for cond, tok in (("baseline", tok_base), ("mul_tokens", tok_dom)):
+        train, val, reports[cond] = build_stage_data(stage, tok, cond, False, seed=0)
+        examples[cond] = (train, val)
+    broken = reports["mul_tokens"]["train"]["broken_annotations"] + reports["mul_tokens"]["val"]["broken_annotations"]
+    assert 3 <= broken <= 20  # the fake injector broke some, not all
+    for part in ("train", "val"):
+        assert reports["baseline"][part]["broken_annotations"] == reports["mul_tokens"][part]["broken_annotations"]
+        assert reports["baseline"][part]["broken_annotation_ids"] == reports["mul_tokens"][part]["broken_annotation_ids"]
+        assert reports["baseline"][part]["broken_annotations"] == len(reports["baseline"][part]["broken_annotation_ids"])
+    (tb, vb), (tm, vm) = examples["baseline"], examples["mul_tokens"]
+    assert len(tb) == len(tm) == 25 - len(reports["mul_tokens"]["train"]["broken_annotation_ids"])
+    assert len(vb) == len(vm)
+    # the same records, each with the same original bytes; only the domain one is injected
+    assert [e.n_bytes for e in tb] == [e.n_bytes for e in tm]
+    assert sum(tok_base.count_domain_tokens(e.ids) for e in tb) == 0
+    assert sum(tok_dom.count_domain_tokens(e.ids) for e in tm) > 0
+
+
+def test_sft_runs_of_both_conditions_have_the_same_steps_when_records_are_dropped(workdir, monkeypatch):
+    _break_some_injections(monkeypatch)
+    stage = _stage(data=[DataSource(kind="drills", n=24, drill_kinds=["tier2"])], val_size=4, epochs=1,
+                   batch_size=4, grad_accum=1)
+    s = {c: run(SFTConfig(model=str(tiny_model_dir(workdir, c)), condition=c, device="cpu", stages=[stage],
+                          eval_every=0), workdir / f"drop_{c}") for c in ("baseline", "mul_tokens")}
+    db, dm = s["baseline"]["data"]["t"]["train"], s["mul_tokens"]["data"]["t"]["train"]
+    assert dm["broken_annotations"] > 0 and db["broken_annotations"] == dm["broken_annotations"]
+    assert db["examples"] == dm["examples"] and s["baseline"]["steps"] == s["mul_tokens"]["steps"]
+    assert db["broken_annotation_ids"] == dm["broken_annotation_ids"]
+    assert json.loads((workdir / "drop_baseline" / "summary.json").read_text())["data"]["t"]["train"] == db
+
+
 def test_validation_is_held_out_from_train_only():
     recs = [{"question": f"q{i}", "answer": f"#### {i}"} for i in range(100)]
     train, val = split_train_val(recs, 0.1, seed=3)

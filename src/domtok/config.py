@@ -196,13 +196,14 @@ def stage_section(stage: dict, where: str) -> dict:
         cfg = data[stage["kind"]]
     elif not isinstance(cfg, dict):
         raise ConfigError(f"{where}: stage {stage['name']!r}: config must be a mapping or a preset name")
-    return _deep_merge(cfg, stage.get("set") or {})
+    return deep_merge(cfg, stage.get("set") or {})
 
 
-def _deep_merge(base: dict, top: dict) -> dict:
+def deep_merge(base: dict, top: dict) -> dict:
+    """`top` over `base`: mappings merge key by key, anything else (lists too) is replaced."""
     out = dict(base)
     for k, v in top.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 

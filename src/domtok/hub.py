@@ -65,8 +65,7 @@ def _repo_name(prefix: str, suffix: str) -> str:
 
 def build_registry(run_dir: Path, prefix: str) -> list[Entry]:
     """The registry of a local run: every finished trained stage, the tokenizer, the results."""
-    from domtok.pipeline import TRAINING_KINDS, node_state
-    from domtok.status import load_run
+    from domtok.rundir import TRAINING_KINDS, load_run, node_state
 
     spec, nodes = load_run(run_dir)
     entries = [Entry("results", _repo_name(prefix, "results"), "results", path=".")]

@@ -17,13 +17,14 @@ has the run directory. Sections, in the order a paper draft needs them:
 
 from __future__ import annotations
 
+import copy
 import json
 import math
-from collections import defaultdict
 from pathlib import Path
 
 from domtok.config import atomic_write_text
 from domtok.errors import DomtokError
+from domtok.rundir import find_run_dir, load_run, node_state, read_items, read_summary
 
 # Per benchmark kind: the summary metrics shown in the matrix, and the per-item field that a
 # paired test compares (a boolean, so McNemar applies).
@@ -33,23 +34,6 @@ HEADLINE = {
     "probes": (["accuracy_all"], "correct"),
 }
 ALPHA = 0.05
-
-
-def _load(path: Path) -> dict:
-    return json.loads(path.read_text())
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a run killed mid-write leaves a torn last line; the report skips it
-    return rows
 
 
 def _fmt(x, digits=4) -> str:
@@ -86,17 +70,21 @@ class Run:
     """The finished nodes of a run directory, indexed for the tables."""
 
     def __init__(self, run_dir: Path):
-        from domtok.pipeline import node_state
-        from domtok.status import load_run
-
         self.dir = run_dir
         self.spec, nodes = load_run(run_dir)
         self.nodes = [n for n in nodes if node_state(n) == "done"]
         self.all_nodes = nodes
-        self.summary = {n.id: _load(n.manifest_path).get("summary", {}) for n in self.nodes}
+        self.summary = {n.id: read_summary(n) for n in self.nodes}
         self.conditions = list(self.spec.conditions)
         self.baseline = next((c for c, v in self.spec.conditions.items() if not v.get("token_set")), None)
         self.stages = [s.name for s in self.spec.stages]
+
+    def rung(self, name: str) -> "Run":
+        """The same run restricted to one ladder rung's nodes (its whole study)."""
+        view = copy.copy(self)
+        view.nodes = [n for n in self.nodes if n.rung == name]
+        view.all_nodes = [n for n in self.all_nodes if n.rung == name]
+        return view
 
     def training(self, stage: str, cond: str) -> list:
         return [n for n in self.nodes if n.stage == stage and n.condition == cond and n.benchmark is None
@@ -216,8 +204,8 @@ def paired_comparisons(run: Run) -> list[str]:
                     nb = [n for n in run.evals(stage, cond, bench) if n.seed == seed]
                     if not (na and nb):
                         continue
-                    ia = _read_jsonl(na[0].out_dir / "items.jsonl")
-                    ib = _read_jsonl(nb[0].out_dir / "items.jsonl")
+                    ia = read_items(na[0].out_dir / "items.jsonl")
+                    ib = read_items(nb[0].out_dir / "items.jsonl")
                     try:
                         cmp = compare_items(ia, ib, names=(run.baseline, cond))
                     except DomtokError as e:
@@ -249,31 +237,154 @@ def paired_comparisons(run: Run) -> list[str]:
     return lines + [""] + sentences + ["", caution]
 
 
-def compute_table(run: Run) -> list[str]:
-    lines = ["| condition | seed | params | steps | tokens/step | tokens trained | unique tokens | epochs | "
-             "training FLOPs | domain-token share | wall time (s) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+# What compute matching compares: summary key -> its name in the verdict.
+COMPUTE_KEYS = {"params": "parameters", "steps": "steps", "tokens_per_step": "tokens per step",
+                "tokens_trained": "tokens", "total_flops": "FLOPs"}
+
+
+def _mismatched(summaries: list[dict]) -> list[str]:
+    """The compute quantities that differ between these pretraining summaries (or are missing)."""
+    return [name for k, name in COMPUTE_KEYS.items() if len({s.get(k) for s in summaries}) > 1
+            or None in {s.get(k) for s in summaries}]
+
+
+def compute_matched(run: Run) -> bool | None:
+    """Whether every condition and seed trained with the same compute; None until every row is there."""
     first_pre = next((s.name for s in run.spec.stages if s.kind == "pretrain"), None)
-    warnings = []
+    if first_pre is None:
+        return None
+    rows = [n for c in run.conditions for n in run.training(first_pre, c)]
+    if len({(n.condition, n.seed) for n in rows}) < len(run.conditions) * len(run.spec.seeds):
+        return None
+    return not _mismatched([run.summary[n.id] for n in rows])
+
+
+def compute_table(run: Run) -> list[str]:
+    """One row per condition and seed of the first pretraining stage, and a verdict on compute
+    matching that is given only when every row is there (a missing row could be the one that
+    differs). Documents and UTF-8 bytes read are shown, not judged: the domain condition,
+    shorter in tokens, is meant to read further in the same steps."""
+    first_pre = next((s.name for s in run.spec.stages if s.kind == "pretrain"), None)
+    if first_pre is None:
+        return ["(no pretraining stage in this run)"]
+    lines = ["| condition | seed | params | steps | tokens/step | tokens trained | unique tokens | epochs | "
+             "training FLOPs | documents read | UTF-8 bytes read | domain-token share | wall time (s) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    warnings, missing, rows = [], [], []
     for cond in run.conditions:
-        for n in run.training(first_pre, cond) if first_pre else []:
-            s = run.summary[n.id]
+        for seed in run.spec.seeds:
+            nodes = [n for n in run.training(first_pre, cond) if n.seed == seed]
+            if not nodes:
+                node = next((n for n in run.all_nodes if n.stage == first_pre and n.condition == cond
+                             and n.seed == seed and n.benchmark is None), None)
+                missing.append(f"{cond} seed {seed} ({node_state(node) if node else 'no node'})")
+                continue
+            s = run.summary[nodes[0].id]
+            rows.append((cond, seed, s))
             ep = s.get("epochs")
-            lines.append(f"| {cond} | {n.seed} | {_fmt(s.get('params'))} | {_fmt(s.get('steps'))} | "
+            lines.append(f"| {cond} | {seed} | {_fmt(s.get('params'))} | {_fmt(s.get('steps'))} | "
                          f"{_fmt(s.get('tokens_per_step'))} | {_fmt(s.get('tokens_trained'))} | {_fmt(s.get('unique_tokens'))} | "
-                         f"{_fmt(ep, 2)} | {_sci(s.get('total_flops'))} | "
-                         f"{_fmt(s.get('domain_token_share'), 6)} | {_fmt(s.get('wall_time_s'), 1)} |")
+                         f"{_fmt(ep, 2)} | {_sci(s.get('total_flops'))} | {_fmt(s.get('documents_seen'))} | "
+                         f"{_fmt(s.get('bytes_seen'))} | {_fmt(s.get('domain_token_share'), 6)} | "
+                         f"{_fmt(s.get('wall_time_s'), 1)} |")
             if isinstance(ep, (int, float)) and ep > 1:
-                warnings.append(f"- ⚠ {cond} seed {n.seed} saw its training data {ep:.2f} times (repeated data).")
-    keys = ("params", "steps", "tokens_per_step", "tokens_trained", "total_flops")
-    by_key = defaultdict(set)
-    for cond in run.conditions:
-        for n in run.training(first_pre, cond) if first_pre else []:
-            for k in keys:
-                by_key[k].add(run.summary[n.id].get(k))
-    mismatched = [k for k, v in by_key.items() if len(v) > 1]
-    verdict = (f"- ❌ conditions are NOT compute-matched: {', '.join(mismatched)} differ." if mismatched else
-               "- ✅ conditions are compute-matched: same parameters, steps, tokens per step, tokens and FLOPs.")
-    return lines + ["", verdict] + warnings
+                warnings.append(f"- ⚠ {cond} seed {seed} saw its training data {ep:.2f} times (repeated data).")
+    if missing:
+        return lines + ["", f"- ⚠ no compute-matching verdict: {first_pre} has no finished row for "
+                        + ", ".join(missing) + "; finish (or repair) those nodes and re-run `domtok report`."] + warnings
+    names = COMPUTE_KEYS
+    values = {k: {s.get(k) for _, _, s in rows} for k in names}
+    mismatched = _mismatched([s for _, _, s in rows])
+    if mismatched:
+        verdict = f"- ❌ conditions are NOT compute-matched: {', '.join(mismatched)} differ (or are not recorded)."
+    else:
+        (params,), (steps,), (tps,), (tokens,), (flops,) = (values[k] for k in names)
+        verdict = (f"- ✅ conditions are compute-matched: the same parameters ({params:,}), steps ({steps:,}), "
+                   f"tokens per step ({tps:,}), tokens ({tokens:,}) and FLOPs ({flops:.3e}) in every condition and seed.")
+    read = [f"{c} seed {seed}: {_fmt(s.get('documents_seen'))} documents, {_fmt(s.get('bytes_seen'))} bytes"
+            for c, seed, s in rows]
+    reading = ("- Read in those steps (whole documents of one seeded order, shared by the conditions, and their "
+               "original UTF-8 bytes): " + "; ".join(read) + ".")
+    return lines + ["", verdict, reading] + warnings
+
+
+# Token budgets of the stages and benchmarks that generate or cut text: (config class, key).
+TOKEN_BUDGETS = {
+    "gsm8k": ("domtok.eval.gsm8k", "GSM8KEvalConfig", "max_new_tokens"),
+    "probes": ("domtok.eval.probes", "ProbesConfig", "max_new_tokens"),
+    "grpo": ("domtok.train.grpo", "GRPOConfig", "max_completion_length"),
+    "pretrain": ("domtok.train.pretrain", "PretrainConfig", "seq_len"),
+    "sft_stage": ("domtok.train.sft", "SFTStage", "max_length"),
+}
+
+
+def _budget(kind: str, config: dict) -> tuple[str, int] | None:
+    """(knob, value) of a stage's or benchmark's token budget, the class default when unset."""
+    if kind not in TOKEN_BUDGETS:
+        return None
+    import dataclasses
+    import importlib
+
+    module, cls, key = TOKEN_BUDGETS[kind]
+    if key in config:
+        return key, config[key]
+    default = {f.name: f.default for f in dataclasses.fields(getattr(importlib.import_module(module), cls))}[key]
+    return key, default
+
+
+def _encoding_lengths(run: Run) -> dict[str, float]:
+    """Training tokens per 1,000 UTF-8 bytes of original text, per condition (prepare's meta)."""
+    out = {}
+    for n in run.nodes:
+        if n.kind == "prepare":
+            train = run.summary[n.id].get("splits", {}).get("train", {})
+            if train.get("tokens") and train.get("bytes"):
+                out[n.condition] = 1000 * train["tokens"] / train["bytes"]
+    return out
+
+
+def _val_documents(run: Run) -> list[str]:
+    """Pretraining stages whose conditions measured validation on different documents (a token
+    cap, `eval_batches`, fits more documents of the shorter encoding)."""
+    out = []
+    for st in run.spec.stages:
+        if st.kind != "pretrain":
+            continue
+        counts = {f"{cond} seed {n.seed}": run.summary[n.id].get("val_documents")
+                  for cond in run.conditions for n in run.training(st.name, cond)}
+        if len(set(counts.values())) > 1:
+            out.append(f"- Stage `{st.name}` measured validation loss and bits per byte on different documents "
+                       f"(the first {', '.join(f'{v} for {k}' for k, v in counts.items())}): `eval_batches` caps "
+                       "tokens, and the shorter encoding fits more documents. Set `eval_batches: 0` to score the "
+                       "whole validation split in every condition.")
+    return out
+
+
+def _sft_drops(run: Run) -> list[str]:
+    """Records every condition dropped because their injection would break an annotation."""
+    out = []
+    for st in run.spec.stages:
+        if st.kind != "sft":
+            continue
+        for seed in run.spec.seeds:
+            per_cond = {}
+            for cond in run.conditions:
+                for n in run.training(st.name, cond):
+                    if n.seed == seed:
+                        data = run.summary[n.id].get("data", {})
+                        per_cond[cond] = tuple((sub, part, tuple(r.get(part, {}).get("broken_annotation_ids", [])))
+                                               for sub, r in sorted(data.items()) for part in ("train", "val"))
+            if len(per_cond) < len(run.conditions):
+                continue  # judged once every condition has finished this stage
+            counts = {cond: sum(len(ids) for *_, ids in parts) for cond, parts in per_cond.items()}
+            if len(set(per_cond.values())) == 1:
+                out.append(f"- SFT stage `{st.name}` seed {seed}: {next(iter(counts.values()))} record(s) dropped "
+                           f"from every condition (the same ids: injecting them would break a `<<expr=result>>` "
+                           "annotation).")
+            else:
+                out.append(f"- ⚠ SFT stage `{st.name}` seed {seed}: the conditions dropped different records "
+                           f"({', '.join(f'{c} {k}' for c, k in counts.items())}): they trained on different data.")
+    return out
 
 
 def confounds(run: Run) -> list[str]:
@@ -289,6 +400,20 @@ def confounds(run: Run) -> list[str]:
         if c.get("inject_user"):
             out.append(f"- Condition `{cond}` injects domain tokens into user text, which can leak answers "
                        "(`What is 6*9?` → the token carries 54).")
+    budgets = [f"stage `{st.name}` {b[0]}={b[1]}" for st in run.spec.stages if (b := _budget(st.kind, st.config))]
+    budgets += [f"sft stage `{sub.get('name', '?')}` max_length={b[1]} (longer examples are cut)"
+                for st in run.spec.stages if st.kind == "sft" for sub in st.config.get("stages", [])
+                if (b := _budget("sft_stage", sub))]
+    budgets += [f"benchmark `{name}` {b[0]}={b[1]}" for name, bench in run.spec.benchmarks.items()
+                if (b := _budget(bench["kind"], bench["config"]))]
+    if budgets and len(run.conditions) > 1:
+        lengths = _encoding_lengths(run)
+        measured = (" (training tokens per 1,000 bytes of the same text: "
+                    + ", ".join(f"{c} {v:.1f}" for c, v in lengths.items()) + ")") if len(lengths) > 1 else ""
+        out.append("- Token budgets are counted in tokens, so the condition with the shorter encoding fits more text "
+                   f"into each{measured}. Budgets in this run: " + ", ".join(budgets) + ".")
+    out += _val_documents(run)
+    out += _sft_drops(run)
     out.append("- Validation loss per token depends on the tokenizer; compare conditions by bits per byte.")
     return out
 
@@ -328,7 +453,7 @@ def plots(run: Run, out: Path) -> list[str]:
         drew = False
         for cond in run.conditions:
             for n in run.training(st.name, cond):
-                rows = _read_jsonl(n.out_dir / "metrics.jsonl")
+                rows = read_items(n.out_dir / "metrics.jsonl")
                 left, right = (("reward_mean",), ("accuracy",)) if st.kind == "grpo" else \
                     (("loss", "train_loss"), ("val_bpb", "val_loss"))
                 tr = _series(rows, left)
@@ -421,8 +546,6 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
-    from domtok.status import find_run_dir
-
     path = write_report(find_run_dir(args.run_dir))
     print(f"wrote {path}")
     return 0

@@ -8,46 +8,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from domtok.errors import DomtokError
+from domtok.rundir import find_run_dir, key_metric_text, load_run, node_state
 
 SYMBOLS = {"done": "✅", "running": "⏳ running", "failed": "❌ failed", "incomplete": "⏸ incomplete",
            "stale": "♻ stale", "pending": "· pending"}
 
 
-def find_run_dir(run_dir: str | None) -> Path:
-    """RUN_DIR itself, or the most recently modified run under ./runs when none is given."""
-    if run_dir:
-        p = Path(run_dir)
-        if not (p / "spec.yaml").exists():
-            raise DomtokError(f"{p}: not a domtok run directory (no spec.yaml); run `domtok run` first")
-        return p
-    runs = sorted((q.parent for q in Path("runs").glob("*/spec.yaml")), key=lambda q: q.stat().st_mtime)
-    if not runs:
-        raise DomtokError("no run directory under ./runs; give RUN_DIR or run `domtok run` first")
-    return runs[-1]
-
-
-def load_run(run_dir: Path):
-    """(spec, nodes) of a run directory, from its saved spec."""
-    from domtok.pipeline import build_nodes, load_spec
-
-    spec = load_spec(str(run_dir / "spec.yaml"))
-    return spec, build_nodes(spec, run_dir)
-
-
 def board(run_dir: Path) -> str:
-    from domtok.pipeline import _key_metric_text, node_state
-
     spec, nodes = load_run(run_dir)
     columns = [(c, s) for c in spec.conditions for s in spec.seeds]
     head = [f"{c}" if len(spec.seeds) == 1 else f"{c} s{s}" for c, s in columns]
     rows: dict[str, dict] = {}
     for n in nodes:
         label = n.stage if n.benchmark is None else f"{n.stage} · eval {n.benchmark}"
+        if n.rung is not None:
+            label = f"rung {n.rung} · {label}"
         state = node_state(n)
         text = SYMBOLS[state]
         if state == "done":
-            text += f" {_key_metric_text(n)}".rstrip()
+            text += f" {key_metric_text(n)}".rstrip()
         if n.condition is None:  # shared by all columns
             rows.setdefault(label, {})[None] = text
         elif n.seed is None:

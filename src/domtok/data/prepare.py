@@ -356,6 +356,61 @@ def run(cfg: PrepareConfig, out_dir) -> dict:
     return meta
 
 
+# ---------------------------------------------------------------------------- an experiment spec's data
+
+def build_shared_tokenizer(cfg: dict, out_dir: Path) -> dict:
+    """One base tokenizer for every condition: `gpt2`, or a BPE trained on the uninjected corpus.
+
+    Conditions must differ only by their domain tokens, so the BPE is trained once, on text
+    no condition has injected, and every condition's prepare stage loads it from here.
+    """
+    from domtok.config import from_dict
+    from domtok.tokens.tokenizer import load_tokenizer
+
+    base = str(cfg.get("base", "gpt2"))
+    if not base.startswith("bpe-"):
+        tok = load_tokenizer(base, "baseline")
+        return {"tokenizer": base, "vocab_size": tok.vocab_size, "n_base": tok.n_base}
+    prep = {k: v for k, v in cfg["prepare"].items() if k not in ("condition", "token_set")}
+    prep["tokenizer"] = base
+    if "sample_docs" in cfg:
+        prep["bpe_sample_docs"] = cfg["sample_docs"]
+    path = resolve_tokenizer(from_dict(PrepareConfig, prep, where="tokenizer"), out_dir.parent)
+    if Path(path).resolve() != out_dir.resolve():
+        raise DomtokError(f"tokenizer was trained into {path}, expected {out_dir}")
+    tok = load_tokenizer(path, "baseline")
+    return {"tokenizer": str(path), "vocab_size": tok.vocab_size, "n_base": tok.n_base}
+
+
+def prepare_node_config(cfg: dict, tokenizer: str, where: str) -> PrepareConfig:
+    """The PrepareConfig of a spec's prepare node (`domtok.rundir.build_nodes`), given the shared tokenizer."""
+    from domtok.config import from_dict
+
+    cfg = {k: v for k, v in cfg.items() if k != "use_domain_tokens"}  # the DAG's key, not a prepare knob
+    return from_dict(PrepareConfig, {**cfg, "tokenizer": tokenizer}, where=where)
+
+
+def prepare_condition(spec_path: str, condition: str, root: Path) -> Path:
+    """The shards of one condition of a spec, made as `domtok run` makes them, under `root`.
+
+    For running a single stage by hand (`domtok pretrain configs/tiny.yaml`): the spec's
+    tokenizer and prepare nodes are built with the same configs as in a run directory, into
+    the same layout under `root`; finished work is reused (a trained BPE tokenizer, complete
+    shards) and the shard directory is returned.
+    """
+    from domtok.rundir import build_nodes, load_spec
+
+    spec = load_spec(spec_path)
+    if condition not in spec.conditions:
+        raise DomtokError(f"{spec_path}: no condition {condition!r}; conditions: {list(spec.conditions)}")
+    nodes = build_nodes(spec, root)
+    tok = next(n for n in nodes if n.kind == "tokenizer")
+    prep = next(n for n in nodes if n.kind == "prepare" and n.condition == condition)
+    tokenizer = build_shared_tokenizer(tok.config, tok.out_dir)["tokenizer"]
+    run(prepare_node_config(prep.config, tokenizer, where=f"{spec_path}: prepare"), prep.out_dir)
+    return prep.out_dir
+
+
 # ---------------------------------------------------------------------------- CLI
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

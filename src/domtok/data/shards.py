@@ -9,8 +9,11 @@ A shard is a 1-D numpy array of token ids (uint16 when the vocab fits, else uint
 `.npy` header records dtype and length). Documents are `[EOT] + ids` laid end to end and may
 run across a shard boundary, so every shard except a split's last holds exactly
 `shard_tokens` tokens. The sidecar says what the shard holds and where in the document
-stream it ends; it is written after the `.npy` is renamed into place, so a shard counts as
-complete only when its sidecar exists. That is what makes resuming sound: the document ->
+stream it ends, and, for every document that starts in it, the document's length in tokens
+(EOT included) and the UTF-8 bytes of its original text: the index that lets pretraining read
+documents in a seeded order and measure bits per byte on exactly the text it scored. It is
+written after the `.npy` is renamed into place, so a shard counts as complete only when its
+sidecar exists. That is what makes resuming sound: the document ->
 shard assignment is a pure function of the source order and the config, so a re-run can skip
 every complete shard and start exactly where the last one ended.
 """
@@ -52,6 +55,8 @@ class ShardInfo:
     end_offset: int = 0
     dtype: str = "uint16"
     config_hash: str = ""
+    doc_tokens: list = field(default_factory=list)  # per document starting here: tokens incl. its EOT
+    doc_bytes: list = field(default_factory=list)   # per document starting here: original UTF-8 bytes
 
 
 def write_shard(out_dir: Path, info: ShardInfo, tokens: np.ndarray) -> None:
@@ -138,6 +143,8 @@ class ShardWriter:
         self.dtype, self.config_hash = np.dtype(dtype), config_hash
         self.domain_start, self.domain_texts = domain_start, domain_texts
         self.shards: list[ShardInfo] = list(done or [])
+        for s in self.shards:
+            s.doc_tokens, s.doc_bytes = [], []  # the sidecars keep them; totals() needs only sums
         self.resume_doc = self.shards[-1].end_doc if self.shards else 0
         self.resume_offset = self.shards[-1].end_offset if self.shards else 0
         self.buf = np.empty(shard_tokens, dtype=self.dtype)
@@ -159,6 +166,8 @@ class ShardWriter:
         if start == 0:
             self.info.documents += 1
             self.info.bytes += nbytes
+            self.info.doc_tokens.append(len(ids))
+            self.info.doc_bytes.append(nbytes)
         pos = start
         while pos < len(ids):
             take = min(self.shard_tokens - self.fill, len(ids) - pos)
@@ -179,6 +188,7 @@ class ShardWriter:
         info.domain_tokens = int(counts.sum())
         info.histogram = {self.domain_texts[i]: int(c) for i, c in enumerate(counts) if c}
         write_shard(self.out_dir, info, tokens)
+        info.doc_tokens, info.doc_bytes = [], []  # on disk now; memory stays one shard's worth
         self.shards.append(info)
         self.fill = 0
         self._new_info()
@@ -195,3 +205,28 @@ class ShardWriter:
         return {"documents": sum(s.documents for s in self.shards), "tokens": sum(s.tokens for s in self.shards),
                 "bytes": sum(s.bytes for s in self.shards), "domain_tokens": sum(s.domain_tokens for s in self.shards),
                 "shards": [f"{s.name}.npy" for s in self.shards], "histogram": dict(sorted(hist.items()))}
+
+
+def read_documents(out_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens incl. EOT, original UTF-8 bytes) of every document of a split, in file order,
+    from the shard sidecars; checked against the shards' lengths."""
+    out_dir = Path(out_dir)
+    tokens, nbytes, total = [], [], 0
+    for npy in sorted(out_dir.glob(f"{split}_*.npy")):
+        side = npy.with_suffix(".json")
+        try:
+            info = json.loads(side.read_text())
+        except (OSError, ValueError) as e:
+            raise DomtokError(f"{side}: missing or unreadable shard sidecar ({e}); re-run `domtok prepare` "
+                              "into a new dir") from None
+        if "doc_tokens" not in info or "doc_bytes" not in info or len(info["doc_tokens"]) != len(info["doc_bytes"]):
+            raise DomtokError(f"{side}: no per-document index (doc_tokens/doc_bytes; written by an older domtok); "
+                              "re-run `domtok prepare` into a new dir")
+        tokens += info["doc_tokens"]
+        nbytes += info["doc_bytes"]
+        total += read_shard(npy).shape[0]
+    tokens_arr, bytes_arr = np.asarray(tokens, dtype=np.int64), np.asarray(nbytes, dtype=np.int64)
+    if int(tokens_arr.sum()) != total:
+        raise DomtokError(f"{out_dir}: the {split} sidecars list {int(tokens_arr.sum())} document tokens but the "
+                          f"shards hold {total}; re-run `domtok prepare` into a new dir")
+    return tokens_arr, bytes_arr

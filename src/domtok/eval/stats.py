@@ -172,8 +172,11 @@ def across_seeds(values: Sequence[float], values_b: Sequence[float] | None = Non
     """Mean ± std (ddof=1) over seeds; with `values_b`, a test between the two conditions.
 
     paired=False: Welch's t-test (seeds of the two conditions are independent runs).
-    paired=True:  one-sample t-test on per-seed differences (seed k of A vs seed k of B share
-                  data order and initialisation, as domtok's conditions do).
+    paired=True:  one-sample t-test on per-seed differences. domtok pairs seed k of A with
+                  seed k of B: both start from the same initial weights (same seed, same
+                  architecture and vocab size) and read the same pretraining documents and
+                  SFT records in the same seeded order; the domain condition's texts are
+                  injected, so it reads further in the same pretraining steps.
     """
     v = np.asarray(values, dtype=np.float64)
     out = {"n": int(len(v)), "mean": float(v.mean()) if len(v) else float("nan"),

@@ -1,14 +1,18 @@
-"""The pretraining data loader: fixed-length windows cut from token shards, seeded per epoch.
+"""The pretraining data loader: fixed-length windows cut from documents read in a seeded order.
 
 A shard directory (written by `domtok prepare`) holds `train_000000.npy`, ..., `val_000000.npy`
-(uint16/uint32 token ids, every document `[EOT] + ids`) and `meta.json` with per-split token
-and byte counts. Each shard is cut into windows of `seq_len + 1` tokens (input and the
-targets shifted by one), stepping by `seq_len` so every token is a target exactly once.
+(uint16/uint32 token ids, every document `[EOT] + ids`), a sidecar per shard with each
+document's token and (original, uninjected) UTF-8 byte count, and `meta.json`.
 
-The training stream is an endless sequence of windows, epoch after epoch. Epoch `e` visits
-the shards in an order drawn from `(seed, e)` and, inside each shard, the windows in an order
-drawn from `(seed, e, shard)`. A position in the stream is `(epoch, index)`; it is all a
-checkpoint needs to continue exactly where the run stopped.
+The training stream is an endless sequence of epochs. Epoch `e` reads the split's documents
+in an order drawn from `(seed, e)` alone: a permutation of document indices, whose count is
+the same for every condition prepared from one source (`domtok prepare` keeps every
+document and assigns train/val from the index). So every condition reads the same documents
+in the same order; the domain condition, shorter in tokens, gets further in the same steps.
+The documents of an epoch are laid end to end and cut into windows of `seq_len + 1` tokens
+(input and the targets shifted by one), stepping by `seq_len` so every token is a target
+exactly once; the last partial window of an epoch is dropped. A position in the stream is
+`(epoch, index)`; it is all a checkpoint needs to continue exactly where the run stopped.
 
 One optimizer step consumes a *global batch* of `grad_accum` micro-batches of
 `micro_batch_size` windows each. The global batch is defined without reference to the number
@@ -16,7 +20,8 @@ of processes; rank `r` of `W` takes micro-batches `r, r+W, r+2W, ...`. So a 2-pr
 sees exactly the tokens of a 1-process run with twice the accumulation, in the same order.
 
 The reference study streamed 1.07B tokens nine times while calling it 10B tokens. The loader
-therefore counts: `epoch_float` (windows consumed / windows per epoch) is logged every step.
+therefore counts: `epoch_float` (windows consumed / windows per epoch) is logged every step,
+and `documents_read` says how many whole documents (and their bytes) a position has covered.
 """
 
 from __future__ import annotations
@@ -88,11 +93,12 @@ class DataPosition:
         return cls(epoch=int(d["epoch"]), index=int(d["index"]))
 
 
-class ShardWindows:
-    """All `seq_len + 1`-token windows of one split, memory-mapped, never loaded whole."""
+class SplitStream:
+    """One split's tokens (memory-mapped shards, never loaded whole) and its document index."""
 
-    def __init__(self, data_dir: str | Path, split: str, seq_len: int, vocab_size: int | None = None):
-        self.seq_len = seq_len
+    def __init__(self, data_dir: str | Path, split: str):
+        from domtok.data.shards import read_documents
+
         self.files = split_files(data_dir, split)
         self.shards = []
         for f in self.files:
@@ -103,19 +109,22 @@ class ShardWindows:
             if arr.ndim != 1 or arr.dtype not in (np.uint16, np.uint32, np.int32, np.int64):
                 raise DomtokError(f"{f}: expected a 1-D uint16/uint32 token array, got {arr.dtype} {arr.shape}")
             self.shards.append(arr)
-        # windows start at 0, T, 2T, ... and need T+1 tokens (the last target)
-        self.counts = np.array([max(0, (len(a) - 1) // seq_len) for a in self.shards], dtype=np.int64)
-        self.num_windows = int(self.counts.sum())
-        self.num_tokens = int(sum(len(a) for a in self.shards))
-        if self.num_windows == 0:
-            raise DomtokError(
-                f"{data_dir}: the {split} split has {self.num_tokens} tokens, fewer than one window of "
-                f"seq_len+1={seq_len + 1}; lower seq_len or prepare more data")
-        self.vocab_size = vocab_size
+        self.shard_ends = np.cumsum([len(a) for a in self.shards])
+        self.num_tokens = int(self.shard_ends[-1])
+        self.doc_tokens, self.doc_bytes = read_documents(data_dir, split)
+        self.doc_starts = np.concatenate(([0], np.cumsum(self.doc_tokens)[:-1])).astype(np.int64)
+        self.num_docs = len(self.doc_tokens)
 
-    def window(self, shard: int, w: int) -> np.ndarray:
-        start = w * self.seq_len
-        return np.asarray(self.shards[shard][start:start + self.seq_len + 1], dtype=np.int64)
+    def read(self, start: int, n: int) -> np.ndarray:
+        """Tokens [start, start + n) of the split, across shard boundaries."""
+        out = []
+        k = int(np.searchsorted(self.shard_ends, start, side="right"))
+        while n > 0:
+            off = start - (int(self.shard_ends[k - 1]) if k else 0)
+            piece = self.shards[k][off:off + n]
+            out.append(piece)
+            start, n, k = start + len(piece), n - len(piece), k + 1
+        return np.concatenate(out).astype(np.int64)
 
 
 class TrainLoader:
@@ -125,12 +134,17 @@ class TrainLoader:
                  seed: int, rank: int = 0, world_size: int = 1):
         if grad_accum % world_size:
             raise DomtokError(f"grad_accum {grad_accum} is not divisible by world size {world_size}")
-        self.data = ShardWindows(data_dir, "train", seq_len)
+        self.data = SplitStream(data_dir, "train")
         self.seq_len, self.micro_batch_size, self.grad_accum = seq_len, micro_batch_size, grad_accum
         self.seed, self.rank, self.world_size = seed, rank, world_size
+        # windows start at 0, T, 2T, ... of an epoch's stream and need T+1 tokens (the last target)
+        self.num_windows = max(0, (self.data.num_tokens - 1) // seq_len)
+        if self.num_windows == 0:
+            raise DomtokError(
+                f"{data_dir}: the train split has {self.data.num_tokens} tokens, fewer than one window of "
+                f"seq_len+1={seq_len + 1}; lower seq_len or prepare more data")
         self.pos = DataPosition()
-        self._epoch_plan: tuple[int, np.ndarray, np.ndarray] | None = None  # (epoch, shard order, cumsum)
-        self._shard_perm: tuple[int, int, np.ndarray] | None = None  # (epoch, shard, window perm)
+        self._epoch_plan: tuple[int, np.ndarray, np.ndarray] | None = None  # (epoch, doc order, ends)
 
     @property
     def windows_per_step(self) -> int:
@@ -138,35 +152,57 @@ class TrainLoader:
 
     @property
     def tokens_per_epoch(self) -> int:
-        return self.data.num_windows * self.seq_len
+        return self.num_windows * self.seq_len
 
     def epoch_float(self, pos: DataPosition | None = None) -> float:
         pos = pos or self.pos
-        return pos.epoch + pos.index / self.data.num_windows
+        return pos.epoch + pos.index / self.num_windows
 
     # --- the order of one epoch, derived only from (seed, epoch) -------------------------
+    def document_order(self, epoch: int) -> np.ndarray:
+        """The document indices of the split in the order epoch `epoch` reads them."""
+        return self._plan(epoch)[0]
+
     def _plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         if self._epoch_plan is None or self._epoch_plan[0] != epoch:
-            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.data.shards))
-            self._epoch_plan = (epoch, order, np.cumsum(self.data.counts[order]))
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.data.num_docs)
+            self._epoch_plan = (epoch, order, np.cumsum(self.data.doc_tokens[order]))
         return self._epoch_plan[1], self._epoch_plan[2]
 
     def _window_at(self, epoch: int, index: int) -> np.ndarray:
         order, ends = self._plan(epoch)
-        k = int(np.searchsorted(ends, index, side="right"))
-        shard = int(order[k])
-        w = index - (int(ends[k - 1]) if k else 0)
-        if self._shard_perm is None or self._shard_perm[:2] != (epoch, shard):
-            perm = np.random.default_rng([self.seed, epoch, shard, 1]).permutation(int(self.data.counts[shard]))
-            self._shard_perm = (epoch, shard, perm)
-        return self.data.window(shard, int(self._shard_perm[2][w]))
+        pos, need = index * self.seq_len, self.seq_len + 1
+        k = int(np.searchsorted(ends, pos, side="right"))
+        pieces = []
+        while need > 0:
+            doc = int(order[k])
+            off = pos - (int(ends[k - 1]) if k else 0)
+            take = min(need, int(self.data.doc_tokens[doc]) - off)
+            pieces.append(self.data.read(int(self.data.doc_starts[doc]) + off, take))
+            pos, need, k = pos + take, need - take, k + 1
+        return np.concatenate(pieces)
 
     def _advance(self, pos: DataPosition, n: int) -> DataPosition:
         epoch, index = pos.epoch, pos.index + n
-        while index >= self.data.num_windows:
-            index -= self.data.num_windows
+        while index >= self.num_windows:
+            index -= self.num_windows
             epoch += 1
         return DataPosition(epoch, index)
+
+    def documents_read(self, pos: DataPosition | None = None) -> tuple[int, int]:
+        """(documents, original UTF-8 bytes) read whole (every token an input or a target) by the
+        windows before `pos`; a document read in two epochs counts twice."""
+        pos = pos or self.pos
+        docs = nbytes = 0
+        for epoch in range(pos.epoch + 1):
+            windows = self.num_windows if epoch < pos.epoch else pos.index
+            if windows == 0:
+                continue
+            order, ends = self._plan(epoch)
+            n = int(np.searchsorted(ends, windows * self.seq_len + 1, side="right"))
+            docs += n
+            nbytes += int(self.data.doc_bytes[order[:n]].sum())
+        return docs, nbytes
 
     # --- one optimizer step ---------------------------------------------------------------
     def next_step(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -186,31 +222,53 @@ class TrainLoader:
 
     def state_dict(self) -> dict:
         return {"position": self.pos.to_dict(), "seed": self.seed, "seq_len": self.seq_len,
-                "windows_per_epoch": self.data.num_windows}
+                "windows_per_epoch": self.num_windows, "documents": self.data.num_docs}
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("windows_per_epoch") not in (None, self.data.num_windows) or state.get("seq_len") not in (None, self.seq_len):
+        if (state.get("windows_per_epoch") not in (None, self.num_windows)
+                or state.get("seq_len") not in (None, self.seq_len)
+                or state.get("documents") not in (None, self.data.num_docs)):
             raise DomtokError("checkpoint data position was recorded for different shards or seq_len; "
                               "resume with the same data_dir and seq_len, or start a fresh out dir")
         self.pos = DataPosition.from_dict(state["position"])
 
 
-def val_batches(data_dir: str | Path, seq_len: int, micro_batch_size: int, num_batches: int,
-                rank: int = 0, world_size: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The first `num_batches` micro-batches of the val split, in file order (the same every
-    eval, so val losses are comparable over training); rank r takes batches r, r+W, ..."""
-    data = ShardWindows(data_dir, "val", seq_len)
-    need = num_batches * micro_batch_size
-    windows = []
-    for shard in range(len(data.shards)):
-        for w in range(int(data.counts[shard])):
-            if len(windows) == need:
-                break
-            windows.append((shard, w))
-    # a short val split gives fewer batches; the last one may be partial
+@dataclass
+class ValData:
+    """The validation text of a run: whole documents, cut into windows. `tokens` targets are
+    scored; `bytes` is the UTF-8 size of exactly those documents' original text."""
+
+    batches: list[tuple[torch.Tensor, torch.Tensor]]   # this rank's (x, y); y = -100 past the text
+    documents: int
+    tokens: int
+    bytes: int
+
+
+def val_data(data_dir: str | Path, seq_len: int, micro_batch_size: int, num_batches: int = 0,
+             rank: int = 0, world_size: int = 1) -> ValData:
+    """The first whole documents of the val split, in file order (the same every eval, so val
+    losses are comparable over training): all of them when `num_batches` is 0, else as many as
+    fit in `num_batches` micro-batches (at least one). Their tokens after the first EOT are the
+    targets: a document's own tokens and the EOT that opens the next one. Rank r takes batches
+    r, r+W, ..."""
+    data = SplitStream(data_dir, "val")
+    ends = np.cumsum(data.doc_tokens)
+    if num_batches > 0:  # targets are tokens 1..end-1: at most num_batches * B * T of them
+        n_docs = max(1, int(np.searchsorted(ends, num_batches * micro_batch_size * seq_len + 1, side="right")))
+    else:
+        n_docs = data.num_docs
+    end = int(ends[n_docs - 1])
+    stream = data.read(0, end)
+    n_windows = (end - 1 + seq_len - 1) // seq_len
+    x = np.zeros((n_windows, seq_len), dtype=np.int64)
+    y = np.full((n_windows, seq_len), -100, dtype=np.int64)
+    for w in range(n_windows):
+        a = w * seq_len
+        n = min(seq_len, end - 1 - a)
+        x[w, :n] = stream[a:a + n]
+        y[w, :n] = stream[a + 1:a + 1 + n]
     batches = []
-    for b in range(rank, (len(windows) + micro_batch_size - 1) // micro_batch_size, world_size):
-        rows = [data.window(s, w) for s, w in windows[b * micro_batch_size:(b + 1) * micro_batch_size]]
-        buf = torch.from_numpy(np.stack(rows))
-        batches.append((buf[:, :-1].contiguous(), buf[:, 1:].contiguous()))
-    return batches
+    for b in range(rank, (n_windows + micro_batch_size - 1) // micro_batch_size, world_size):
+        sl = slice(b * micro_batch_size, (b + 1) * micro_batch_size)
+        batches.append((torch.from_numpy(x[sl]), torch.from_numpy(y[sl])))
+    return ValData(batches, n_docs, end - 1, int(data.doc_bytes[:n_docs].sum()))

@@ -1,28 +1,43 @@
 """GRPO: `domtok grpo CONFIG [key=value ...] [--resume] [--out DIR]`.
 
 Group Relative Policy Optimisation on question/answer prompts (GSM8K train by default), with
-the knob names of TRL's GRPOConfig so settings carry over: learning_rate, beta,
-num_generations, epsilon (+ epsilon_high), num_iterations, loss_type, scale_rewards,
-temperature, top_p, top_k, max_completion_length, per_device_train_batch_size,
-gradient_accumulation_steps, num_train_epochs / max_steps, seed.
+the knob names of TRL's GRPOConfig, and TRL 1.16's meanings and defaults, so settings carry
+over: learning_rate, lr_scheduler_type, warmup_steps / warmup_ratio, beta, num_generations,
+epsilon (+ epsilon_high), num_iterations, loss_type, scale_rewards, use_bias_correction_kl,
+mask_truncated_completions, temperature, top_p, top_k, max_completion_length,
+per_device_train_batch_size, gradient_accumulation_steps, num_train_epochs / max_steps, seed.
+tests/test_grpo_trl.py runs TRL's own GRPOTrainer loss on a fixed batch and checks that
+advantages, loss and gradients agree.
 
 One generation round:
   1. take P = per_device_train_batch_size * gradient_accumulation_steps / num_generations
-     prompts, sample num_generations completions each with the Engine on the CURRENT policy;
+     prompts, sample num_generations completions each with the Engine on the CURRENT policy
+     (temperature, top_k, top_p); a completion that stopped on a stop string is trained on
+     the ids of its scored text only (`scored_ids`: the stop string's tokens are not
+     reinforced), an EOS completion keeps its EOS;
   2. score them (`domtok.train.rewards`), advantages relative to the group:
         A = r - mean(group), divided by std(group) (scale_rewards=group), by the std of the
         whole batch (batch), or not at all (none); a group whose rewards are all equal has A = 0;
   3. num_iterations optimizer steps on these completions, each over
-     gradient_accumulation_steps micro-batches. Per token:
+     gradient_accumulation_steps micro-batches. Every log-prob (policy, old policy, reference)
+     is log_softmax(logits / temperature): the distribution the completions were sampled
+     from, as in TRL. Per token:
         ratio = exp(logp - logp_old)     (logp_old detached: for num_iterations == 1 it is
                                           logp itself, ratio == 1 but the gradient flows)
         pg    = -min(ratio * A, clip(ratio, 1 - epsilon, 1 + epsilon_high) * A)
         kl    = exp(ref - logp) - (ref - logp) - 1     (k3 estimator; only when beta > 0)
+        kl    = kl * ratio                              (use_bias_correction_kl, the default)
         loss_token = pg + beta * kl
      reduced by loss_type: grpo = mean over each sequence's tokens then over sequences;
-     dr_grpo = sum / (sequences * max_completion_length); dapo = sum / all tokens. The
-     denominators count the whole optimizer step, so accumulation computes one exact mean.
+     dr_grpo = sum / (sequences * max_completion_length); dapo (the default) = sum / all
+     tokens. The denominators count the whole optimizer step, so accumulation computes one
+     exact mean. mask_truncated_completions drops the tokens of completions that hit
+     max_completion_length from the sums and from dapo's token count (their rewards still
+     count in the advantages).
 beta == 0 disables the KL term and never loads a reference model.
+The learning rate follows transformers' schedules (`lr_factor`): linear warmup from 0 over
+warmup_steps (or ceil(warmup_ratio x steps)), then `linear` decay to 0 at the last step
+(TRL's default), `cosine` to 0, `constant_with_warmup`, or `constant` (no warmup).
 
 Under torchrun (W processes) a step is the same step, computed by W ranks:
   - the round's prompts are sharded by global index (rank r samples prompts r, r+W, ...),
@@ -70,30 +85,35 @@ class GRPOConfig:
     prompts: DataSource = field(default_factory=lambda: DataSource(kind="gsm8k"))
     num_prompts: int = 1000              # the first N records of the prompt source (0 = all)
     reward: RewardConfig = field(default_factory=RewardConfig)
-    # TRL GRPOConfig names
+    # TRL GRPOConfig names, with TRL 1.16's defaults (tests/test_grpo_trl.py checks them), except
+    # seed (domtok's 0, TRL's 42) and max_steps (0 = unset, TRL's -1)
     learning_rate: float = 1e-6
     beta: float = 0.0
     num_generations: int = 8
     epsilon: float = 0.2
     epsilon_high: float | None = None    # None = epsilon (DAPO's clip-higher uses e.g. 0.28)
     num_iterations: int = 1
-    loss_type: str = "grpo"              # grpo | dr_grpo | dapo
+    loss_type: str = "dapo"              # grpo | dr_grpo | dapo (TRL's default: dapo)
     scale_rewards: str = "group"         # group | batch | none
-    temperature: float = 1.0
+    use_bias_correction_kl: bool = True  # k3 KL x importance ratio (TRL's default); False = the plain k3 KL
+    mask_truncated_completions: bool = False  # leave completions that hit max_completion_length out of the loss
+    temperature: float = 1.0             # sampling AND log-probs (logits / temperature), as TRL
     top_p: float = 1.0
     top_k: int = 0
-    max_completion_length: int = 256
+    max_completion_length: int = 512
     per_device_train_batch_size: int = 8  # completions per micro-batch
     gradient_accumulation_steps: int = 1
-    num_train_epochs: float = 1.0
+    num_train_epochs: float = 3.0
     max_steps: int = 0                   # optimizer steps (0 = from num_train_epochs)
     seed: int = 0
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
-    warmup_ratio: float = 0.0
+    lr_scheduler_type: str = "linear"    # linear (to 0) | cosine (to 0) | constant | constant_with_warmup
+    warmup_steps: float = 0              # >= 1: steps; in (0, 1): a fraction of all steps (transformers 5)
+    warmup_ratio: float = 0.0            # a fraction of all steps, used when warmup_steps is 0 (transformers 4)
     max_grad_norm: float = 1.0
-    # run settings
+    # run settings (domtok's own; TRL's generation_batch_size counts completions per rollout)
     generation_batch_size: int = 32      # Engine rows decoded together
     save_steps: int = 0                  # checkpoint every this many optimizer steps (0 = end only)
     save_total_limit: int = 2
@@ -123,12 +143,48 @@ def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.exp(d) - d - 1
 
 
+def warmup_steps(cfg: GRPOConfig, total_steps: int) -> int:
+    """Warmup steps as transformers counts them: warmup_steps if >= 1, else ceil(fraction x total),
+    the fraction being warmup_steps when it is in (0, 1) (transformers 5), else warmup_ratio (4.x)."""
+    if cfg.warmup_steps >= 1:
+        return int(cfg.warmup_steps)
+    return math.ceil(total_steps * (cfg.warmup_steps or cfg.warmup_ratio))
+
+
+def lr_factor(step: int, total_steps: int, warmup: int, kind: str = "linear") -> float:
+    """learning_rate multiplier of the `step`-th optimizer step (from 0): transformers' schedules.
+
+    Warmup rises linearly from 0 (step 0 gets lr 0, as in transformers); then linear and
+    cosine decay to 0 at total_steps, constant_with_warmup stays at 1, and constant is 1 from
+    the first step (it has no warmup in transformers either: asking for one is an error).
+    """
+    if kind == "constant":
+        if warmup:
+            raise DomtokError("grpo: lr_scheduler_type constant has no warmup (as in transformers); "
+                              "use constant_with_warmup, or set warmup_steps/warmup_ratio to 0")
+        return 1.0
+    if step < warmup:
+        return step / max(1, warmup)
+    if kind == "constant_with_warmup":
+        return 1.0
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    if kind == "linear":
+        return max(0.0, 1.0 - progress)
+    if kind == "cosine":
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+    raise DomtokError(f"grpo: lr_scheduler_type {kind!r}; expected linear, cosine, constant or constant_with_warmup")
+
+
 def policy_loss(logp, old_logp, ref_logp, adv, mask, *, epsilon: float, epsilon_high: float | None, beta: float,
-                loss_type: str, max_completion_length: int, n_seqs: int, n_tokens: int) -> tuple[torch.Tensor, dict]:
+                loss_type: str, max_completion_length: int, n_seqs: int, n_tokens: int,
+                use_bias_correction_kl: bool = True) -> tuple[torch.Tensor, dict]:
     """The GRPO loss of one micro-batch, normalised by the whole step's n_seqs / n_tokens.
 
-    logp/old_logp/ref_logp/mask: (B, T) over the same positions; adv: (B,). Returns the loss
-    and summed statistics (clipped tokens, KL sum, token count) for logging.
+    logp/old_logp/ref_logp/mask: (B, T) over the same positions; adv: (B,). With
+    use_bias_correction_kl the KL term is k3 x ratio (ratio not detached): its gradient is then
+    that of the reverse KL under the sampling policy (TRL's default; DeepSeek-V3.2), and it
+    differs from the plain k3 gradient even where ratio == 1. Returns the loss and summed
+    statistics (clipped tokens, KL sum as it enters the loss, token count) for logging.
     """
     mask = mask.float()
     ratio = torch.exp(logp - old_logp)
@@ -138,6 +194,8 @@ def policy_loss(logp, old_logp, ref_logp, adv, mask, *, epsilon: float, epsilon_
     kl = None
     if beta > 0:
         kl = k3_kl(logp, ref_logp)
+        if use_bias_correction_kl:
+            kl = kl * ratio
         per_tok = per_tok + beta * kl
     if loss_type == "grpo":
         loss = ((per_tok * mask).sum(1) / mask.sum(1).clamp(min=1)).sum() / n_seqs
@@ -154,11 +212,15 @@ def policy_loss(logp, old_logp, ref_logp, adv, mask, *, epsilon: float, epsilon_
     return loss, stats
 
 
-def sequence_logprobs(model, prompts: list[list[int]], completions: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+def sequence_logprobs(model, prompts: list[list[int]], completions: list[list[int]], device,
+                      temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs of each completion given its prompt: (B, T) values and mask.
 
     Right-padded batch of prompt + completion; position t scores token t+1; the mask marks
-    the completion's tokens. Gradient flows (call under no_grad for old/ref values).
+    the completion's tokens. The distribution is softmax(logits / temperature), the one the
+    completions were sampled from (top-k / top-p are not applied, as in TRL), so policy, old
+    policy and reference are compared on-policy. Gradient flows (call under no_grad for
+    old/ref values).
     """
     seqs = [p + c for p, c in zip(prompts, completions)]
     T = max(len(s) for s in seqs) - 1
@@ -172,17 +234,35 @@ def sequence_logprobs(model, prompts: list[list[int]], completions: list[list[in
         m[i, len(p) - 1:n] = True
     x, y, m = x.to(device), y.to(device), m.to(device)
     logits, _ = model(x)
-    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
     return logp * m, m
+
+
+def scored_ids(ids: list[int], text: str, finish_reason: str, tokenizer) -> list[int]:
+    """The completion ids that were scored: what GRPO trains on.
+
+    A completion that stopped on a stop string (`\nUser:`) was scored on its text cut before
+    that string, so its ids end with the longest prefix whose text is a prefix of the scored
+    text: the stop string's tokens, and a token straddling the cut, are not reinforced. An
+    EOS completion keeps its final EOS (it was chosen, and TRL trains it too); a length-limited
+    one keeps every id.
+    """
+    if finish_reason != "stop":
+        return list(ids)
+    k = len(ids)
+    while k > 0 and not text.startswith(tokenizer.decode(ids[:k])):
+        k -= 1
+    return list(ids[:k])
 
 
 @dataclass
 class Rollout:
     prompts: list[list[int]]       # one per completion (repeated G times)
-    completions: list[list[int]]
+    completions: list[list[int]]   # the scored ids (`scored_ids`)
     rewards: torch.Tensor          # (N*G,)
     advantages: torch.Tensor       # (N*G,)
     stats: dict
+    truncated: list[bool] = field(default_factory=list)  # hit max_completion_length (finish "length")
 
 
 def generate_shard(engine, prompt_ids: list[list[int]], params, num_samples: int, batch_size: int,
@@ -231,9 +311,12 @@ def make_rollout(engine, tokenizer, questions: list[str], golds: list[str], rewa
     engine.model.eval()
     gens = generate_shard(engine, prompt_ids, params, G, cfg.generation_batch_size, info)
     # score here (a reward may be costly), then share plain tuples in global order
-    scored = [(g.prompt_index, g.sample_index, list(g.ids), g.finish_reason,
-               reward_fn(g.text, golds[g.prompt_index], g.ids, tokenizer, question=questions[g.prompt_index]),
-               float(is_correct(g.text, golds[g.prompt_index])), g.prompt_truncated) for g in gens]
+    scored = []
+    for g in gens:
+        ids = scored_ids(g.ids, g.text, g.finish_reason, tokenizer)
+        scored.append((g.prompt_index, g.sample_index, ids, g.finish_reason,
+                       reward_fn(g.text, golds[g.prompt_index], ids, tokenizer, question=questions[g.prompt_index]),
+                       float(is_correct(g.text, golds[g.prompt_index])), g.prompt_truncated))
     scored = sorted(all_gather_rows(scored, info), key=lambda row: (row[0], row[1]))
     if len(scored) != len(questions) * G:
         raise DomtokError(f"grpo: rollout has {len(scored)} rows, expected {len(questions) * G}")
@@ -258,7 +341,8 @@ def make_rollout(engine, tokenizer, questions: list[str], golds: list[str], rewa
         stats[f"reward/{k}_mean"] = float(col.mean())
         stats[f"reward/{k}_std"] = float(col.std()) if len(col) > 1 else 0.0
     # the policy is trained on the prompt the engine saw: cut from the left to fit the context
-    return Rollout([prompt_ids[row[0]][row[6]:] for row in scored], [row[2] for row in scored], rewards, adv, stats)
+    return Rollout([prompt_ids[row[0]][row[6]:] for row in scored], [row[2] for row in scored], rewards, adv, stats,
+                   truncated=[row[3] in ("length", "context") for row in scored])
 
 
 def train_on_rollout(model, ref_model, optimizer, rollout: Rollout, cfg: GRPOConfig, device, dtype,
@@ -280,18 +364,22 @@ def train_on_rollout(model, ref_model, optimizer, rollout: Rollout, cfg: GRPOCon
         raise DomtokError(f"grpo: {len(chunks)} micro-batches per step must be divisible by the number of "
                           f"processes {W}; set gradient_accumulation_steps to a multiple of {W}")
     mine = list(range(rank, len(chunks), W))
-    n_tokens = sum(len(c) for c in rollout.completions)  # the whole step's, on every rank
+    # mask_truncated_completions: a completion cut by the length limit keeps its reward (it
+    # counts in its group's advantages) but none of its tokens enter the loss or dapo's count
+    trained = [not (cfg.mask_truncated_completions and t) for t in rollout.truncated] or [True] * n
+    n_tokens = sum(len(c) for c, k in zip(rollout.completions, trained) if k)  # the whole step's, on every rank
     take = lambda rows, xs: [xs[i] for i in rows]  # noqa: E731
+    T = cfg.temperature
     old, ref = {}, {}
     with torch.no_grad():
         for j in mine:
             P, C = take(chunks[j], rollout.prompts), take(chunks[j], rollout.completions)
             if cfg.num_iterations > 1:  # the sampling policy's log-probs, fixed for every iteration
                 with autocast(device, dtype):
-                    old[j] = sequence_logprobs(model, P, C, device)[0]
+                    old[j] = sequence_logprobs(model, P, C, device, T)[0]
             if cfg.beta > 0:
                 with autocast(device, dtype):
-                    ref[j] = sequence_logprobs(ref_model, P, C, device)[0]
+                    ref[j] = sequence_logprobs(ref_model, P, C, device, T)[0]
     out = []
     net.train()
     for it in range(cfg.num_iterations):
@@ -303,12 +391,13 @@ def train_on_rollout(model, ref_model, optimizer, rollout: Rollout, cfg: GRPOCon
             P, C = take(rows, rollout.prompts), take(rows, rollout.completions)
             with grad_sync(net, k == len(mine) - 1):
                 with autocast(device, dtype):
-                    logp, m = sequence_logprobs(net, P, C, device)
+                    logp, m = sequence_logprobs(net, P, C, device, T)
+                m = m & torch.tensor(take(rows, trained), device=m.device).unsqueeze(1)
                 old_logp = old[j] if cfg.num_iterations > 1 else logp.detach()
                 loss, st = policy_loss(logp, old_logp, ref.get(j), rollout.advantages[rows].to(device), m,
                                        epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, beta=cfg.beta,
                                        loss_type=cfg.loss_type, max_completion_length=cfg.max_completion_length,
-                                       n_seqs=n, n_tokens=n_tokens)
+                                       n_seqs=n, n_tokens=n_tokens, use_bias_correction_kl=cfg.use_bias_correction_kl)
                 # DDP averages gradients over W ranks; x W makes the synced gradient that of the
                 # whole step's loss (each rank's part already carries the global normalisers)
                 (loss * W).backward()
@@ -374,6 +463,11 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
 
     if not cfg.model:
         raise DomtokError("grpo: `model` is empty; set model=PATH to a model dir (usually an SFT output)")
+    if not cfg.temperature > 0:
+        raise DomtokError(f"grpo: temperature {cfg.temperature}; GRPO samples, and scores log-probs at "
+                          "logits / temperature, so it must be > 0 (TRL's default is 1.0)")
+    if cfg.loss_type not in ("grpo", "dr_grpo", "dapo"):
+        raise DomtokError(f"grpo: loss_type {cfg.loss_type!r}; expected grpo, dr_grpo or dapo")
     info = dist_setup(cfg.device)
     C = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
     if cfg.num_generations < 2 or C % cfg.num_generations:
@@ -399,7 +493,8 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
     rounds = math.ceil(len(questions) * cfg.num_train_epochs / P)
     total_steps = cfg.max_steps or rounds * cfg.num_iterations
     rounds = math.ceil(total_steps / cfg.num_iterations)
-    warmup = int(round(cfg.warmup_ratio * total_steps))
+    warmup = warmup_steps(cfg, total_steps)
+    lr_factor(0, total_steps, warmup, cfg.lr_scheduler_type)  # a bad schedule fails before any work
     opt = common.configure_optimizer(model, cfg.learning_rate, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2),
                                      device_type=str(device).split(":")[0])
     if info.is_main:
@@ -422,7 +517,7 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
         rollout = make_rollout(engine, tokenizer, [questions[i] for i in idx], [golds[i] for i in idx], reward_fn,
                                cfg, r, [texts[i] for i in idx], info=info)
         n_it = min(cfg.num_iterations, total_steps - step)
-        sched = lambda it: common.lr_at(step + it, cfg.learning_rate, cfg.learning_rate, warmup, total_steps)  # noqa: E731
+        sched = lambda it: cfg.learning_rate * lr_factor(step + it, total_steps, warmup, cfg.lr_scheduler_type)  # noqa: E731
         steps = train_on_rollout(model, ref_model, opt, rollout, dataclasses.replace(cfg, num_iterations=n_it), device, dtype, sched,
                                  info=info, ddp=ddp)
         for s in steps:

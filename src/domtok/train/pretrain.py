@@ -7,14 +7,17 @@ The story of one optimizer step: the loader hands this rank its micro-batches of
 batch (the global batch is the same for any number of processes); each micro-batch runs
 forward/backward under autocast, with DDP's gradient all-reduce only on the last one; the
 gradients are clipped, AdamW steps at the scheduled learning rate; rank 0 logs one line to
-metrics.jsonl. Every `eval_every` steps: validation loss in nats/token and bits per byte.
+metrics.jsonl. Every `eval_every` steps: validation loss in nats/token and bits per byte, on
+whole validation documents (the bytes are those of exactly the text that was scored).
 Every `ckpt_every` steps and at the end: a checkpoint that resumes bit for bit (weights,
 optimizer, step, data position, RNG states). At the end: `model/` (a native model dir),
-`summary.json` (tokens, FLOPs, epochs: what a reader needs to check compute matching) and
-`manifest.json`, written last.
+`summary.json` (tokens, FLOPs, epochs, documents and bytes read: what a reader needs to check
+compute matching) and `manifest.json`, written last.
 
 Conditions are compute-matched by construction: the model size, vocab size, tokens per step
-and steps come from the same preset; the data directory is the only thing that differs.
+and steps come from the same preset; the data directory is the only thing that differs. The
+loader reads the same documents in the same seeded order in every condition
+(`domtok.train.data`), so the domain condition, shorter in tokens, reads further.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from domtok.errors import DomtokError
 from domtok.model.checkpoint import (latest_checkpoint, load_checkpoint, load_tokenizer_from_dir, save_checkpoint,
                                      save_model_dir)
 from domtok.train import common
-from domtok.train.data import TrainLoader, check_shard_ids, read_meta, val_batches
+from domtok.train.data import TrainLoader, check_shard_ids, read_meta, val_data
 from domtok.utils import dist_setup, dist_teardown, seed_everything
 
 
@@ -58,7 +61,7 @@ class PretrainConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0
     eval_every: int = 50               # 0 = only at the end
-    eval_batches: int = 8              # micro-batches of the val split per evaluation
+    eval_batches: int = 8              # val micro-batches per evaluation: the first whole documents that fit; 0 = all
     hellaswag_every: int = 0           # 0 = off; needs domtok.eval.hellaswag
     hellaswag_items: int = 500         # seeded subset of the validation split
     hellaswag_data: str | None = None  # local HellaSwag jsonl/dir; None = hub Rowan/hellaswag
@@ -107,15 +110,16 @@ def build_model(cfg: PretrainConfig, vocab_size: int):
 
 @torch.no_grad()
 def evaluate(model, batches, info, device: str, dtype: str) -> tuple[float, int]:
-    """Mean next-token loss (nats) over the val windows of all ranks, and the token count."""
+    """Mean next-token loss (nats) over the scored val targets of all ranks, and their count."""
     model.eval()
     total, count = 0.0, 0
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         with common.autocast(device, dtype):
             _, loss = model(x, y)
-        total += float(loss) * y.numel()
-        count += y.numel()
+        n = int((y != -100).sum())
+        total += float(loss) * n
+        count += n
     model.train()
     total, count = common.all_reduce_sum([total, float(count)], info, _reduce_device(device))
     return total / max(count, 1.0), int(count)
@@ -125,10 +129,9 @@ def _reduce_device(device: str) -> str:
     return device if str(device).startswith("cuda") else "cpu"
 
 
-def bits_per_byte(loss_nats: float, split_meta: dict) -> float | None:
-    """Tokenizer-independent loss: nats/token * tokens/byte / ln 2, with the split's counts of
-    tokens and of UTF-8 bytes of the original (uninjected) text from meta.json."""
-    tokens, nbytes = split_meta.get("tokens"), split_meta.get("bytes")
+def bits_per_byte(loss_nats: float, tokens: int, nbytes: int) -> float | None:
+    """Tokenizer-independent loss: the nats summed over `tokens` scored targets, in bits, per
+    UTF-8 byte of the original (uninjected) text of exactly those documents."""
     if not tokens or not nbytes:
         return None
     return loss_nats * tokens / (math.log(2) * nbytes)
@@ -177,7 +180,7 @@ def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
                                            device_type=str(device).split(":")[0])
     loader = TrainLoader(cfg.data_dir, cfg.seq_len, cfg.micro_batch_size, grad_accum, cfg.seed,
                          info.rank, info.world_size)
-    val = val_batches(cfg.data_dir, cfg.seq_len, cfg.micro_batch_size, cfg.eval_batches, info.rank, info.world_size)
+    val = val_data(cfg.data_dir, cfg.seq_len, cfg.micro_batch_size, cfg.eval_batches, info.rank, info.world_size)
     flops_per_token = model.flops_per_token(cfg.seq_len)
 
     # resume: every rank reads the same checkpoint (the out dir is shared in DDP runs)
@@ -253,9 +256,9 @@ def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
 
         last = done == cfg.max_steps
         if last or (cfg.eval_every > 0 and done % cfg.eval_every == 0):
-            val_loss, _ = evaluate(model, val, info, device, dtype)
+            val_loss, val_tokens = evaluate(model, val.batches, info, device, dtype)
             row["val_loss"] = val_loss
-            row["val_bpb"] = bits_per_byte(val_loss, meta["splits"].get("val", {}))
+            row["val_bpb"] = bits_per_byte(val_loss, val_tokens, val.bytes)
             if info.is_main:
                 bpb = row["val_bpb"]
                 bar.write(f"step {done}: train {train_loss:.4f} val {val_loss:.4f} nats/token"
@@ -283,17 +286,19 @@ def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
 
     summary = {}
     if info.is_main:
-        summary = _finish(cfg, out_dir, model, tokenizer, meta, logger, unique_tokens, flops_per_token,
+        summary = _finish(cfg, out_dir, model, tokenizer, meta, logger, loader, val, flops_per_token,
                           grad_accum, info.world_size)
     logger.close()
     common.barrier(info)
     return summary
 
 
-def _finish(cfg, out_dir: Path, model, tokenizer, meta, logger, unique_tokens, flops_per_token,
+def _finish(cfg, out_dir: Path, model, tokenizer, meta, logger, loader, val, flops_per_token,
             grad_accum, world_size) -> dict:
     """Final model dir, summary.json, then manifest.json (last: its presence means done)."""
     rows = logger.rows()
+    unique_tokens = loader.tokens_per_epoch
+    documents_seen, bytes_seen = loader.documents_read()
     tokens_trained = cfg.max_steps * cfg.tokens_per_step
     epochs = tokens_trained / unique_tokens
     train_meta = meta["splits"].get("train", {})
@@ -318,6 +323,12 @@ def _finish(cfg, out_dir: Path, model, tokenizer, meta, logger, unique_tokens, f
         "train_split_tokens": train_meta.get("tokens"),
         "unique_tokens_seen": min(tokens_trained, unique_tokens),
         "epochs": epochs,
+        "documents_seen": documents_seen,  # train documents read whole (repeats counted)
+        "bytes_seen": bytes_seen,          # their UTF-8 bytes of original (uninjected) text
+        "train_documents": int(loader.data.num_docs),
+        "val_documents": val.documents,    # the whole documents the val loss and bpb are measured on
+        "val_tokens": val.tokens,
+        "val_bytes": val.bytes,
         "flops_per_token": flops_per_token,
         "total_flops": flops_per_token * tokens_trained,
         "domain_token_share": (train_meta.get("domain_tokens", 0) / train_meta["tokens"]) if train_meta.get("tokens") else None,
@@ -372,7 +383,7 @@ def main(args: argparse.Namespace) -> int:
         if args.config is None or not is_experiment_spec(load_yaml(args.config)):
             raise DomtokError("no data: set data_dir=DIR (shards from `domtok prepare`), or give an experiment "
                               "spec such as configs/tiny.yaml, whose data is then prepared under --out")
-        from domtok.pipeline import prepare_condition
+        from domtok.data.prepare import prepare_condition
 
         cfg.data_dir = str(prepare_condition(args.config, args.condition, Path(out) / "data"))
         print(f"pretrain: data of condition {args.condition} prepared in {cfg.data_dir}", flush=True)

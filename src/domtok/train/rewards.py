@@ -13,8 +13,13 @@ shaped (reference weights, every one a config field):
                          ids, and only when the tokenizer's condition uses domain tokens)
       short        +0.1  fewer than 150 words
       repetition   -0.3  see `has_repeated_trigram`
-shaped_fair is shaped without the domain-token term: the domain bonus can only be earned in
-the domain condition, a confound the report must state when `shaped` is used.
+shaped_fair gives both conditions the same terms for the same content: no domain-token term
+(that bonus can only be earned in the domain condition, a confound the report must state when
+`shaped` is used), and shows_work, short and repetition are computed on the text with every
+domain token expanded to `a × b = c` (`expand_domain_tokens`), so `<MUL_6_9_54>` shows work
+and counts as the five words of `6 × 9 = 54`, exactly as the baseline's spelled-out fact does.
+(`shaped` reads the raw text, as the reference study did.) correct and close read the raw
+text in both kinds, like the GSM8K evaluation.
 
 Custom rewards: `kind: "my_pkg.my_module:my_reward"`; the function is called as
     my_reward(text=str, gold=str, ids=list[int], tokenizer=Tokenizer, question=str)
@@ -95,6 +100,18 @@ def binary_reward(text: str, gold: str, cfg: RewardConfig) -> dict[str, float]:
     return {"correct": cfg.correct if is_correct(text, gold, mode=cfg.answer_mode) else 0.0}
 
 
+def expanded_text(text: str, tokenizer) -> str:
+    """`text` with the domain tokens of the tokenizer's token set spelled out as `a × b = c`.
+
+    Applied in both conditions (a baseline that writes a token's text gets the same
+    expansion); a tokenizer without a token set (custom stubs) leaves the text as it is.
+    """
+    from domtok.tokens.inject import expand_domain_tokens
+
+    token_set = getattr(tokenizer, "token_set", None)
+    return expand_domain_tokens(text, token_set) if token_set is not None else text
+
+
 def shaped_reward(text: str, gold: str, ids: list[int], tokenizer, cfg: RewardConfig,
                   fair: bool = False) -> dict[str, float]:
     from domtok.eval.gsm8k import extract_answer, is_correct
@@ -107,6 +124,8 @@ def shaped_reward(text: str, gold: str, ids: list[int], tokenizer, cfg: RewardCo
         return terms
     if is_close(_to_float(extract_answer(text, mode=cfg.answer_mode)), _to_float(gold), cfg.close_abs, cfg.close_rel):
         terms["close"] = cfg.close
+    if fair:  # the same content earns the same terms whether a fact is a token or spelled out
+        text = expanded_text(text, tokenizer)
     if "=" in text or "####" in text:
         terms["shows_work"] = cfg.shows_work
     if not fair and getattr(tokenizer, "uses_domain_tokens", False) and tokenizer.count_domain_tokens(ids) > 0:

@@ -101,8 +101,9 @@ def build_stage_data(stage: SFTStage, tokenizer, condition: str, inject_user: bo
     else:
         train_recs, val_recs = split_train_val(train_recs, stage.val_size, seed)
     rep_t, rep_v = BuildReport(), BuildReport()
-    train = build_examples(train_recs, tokenizer, token_set, inject_user, stage.max_length, rep_t)
-    val = build_examples(val_recs, tokenizer, token_set, inject_user, stage.max_length, rep_v)
+    layout = tokenizer.token_set.name  # every condition drops what this set's injection would break
+    train = build_examples(train_recs, tokenizer, token_set, inject_user, stage.max_length, rep_t, layout)
+    val = build_examples(val_recs, tokenizer, token_set, inject_user, stage.max_length, rep_v, layout)
     if not train:
         raise DomtokError(f"sft stage {stage.name!r}: no usable training examples ({rep_t}); check `data`")
     return train, val, {"train": rep_t.__dict__, "val": rep_v.__dict__}

@@ -16,6 +16,11 @@ Injection policy (from the condition, never a separate flag): the baseline never
 a domain condition injects into assistant text only, and into user text only when the
 config says `inject_user: true` (injecting a question like "What is 6*9?" would put the
 answer, 54, into the prompt). System messages are never injected.
+
+Both conditions train on the same records: a record whose injection would break a GSM8K
+`<<expr=result>>` annotation is dropped from every condition, the baseline included (it is
+injected with the layout's token set only to decide that, and trained on as plain text), so
+the conditions have the same examples, steps and batches. The dropped ids are in the report.
 """
 
 from __future__ import annotations
@@ -184,25 +189,35 @@ def inject_messages(messages: list[dict], token_set: str | None, inject_user: bo
 class BuildReport:
     examples: int = 0
     malformed: int = 0          # no messages / bad roles
-    broken_annotations: int = 0  # rejected: injection broke a <<expr=result>> annotation
+    broken_annotations: int = 0  # dropped in every condition: injection would break a <<expr=result>>
+    broken_annotation_ids: list = field(default_factory=list)  # their `id` (or position in the records)
     truncated: int = 0           # longer than max_length (cut; EOS lost)
     no_trained_tokens: int = 0   # nothing left to train on after truncation
 
 
 def build_examples(records: list[dict], tokenizer, token_set: str | None, inject_user: bool,
-                   max_length: int, report: BuildReport | None = None) -> list[SFTExample]:
-    """Render records into examples (ids + mask) under the condition's injection policy."""
+                   max_length: int, report: BuildReport | None = None,
+                   drop_set: str | None = None) -> list[SFTExample]:
+    """Render records into examples (ids + mask) under the condition's injection policy.
+
+    `drop_set`: the token set whose injection decides which records are dropped (the layout's
+    set, in every condition, so all conditions drop the same records); None = `token_set`.
+    """
     report = report if report is not None else BuildReport()
+    drop_set = drop_set or token_set
     out = []
-    for rec in records:
+    for i, rec in enumerate(records):
         msgs = to_messages(rec)
         if msgs is None:
             report.malformed += 1
             continue
-        injected = inject_messages(msgs, token_set, inject_user)
+        injected = inject_messages(msgs, drop_set, inject_user)
         if injected is None:
             report.broken_annotations += 1
+            report.broken_annotation_ids.append(rec.get("id", i))
             continue
+        if token_set is None:
+            injected = msgs  # this condition trains on the plain text
         try:
             r = render_conversation(injected, tokenizer)
         except ValueError:

@@ -1,0 +1,430 @@
+"""A scaling ladder: the same study at several model sizes, and its effect against compute.
+
+A spec's `ladder:` section lists rungs. Each rung names a model shape and a pretraining
+token budget, and runs the whole study (every condition x seed x stage x evaluation) under
+`runs/<name>/rung-<rung>/`:
+
+    ladder:
+      - {name: s, n_layer: 4, n_head: 4, n_embd: 128, tokens: 2457600}
+      - {name: m, n_layer: 6, n_head: 6, n_embd: 192, tokens_per_param: 20,
+         set: {pretrain: {lr: 2.0e-3}}}          # deep-merged over that stage's config
+
+- `tokens` is the pretraining budget; `tokens_per_param` multiplies the model's total
+  parameter count (embeddings included, as Chinchilla counts them) at the tokenizer's
+  nominal vocabulary (gpt2: 50,257 base ids; bpe-N: N), which is known before any node runs,
+  so the budget is part of the node hashes. Steps = budget / tokens_per_step, rounded to
+  the nearest whole step; the report shows the tokens actually trained.
+- Every pretrain stage of the rung gets the rung's shape and steps; `set:` changes other keys
+  of any stage for this rung only (a smaller learning rate for a larger model, ...).
+- Rungs share the tokenizer and the prepared corpus of each condition (`<condition>/prepare/`
+  at the top of the run dir): size `prepare` for the largest budget. A rung that needs other
+  data gives `prepare:` (deep-merged over the spec's), and gets its own prepare nodes.
+- Node hashes include the rung's name, and a rung's nodes depend only on its own configs
+  and the shared tokenizer/prepare nodes, so adding a rung re-runs nothing else.
+
+The second half of this file reads a finished ladder for the report: per-rung compute, the
+headline effects against training FLOPs, and a trend fitted in log-compute.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from domtok.config import ConfigError, deep_merge
+
+RUNG_KEYS = ("name", "n_layer", "n_head", "n_embd", "tokens", "tokens_per_param", "set", "prepare")
+GPT2_N_BASE = 50257  # GPT-2's byte-level BPE: 50,256 merges + bytes, and <|endoftext|>
+
+
+@dataclass
+class Rung:
+    name: str
+    n_layer: int
+    n_head: int
+    n_embd: int
+    tokens: int | None = None            # pretraining budget, or
+    tokens_per_param: float | None = None  # budget = this x total parameters
+    set: dict = field(default_factory=dict)      # stage name -> config keys for this rung
+    prepare: dict = field(default_factory=dict)  # prepare keys for this rung's own corpus
+    # resolved by `resolve_rung` against the spec:
+    params: int = 0                      # total parameters at the nominal vocabulary
+    budget: int = 0                      # pretraining tokens asked for
+    steps: int = 0                       # pretraining optimizer steps
+    stage_configs: dict = field(default_factory=dict)  # stage name -> config dict of this rung
+    prepare_config: dict = field(default_factory=dict)
+
+    @property
+    def dir_name(self) -> str:
+        return f"rung-{self.name}"
+
+    def shape(self) -> dict:
+        return {"n_layer": self.n_layer, "n_head": self.n_head, "n_embd": self.n_embd}
+
+
+# --------------------------------------------------------------------------- the spec section
+
+def parse_ladder(data, where: str, stage_names: list[str]) -> list[Rung]:
+    """The spec's `ladder:` list as Rungs (not yet resolved); [] when the spec has none."""
+    if data is None:
+        return []
+    if not isinstance(data, list) or not data:
+        raise ConfigError(f"{where}: `ladder` must be a non-empty list of rungs "
+                          "({name, n_layer, n_head, n_embd, tokens | tokens_per_param})")
+    rungs, names = [], set()
+    for i, r in enumerate(data):
+        at = f"{where}: ladder[{i}]"
+        if not isinstance(r, dict):
+            raise ConfigError(f"{at}: a rung is a mapping {{name, n_layer, n_head, n_embd, tokens | tokens_per_param}}")
+        unknown = sorted(set(r) - set(RUNG_KEYS))
+        if unknown:
+            raise ConfigError(f"{at}: unknown keys {unknown}; a rung may set {list(RUNG_KEYS)}")
+        name = str(r.get("name", f"r{i}"))
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or name in names:
+            raise ConfigError(f"{at}: rung name {name!r} is used twice or is not a plain name (letters, digits, _ . -)")
+        names.add(name)
+        shape = {}
+        for k in ("n_layer", "n_head", "n_embd"):
+            v = r.get(k)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ConfigError(f"{at} ({name}): `{k}` must be a positive integer, got {v!r}")
+            shape[k] = v
+        if shape["n_embd"] % shape["n_head"]:
+            raise ConfigError(f"{at} ({name}): n_embd={shape['n_embd']} is not divisible by n_head={shape['n_head']}")
+        tokens, tpp = r.get("tokens"), r.get("tokens_per_param")
+        if (tokens is None) == (tpp is None):
+            raise ConfigError(f"{at} ({name}): give exactly one of `tokens` and `tokens_per_param`")
+        if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, (int, float)) or tokens <= 0
+                                   or tokens != int(tokens)):
+            raise ConfigError(f"{at} ({name}): `tokens` must be a positive whole number, got {tokens!r}")
+        if tpp is not None and (isinstance(tpp, bool) or not isinstance(tpp, (int, float)) or tpp <= 0):
+            raise ConfigError(f"{at} ({name}): `tokens_per_param` must be a positive number, got {tpp!r}")
+        sets = r.get("set") or {}
+        if not isinstance(sets, dict) or any(not isinstance(v, dict) for v in sets.values()):
+            raise ConfigError(f"{at} ({name}): `set` maps stage names to config keys, e.g. set: {{pretrain: {{lr: 1e-3}}}}")
+        bad = sorted(set(sets) - set(stage_names))
+        if bad:
+            raise ConfigError(f"{at} ({name}): `set` names unknown stages {bad}; stages: {stage_names}")
+        prepare = r.get("prepare") or {}
+        if not isinstance(prepare, dict):
+            raise ConfigError(f"{at} ({name}): `prepare` must be a mapping of prepare keys")
+        rungs.append(Rung(name=name, tokens=None if tokens is None else int(tokens),
+                          tokens_per_param=None if tpp is None else float(tpp), set=sets, prepare=prepare, **shape))
+    return rungs
+
+
+def nominal_vocab_size(tokenizer: dict, token_set: str) -> int:
+    """The model's embedding size for the spec's tokenizer, before the tokenizer exists: the
+    base ids asked for (gpt2: 50,257; bpe-N: N; a saved tokenizer dir: its own), padded, plus
+    the token set's ids, padded (the layout of `domtok.tokens.tokenizer.Tokenizer`)."""
+    from pathlib import Path
+
+    from domtok.tokens.sets import get_token_set
+    from domtok.tokens.tokenizer import load_tokenizer, round_up
+
+    base = str(tokenizer.get("base", "gpt2"))
+    if base == "gpt2":
+        n_base = GPT2_N_BASE
+    elif base.startswith("bpe-") and base[4:].isdigit():
+        n_base = int(base[4:])
+    elif Path(base).is_dir():
+        return load_tokenizer(base, "baseline").vocab_size
+    else:
+        raise ConfigError(f"tokenizer base {base!r}: a ladder needs gpt2, bpe-N or a tokenizer directory")
+    return round_up(round_up(n_base) + len(get_token_set(token_set).tokens))
+
+
+def resolve_rung(rung: Rung, stages, prepare: dict, vocab_size: int, where: str) -> Rung:
+    """Fill in the rung's stage configs, parameter count, budget and steps.
+
+    `stages` are the spec's StageSpecs (name, kind, config)."""
+    import torch
+
+    from domtok.config import from_dict
+    from domtok.train.pretrain import PretrainConfig, build_model
+
+    at = f"{where}: ladder rung {rung.name!r}"
+    configs = {st.name: deep_merge(st.config, rung.set.get(st.name, {})) for st in stages}
+    pretrain = [st.name for st in stages if st.kind == "pretrain"]
+    if not pretrain:
+        raise ConfigError(f"{at}: the spec has no pretrain stage, so a rung's shape and budget have nowhere to go")
+    for name in pretrain:
+        cfg = {**configs[name], **rung.shape()}
+        pc = from_dict(PretrainConfig, {k: v for k, v in cfg.items() if k not in ("condition", "seed")},
+                       where=f"{at}, stage {name}")
+        with torch.device("meta"):  # the count only: no memory, no initialisation cost
+            params = build_model(pc, vocab_size).num_params(non_embedding=False)
+        budget = rung.tokens if rung.tokens is not None else round(rung.tokens_per_param * params)
+        steps = max(1, round(budget / pc.tokens_per_step))
+        if pc.warmup_steps >= steps:
+            raise ConfigError(f"{at}: {steps} pretraining steps ({budget:,} tokens / {pc.tokens_per_step:,} per step) "
+                              f"but warmup_steps={pc.warmup_steps}; set ladder rung `set: {{{name}: {{warmup_steps: N}}}}` "
+                              "with N below the steps, or give the rung more tokens")
+        cfg["max_steps"] = steps
+        configs[name] = cfg
+        if name == pretrain[0]:
+            rung.params, rung.budget, rung.steps = params, budget, steps
+    rung.stage_configs = configs
+    rung.prepare_config = deep_merge(prepare, rung.prepare)
+    return rung
+
+
+def ladder_summary(rungs: list[Rung]) -> list[dict]:
+    """What the spec asks of each rung (before anything runs): for `domtok run`'s first lines."""
+    return [{"rung": r.name, **r.shape(), "params": r.params, "tokens": r.budget, "steps": r.steps,
+             "tokens_per_param": r.budget / r.params if r.params else math.nan} for r in rungs]
+
+
+# --------------------------------------------------------------------------- reading a finished ladder
+
+def rung_compute(view, rung: Rung) -> dict:
+    """Parameters, tokens, FLOPs (per model, from the pretrain summaries) and the wall time of
+    every finished node of one rung; `view` is the report's Run restricted to the rung."""
+    from domtok.rundir import wall_time
+
+    first = next((s.name for s in view.spec.stages if s.kind == "pretrain"), None)
+    pre = [view.summary[n.id] for c in view.conditions for n in view.training(first, c)] if first else []
+
+    def agreed(key):
+        vals = {s.get(key) for s in pre if s.get(key) is not None}
+        return vals.pop() if len(vals) == 1 else (None if not vals else math.nan)
+
+    return {"rung": rung.name, **rung.shape(), "params": agreed("params"), "tokens": agreed("tokens_trained"),
+            "flops": agreed("total_flops"), "epochs": max((s.get("epochs") or 0 for s in pre), default=None),
+            "pretrain_wall_time_s": sum(s.get("wall_time_s") or 0.0 for s in pre),
+            "wall_time_s": sum(wall_time(n) for n in view.nodes), "models": len(pre)}
+
+
+def _num(x, fmt: str) -> str:
+    return format(x, fmt) if isinstance(x, (int, float)) and not (isinstance(x, float) and math.isnan(x)) else "–"
+
+
+def rung_table(rows: list[dict]) -> list[str]:
+    """One line per rung: shape, parameters, tokens, FLOPs, wall time, and its compute check."""
+    lines = ["| rung | layers x width (heads) | params | tokens trained | tokens / param | epochs | FLOPs per model | "
+             "pretraining wall (s) | rung wall (s) | conditions compute-matched |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        tpp = r["tokens"] / r["params"] if isinstance(r.get("tokens"), (int, float)) and r.get("params") else None
+        matched = {True: "✅ yes", False: "❌ NO", None: "– (not every model has finished)"}[r.get("compute_matched")]
+        lines.append(f"| {r['rung']} | {r['n_layer']} x {r['n_embd']} ({r['n_head']}) | {_num(r.get('params'), ',')} | "
+                     f"{_num(r.get('tokens'), ',')} | {_num(tpp, '.2f')} | {_num(r.get('epochs'), '.2f')} | "
+                     f"{_num(r.get('flops'), '.3e')} | {_num(r.get('pretrain_wall_time_s'), '.1f')} | "
+                     f"{_num(r.get('wall_time_s'), '.1f')} | {matched} |")
+    bad = [r["rung"] for r in rows if r.get("compute_matched") is False]
+    if bad:
+        lines += ["", f"- ❌ within rung(s) {', '.join(bad)} the conditions are NOT compute-matched: see each rung's "
+                  "compute-matching section; their effects are not comparable."]
+    repeats = [f"{r['rung']} ({r['epochs']:.2f} epochs)" for r in rows if isinstance(r.get("epochs"), (int, float))
+               and r["epochs"] > 1]
+    if repeats:
+        lines += ["", f"- ⚠ the shared corpus does not cover every budget: {', '.join(repeats)} repeat data; "
+                  "prepare more documents (`prepare.n_docs`, or a rung's own `prepare:`)."]
+    return lines
+
+
+def fit_trend(flops: list[float], delta: list[float], ci: list[tuple[float, float]], level: float = 0.95) -> dict | None:
+    """Weighted least squares of the effect on log10(training FLOPs): delta = a + b log10(F).
+
+    Each rung's effect is a measurement with a known uncertainty, its CI's half-width / z
+    (floored at 1e-3 so an all-equal rung does not take infinite weight); the weights are
+    1 / se^2, and the slope's standard error comes from those variances, so a two-rung
+    ladder has one too. With three or more rungs the residuals are also tested against
+    those variances (chi-square, n - 2 degrees of freedom); when they scatter more than the
+    CIs allow (chi2 / dof > 1) the slope's variance is scaled by chi2 / dof, as is usual for
+    weighted fits. Returns None with fewer than two rungs at distinct FLOPs.
+    """
+    import numpy as np
+    from scipy import stats
+
+    pts = [(math.log10(f), d, c) for f, d, c in zip(flops, delta, ci)
+           if isinstance(f, (int, float)) and f > 0 and d is not None and c is not None and None not in c]
+    if len({p[0] for p in pts}) < 2:
+        return None
+    z = stats.norm.ppf(0.5 + level / 2)
+    x = np.array([p[0] for p in pts])
+    y = np.array([p[1] for p in pts], dtype=float)
+    se = np.array([max((p[2][1] - p[2][0]) / (2 * z), 1e-3) for p in pts])
+    w = 1.0 / se ** 2
+    xm = float((w * x).sum() / w.sum())
+    ym = float((w * y).sum() / w.sum())
+    sxx = float((w * (x - xm) ** 2).sum())
+    slope = float((w * (x - xm) * (y - ym)).sum() / sxx)
+    intercept = ym - slope * xm
+    var_slope = 1.0 / sxx
+    var_intercept = 1.0 / w.sum() + xm ** 2 / sxx
+    cov = -xm / sxx
+    dof = len(pts) - 2
+    chi2 = float((w * (y - intercept - slope * x) ** 2).sum())
+    p_fit, scale = None, 1.0
+    if dof > 0:
+        p_fit = float(stats.chi2.sf(chi2, dof))
+        scale = max(1.0, chi2 / dof)
+    se_slope = math.sqrt(var_slope * scale)
+    p_slope = float(2 * stats.norm.sf(abs(slope) / se_slope))
+    return {"slope_per_decade": slope, "ci_low": slope - z * se_slope, "ci_high": slope + z * se_slope,
+            "se": se_slope, "p": p_slope, "intercept": intercept, "n_rungs": len(pts), "chi2": chi2, "dof": dof,
+            "p_fit": p_fit, "variance_scale": scale,
+            "cov": [[var_intercept * scale, cov * scale], [cov * scale, var_slope * scale]]}
+
+
+def trend_band(fit: dict, log10_flops: list[float], level: float = 0.95) -> tuple[list[float], list[float], list[float]]:
+    """The fitted line and its pointwise CI at the given log10(FLOPs)."""
+    from scipy import stats
+
+    z = stats.norm.ppf(0.5 + level / 2)
+    (vaa, vab), (_, vbb) = fit["cov"]
+    mid, lo, hi = [], [], []
+    for x in log10_flops:
+        m = fit["intercept"] + fit["slope_per_decade"] * x
+        s = math.sqrt(max(vaa + 2 * x * vab + x * x * vbb, 0.0))
+        mid.append(m); lo.append(m - z * s); hi.append(m + z * s)
+    return mid, lo, hi
+
+
+def _key(row: dict) -> tuple:
+    return row["benchmark"], row["metric"], row["stage"], row["condition"]
+
+
+def _label(key: tuple) -> str:
+    bench, metric, stage, cond = key
+    return f"{bench}.{metric} after {stage} ({cond})"
+
+
+def effects_by_key(rows: list[dict]) -> dict[tuple, list[tuple[dict, dict]]]:
+    """(benchmark, metric, stage, condition) -> [(ladder row, headline row)] in ladder order."""
+    out: dict[tuple, list] = {}
+    for r in rows:
+        for h in r.get("headline", []):
+            out.setdefault(_key(h), []).append((r, h))
+    return out
+
+
+def excludes_zero(h: dict) -> bool:
+    lo, hi = h.get("ci_low"), h.get("ci_high")
+    return lo is not None and hi is not None and (lo > 0 or hi < 0)
+
+
+def trends(rows: list[dict]) -> list[dict]:
+    """Per headline effect: the fitted trend in log-compute and the smallest rung whose CI excludes 0."""
+    out = []
+    for key, pts in effects_by_key(rows).items():
+        pts = sorted(pts, key=lambda p: p[0]["flops"] if isinstance(p[0].get("flops"), (int, float)) else math.inf)
+        fit = fit_trend([p[0].get("flops") for p in pts], [p[1].get("delta") for p in pts],
+                        [(p[1].get("ci_low"), p[1].get("ci_high")) for p in pts])
+        first = next((p for p in pts if excludes_zero(p[1])), None)
+        out.append({"benchmark": key[0], "metric": key[1], "stage": key[2], "condition": key[3],
+                    "trend": fit, "first_rung_excluding_zero": first[0]["rung"] if first else None})
+    return out
+
+
+def trend_lines(rows: list[dict], trend_rows: list[dict]) -> list[str]:
+    """The ladder's answer in markdown: one line per effect, then the smallest rung sentence."""
+    if not trend_rows:
+        return ["(no headline effect has finished in any rung yet)"]
+    lines = ["| effect | rungs | slope per decade of FLOPs | 95% CI | p (slope ≠ 0) | fit χ² / dof | "
+             "smallest rung whose CI excludes 0 |", "|---|---:|---:|---|---:|---:|---|"]
+    for t in trend_rows:
+        key = (t["benchmark"], t["metric"], t["stage"], t["condition"])
+        fit = t["trend"]
+        first = t["first_rung_excluding_zero"] or "none"
+        if fit is None:
+            lines.append(f"| {_label(key)} | 1 | – | – | – | – | {first} |")
+            continue
+        chi = f"{fit['chi2']:.2f} / {fit['dof']}" if fit["dof"] > 0 else "– (2 rungs: exact)"
+        lines.append(f"| {_label(key)} | {fit['n_rungs']} | {fit['slope_per_decade']:+.4f} | "
+                     f"[{fit['ci_low']:+.4f}, {fit['ci_high']:+.4f}] | {fit['p']:.3g} | {chi} | {first} |")
+    firsts = [t for t in trend_rows if t["first_rung_excluding_zero"]]
+    order = {r["rung"]: i for i, r in enumerate(sorted(rows, key=lambda r: r.get("flops") or math.inf))}
+    lines.append("")
+    if firsts:
+        best = min(firsts, key=lambda t: order.get(t["first_rung_excluding_zero"], math.inf))
+        rung = best["first_rung_excluding_zero"]
+        which = [_label((t["benchmark"], t["metric"], t["stage"], t["condition"])) for t in firsts
+                 if t["first_rung_excluding_zero"] == rung]
+        lines.append(f"The smallest rung whose 95% CI excludes zero for some headline effect is `{rung}` "
+                     f"({', '.join(which)}); the CIs are not corrected for multiple comparisons, see p (Holm) "
+                     "in the per-rung tables.")
+    else:
+        lines.append("No rung's 95% CI excludes zero for any headline effect: at these sizes the ladder detects "
+                     "no difference between the conditions.")
+    return lines
+
+
+def plots(rows: list[dict], trend_rows: list[dict], out) -> list[str]:
+    """ladder_effects.png: each headline effect with its CI and fitted trend against training
+    FLOPs; ladder_accuracy.png: each condition's accuracy (mean over seeds) against FLOPs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    made = []
+    by_key = effects_by_key(rows)
+    fits = {(t["benchmark"], t["metric"], t["stage"], t["condition"]): t["trend"] for t in trend_rows}
+    keys = [k for k, pts in by_key.items() if any(isinstance(p[0].get("flops"), (int, float)) for p in pts)]
+    if keys:
+        ncol = min(4, len(keys))
+        nrow = -(-len(keys) // ncol)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.3 * nrow), squeeze=False)
+        for ax, key in zip(axes.flat, keys):
+            pts = sorted((p for p in by_key[key] if isinstance(p[0].get("flops"), (int, float))),
+                         key=lambda p: p[0]["flops"])
+            xs = [p[0]["flops"] for p in pts]
+            ys = [p[1]["delta"] for p in pts]
+            lo = [p[1]["delta"] - p[1]["ci_low"] for p in pts]
+            hi = [p[1]["ci_high"] - p[1]["delta"] for p in pts]
+            ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", capsize=4, color="C0", label="domain − baseline, 95% CI")
+            for x, y, p in zip(xs, ys, pts):
+                ax.annotate(p[0]["rung"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+            fit = fits.get(key)
+            if fit is not None:
+                gx = [math.log10(xs[0]) + (math.log10(xs[-1]) - math.log10(xs[0])) * i / 40 for i in range(41)]
+                mid, blo, bhi = trend_band(fit, gx)
+                fx = [10 ** g for g in gx]
+                ax.plot(fx, mid, color="C1", label=f"trend {fit['slope_per_decade']:+.3f}/decade")
+                ax.fill_between(fx, blo, bhi, color="C1", alpha=0.2)
+            ax.axhline(0.0, color="grey", lw=0.8)
+            ax.set_xscale("log")
+            ax.set_title(_label(key), fontsize=9)
+            ax.set_xlabel("training FLOPs per model")
+            ax.set_ylabel("Δ accuracy")
+            ax.legend(fontsize=7)
+        for ax in list(axes.flat)[len(keys):]:
+            ax.set_visible(False)
+        fig.tight_layout()
+        fig.savefig(out / "ladder_effects.png", dpi=110)
+        plt.close(fig)
+        made.append("ladder_effects.png")
+
+    metrics = sorted({m for r in rows for by_stage in (r.get("accuracy") or {}).values()
+                      for by_metric in by_stage.values() for m in by_metric})
+    stages = list(dict.fromkeys(s for r in rows for by_stage in (r.get("accuracy") or {}).values() for s in by_stage))
+    conds = list(dict.fromkeys(c for r in rows for c in (r.get("accuracy") or {})))
+    panels = [(m, s) for m in metrics for s in stages]
+    if panels and any(isinstance(r.get("flops"), (int, float)) for r in rows):
+        ncol = min(len(stages), 4)
+        nrow = -(-len(panels) // ncol)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.3 * nrow), squeeze=False)
+        for ax, (metric, stage) in zip(axes.flat, panels):
+            for j, cond in enumerate(conds):
+                pts = sorted((r["flops"], r["accuracy"][cond][stage][metric]) for r in rows
+                             if isinstance(r.get("flops"), (int, float))
+                             and isinstance(((r.get("accuracy") or {}).get(cond, {}).get(stage, {})).get(metric), (int, float)))
+                if pts:
+                    ax.plot(*zip(*pts), marker="o", color=f"C{j}", label=cond)
+            ax.set_xscale("log")
+            ax.set_title(f"{metric} after {stage}", fontsize=9)
+            ax.set_xlabel("training FLOPs per model")
+            ax.set_ylabel("accuracy (mean over seeds)")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.set_visible(False)
+        fig.tight_layout()
+        fig.savefig(out / "ladder_accuracy.png", dpi=110)
+        plt.close(fig)
+        made.append("ladder_accuracy.png")
+    return made

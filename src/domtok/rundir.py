@@ -1,0 +1,409 @@
+"""What a run directory holds, and how to read it: the spec, its nodes, their state and results.
+
+`domtok run` (pipeline.py) writes a run directory; `domtok status`, `report` and `hub` only
+read one. Everything they share lives here, so none of them imports the pipeline:
+
+- the experiment spec (`load_spec`): conditions, seeds, stages, evaluations;
+- the DAG of nodes (`build_nodes`): every (stage, condition, seed) and every evaluation, with
+  its output directory and a config hash that also covers its inputs' hashes;
+- a node's state from its files (`node_state`), its manifest and summary, its key metric.
+
+Run directory layout:
+
+    runs/<name>/spec.yaml                     the resolved spec
+    runs/<name>/tokenizer/                    one base tokenizer for every condition
+    runs/<name>/<condition>/prepare/          token shards of that condition
+    runs/<name>/<condition>/seed<k>/<stage>/  a training stage (model/, metrics.jsonl, ...)
+    runs/<name>/<condition>/seed<k>/<stage>/eval/<benchmark>/   items.jsonl, summary.json
+    runs/<name>/rung-<r>/<condition>/seed<k>/...  a ladder (domtok.ladder): the study per rung,
+                                              sharing the tokenizer and <condition>/prepare/
+
+Each node directory holds `node.json` (hash, written when the node starts), `log.txt`, and
+`manifest.json`, written last and atomically when the node has finished: a directory
+without a manifest is incomplete. A failed node holds `failed.json` with its log path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from domtok.config import (ConfigError, deep_merge, apply_overrides, config_hash, load_yaml, resolve_config_path,
+                           stage_section)
+from domtok.errors import DomtokError
+from domtok.ladder import nominal_vocab_size, parse_ladder, resolve_rung
+
+TRAINING_KINDS = ("pretrain", "sft", "grpo", "rft")
+EVAL_KINDS = ("gsm8k", "hellaswag", "probes")
+
+
+# --------------------------------------------------------------------------- the spec
+
+@dataclass
+class StageSpec:
+    name: str
+    kind: str
+    config: dict = field(default_factory=dict)
+    after: str | None = None  # the stage whose model this one starts from
+
+
+@dataclass
+class Spec:
+    name: str
+    conditions: dict[str, dict]
+    seeds: list[int]
+    tokenizer: dict
+    prepare: dict
+    stages: list[StageSpec]
+    evals_after: list[str]
+    benchmarks: dict[str, dict]
+    runs_dir: str = "runs"
+    token_set: str = "mul"
+    confounds: list[str] = field(default_factory=list)
+    ladder: list = field(default_factory=list)  # domtok.ladder.Rung: the study at several sizes
+    raw: dict = field(default_factory=dict)
+    path: str = ""  # the spec file it was read from (for messages)
+
+    def stage(self, name: str) -> StageSpec:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise ConfigError(f"no stage named {name!r}; stages: {[s.name for s in self.stages]}")
+
+
+# The keys a spec may hold at each level; anything else is a typo, reported before a node runs.
+SPEC_KEYS = ("name", "runs_dir", "seeds", "token_set", "conditions", "tokenizer", "prepare", "stages", "evals",
+             "confounds", "ladder")
+STAGE_KEYS = ("name", "kind", "config", "set", "after")
+TOKENIZER_KEYS = ("base", "sample_docs")
+EVALS_KEYS = ("after", "benchmarks")
+
+
+def _unknown(where: str, what: str, data: dict, valid) -> None:
+    unknown = sorted(set(data) - set(valid))
+    if unknown:
+        raise ConfigError(f"{where}: {what}: unknown key(s) {unknown}; valid keys: {sorted(valid)}")
+
+
+def _name_list(where: str, key: str, value, kind=str, allow_empty=False) -> list:
+    """A YAML list of `kind` items (seeds, evals.after, confounds), checked with a message."""
+    ok = isinstance(value, list) and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
+    if not ok:
+        example = "[0,1,2]" if kind is int else "[pretrain,sft]"
+        raise ConfigError(f"{where}: `{key}` must be a list of {kind.__name__}s, got {value!r}; "
+                          f"write it as {key}={example}")
+    if not value and not allow_empty:
+        raise ConfigError(f"{where}: `{key}` is an empty list, so nothing would run; give at least one")
+    return value
+
+
+def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, seeds: int | None = None) -> Spec:
+    """Read and validate an experiment spec; `seeds=N` replaces the seed list by 0..N-1.
+
+    Validated whole, before anything runs: unknown keys at every level, types, empty lists
+    (the stage configs against their dataclasses: `pipeline.check_stage_configs`).
+
+    `extends: PRESET` takes every section of that spec and deep-merges this file's over it
+    (ladder-cpu is the tiny study plus a `ladder:`); the resolved spec, saved as the run's
+    spec.yaml, no longer names it."""
+    path = resolve_config_path(path_or_preset or "tiny")
+    data = load_yaml(path)
+    if "extends" in data:
+        base = data.pop("extends")
+        parent = load_yaml(resolve_config_path(str(base)))
+        if "extends" in parent:
+            raise ConfigError(f"{path}: extends {base!r}, which extends another spec; extend a spec without `extends`")
+        data = deep_merge(parent, data)
+    data = apply_overrides(data, overrides)
+    where = str(path)
+
+    def need(key, kind):
+        if key not in data or not isinstance(data[key], kind):
+            raise ConfigError(f"{where}: spec needs `{key}` ({kind.__name__})")
+        return data[key]
+
+    _unknown(where, "spec", data, SPEC_KEYS)
+    conditions = need("conditions", dict)
+    if not conditions:
+        raise ConfigError(f"{where}: `conditions` is empty; name at least one (baseline: {{token_set: null}})")
+    for cname, c in conditions.items():
+        c = c or {}
+        if not isinstance(c, dict):
+            raise ConfigError(f"{where}: condition {cname!r} must be a mapping such as {{token_set: mul}}, got {c!r}")
+        conditions[cname] = c
+        unknown = set(c) - {"token_set", "inject_user"}
+        if unknown:
+            raise ConfigError(f"{where}: condition {cname!r}: unknown keys {sorted(unknown)}; "
+                              "a condition may set token_set and inject_user")
+        # Every condition shares one id layout (the baseline reserves the same ids), so a domain
+        # condition can only use the spec's token set.
+        if c.get("token_set") not in (None, data.get("token_set", "mul")):
+            raise ConfigError(f"{where}: condition {cname!r} uses token_set {c['token_set']!r} but the spec's "
+                              f"token_set (the shared id layout) is {data.get('token_set', 'mul')!r}; set them equal")
+    tokenizer = data.get("tokenizer") or {"base": "gpt2"}
+    if not isinstance(tokenizer, dict):
+        raise ConfigError(f"{where}: `tokenizer` must be a mapping such as {{base: bpe-1024}}, got {tokenizer!r}")
+    _unknown(where, "tokenizer", tokenizer, TOKENIZER_KEYS)
+    stages = []
+    names = set()
+    stage_list = need("stages", list)
+    if not stage_list:
+        raise ConfigError(f"{where}: `stages` is an empty list, so nothing would be trained; give at least one")
+    for i, s in enumerate(stage_list):
+        if not isinstance(s, dict) or "name" not in s or "kind" not in s:
+            raise ConfigError(f"{where}: stages[{i}] needs `name` and `kind`")
+        _unknown(where, f"stages[{i}] ({s['name']})", s, STAGE_KEYS)
+        if not isinstance(s.get("set") or {}, dict):
+            raise ConfigError(f"{where}: stages[{i}] ({s['name']}): `set` must be a mapping of keys to values")
+        if s["kind"] not in TRAINING_KINDS:
+            raise ConfigError(f"{where}: stages[{i}] kind {s['kind']!r}; kinds: {list(TRAINING_KINDS)}")
+        after = s.get("after", stages[-1].name if stages else None)
+        if s["kind"] != "pretrain" and after is None:
+            raise ConfigError(f"{where}: stage {s['name']!r} needs a stage before it (`after:`)")
+        if after is not None and after not in names:
+            raise ConfigError(f"{where}: stage {s['name']!r} comes after unknown stage {after!r}")
+        if s["name"] in names or s["name"] in ("prepare", "tokenizer"):
+            raise ConfigError(f"{where}: stage name {s['name']!r} is used twice or reserved")
+        names.add(s["name"])
+        stages.append(StageSpec(name=s["name"], kind=s["kind"], config=stage_section(s, where), after=after))
+    evals = data.get("evals") or {}
+    if not isinstance(evals, dict):
+        raise ConfigError(f"{where}: `evals` must be a mapping with `after` and `benchmarks`, got {evals!r}")
+    _unknown(where, "evals", evals, EVALS_KEYS)
+    if not isinstance(evals.get("benchmarks") or {}, dict):
+        raise ConfigError(f"{where}: `evals.benchmarks` must be a mapping of names to benchmark configs")
+    benchmarks = {}
+    for bname, b in (evals.get("benchmarks") or {}).items():
+        if not isinstance(b or {}, dict):
+            raise ConfigError(f"{where}: benchmark {bname!r} must be a mapping (kind: ..., n: ...), got {b!r}")
+        b = dict(b or {})
+        kind = b.pop("kind", bname)
+        if kind not in EVAL_KINDS:
+            raise ConfigError(f"{where}: benchmark {bname!r} kind {kind!r}; kinds: {list(EVAL_KINDS)}")
+        if b.pop("enabled", True):
+            benchmarks[bname] = {"kind": kind, "config": b}
+    evals_after = _name_list(where, "evals.after", list(evals.get("after") or []), allow_empty=True)
+    for a in evals_after:
+        if a not in names:
+            raise ConfigError(f"{where}: evals.after names unknown stage {a!r}")
+    if seeds is not None:
+        if seeds < 1:
+            raise ConfigError(f"--seeds {seeds}: give the number of seeds to run, at least 1")
+        seed_list = list(range(seeds))
+    else:
+        seed_list = _name_list(where, "seeds", data.get("seeds", [0]), kind=int)
+        if len(set(seed_list)) != len(seed_list) or min(seed_list) < 0:
+            raise ConfigError(f"{where}: `seeds` {seed_list} must be distinct non-negative integers")
+    confounds = _name_list(where, "confounds", list(data.get("confounds") or []), allow_empty=True)
+    for key in ("name", "runs_dir", "token_set"):
+        if key in data and not isinstance(data[key], str):
+            raise ConfigError(f"{where}: `{key}` must be a string, got {data[key]!r}")
+    token_set, prepare = str(data.get("token_set", "mul")), need("prepare", dict)
+    ladder = parse_ladder(data.get("ladder"), where, [s.name for s in stages])
+    if ladder:
+        vocab_size = nominal_vocab_size(tokenizer, token_set)
+        for rung in ladder:
+            resolve_rung(rung, stages, prepare, vocab_size, where)
+    return Spec(name=str(data.get("name", path.stem)), conditions=conditions, seeds=seed_list,
+                tokenizer=tokenizer, prepare=prepare, stages=stages, evals_after=evals_after, benchmarks=benchmarks,
+                runs_dir=str(data.get("runs_dir", "runs")), token_set=token_set,
+                confounds=confounds, ladder=ladder, raw=data, path=where)
+
+
+# --------------------------------------------------------------------------- the DAG
+
+@dataclass
+class Node:
+    id: str                   # "mul_tokens/seed0/sft/eval/probes"
+    kind: str                 # tokenizer | prepare | pretrain | sft | grpo | rft | gsm8k | hellaswag | probes
+    stage: str                # the spec's stage name ("tokenizer", "prepare", "pretrain", "sft", ...)
+    out_dir: Path
+    config: dict              # the stage config with its inputs wired in
+    deps: list["Node"]
+    condition: str | None = None
+    seed: int | None = None
+    benchmark: str | None = None
+    rung: str | None = None   # the ladder rung ("rung-<name>/..." nodes); None outside a ladder
+    hash: str = ""
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.out_dir / "manifest.json"
+
+
+def build_nodes(spec: Spec, run_dir: Path) -> list[Node]:
+    """All nodes in a valid execution order: stage by stage, both conditions side by side; in
+    a ladder, the whole study of each rung in turn under `rung-<name>/`."""
+    nodes: list[Node] = []
+
+    def add(node: Node) -> Node:
+        payload = {"kind": node.kind, "config": node.config, "deps": [d.hash for d in node.deps],
+                   "condition": node.condition, "seed": node.seed}
+        if node.rung is not None:
+            payload["rung"] = node.rung
+        node.hash = config_hash(payload)
+        nodes.append(node)
+        return node
+
+    tok = add(Node("tokenizer", "tokenizer", "tokenizer", run_dir / "tokenizer",
+                   {**spec.tokenizer, "prepare": spec.prepare}, []))
+    prepared: dict[str, dict[str, Node]] = {}  # config hash of a prepare section -> condition -> node
+
+    def prepare_nodes(prep: dict, prefix: str, rung: str | None) -> dict[str, Node]:
+        h = config_hash(prep)
+        if h not in prepared:
+            prepared[h] = {}
+            for cond, c in spec.conditions.items():
+                cfg = {**prep, "condition": cond, "token_set": spec.token_set,
+                       "use_domain_tokens": c.get("token_set") is not None}
+                prepared[h][cond] = add(Node(f"{prefix}{cond}/prepare", "prepare", "prepare",
+                                             run_dir / prefix / cond / "prepare", cfg, [tok], condition=cond, rung=rung))
+        return prepared[h]
+
+    if not spec.ladder:
+        _study_nodes(spec, spec.stages, prepare_nodes(spec.prepare, "", None), run_dir, "", None, add)
+    for rung in spec.ladder:
+        prefix = f"{rung.dir_name}/"
+        # Rungs whose prepare section is the spec's share its corpus at the top of the run dir.
+        shared = rung.prepare_config == spec.prepare
+        prep = prepare_nodes(rung.prepare_config, "" if shared else prefix, None if shared else rung.name)
+        stages = [dataclasses.replace(st, config=rung.stage_configs[st.name]) for st in spec.stages]
+        _study_nodes(spec, stages, prep, run_dir / rung.dir_name, prefix, rung.name, add)
+    return nodes
+
+
+def _study_nodes(spec: Spec, stages: list[StageSpec], prepared: dict[str, Node], base_dir: Path, prefix: str,
+                 rung: str | None, add) -> None:
+    """The training and evaluation nodes of one study (conditions x seeds x stages x evals)."""
+    trained: dict[tuple, Node] = {}
+    for st in stages:
+        for seed in spec.seeds:
+            for cond, c in spec.conditions.items():
+                base = base_dir / cond / f"seed{seed}"
+                deps = [prepared[cond]] if st.after is None else [trained[(st.after, cond, seed)], prepared[cond]]
+                cfg = {**st.config, "condition": cond, "seed": seed}
+                if c.get("inject_user"):
+                    cfg["inject_user"] = True
+                node = add(Node(f"{prefix}{cond}/seed{seed}/{st.name}", st.kind, st.name, base / st.name, cfg, deps,
+                                condition=cond, seed=seed, rung=rung))
+                trained[(st.name, cond, seed)] = node
+                if st.name in spec.evals_after:
+                    for bname, b in spec.benchmarks.items():
+                        # Evaluations keep their own seed: every training seed is scored on the
+                        # same items, so any two nodes can be compared item by item.
+                        add(Node(f"{node.id}/eval/{bname}", b["kind"], st.name, node.out_dir / "eval" / bname,
+                                 dict(b["config"]), [node], condition=cond, seed=seed, benchmark=bname, rung=rung))
+
+
+# --------------------------------------------------------------------------- state and results of a node
+
+def node_state(node: Node) -> str:
+    """done | failed | running | incomplete | pending — read from files only."""
+    if node.manifest_path.exists():
+        try:
+            m = json.loads(node.manifest_path.read_text())
+        except json.JSONDecodeError:
+            return "incomplete"
+        return "done" if m.get("hash") == node.hash else "stale"
+    if (node.out_dir / "failed.json").exists():
+        return "failed"
+    running = node.out_dir / "running.json"
+    if running.exists():
+        try:
+            pid = json.loads(running.read_text())["pid"]
+            os.kill(pid, 0)
+            return "running"
+        except (OSError, KeyError, ValueError, json.JSONDecodeError):
+            return "incomplete"
+    if node.out_dir.exists():
+        return "incomplete"
+    return "pending"
+
+
+def wall_time(node: Node) -> float:
+    """Seconds the finished node took (0.0 when its manifest does not say)."""
+    return float(read_manifest(node).get("wall_time_s", 0.0))
+
+
+def key_metric(kind: str, summary: dict) -> tuple[str, float] | None:
+    """The one number the status board shows for a finished node."""
+    if kind == "prepare":
+        tokens = summary.get("splits", {}).get("train", {}).get("tokens")
+        return ("train_tokens", float(tokens)) if isinstance(tokens, int) else None
+    metrics = summary.get("metrics", summary)
+    candidates = {
+        "pretrain": ("final_val_bpb", "val_bpb", "final_val_loss"),
+        "sft": ("final_val_loss", "val_loss", "final_train_loss"),
+        "rft": ("final_val_loss", "yield", "val_loss"),
+        "grpo": ("reward_mean_last_quarter",),
+        "gsm8k": ("accuracy_flexible", "accuracy"),
+        "probes": ("accuracy_all",),
+        "hellaswag": ("acc_norm_char", "acc_norm"),
+        "tokenizer": ("vocab_size",),
+    }.get(kind, ())
+    for k in candidates:
+        v = metrics.get(k)
+        if isinstance(v, (int, float)):
+            return k, float(v)
+    return None
+
+
+def key_metric_text(node: Node) -> str:
+    """`name=value` of the node's key metric, "" when it has none or is not finished."""
+    km = key_metric(node.kind, read_summary(node))
+    return f"{km[0]}={km[1]:.4g}" if km else ""
+
+
+# --------------------------------------------------------------------------- reading a run directory
+
+def find_run_dir(run_dir: str | None) -> Path:
+    """RUN_DIR itself, or the most recently modified run under ./runs when none is given."""
+    if run_dir:
+        p = Path(run_dir)
+        if not (p / "spec.yaml").exists():
+            raise DomtokError(f"{p}: not a domtok run directory (no spec.yaml); run `domtok run` first")
+        return p
+    runs = sorted((q.parent for q in Path("runs").glob("*/spec.yaml")), key=lambda q: q.stat().st_mtime)
+    if not runs:
+        raise DomtokError("no run directory under ./runs; give RUN_DIR or run `domtok run` first")
+    return runs[-1]
+
+
+def load_run(run_dir: Path) -> tuple[Spec, list[Node]]:
+    """(spec, nodes) of a run directory, from its saved spec."""
+    spec = load_spec(str(run_dir / "spec.yaml"))
+    return spec, build_nodes(spec, run_dir)
+
+
+def read_manifest(node: Node) -> dict:
+    """The node's manifest, {} when it has none (not finished) or it cannot be read."""
+    try:
+        return json.loads(node.manifest_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def read_summary(node: Node) -> dict:
+    """The summary a finished node's stage returned (kept in its manifest)."""
+    return read_manifest(node).get("summary", {})
+
+
+def read_items(path: Path) -> list[dict]:
+    """Rows of a jsonl file (items.jsonl, metrics.jsonl); [] when absent.
+
+    A run killed mid-write leaves a torn last line; it is skipped, so a report can be made of
+    a run that is still going.
+    """
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows

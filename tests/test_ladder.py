@@ -1,0 +1,214 @@
+"""The scaling ladder: rungs in the spec, their node hashes, the trend fit, and a micro ladder end to end."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import MICRO
+
+from domtok.errors import DomtokError
+from domtok.ladder import fit_trend, trend_lines, trends
+from domtok.rundir import build_nodes, load_spec
+
+RUNGS = [{"name": "xs", "n_layer": 1, "n_head": 2, "n_embd": 32, "tokens": 4096},
+         {"name": "s", "n_layer": 2, "n_head": 2, "n_embd": 64, "tokens_per_param": 0.05}]
+
+
+def _write(tmp_path: Path, data: dict, name: str = "ladder.yaml") -> str:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data))
+    return str(p)
+
+
+def _ladder(rungs=RUNGS, **extra) -> dict:
+    d = copy.deepcopy(MICRO)
+    d["name"] = "microladder"
+    d["ladder"] = copy.deepcopy(rungs)
+    d.update(extra)
+    return d
+
+
+# --------------------------------------------------------------------------- the spec
+
+def test_rung_budget_and_shape_reach_the_pretrain_config(tmp_path):
+    import torch
+
+    from domtok.model.gpt import GPT, GPTConfig
+
+    spec = load_spec(_write(tmp_path, _ladder()))
+    xs, s = spec.ladder
+    nodes = {n.id: n for n in build_nodes(spec, tmp_path / "run")}
+    pre = MICRO["stages"][0]["config"]
+    for rung in (xs, s):
+        cfg = nodes[f"rung-{rung.name}/baseline/seed0/pretrain"].config
+        assert (cfg["n_layer"], cfg["n_head"], cfg["n_embd"]) == (rung.n_layer, rung.n_head, rung.n_embd)
+        # the count is the real model's: built with the layout of a 512-id BPE + the mul set (576 ids)
+        with torch.device("meta"):
+            ref = GPT(GPTConfig(block_size=256, vocab_size=576, n_layer=rung.n_layer, n_head=rung.n_head,
+                                n_embd=rung.n_embd)).num_params(non_embedding=False)
+        assert rung.params == ref
+        assert cfg["max_steps"] == rung.steps == round(rung.budget / pre["tokens_per_step"])
+        # every other key of the stage is the spec's own
+        assert {k: v for k, v in cfg.items() if k in pre and k not in ("n_layer", "n_head", "n_embd", "max_steps")} \
+            == {k: v for k, v in pre.items() if k not in ("n_layer", "n_head", "n_embd", "max_steps")}
+    assert xs.budget == 4096 and xs.steps == 8
+    assert s.budget == round(0.05 * s.params)
+
+
+def test_adding_a_rung_reruns_nothing_else(tmp_path):
+    two = {n.id: n.hash for n in build_nodes(load_spec(_write(tmp_path, _ladder())), tmp_path / "run")}
+    bigger = RUNGS[:1] + [{"name": "m", "n_layer": 3, "n_head": 2, "n_embd": 64, "tokens": 8192}] + RUNGS[1:]
+    three = {n.id: n.hash for n in build_nodes(load_spec(_write(tmp_path, _ladder(bigger))), tmp_path / "run")}
+    assert {k: three[k] for k in two} == two  # every old node, shared ones included, keeps its hash
+    assert len([k for k in three if k.startswith("rung-m/")]) == len([k for k in two if k.startswith("rung-s/")])
+    # rungs share the tokenizer and the prepared corpus of the plain study
+    plain = {n.id: n.hash for n in build_nodes(load_spec(_write(tmp_path, copy.deepcopy(MICRO), "plain.yaml")),
+                                               tmp_path / "run")}
+    for k in ("tokenizer", "baseline/prepare", "mul_tokens/prepare"):
+        assert two[k] == plain[k]
+    assert not [k for k in two if k.endswith("/prepare") and k.startswith("rung-")]
+    # the rung is in the hash even where the configs agree: the same rung under another name is another node
+    renamed = copy.deepcopy(RUNGS)
+    renamed[0]["name"] = "xs2"
+    other = {n.id: n.hash for n in build_nodes(load_spec(_write(tmp_path, _ladder(renamed))), tmp_path / "run")}
+    assert other["rung-xs2/baseline/seed0/pretrain"] != two["rung-xs/baseline/seed0/pretrain"]
+
+
+def test_rung_set_and_prepare_change_only_that_rung(tmp_path):
+    rungs = copy.deepcopy(RUNGS)
+    rungs[1]["set"] = {"pretrain": {"lr": 1e-4}, "sft": {"eval_every": 7}}
+    rungs[1]["prepare"] = {"n_docs": 800}
+    spec = load_spec(_write(tmp_path, _ladder(rungs)))
+    nodes = {n.id: n for n in build_nodes(spec, tmp_path / "run")}
+    assert nodes["rung-s/baseline/seed0/pretrain"].config["lr"] == 1e-4
+    assert nodes["rung-s/baseline/seed0/sft"].config["eval_every"] == 7
+    assert "eval_every" not in nodes["rung-xs/baseline/seed0/sft"].config
+    assert nodes["rung-xs/baseline/seed0/pretrain"].config.get("lr") != 1e-4
+    # its own corpus: own prepare nodes under the rung, which its pretraining reads
+    own = nodes["rung-s/baseline/prepare"]
+    assert own.config["n_docs"] == 800 and own.out_dir == tmp_path / "run" / "rung-s" / "baseline" / "prepare"
+    assert nodes["rung-s/baseline/seed0/pretrain"].deps == [own]
+    assert nodes["rung-xs/baseline/seed0/pretrain"].deps == [nodes["baseline/prepare"]]
+
+
+@pytest.mark.parametrize("rung, message", [
+    ({"name": "a", "n_layer": 1, "n_head": 2, "n_embd": 32}, "exactly one of `tokens` and `tokens_per_param`"),
+    ({"name": "a", "n_layer": 1, "n_head": 3, "n_embd": 32, "tokens": 4096}, "not divisible by n_head"),
+    ({"name": "a", "n_layer": 0, "n_head": 2, "n_embd": 32, "tokens": 4096}, "`n_layer` must be a positive integer"),
+    ({"name": "a", "n_layer": 1, "n_head": 2, "n_embd": 32, "tokens": 4096, "width": 3}, "unknown keys"),
+    ({"name": "a", "n_layer": 1, "n_head": 2, "n_embd": 32, "tokens": 4096, "set": {"nope": {"lr": 1}}},
+     "unknown stages"),
+    ({"name": "a", "n_layer": 1, "n_head": 2, "n_embd": 32, "tokens": 1024}, "warmup_steps"),
+    ({"name": "a/b", "n_layer": 1, "n_head": 2, "n_embd": 32, "tokens": 4096}, "not a plain name"),
+])
+def test_bad_rungs_are_one_readable_error(tmp_path, rung, message):
+    path = _write(tmp_path, _ladder([rung]))
+    with pytest.raises(DomtokError, match=message) as e:
+        load_spec(path)
+    assert str(e.value).startswith(path) and "\n" not in str(e.value)
+
+
+def test_duplicate_rung_names_are_refused(tmp_path):
+    with pytest.raises(DomtokError, match="used twice"):
+        load_spec(_write(tmp_path, _ladder([RUNGS[0], RUNGS[0]])))
+
+
+def test_nominal_vocab_is_the_real_tokenizers(gpt2_dir):
+    from domtok.ladder import nominal_vocab_size
+    from domtok.tokens.tokenizer import load_tokenizer
+
+    assert nominal_vocab_size({"base": "gpt2"}, "mul") == load_tokenizer("gpt2", "baseline", gpt2_dir=gpt2_dir).vocab_size
+
+
+# --------------------------------------------------------------------------- the trend
+
+@pytest.mark.parametrize("delta, scattered", [([0.01, 0.03, 0.04, 0.06, 0.085], False),  # chi2/dof < 1
+                                               ([0.01, 0.09, 0.0, 0.12, 0.03], True)])     # chi2/dof > 1
+def test_trend_fit_matches_scipy_curve_fit(delta, scattered):
+    from scipy.optimize import curve_fit
+
+    flops = [1e12, 3e12, 1e13, 4e13, 1e14]
+    se = np.array([0.02, 0.015, 0.02, 0.01, 0.03])
+    ci = [(d - 1.959963984540054 * s, d + 1.959963984540054 * s) for d, s in zip(delta, se)]
+    fit = fit_trend(flops, delta, ci)
+    x = np.log10(flops)
+    line = lambda x, a, b: a + b * x  # noqa: E731
+    (a, b), cov_abs = curve_fit(line, x, delta, sigma=se, absolute_sigma=True)
+    _, cov_rel = curve_fit(line, x, delta, sigma=se, absolute_sigma=False)  # scaled by chi2 / dof
+    assert fit["slope_per_decade"] == pytest.approx(b, rel=1e-6) and fit["intercept"] == pytest.approx(a, rel=1e-6)
+    b_exact, _ = np.polyfit(x, delta, 1, w=1 / se)  # closed form, for the slope to machine precision
+    assert fit["slope_per_decade"] == pytest.approx(b_exact, rel=1e-12)
+    ratio = fit["chi2"] / fit["dof"]
+    assert (ratio > 1) == scattered and fit["variance_scale"] == max(1.0, ratio)
+    want = cov_rel if ratio > 1 else cov_abs
+    assert fit["se"] == pytest.approx(math.sqrt(want[1, 1]), rel=1e-5)
+    assert fit["ci_low"] == pytest.approx(b - 1.959963984540054 * fit["se"], rel=1e-5)
+    assert np.allclose(fit["cov"], want, rtol=1e-5)
+
+
+def test_trend_of_two_rungs_uses_their_own_uncertainty():
+    # two rungs: the line goes through both points; the slope's SE comes from their CIs
+    fit = fit_trend([1e12, 1e14], [0.0, 0.2], [(-0.1, 0.1), (0.1, 0.3)])
+    se_point = 0.1 / 1.959963984540054
+    assert fit["slope_per_decade"] == pytest.approx(0.1)
+    assert fit["se"] == pytest.approx(math.sqrt(2) * se_point / 2)
+    assert fit["dof"] == 0 and fit["p_fit"] is None
+    assert fit_trend([1e12], [0.1], [(0.0, 0.2)]) is None
+
+
+def _row(rung, flops, delta, lo, hi):
+    return {"rung": rung, "flops": flops, "headline": [
+        {"benchmark": "probes", "metric": "accuracy_mul_table", "stage": "sft", "condition": "mul_tokens",
+         "delta": delta, "ci_low": lo, "ci_high": hi, "p": 0.5, "p_holm": 1.0}]}
+
+
+def test_smallest_rung_whose_ci_excludes_zero():
+    rows = [_row("s", 1e12, 0.01, -0.05, 0.07), _row("m", 1e13, 0.08, 0.02, 0.14), _row("l", 1e14, 0.1, 0.05, 0.15)]
+    t = trends(rows)
+    assert t[0]["first_rung_excluding_zero"] == "m"
+    assert "smallest rung whose 95% CI excludes zero for some headline effect is `m`" in "\n".join(trend_lines(rows, t))
+    null = [_row("s", 1e12, 0.01, -0.05, 0.07), _row("m", 1e13, -0.02, -0.09, 0.05)]
+    text = "\n".join(trend_lines(null, trends(null)))
+    assert "No rung's 95% CI excludes zero for any headline effect" in text
+
+
+# --------------------------------------------------------------------------- presets
+
+def test_ladder_cpu_smallest_rung_is_the_default_study():
+    from domtok.config import from_dict
+    from domtok.train.pretrain import PretrainConfig, build_model
+
+    ladder, tiny = load_spec("ladder-cpu"), load_spec("tiny")
+    assert len(ladder.ladder) == 3 and len(ladder.seeds) == 2
+    assert "extends" not in ladder.raw and ladder.raw["prepare"] == tiny.raw["prepare"]  # the saved spec stands alone
+
+    def model_and_steps(cfg):
+        import torch
+
+        pc = from_dict(PretrainConfig, cfg, where="test")
+        with torch.device("meta"):
+            m = build_model(pc, 1088).config
+        return (m.n_layer, m.n_head, m.n_embd, m.block_size), pc.max_steps * pc.tokens_per_step, pc.seq_len, pc.lr
+
+    smallest = ladder.ladder[0].stage_configs["pretrain"]
+    assert model_and_steps(smallest) == model_and_steps(tiny.stage("pretrain").config)
+    assert [r.params for r in ladder.ladder] == sorted(r.params for r in ladder.ladder)
+    for st in tiny.stages[1:]:  # post-training as in the default study
+        assert ladder.ladder[0].stage_configs[st.name] == st.config
+    assert ladder.benchmarks == tiny.benchmarks and ladder.evals_after == tiny.evals_after
+
+
+def test_ladder_gpt2_rungs_share_one_corpus_at_20_tokens_per_param(tmp_path):
+    spec = load_spec("ladder-gpt2")
+    assert [round(r.params / 1e6) for r in spec.ladder] == [19, 52, 125, 355]
+    assert all(r.tokens_per_param == 20 and r.budget == round(20 * r.params) for r in spec.ladder)
+    nodes = build_nodes(spec, tmp_path)
+    assert sorted(n.id for n in nodes if n.kind == "prepare") == ["baseline/prepare", "mul_tokens/prepare"]
+    # sample-10BT holds ~10B GPT-2 tokens: the largest budget fits without repeating data
+    assert max(r.budget for r in spec.ladder) < 10e9 * (1 - spec.prepare["val_fraction"])
