@@ -264,6 +264,7 @@ def test_only_with_a_changed_config_needs_force(tmp_path):
                      "--runs-dir", tmp_path / "runs"), "--force", "baseline/seed0/pretrain", "stale")
     assert "sft" in msg
     assert {p: p.read_text() for p in run_dir.rglob("manifest.json")} == before
+    assert yaml.safe_load((run_dir / "spec.yaml").read_text()) == MICRO  # the refused spec is not saved
 
 
 # --------------------------------------------------------------------------- tracebacks that are messages
@@ -282,7 +283,7 @@ def test_devices_probes_n_and_hub(tmp_path, micro):
 
     # hub: the run dir is checked before the token, and a dead network is one line
     bad(domtok("hub", "push", tmp_path / "nonexistent", "--repo-prefix", "u/x", env={"HF_TOKEN": ""}),
-        "nonexistent", "not a run directory")
+        "nonexistent", "not a domtok run directory")
     run_dir = tmp_path / "hubrun"
     run_dir.mkdir()
     (run_dir / "spec.yaml").write_text(yaml.safe_dump(MICRO))

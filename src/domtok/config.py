@@ -213,11 +213,13 @@ def load_config(cls: type[T], path: str | os.PathLike | None, overrides: list[st
 
     With `section` ("pretrain", "sft", ...) the file may be a stage file holding that section,
     or an experiment spec: then the first stage of that kind is used (`domtok pretrain
-    configs/tiny.yaml`)."""
+    configs/tiny.yaml`), or its top-level section of that name (`prepare:` for `domtok prepare`)."""
     data: dict = {}
     if path is not None:
         data = load_yaml(path)
-        if section is not None and is_experiment_spec(data):
+        if section is not None and is_experiment_spec(data) and isinstance(data.get(section), dict):
+            data = data[section]
+        elif section is not None and is_experiment_spec(data):
             stage = next((st for st in data["stages"] if isinstance(st, dict) and st.get("kind") == section), None)
             if stage is None:
                 raise ConfigError(f"{path}: the experiment spec has no `{section}` stage")

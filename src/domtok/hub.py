@@ -130,10 +130,8 @@ def _hub_call(what: str, fn, *args, **kwargs):
 
 def push(run_dir: Path, prefix: str, wanted: list[str] | None = None, include_checkpoints: bool = False,
          force: bool = False, private: bool = True, log=print) -> list[Entry]:
-    # the run dir first: a wrong path is the likelier mistake, and needs no token to report
-    if not (Path(run_dir) / "spec.yaml").is_file():
-        raise DomtokError(f"{run_dir}: not a run directory (no spec.yaml); give the directory `domtok run` wrote, "
-                          "e.g. runs/tiny")
+    # the run dir first (build_registry reads it): a wrong path is the likelier mistake, and
+    # needs no token to report
     _repo_name(prefix, "results")
     registry = build_registry(run_dir, prefix)
     _require_token()

@@ -121,20 +121,21 @@ class RunOptions:
 def run_experiment(spec: Spec, opts: RunOptions) -> int:
     run_dir = Path(spec.runs_dir) / spec.name
     check_stage_configs(spec, where=spec.path or f"spec {spec.name}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "spec.yaml", _dump_spec(spec))
     nodes = build_nodes(spec, run_dir)
     stage_names = [s.name for s in spec.stages]
     order = ["tokenizer", "prepare"] + stage_names
     for opt in (opts.only, opts.from_stage):
         if opt is not None and opt not in order:
-            raise DomtokError(f"no stage {opt!r} in spec {spec.name}; stages: {order}")
+            raise DomtokError(f"{spec.path or spec.name}: no stage {opt!r}; stages: {order}")
     from_index = order.index(opts.from_stage) if opts.from_stage else None
+    todo = [n for n in nodes if opts.only is None or n.stage == opts.only]
+    check_replacements(nodes, todo, opts)
+    # only now, with everything checked: a refused run leaves the run dir's spec as it was
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "spec.yaml", _dump_spec(spec))
 
     failed: set[str] = set()
     t_start = time.time()
-    todo = [n for n in nodes if opts.only is None or n.stage == opts.only]
-    check_replacements(nodes, todo, opts)
     _say(opts, f"domtok run {spec.name}: {len(todo)} nodes, conditions {list(spec.conditions)}, "
                f"seeds {spec.seeds}, run dir {run_dir}")
     for r in spec.ladder:
@@ -334,6 +335,8 @@ def main(args) -> int:
         spec_arg = None
     if args.preset and spec_arg:
         raise DomtokError("give either a spec file or --preset, not both")
+    if args.nproc < 1:
+        raise DomtokError(f"--nproc {args.nproc}: give the number of processes per stage, at least 1")
     spec = load_spec(args.preset or spec_arg, overrides, seeds=args.seeds)
     if args.runs_dir:
         spec.runs_dir = args.runs_dir

@@ -201,13 +201,17 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     for key in ("name", "runs_dir", "token_set"):
         if key in data and not isinstance(data[key], str):
             raise ConfigError(f"{where}: `{key}` must be a string, got {data[key]!r}")
+    name = str(data.get("name", path.stem))
+    if not name or "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
+        raise ConfigError(f"{where}: name {name!r} must be a plain directory name (the run dir is runs_dir/name); "
+                          "use runs_dir to put runs elsewhere")
     token_set, prepare = str(data.get("token_set", "mul")), need("prepare", dict)
     ladder = parse_ladder(data.get("ladder"), where, [s.name for s in stages])
     if ladder:
         vocab_size = nominal_vocab_size(tokenizer, token_set)
         for rung in ladder:
             resolve_rung(rung, stages, prepare, vocab_size, where)
-    return Spec(name=str(data.get("name", path.stem)), conditions=conditions, seeds=seed_list,
+    return Spec(name=name, conditions=conditions, seeds=seed_list,
                 tokenizer=tokenizer, prepare=prepare, stages=stages, evals_after=evals_after, benchmarks=benchmarks,
                 runs_dir=str(data.get("runs_dir", "runs")), token_set=token_set,
                 confounds=confounds, ladder=ladder, raw=data, path=where)
@@ -374,7 +378,7 @@ def find_run_dir(run_dir: str | None) -> Path:
 
 def load_run(run_dir: Path) -> tuple[Spec, list[Node]]:
     """(spec, nodes) of a run directory, from its saved spec."""
-    spec = load_spec(str(run_dir / "spec.yaml"))
+    spec = load_spec(str(find_run_dir(str(run_dir)) / "spec.yaml"))
     return spec, build_nodes(spec, run_dir)
 
 

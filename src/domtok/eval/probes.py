@@ -178,11 +178,11 @@ def run(cfg: ProbesConfig, out_dir, engine=None) -> dict:
     from domtok.utils import dist_setup, seed_everything
 
     t0 = time.time()
+    items = make_probes(cfg.categories, cfg.n_per_category, cfg.seed)  # checks the config before a model loads
     info = dist_setup(cfg.device)
     seed_everything(cfg.seed)
     engine = eval_engine(cfg, info, engine)
     tok = engine.tokenizer
-    items = make_probes(cfg.categories, cfg.n_per_category, cfg.seed)
     prompts = [build_prompt(it, cfg.prompt_style, tok) for it in items]
     lengths = [len(tok.encode(p)) for p in prompts]
     order = sorted(range(len(items)), key=lambda i: (-lengths[i], i))

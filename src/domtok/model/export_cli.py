@@ -16,13 +16,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    from domtok.model.checkpoint import latest_checkpoint
-    from domtok.model.hf import export_hf
     from domtok.outdir import claim_out_dir, refuse_source_inside
 
     src = Path(args.ckpt)
-    refuse_source_inside(src, args.out_dir)
+    refuse_source_inside(src, args.out_dir)  # before torch is imported: a refusal is instant
     claim_out_dir(args.out_dir, replace=True, force=args.force, what="export directory")
+    from domtok.model.checkpoint import latest_checkpoint
+    from domtok.model.hf import export_hf
+
     if not (src / "config.json").exists():
         # a run dir: prefer its final model, else its newest complete checkpoint
         latest = latest_checkpoint(src)

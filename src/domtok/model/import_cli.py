@@ -19,13 +19,14 @@ def main(args) -> int:
     from pathlib import Path
 
     from domtok.errors import DomtokError
-    from domtok.model.hf import import_hf
     from domtok.outdir import claim_out_dir, refuse_source_inside
 
     if not Path(args.hf_dir).is_dir():
         raise DomtokError(f"{args.hf_dir}: not a directory; point at a Hugging Face GPT-2 model dir")
     refuse_source_inside(args.hf_dir, args.out)
     claim_out_dir(args.out, replace=True, force=args.force, what="import directory")
+    from domtok.model.hf import import_hf  # torch: after the checks
+
     out = import_hf(args.hf_dir, args.out, condition=args.condition)
     print(f"imported {args.hf_dir} -> {out}")
     return 0

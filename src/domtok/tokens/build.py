@@ -121,6 +121,9 @@ def read_corpus(path, stats: dict | None = None) -> Iterator[str]:
 
 def parse_bpe_base(base: str) -> int:
     if base.startswith("bpe-") and base[4:].isdigit():
+        if int(base[4:]) < 258:
+            raise DomtokError(f"--base {base}: too small; a byte-level BPE needs the 256 bytes, EOT and at least one "
+                              "merge: use bpe-258 or more (e.g. bpe-4096)")
         return int(base[4:])
     raise DomtokError(f"--base {base!r}: expected bpe-N (e.g. bpe-4096); gpt2 needs no building")
 
@@ -137,7 +140,10 @@ def build(base: str, corpus, out_dir, max_docs: int | None = None,
     if max_docs is not None:
         texts = itertools.islice(texts, max_docs)  # stops reading the corpus after max_docs
     with atomic_dir(out_dir) as tmp:
-        trained = train_bpe(texts, vocab_size, tmp, name=base)
+        try:
+            trained = train_bpe(texts, vocab_size, tmp, name=base)
+        except DomtokError as e:
+            raise DomtokError(f"{corpus}: {e}") from None
         if stats["documents"] == 0:
             raise DomtokError(f"{corpus}: no usable text (skipped {len(stats['skipped'])} records)")
         # the same rule as every other reader: skip malformed records, fail past max_bad_fraction

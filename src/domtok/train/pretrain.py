@@ -77,6 +77,19 @@ class PretrainConfig:
     progress: bool = True
 
 
+def check_config(cfg: PretrainConfig, where: str = "pretrain config") -> None:
+    """Counts and rates that must be positive, checked before any data is prepared or written."""
+    for key in ("max_steps", "seq_len", "micro_batch_size", "tokens_per_step", "keep_last"):
+        if getattr(cfg, key) < 1:
+            raise DomtokError(f"{where}: {key}={getattr(cfg, key)} must be >= 1; set {key}=N with N a positive integer")
+    for key in ("eval_every", "eval_batches", "ckpt_every"):  # 0 has a meaning here (see the fields)
+        if getattr(cfg, key) < 0:
+            raise DomtokError(f"{where}: {key}={getattr(cfg, key)} must be >= 0; set {key}=0 or a positive integer")
+    if not cfg.lr > 0 or cfg.min_lr < 0 or cfg.warmup_steps < 0:
+        raise DomtokError(f"{where}: lr={cfg.lr}, min_lr={cfg.min_lr}, warmup_steps={cfg.warmup_steps}: lr must be > 0, "
+                          "min_lr and warmup_steps >= 0")
+
+
 def grad_accum_steps(cfg: PretrainConfig, world_size: int = 1) -> int:
     """Micro-steps per optimizer step for the whole job (all ranks together)."""
     per_micro = cfg.micro_batch_size * cfg.seq_len
@@ -160,6 +173,7 @@ def run(cfg: PretrainConfig, out_dir: str | os.PathLike, resume: bool | None = N
     out_dir = Path(out_dir)
     if not cfg.data_dir:
         raise DomtokError("pretrain config: data_dir is empty; set data_dir=PATH to a `domtok prepare` output")
+    check_config(cfg)
     info = dist_setup(cfg.device)
     device = info.device
     dtype = common.resolve_dtype(cfg.dtype, device)
@@ -373,6 +387,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(PretrainConfig, args.config, args.overrides, section="pretrain")
+    check_config(cfg, str(args.config or "pretrain config"))
     out = args.out or os.path.join("runs", "pretrain", config_hash(cfg))
     from domtok.outdir import claim_out_dir
 
