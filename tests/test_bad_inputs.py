@@ -371,3 +371,29 @@ def test_tokenize_inject(tmp_path, micro):
     assert len(injected) == 1 and injected != plain
     bad(domtok("tokenize", "--tokenizer", tok_dir, "--condition", "baseline", "--inject", "6 × 9 = 54"),
         "--inject", "mul_tokens")
+
+
+# --------------------------------------------------------------------------- more bad inputs (found trying thirty more)
+
+@pytest.mark.parametrize("args,needles", [
+    (["run", "name=../escape"], ["plain directory name"]),
+    (["run", "--nproc", "0"], ["--nproc 0", "at least 1"]),
+    (["run", "--only", "nosuch"], ["no stage 'nosuch'"]),
+    (["pretrain", "pretrain-tiny", "max_steps=-5", "data_dir={T}/x", "--out", "{T}/p"], ["max_steps=-5", ">= 1"]),
+    (["prepare", "tiny", "bogus=1", "--out", "{T}/prep"], ["unknown key(s) ['bogus']"]),
+    (["tokenizer", "build", "--base", "bpe-100", "--corpus", "{T}/empty.txt", "--out", "{T}/tok"], ["bpe-258"]),
+    (["tokenizer", "build", "--base", "bpe-300", "--corpus", "{T}/empty.txt", "--out", "{T}/tok"], ["empty.txt"]),
+    (["hub", "list", "{T}/nonexistent"], ["not a domtok run directory"]),
+    (["eval", "gsm8k", "--model", "{M}", "--data", "{T}/empty.jsonl", "--out", "{T}/e"], ["empty.jsonl", "no GSM8K"]),
+    (["eval", "gsm8k", "--model", "{M}", "--data", "{G}", "--n", "-3", "--out", "{T}/e"], ["n is -3"]),
+    (["eval", "gsm8k", "--model", "{M}", "--data", "{G}", "--max-new-tokens", "0", "--out", "{T}/e"], ["max_new_tokens"]),
+])
+def test_more_bad_inputs(tmp_path, micro, args, needles):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "empty.jsonl").write_text("")
+    fill = {"{T}": str(tmp_path), "{M}": str(micro["model"]), "{G}": str(micro["gsm"])}
+    args = [a.replace(k, v) for a in args for k, v in [next(((k, v) for k, v in fill.items() if k in a), ("", ""))]]
+    bad(domtok(*args, "--runs-dir", tmp_path / "runs") if args[0] == "run" else domtok(*args), *needles)
+    for name in ("runs", "p", "prep", "tok", "e"):  # nothing that looks complete
+        p = tmp_path / name
+        assert not p.exists() or not any(p.rglob("manifest.json")) and not any(p.rglob("config.yaml")), name
