@@ -8,7 +8,7 @@ import pytest
 
 from domtok.engine import Generation
 from domtok.errors import DomtokError
-from domtok.eval.gsm8k import GSM8KEvalConfig, extract_answer, is_correct, normalize_number, parse_gold, run
+from domtok.eval.gsm8k import GSM8KEvalConfig, extract_answer, is_correct, normalize_number, parse_gold, read_answer, run
 
 MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
 
@@ -48,6 +48,43 @@ def test_domain_token_digits_are_never_read():
     assert not is_correct("x <MUL_6_9_54>", "9")
 
 
+@pytest.mark.parametrize("text,flexible,rule", [
+    # to "What is 7 times 8?": right, right, right, right, right, wrong, wrong
+    ("7 × 8 = 56", "56", "last"),
+    ("7 × 8 = <MUL_7_8_56>", "56", "last"),
+    ("<MUL_7_8_56>", "56", "last"),
+    ("So 7 times 8 is 56.\n#### 56", "56", "####"),
+    ("The answer is 56", "56", "answer is"),
+    ("7 × 8 = 54", "54", "last"),
+    ("7", "7", "last"),
+    # operands are never the answer, wherever the statement sits
+    ("So the product is 7 × 8", None, None),                    # old: 8
+    ("The answer is 7 × 8 = 56", "56", "answer is"),            # old: 7
+    ("#### 7 × 8 = 56", "56", "####"),                          # old: 7
+    ("A: 7 times 8 is 56", "56", "A:"),                         # old: 7
+    ("56 apples. Check: 7 × 8", "56", "last"),                  # old: 8
+    ("12 × 12 = (10 + 2) × 12 = 10 × 12 + 2 × 12 = 120 + 24 = 144", "144", "last"),
+    ("The answer is 7 × 8. So 60", "60", "last"),               # an unanswered "answer is" falls through
+    ("x = -4", "-4", "last"),
+    ("a 4 x 8 sheet", None, None),
+])
+def test_read_answer_reads_statements(text, flexible, rule):
+    a = read_answer(text, "flexible")
+    assert (a.value, a.rule) == (flexible, rule)
+    assert extract_answer(text) == flexible
+
+
+def test_first_mode_and_rules():
+    assert read_answer("56, then 7 × 8 = 56 and 12", "first").value == "56"
+    assert read_answer("What is 7 times 8? 7 times 8 is 56. Next: 3", "first").value == "56"
+    assert read_answer("7 times 8", "first").value is None
+    a = read_answer("7 × 8 = <MUL_7_8_56> apples", "first")
+    assert (a.value, a.rule, a.from_token) == ("56", "first", True)
+    assert read_answer("#### 5", "strict").rule == "####" and read_answer("5", "strict").value is None
+    with pytest.raises(ValueError):
+        read_answer("5", "last")
+
+
 def test_is_correct_and_gold():
     assert parse_gold("blah\n#### 1,000") == "1000"
     assert is_correct("#### 18.0", "18") and is_correct("answer: $18", 18)
@@ -83,6 +120,24 @@ def test_openai_labels_agree(gsm8k_dir):
     assert disagree == [], f"{len(disagree)} disagreements, e.g. {disagree[:5]}"
     # the ground-truth solutions in the same file grade as correct too
     assert all(is_correct(s["ground_truth"], parse_gold(t["answer"])) for s, t in zip(sols, test))
+
+
+def test_math_verify_agrees(gsm8k_dir):
+    """math-verify (Hugging Face's grader, an independent reference) grades the same 5,276
+    solutions as we do: measured 5,276 / 5,276, so any disagreement is a regression."""
+    math_verify = pytest.importorskip("math_verify")
+    sols = [json.loads(line) for line in open(gsm8k_dir / "example_model_solutions.jsonl")]
+    test = [json.loads(line) for line in open(gsm8k_dir / "test.jsonl")]
+    disagree = []
+    for i, (s, t) in enumerate(zip(sols, test)):
+        gold = parse_gold(t["answer"])
+        parsed_gold = math_verify.parse(gold)
+        for m in MODELS:
+            text = s[m]["solution"]
+            theirs = bool(math_verify.verify(parsed_gold, math_verify.parse(text)))
+            if is_correct(text, gold) != theirs:
+                disagree.append((i, m, gold, read_answer(text), theirs))
+    assert disagree == [], f"{len(disagree)} disagreements, e.g. {disagree[:5]}"
 
 
 # ---- the run, with a stub engine that answers known strings ----

@@ -56,9 +56,24 @@ CASES = [
     ("6*9", "<MUL_6_9_54>", None),
     ("6 * 9", "<MUL_6_9_54>", None),
     ("6×9", "<MUL_6_9_54>", None),
-    ("6 x 9", "<MUL_6_9_54>", None),
-    ("6 X 9", "<MUL_6_9_54>", None),
-    ("6·9", "<MUL_6_9_54>", None),
+    ("6 x 9", None, None),                                 # separator-like forms: products only with `= c`
+    ("6 X 9", None, None),
+    ("6·9", None, None),
+    ("6 · 9 = 54", "<MUL_6_9_54>", "<MUL_6_9_54>"),
+    ("6⋅9=54", "<MUL_6_9_54>", "<MUL_6_9_54>"),
+    ("6 ∙ 9 = 54", "<MUL_6_9_54>", "<MUL_6_9_54>"),
+    ("3 x 7 = 21", "<MUL_3_7_21>", "<MUL_3_7_21>"),
+    ("3 X 7 = 21", "<MUL_3_7_21>", "<MUL_3_7_21>"),
+    ("Jun 3 · 5 min read", None, None),
+    ("Page 2 · 3 of 10", None, None),
+    ("a 4 x 8 sheet of plywood", None, None),
+    ("The score was 2 x 3", None, None),
+    ("The score was 2 x 3 = 6", "The score was <MUL_2_3_6>", "The score was <MUL_2_3_6>"),
+    ("3 x 7 = 22", None, None),
+    ("1 + 2 x 3 = 7", None, None),                         # no `= c` of its own: stays
+    ("10 - 6·9", None, None),
+    ("6 x 9 xylophones", None, None),
+    ("<<100-6·9=46>>46", None, None),
     ("6 × 9 = 54", "<MUL_6_9_54>", "<MUL_6_9_54>"),
     ("6*9=54", "<MUL_6_9_54>", "<MUL_6_9_54>"),
     ("So 6 x 9 = 54 apples.", "So <MUL_6_9_54> apples.", "So <MUL_6_9_54> apples."),
@@ -147,6 +162,7 @@ CASES = [
     ("6*9=", None, None),
     # several facts, newlines, words off by default
     ("2*3 and 4*5\n7 x 8 = 56", "<MUL_2_3_6> and <MUL_4_5_20>\n<MUL_7_8_56>", "2*3 and 4*5\n<MUL_7_8_56>"),
+    ("2 x 3 and 4·5\n7 x 8 = 56", "2 x 3 and 4·5\n<MUL_7_8_56>", "2 x 3 and 4·5\n<MUL_7_8_56>"),
     ("6 times 9", None, None),
     # GSM8K calculator annotations stay well formed and evaluable
     ("9 * 2 = <<9*2=18>>18", "<MUL_2_9_18> = <<<MUL_2_9_18>=18>>18", "<MUL_2_9_18> = <<<MUL_2_9_18>=18>>18"),
@@ -348,6 +364,38 @@ def test_property_numbers_idempotence_strict_subset(text, word_forms):
     assert not (results["strict"].per_token - results["weak"].per_token), text
 
 
+# Text whose only product-like forms are the separators `·` `⋅` `∙` and a spaced `x`/`X`:
+# dates, page numbers, sizes and scores, next to facts with right and wrong results.
+SEPARATOR_PIECES = st.one_of(
+    st.integers(0, 12).map(str),
+    st.sampled_from(["·", " · ", "⋅", " ⋅ ", "∙", " ∙ ", " x ", " X ", " = ", "=", " ", "\n", "?", ", ", ". ",
+                     "(", ")", "+", " - ", "Jun ", " min read", "Page ", " of ", "a ", " sheet", "The score was ",
+                     " x 8 sheet of plywood", "$", "54", "21", "6", "0.5"]),
+    st.builds(lambda a, op, b, d: f"{a}{op}{b} = {a * b + d}", st.integers(1, 9),
+              st.sampled_from(["·", " · ", "⋅", "∙", " x ", " X "]), st.integers(1, 9), st.sampled_from([0, 0, 1, -1])),
+)
+SEPARATOR_TEXTS = st.lists(SEPARATOR_PIECES, max_size=16).map("".join)
+
+
+@PROPS
+@given(SEPARATOR_TEXTS, st.booleans())
+def test_property_separators_need_the_result(text, word_forms):
+    """With only separator-like ops, a token is written only where `a op b = c` stood with the
+    right c: weak mode (bare products) adds nothing over strict, and writing each token out
+    again gives exactly the numbers of the original -- no value is ever added (a bare
+    `3 · 5` injected would add its product)."""
+    w = inject_domain_tokens(text, mode="weak", word_forms=word_forms)
+    s = inject_domain_tokens(text, mode="strict", word_forms=word_forms)
+    assert w.text == s.text, (text, w.text, s.text)
+    expanded = TOKEN_RE.sub(lambda m: " " + expand_domain_tokens(m.group(0)) + " ", w.text)
+    assert numbers(expanded) == numbers(text), (text, w.text)
+    # each token replaced one correct `a op b = c` span of the original
+    facts = re.findall(r"(?<![0-9.,])([1-9])[ \t]*[·⋅∙][ \t]*([1-9])[ \t]*=[ \t]*([0-9]+)|"
+                       r"(?<![0-9.,])([1-9])[ \t]+[xX][ \t]+([1-9])[ \t]*=[ \t]*([0-9]+)", text)
+    right = sum(1 for f in facts if int(f[0] or f[3]) * int(f[1] or f[4]) == int(f[2] or f[5]))
+    assert w.count <= right, (text, w.text)
+
+
 # An exact evaluator, independent of the injector and of the calculator: Fractions, `^` as
 # power, `×`/`·`/spaced `x` as multiplication, a token as its value.
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
@@ -436,3 +484,67 @@ def test_gsm8k_train_answers(gsm8k_dir, capsys):
     assert totals["weak"][0] > 1000          # GSM8K is full of single-digit products
     with capsys.disabled():
         print(f"\nGSM8K train injections (tokens, distinct facts, annotations): {totals}")
+
+
+# --------------------------------------------------------------------------- one place for the settings
+
+DOC = "He had 2 times 3 = 6 boxes and 1+6*9 more."
+AS_DEFAULT = "He had 2 times 3 = 6 boxes and 1+<MUL_6_9_54> more."   # weak, no word forms
+AS_SPEC = "He had <MUL_2_3_6> boxes and 1+6*9 more."                  # strict, word forms
+
+
+def test_the_specs_inject_settings_reach_every_stage(tmp_path):
+    """`inject_mode` / `word_forms` of the spec's prepare section are set once, in the tokenizer
+    `domtok prepare` saves; pretraining text, model dirs, SFT data, GRPO prompts and the
+    prompts of GSM8K and the probes all inject with them. Old code: SFT, GRPO and both
+    evaluations called the injector with its defaults."""
+    import torch
+
+    from domtok.data.prepare import run as prepare
+    from domtok.data.shards import read_shard
+    from domtok.eval import gsm8k, probes
+    from domtok.model.checkpoint import load_model, save_model_dir
+    from domtok.model.gpt import GPT, GPTConfig
+    from domtok.pipeline import build_nodes, load_spec, stage_call
+    from domtok.tokens.tokenizer import Tokenizer, train_bpe
+    from domtok.train.grpo import GRPOConfig, load_prompts
+    from domtok.train.sft_data import DataSource, build_examples
+
+    assert inject_domain_tokens(DOC).text == AS_DEFAULT
+    assert inject_domain_tokens(DOC, mode="strict", word_forms=True).text == AS_SPEC
+    # the spec -> the condition's prepare config
+    spec = load_spec("tiny", ["prepare.inject_mode=strict", "prepare.word_forms=true"])
+    node = next(n for n in build_nodes(spec, tmp_path / "run") if n.id == "mul_tokens/prepare")
+    node.deps[0].manifest_path.parent.mkdir(parents=True)
+    node.deps[0].manifest_path.write_text(json.dumps({"summary": {"tokenizer": str(tmp_path / "bpe")}}))
+    _, cfg = stage_call(node, tmp_path / "run")
+    assert (cfg.inject_mode, cfg.word_forms, cfg.condition) == ("strict", True, "mul_tokens")
+    # prepare: the shards and the saved tokenizer
+    train_bpe([DOC, "What is 6 times 9? User: Assistant: The answer is"] * 20, 300, tmp_path / "bpe")
+    src = tmp_path / "docs.jsonl"
+    src.write_text(json.dumps({"text": DOC}) + "\n")
+    cfg.source, cfg.n_docs, cfg.val_fraction, cfg.val_docs, cfg.shard_tokens = str(src), 1, 0.0, 0, 1000
+    meta = prepare(cfg, tmp_path / "prep")
+    tok = Tokenizer.load(tmp_path / "prep" / "tokenizer")
+    assert meta["injection"] == tok.injection == {"mode": "strict", "word_forms": True}
+    assert tok.decode(read_shard(tmp_path / "prep" / "train_000000.npy")[1:]) == AS_SPEC
+    # a model dir (what pretraining, SFT and GRPO write) keeps them
+    model = GPT(GPTConfig(block_size=64, vocab_size=tok.vocab_size, n_layer=1, n_head=1, n_embd=8))
+    save_model_dir(model, tok, tmp_path / "model")
+    _, tok = load_model(tmp_path / "model", device=torch.device("cpu"))
+    assert tok.injection == {"mode": "strict", "word_forms": True}
+    # SFT data
+    (ex,) = build_examples([{"question": "q?", "answer": DOC + "\n#### 61"}], tok, "mul", False, 128)
+    assert AS_SPEC in tok.decode(ex.ids)
+    # GRPO prompts (with inject_user)
+    data = tmp_path / "gsm.jsonl"
+    data.write_text(json.dumps({"question": DOC, "answer": "#### 61"}) + "\n")
+    _, _, texts = load_prompts(GRPOConfig(prompts=DataSource(kind="gsm8k", path=str(data)), num_prompts=1,
+                                          inject_user=True), tok, "mul")
+    assert AS_SPEC in texts[0] and AS_DEFAULT not in texts[0]
+    # evaluation prompts
+    assert AS_SPEC in gsm8k.build_prompt(DOC, tok, gsm8k.GSM8KEvalConfig(inject_prompt=True))
+    assert probes.build_prompt({"category": "symbolic_context", "question": DOC}, "plain", tok) == AS_SPEC
+    # the baseline records no injection and is never injected
+    base = tok.with_condition("baseline")
+    assert base.inject(DOC).text == DOC and base.injection == tok.injection

@@ -60,7 +60,8 @@ def test_report_has_every_table_and_plots(micro_run):
         assert row in report, row
     assert "### probes (probes)" in report and "### gsm_synthetic (gsm8k)" in report
     assert "conditions are compute-matched" in report and "NOT compute-matched" not in report
-    assert "statistically significant" in report  # the plain sentence of the paired test
+    assert report.index("## Headline") < report.index("## Losses") and "**Question.**" in report
+    assert "the smallest effect this design detects with 80% power" in report  # the plain sentence per metric
     assert "shaped reward" in report  # the GRPO confound is stated
     assert "not finished:" in report and "hellaswag" in report  # the broken benchmark is listed
     for png in ("loss_pretrain.png", "accuracy_probes.png", "accuracy_gsm_synthetic.png"):

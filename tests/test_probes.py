@@ -14,7 +14,8 @@ import torch
 
 from domtok.engine import Generation
 from domtok.errors import DomtokError
-from domtok.eval.probes import ProbesConfig, build_prompt, make_probes, read_answer, run, score
+from domtok.eval.gsm8k import read_answer
+from domtok.eval.probes import ANSWER_MODE, ProbesConfig, build_prompt, make_probes, notation, run, score
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,21 +49,81 @@ def test_prompt_styles():
     assert build_prompt(it, "answer_is") == "User: What is 7 times 8?\nAssistant: The answer is"
     assert build_prompt(it, "chat") == "User: What is 7 times 8?\nAssistant:"
     assert build_prompt({"category": "symbolic", "question": "7 × 8 ="}, "plain") == "7 × 8 ="
-    with pytest.raises(DomtokError):
-        build_prompt({"category": "symbolic_injected", "question": "7 × 8 ="}, "plain", tokenizer=None)
+
+
+@pytest.fixture(scope="module")
+def gpt2_pair():
+    from domtok.tokens.tokenizer import load_tokenizer
+
+    try:
+        return load_tokenizer("gpt2", "baseline"), load_tokenizer("gpt2", "mul_tokens")
+    except DomtokError as e:
+        pytest.skip(f"GPT-2's BPE files are not here: {e}")
+
+
+def test_each_condition_is_probed_in_its_training_notation(gpt2_pair):
+    """One mechanism for both conditions: the question goes through the condition's injector
+    (`Tokenizer.inject`). Old code: `symbolic_injected` raised for the baseline, and the domain
+    model's in-context fact went through the injector with default settings."""
+    base, dom = gpt2_pair
+    items = [it for it in make_probes(["symbolic", "symbolic_context", "mul_table"]) if it["id"].endswith("-6x9")]
+    sym, ctx, table = (next(it for it in items if it["category"] == c) for c in ("symbolic", "symbolic_context", "mul_table"))
+    c, d = (int(x) for x in ctx["question"].split(" = ")[0].split(" × "))
+    fact = f"<MUL_{min(c, d)}_{max(c, d)}_{c * d}>"
+    assert ctx["question"] == f"{c} × {d} = {c * d}, so 6 × 9 ="
+    # the baseline sees digits, the domain model its token; the asked product is never rewritten
+    assert build_prompt(ctx, "plain", base) == ctx["question"]
+    assert build_prompt(ctx, "plain", dom) == f"{fact}, so 6 × 9 ="
+    assert build_prompt(ctx, "answer_is", dom).endswith(f"User: {fact}, so 6 × 9 =\nAssistant: The answer is")
+    assert build_prompt(ctx, "plain", dom, inject=False) == ctx["question"]
+    for it in (sym, table):   # no answer leaks into a prompt
+        assert build_prompt(it, "plain", dom) == it["question"]
+    # the condition's settings are the ones used: strict mode still rewrites the complete fact,
+    # word forms rewrite `3 times 4 is 12`, which the default settings leave alone
+    worded = {"category": "symbolic_context", "question": "3 times 4 is 12, so 6 × 9 ="}
+    assert build_prompt(worded, "plain", dom) == worded["question"]
+    assert build_prompt(worded, "plain", dom.with_injection("strict", True)) == "<MUL_3_4_12>, so 6 × 9 ="
+    # the summary says what each saw
+    prompts = [build_prompt(it, "plain", dom) for it in items]
+    assert notation(dom, items, prompts, True) == {"condition": "mul_tokens", "injected": True,
+                                                   "injection": {"mode": "weak", "word_forms": False},
+                                                   "prompts_changed": 1, "prompts": 3}
+    assert notation(base, items, [build_prompt(it, "plain", base) for it in items], True)["injected"] is False
+    with pytest.raises(DomtokError, match="unknown probe categories"):
+        make_probes(["symbolic_injected"])
+
+
+@pytest.mark.parametrize("completion,answer,rule", [
+    (" 7 × 8 = 56", "56", "first"),                      # old: 7, the restated operand
+    (" 7 × 8 = <MUL_7_8_56>", "56", "first"),            # old: 7
+    (" <MUL_7_8_56>", "56", "first"),
+    (" So 7 times 8 is 56.\n#### 56", "56", "####"),      # old: 7
+    (" The answer is 56", "56", "answer is"),
+    (" 7 times 8 is 56.", "56", "first"),                 # old: 7
+    (" What is 7 times 8? 56", "56", "first"),           # old: 7
+    (" 7 × 8 = 54", "54", "first"),                       # wrong, and read as wrong
+    (" 7", "7", "first"),
+    (" 7 times 8", None, None),                           # an unanswered restatement states nothing
+    (" 56, because 7 * 8 = 56. Also 12", "56", "first"),  # the first statement, not later rambling
+    (" <MUL_7_8_56> no wait 3", "56", "first"),
+    (" unsure", None, None),
+])
+def test_an_operand_is_never_the_answer(completion, answer, rule):
+    got = read_answer(completion, ANSWER_MODE["answer_is"])
+    assert (got.value, got.rule) == (answer, rule)
+    (row,) = score([{"gold": "56"}], [completion], "answer_is")
+    assert row["correct"] is (answer == "56") and row["answer_rule"] == rule
+    if answer == "56" and "no wait" not in completion and "Also" not in completion:   # chat: flexible, same answer
+        assert read_answer(completion, ANSWER_MODE["chat"]).value == "56"
 
 
 def test_reading_the_answer():
-    assert read_answer(" 56.", "answer_is") == "56"
-    assert read_answer(" 56, because 7 * 8 = 56. Also 12", "answer_is") == "56"  # first number
-    assert read_answer(" <MUL_7_8_56>", "answer_is") == "56"      # a token counts by its value
-    assert read_answer(" <MUL_7_8_56> no wait 3", "answer_is") == "56"
-    assert read_answer(" 7 times 8 is 56.", "chat") == "56"         # chat: flexible extraction
-    assert read_answer(" unsure", "answer_is") is None
     items = [{"gold": "56"}, {"gold": "56"}, {"gold": "54"}]
     s = score(items, [" <MUL_7_8_56>", " 7", " <MUL_6_9_54>"], "answer_is")
     assert [r["correct"] for r in s] == [True, False, True]
     assert [r["answer_from_token"] for r in s] == [True, False, True]
+    assert score([{"gold": "56"}], [" 7 × 8 = <MUL_7_8_56>"], "chat")[0]["answer_from_token"] is True
+    assert score([{"gold": "56"}], [" 56 <MUL_2_3_6>"], "answer_is")[0]["answer_from_token"] is False
     # the operand digits inside a token are never the answer
     assert score([{"gold": "7"}], [" <MUL_7_8_56>"], "answer_is")[0]["correct"] is False
 
@@ -72,6 +133,11 @@ class StubTokenizer:
 
     def encode(self, text):
         return list(text.encode())
+
+    def inject(self, text):
+        from domtok.tokens.inject import InjectResult
+
+        return InjectResult(text)
 
     def count_domain_tokens(self, ids):
         return sum(1 for i in ids if i >= 1000)
@@ -108,7 +174,9 @@ def test_accuracy_per_category_with_stub(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "items.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == [it["id"] for it in make_probes()]
     assert {"id", "category", "prompt", "completion", "ids", "answer", "gold", "correct",
-            "response_tokens", "domain_tokens", "answer_from_token"} <= set(rows[0])
+            "response_tokens", "domain_tokens", "answer_from_token", "answer_rule", "answer_span"} <= set(rows[0])
+    assert s["notation"] == {"condition": None, "injected": False, "injection": None,
+                             "prompts_changed": 0, "prompts": 281}
 
 
 # ---- a tiny real model through the real engine, the CLI and torchrun ----
@@ -142,14 +210,16 @@ def _cli(args, nproc=1, timeout=240):
 
 
 def test_tiny_model_run_in_process(tiny_model_dir, tmp_path):
-    cfg = ProbesConfig(model=str(tiny_model_dir), categories=["mul_table", "symbolic_injected"], batch_size=32,
+    cfg = ProbesConfig(model=str(tiny_model_dir), categories=["mul_table", "symbolic_context"], batch_size=32,
                        max_new_tokens=6, device="cpu")
     s = run(cfg, tmp_path / "a")
     rows = [json.loads(line) for line in (tmp_path / "a" / "items.jsonl").read_text().splitlines()]
     assert s["n"] == 162 == len(rows)
     assert all(0 < r["response_tokens"] <= 6 for r in rows)
-    assert {r["category"] for r in rows} == {"mul_table", "symbolic_injected"}
-    inj = next(r for r in rows if r["category"] == "symbolic_injected")
+    assert {r["category"] for r in rows} == {"mul_table", "symbolic_context"}
+    assert {r["answer_rule"] for r in rows} <= {"first", "answer is", "####", None}
+    assert s["notation"]["injected"] is True and s["notation"]["prompts_changed"] == 81
+    inj = next(r for r in rows if r["category"] == "symbolic_context")
     assert inj["prompt"].endswith("The answer is")
     assert inj["prompt"].count("<MUL_") == 1 and f"_{inj['gold']}>" not in inj["prompt"]  # injected, no leak
     # same seed, same numbers
@@ -175,3 +245,25 @@ def test_torchrun_two_processes_equal_one(tiny_model_dir, tmp_path):
     assert "correct" in r.stdout and "mcnemar_exact" in r.stdout
     cmp = json.loads((tmp_path / "cmp.json").read_text())
     assert cmp["metrics"]["correct"]["delta"] == 0 and cmp["metrics"]["correct"]["p"] == 1.0
+
+
+def test_report_states_what_each_condition_saw():
+    from types import SimpleNamespace as NS
+
+    from domtok.report import notation_lines
+
+    nodes = [NS(id="b/p", kind="prepare", condition="baseline"), NS(id="m/p", kind="prepare", condition="mul_tokens"),
+             NS(id="b/e", kind="probes", condition="baseline"), NS(id="m/e", kind="probes", condition="mul_tokens")]
+    summary = {
+        "b/p": {"injection": None, "domain_tokens_after_space": {"all": 0, "share": 0.0}},
+        "m/p": {"injection": {"mode": "weak", "word_forms": False},
+                "domain_tokens_after_space": {"all": 439, "share": 0.3443}},
+        "b/e": {"notation": {"injected": False, "prompts_changed": 0, "prompts": 331}},
+        "m/e": {"notation": {"injected": True, "prompts_changed": 81, "prompts": 331}},
+    }
+    run = NS(conditions=["baseline", "mul_tokens"], nodes=nodes, summary=summary)
+    assert notation_lines(run) == [
+        "- Notation, `baseline`: training text as written; probe questions as written.",
+        "- Notation, `mul_tokens`: training text injected (mode weak, word forms off); 34.4% of its domain tokens "
+        "(439) follow a lone space token; probe questions through the same injector (81 of 331 prompts changed).",
+    ]

@@ -1,4 +1,4 @@
-"""Statistics: known values, scipy cross-checks (when installed), and comparisons of items files."""
+"""Statistics: known values, scipy cross-checks, the headline test's calibration, and comparisons of items files."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from domtok.errors import DomtokError
-from domtok.eval.stats import (across_seeds, betainc_reg, compare_items, mcnemar_exact, paired_bootstrap,
-                               t_two_sided_p, welch_t_test, wilson_ci)
+from scipy import stats as scipy_stats
+
+from domtok.eval.stats import (across_seeds, compare_items, holm, mcnemar_exact, min_detectable_effect,
+                               one_sample_t_test, paired_bootstrap, seed_item_test, welch_t_test, wilson_ci)
 
 
 def test_wilson_known_values():
@@ -36,32 +38,128 @@ def test_mcnemar_known_table():
     assert mcnemar_exact(b, a)["p"] == r["p"]
 
 
-def test_t_distribution_known_values():
-    # Student t two-sided p-values from tables: t=2.228, df=10 -> 0.05; t=2, df=10 -> 0.07339
-    assert t_two_sided_p(2.228, 10) == pytest.approx(0.05, abs=2e-4)
-    assert t_two_sided_p(2.0, 10) == pytest.approx(0.0733880, abs=1e-6)
-    assert t_two_sided_p(1.96, 1e6) == pytest.approx(0.04999579, abs=1e-6)  # ~normal
-    assert t_two_sided_p(0.0, 5) == pytest.approx(1.0)
-    assert betainc_reg(2, 3, 0.4) == pytest.approx(0.5248, abs=1e-10)  # closed form 1-(0.6^4)(1+4*0.4)
-
-
-def test_against_scipy():
-    scipy_stats = pytest.importorskip("scipy.stats")
+def test_t_tests_are_scipys():
     rng = np.random.default_rng(0)
     for _ in range(20):
         a = rng.normal(0.3, 0.05, size=rng.integers(2, 8))
         b = rng.normal(0.32, 0.08, size=rng.integers(2, 8))
         ours = welch_t_test(a, b)
         ref = scipy_stats.ttest_ind(a, b, equal_var=False)
-        assert ours["t"] == pytest.approx(ref.statistic, rel=1e-9)
-        assert ours["p"] == pytest.approx(ref.pvalue, rel=1e-7, abs=1e-12)
-    for t, df in [(0.5, 3), (3.3, 2.5), (10.0, 40), (-1.2, 7)]:
-        assert t_two_sided_p(t, df) == pytest.approx(2 * scipy_stats.t.sf(abs(t), df), rel=1e-8)
+        assert ours["t"] == pytest.approx(ref.statistic, rel=1e-12) and ours["p"] == pytest.approx(ref.pvalue, rel=1e-12)
     x = rng.normal(size=7)
     y = x + rng.normal(0.1, 0.2, 7)
-    assert across_seeds(x, y, paired=True)["test"]["p"] == pytest.approx(scipy_stats.ttest_rel(x, y).pvalue, rel=1e-8)
+    assert across_seeds(x, y, paired=True)["test"]["p"] == pytest.approx(scipy_stats.ttest_rel(x, y).pvalue, rel=1e-12)
     b = scipy_stats.binomtest(3, 17, 0.5).pvalue
     assert mcnemar_exact([True] * 3 + [False] * 14, [False] * 3 + [True] * 14)["p"] == pytest.approx(b, rel=1e-12)
+    # no spread: scipy's statistic would be rounding noise; the difference is all there is
+    assert one_sample_t_test([0.1, 0.1, 0.1]) == {"t": float("inf"), "df": 2.0, "p": 0.0}
+    assert one_sample_t_test([0.0, 0.0])["p"] == 1.0
+
+
+def _by_seed(matrix) -> list[dict]:
+    return [{f"q{i}": v for i, v in enumerate(row)} for row in np.asarray(matrix, dtype=float)]
+
+
+def test_seed_item_test_special_cases_are_scipys_t_tests():
+    rng = np.random.default_rng(2)
+    # one seed: the paired t-test over items
+    a, b = rng.random(60) < 0.6, rng.random(60) < 0.4
+    r = seed_item_test(_by_seed([a]), _by_seed([b]))
+    ref = scipy_stats.ttest_rel(a.astype(float), b.astype(float))
+    assert r["p"] == pytest.approx(ref.pvalue, rel=1e-10) and r["df"] == ref.df
+    assert r["ci"] == pytest.approx(tuple(ref.confidence_interval(0.95)), rel=1e-10)
+    # every item moves by its seed's shift: only seed variation is left, so it is the t-test on
+    # the per-seed deltas (df = K - 1), however many items there are
+    shift = np.array([0.10, 0.02, 0.07, 0.12])
+    base = rng.random((1, 50)).repeat(4, axis=0)
+    r = seed_item_test(_by_seed(base + shift[:, None]), _by_seed(base))
+    ref = scipy_stats.ttest_1samp(shift, 0.0)
+    assert r["delta"] == pytest.approx(shift.mean()) and r["df"] == pytest.approx(3)
+    assert r["p"] == pytest.approx(ref.pvalue, rel=1e-9)
+    assert r["ci"] == pytest.approx(tuple(ref.confidence_interval(0.95)), rel=1e-9)
+    # items nested in seeds (each seed scored on its own items): the t-test on per-seed deltas
+    nested_a = [{f"s{k}-{i}": float(rng.random() < 0.5 + 0.05 * k) for i in range(40)} for k in range(3)]
+    nested_b = [{key: float(rng.random() < 0.5) for key in d} for d in nested_a]
+    r = seed_item_test(nested_a, nested_b)
+    deltas = [np.mean(list(x.values())) - np.mean(list(y.values())) for x, y in zip(nested_a, nested_b)]
+    assert "different items" in r["method"] and r["p"] == pytest.approx(scipy_stats.ttest_1samp(deltas, 0).pvalue)
+    with pytest.raises(ValueError, match="same"):
+        seed_item_test(_by_seed([a]), [{"other": 1.0}])
+
+
+def _crossed_null(rng, K, I, seed_sd, item_sd, effect=0.0):
+    """Per-item differences d = effect + s_k + u_i + e_ki (Gaussian crossed random effects)."""
+    return effect + rng.normal(0, seed_sd, (K, 1)) + rng.normal(0, item_sd, (1, I)) + rng.normal(0, 1.0, (K, I))
+
+
+def test_seed_item_variance_is_unbiased_and_ci_covers():
+    """The CI's variance counts seeds and items: its mean matches the true variance of the mean
+    difference, and the 95% interval covers the truth about 95% of the time."""
+    rng = np.random.default_rng(3)
+    for K, I, s_sd, u_sd in [(3, 40, 0.3, 0.5), (3, 60, 0.1, 0.3), (5, 30, 0.2, 0.0)]:
+        true_var = s_sd ** 2 / K + u_sd ** 2 / I + 1.0 / (K * I)
+        var, covered, zeros = [], 0, np.zeros((K, I))
+        for _ in range(600):
+            d = _crossed_null(rng, K, I, s_sd, u_sd)
+            r = seed_item_test(_by_seed(d), _by_seed(zeros))
+            var.append(r["se"] ** 2)
+            covered += r["ci"][0] <= 0.0 <= r["ci"][1]
+        # a negative variance component is set to 0, so the estimate errs on the high side
+        assert 0.97 * true_var <= np.mean(var) <= 1.25 * true_var
+        # with 3 seeds and seeds dominating the variance, t with Satterthwaite's df is a little short
+        assert 0.92 <= covered / 600 <= 0.99, (K, I, s_sd, u_sd, covered)
+
+
+def test_seed_and_item_variation_both_widen_the_interval():
+    """Where seeds disagree, a test over items alone is far too sure; where the same items are
+    hard for one condition in every seed, a test over the per-seed deltas alone is."""
+    rng = np.random.default_rng(4)
+    zeros = _by_seed(np.zeros((3, 60)))
+    for s_sd, u_sd, naive_axis in [(0.4, 0.0, 1), (0.0, 1.5, 2)]:
+        d = np.stack([_crossed_null(rng, 3, 60, s_sd, u_sd) for _ in range(400)])  # (400, seeds, items)
+        ours = np.mean([seed_item_test(_by_seed(x), zeros)["p"] < 0.05 for x in d])
+        # the test that ignores the other source: over item means (1) or over seed means (2)
+        naive = np.mean(scipy_stats.ttest_1samp(d.mean(axis=naive_axis), 0, axis=1).pvalue < 0.05)
+        assert ours < 0.09 and naive > 0.15 + ours, (s_sd, u_sd, ours, naive)
+
+
+def test_planted_effect_is_found_and_null_is_not():
+    rng = np.random.default_rng(4)
+    base = [{f"q{i}": bool(rng.random() < 0.40) for i in range(150)} for _ in range(3)]
+    better = [{q: bool(rng.random() < 0.60) for q in d} for d in base]
+    same = [{q: bool(rng.random() < 0.40) for q in d} for d in base]
+    found, null = seed_item_test(better, base), seed_item_test(same, base)
+    assert found["p"] < 1e-4 and found["ci"][0] > 0.05 and found["delta"] == pytest.approx(0.2, abs=0.06)
+    assert null["p"] > 0.05 and null["ci"][0] < 0 < null["ci"][1]
+    assert found["method"].startswith("crossed") and found["n_seeds"] == 3 and found["n_items"] == 150
+
+
+def test_min_detectable_effect_has_the_power_it_claims():
+    # large df: the normal-theory formula (z_{1-a/2} + z_power) * se
+    assert min_detectable_effect(0.05, 1e6) == pytest.approx((1.959964 + 0.841621) * 0.05, rel=1e-4)
+    # small df, by simulation of the t statistic under a true difference of one MDE
+    rng = np.random.default_rng(6)
+    se, df = 0.04, 4
+    mde = min_detectable_effect(se, df, alpha=0.01)
+    t = (mde / se + rng.standard_normal(200_000)) / np.sqrt(rng.chisquare(df, 200_000) / df)
+    assert np.mean(np.abs(t) > scipy_stats.t.ppf(0.995, df)) == pytest.approx(0.8, abs=0.005)
+    assert min_detectable_effect(se, df, alpha=0.001) > mde > min_detectable_effect(se, 40, alpha=0.01)
+    assert np.isnan(min_detectable_effect(0.0, 10))
+
+
+def test_holm():
+    # m = 4: sorted 0.005 x 4, 0.01 x 3, 0.03 x 2, 0.04 x 1, made monotone
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == [1.0, 1.0] and holm([]) == []
+    out = holm([0.01, float("nan"), 0.02])  # NaN is not a comparison
+    assert np.isnan(out[1]) and out[0] == pytest.approx(0.02) and out[2] == pytest.approx(0.02)
+    # the step-down rule itself: reject the k smallest while p_(i) <= alpha / (m - i + 1)
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        p = rng.random(12) ** 3
+        order = np.argsort(p)
+        k = next((i for i, j in enumerate(order) if p[j] > 0.05 / (12 - i)), 12)
+        assert set(np.flatnonzero(np.array(holm(p)) <= 0.05)) == set(order[:k])
 
 
 def test_paired_bootstrap_covers_true_difference():

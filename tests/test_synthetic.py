@@ -10,8 +10,9 @@ import re
 import pytest
 
 from domtok.calculator import evaluate
-from domtok.data.synthetic import (DRILL_KINDS, MAX_STEP_LINES, TEMPLATES, drills, gsm_sbs, gsm_sbs_rewrite,
-                                    math_web_corpus, mul_steps, rewrite_answer, word_problems)
+from domtok.data.synthetic import (DRILL_KINDS, MAX_STEP_LINES, TEMPLATES, add_steps, drills, gsm_sbs,
+                                    gsm_sbs_rewrite, math_web_corpus, mul_steps, rewrite_answer, sub_steps,
+                                    word_problems)
 from domtok.errors import DomtokError
 from domtok.tokens.inject import check_annotations, inject_domain_tokens
 
@@ -89,8 +90,38 @@ def test_drills_correct_and_seeded(kind):
         nums = [int(x) for x in re.findall(r"\d+", it["question"])]
         if kind == "tier5":
             assert all(10 <= x <= 20 for x in nums)
-        if kind in ("tier2", "mul_table"):
+        if kind in ("tier2", "mul_table", "times_table"):
             assert all(1 <= x <= 9 for x in nums)
+        if kind == "add_100":
+            assert all(1 <= x <= 100 for x in nums)
+        if kind == "mul_2x1":
+            assert 10 <= nums[0] <= 99 and 2 <= nums[1] <= 9
+
+
+def test_times_table_drills_cover_every_fact_and_both_wordings():
+    items = drills("times_table", 162, seed=0)
+    facts = [tuple(map(int, re.findall(r"\d+", it["question"]))) for it in items]
+    assert sorted(facts[:81]) == sorted(facts[81:]) == [(a, b) for a in range(1, 10) for b in range(1, 10)]
+    # the probes' wording ("times", "plus") and the symbols, both
+    for kind, word, sym in (("times_table", "times", "×"), ("add_100", "plus", "+"), ("mul_2x1", "times", "×")):
+        qs = [it["question"] for it in drills(kind, 200, seed=1)]
+        assert 60 < sum(f" {word} " in q for q in qs) < 140 and 60 < sum(f" {sym} " in q for q in qs) < 140
+
+
+def test_add_and_sub_steps():
+    assert add_steps(47, 38) == "47 + 38 = 40 + 30 + 7 + 8 = 70 + 15 = 85"
+    assert add_steps(134, 250) == "134 + 250 = 100 + 200 + 30 + 50 + 4 = 300 + 80 + 4 = 384"
+    assert add_steps(100, 47) == "100 + 47 = 100 + 40 + 7 = 147"  # no step repeated
+    assert add_steps(40, 8) == "40 + 8 = 48" and add_steps(7, 8) == "7 + 8 = 15"
+    assert sub_steps(85, 27) == "85 - 27 = 85 - 20 - 7 = 65 - 7 = 58"
+    assert sub_steps(85, 7) == "85 - 7 = 78" and sub_steps(85, 20) == "85 - 20 = 65"
+    for a in range(0, 130, 3):
+        for b in range(0, 130, 7):
+            for line in [add_steps(a, b)] + ([sub_steps(a, b)] if b <= a else []):
+                values = {safe_eval(part) for part in line.split(" = ")}
+                assert len(values) == 1 and line.endswith(f"= {values.pop()}"), line
+    with pytest.raises(ValueError):
+        sub_steps(3, 5)
 
 
 def test_gsm_sbs():
@@ -109,7 +140,6 @@ def test_word_problems_correct_and_disjoint():
     assert {t["template"] for t in train} == set(TEMPLATES)
     for it in train + test:
         check_item(it)
-        assert it["answer"].count("<<") >= 1
     assert len({t["question"] for t in train}) == 1500
     assert not {t["question"] for t in train} & {t["question"] for t in test}
     key = lambda t: (t["template"], tuple(t["params"]))  # noqa: E731
@@ -118,7 +148,33 @@ def test_word_problems_correct_and_disjoint():
     other = word_problems(1500, seed=9, split="train")
     assert not {key(t) for t in other} & {key(t) for t in test}
     two_step = [t for t in train if t["template"] in ("mul_add", "price_change")]
-    assert all(t["answer"].count("<<") == 2 for t in two_step)
+    assert all(t["answer"].count("\n") == 2 for t in two_step)  # two worked lines, then ####
+    # numbers up to 99, worked with the steps the probes test
+    assert all(max(t["params"]) <= 99 for t in train + test)
+    adds = [t for t in train if t["template"] == "add"]
+    assert all(add_steps(*t["params"]) in t["answer"] for t in adds)
+
+
+def test_math_web_corpus_shows_every_value_in_both_conditions():
+    """Injected, a times-table page still says each product's value after its factors, and the
+    worksheets ask the probes' questions with the work that answers them."""
+    docs = math_web_corpus(400, seed=0)
+    tables = [d for d in docs if d.startswith("The ") and "times table" in d]
+    assert tables
+    for d in tables:
+        injected = inject_domain_tokens(d, "mul").text
+        for a, b, c in re.findall(r"(\d) × (\d) = (\d+)", d):
+            assert f"{a} times {b} is {c}." in injected
+        assert "<MUL_" in injected
+    sheets = [d for d in docs if d.startswith("Worksheet")]
+    assert sheets and any(" plus " in d for d in sheets) and any(" times " in d for d in sheets)
+    for d in sheets:
+        blocks = d.split("\nQ: ")[1:]
+        assert blocks
+        for block in blocks:  # the work starts from the question's own numbers
+            x, word, y = re.match(r"What is (\d+) (times|plus|×|\+) (\d+)\?\nA: ", block).groups()
+            op = {"times": "×", "plus": "+"}.get(word, word)
+            assert f"\n{x} {op} {y} = " in "\n" + block.split("\nA: ", 1)[1], block
 
 
 def test_math_web_corpus_has_facts():

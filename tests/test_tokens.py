@@ -8,6 +8,8 @@ import operator
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from domtok import cli
 from domtok.errors import DomtokError
@@ -185,7 +187,7 @@ def test_gpt2_dir_errors(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("base", ["gpt2", "bpe"])
-@pytest.mark.parametrize("condition", ["baseline", "mul_tokens"])
+@pytest.mark.parametrize("condition", ["baseline", "mul_tokens", "mul_space_tokens"])
 def test_hf_export_matches_transformers(gpt2_dir, bpe_dir, tmp_path, base, condition):
     transformers = pytest.importorskip("transformers")
     tok = load_tokenizer("gpt2" if base == "gpt2" else bpe_dir, condition)
@@ -208,6 +210,83 @@ def test_hf_export_matches_transformers(gpt2_dir, bpe_dir, tmp_path, base, condi
     # padding and reserved ids are special in HF and empty in domtok
     assert hf.decode(list(range(tok.n_base, tok.vocab_size)), skip_special_tokens=True) == \
         tok.decode([i for i in range(tok.n_base, tok.vocab_size) if i not in tok.id_to_domain or tok.uses_domain_tokens])
+
+
+# ---- the leading-space layout -----------------------------------------------------------
+
+
+def test_leading_space_layout(gpt2_dir, tiktoken_gpt2):
+    ref, sp = load_tokenizer("gpt2", "mul_tokens"), load_tokenizer("gpt2", "mul_space_tokens")
+    base = load_tokenizer("gpt2", "baseline", token_set="mul_space")
+    # the reference layout stays 50304-50348
+    assert (ref.domain_ids["<MUL_1_1_1>"], ref.domain_ids["<MUL_9_9_81>"], ref.vocab_size) == (50304, 50348, 50368)
+    assert ref.layout_texts == [t.text for t in MUL.tokens]
+    # its own layout: the 45 facts where the reference has them, then the same 45 with a space
+    assert condition_token_set("mul_space_tokens") == "mul_space" and TOKEN_SETS["mul_space"].tokens == MUL.tokens
+    assert sp.domain_ids == ref.domain_ids
+    assert (sp.layout_ids[" <MUL_1_1_1>"], sp.layout_ids[" <MUL_6_9_54>"], sp.layout_ids[" <MUL_9_9_81>"]) == \
+        (50349, 50387, 50393)
+    assert sp.vocab_size == base.vocab_size == 50432 and sp.id_to_domain[50387].text == "<MUL_6_9_54>"
+    # ids: tiktoken's GPT-2 around the tokens; the space before a token joins it in mul_space
+    enc = tiktoken_gpt2.encode_ordinary
+    text = "So 6 x 9 = 54, i.e. <MUL_6_9_54> and  <MUL_9_6_54>.<MUL_1_1_1>"
+    assert ref.encode(text) == enc("So 6 x 9 = 54, i.e. ") + [50342] + enc(" and  ") + [50342] + enc(".") + [50304]
+    assert sp.encode(text) == enc("So 6 x 9 = 54, i.e.") + [50387] + enc(" and ") + [50387] + enc(".") + [50304]
+    assert base.encode(text) == enc(text)
+    assert sp.count_domain_tokens(sp.encode(text)) == 3
+    every = " ".join(t.text for t in MUL.tokens)
+    assert sp.encode(every) == [50304] + list(range(50350, 50394))
+    # decode gives the text back (token texts canonical), for each layout
+    for tok in (ref, sp, base):
+        for t in MIXED + WITH_EOT + [text, every]:
+            assert tok.decode(tok.encode(t)) == (MUL.canonicalize(t) if tok.uses_domain_tokens else t)
+        assert tok.decode(list(range(tok.vocab_size))) == tiktoken_gpt2.decode(list(range(50256))) + EOT + (
+            "".join(tok.layout_texts) if tok.uses_domain_tokens else "")
+
+
+ROUND_TRIP = st.lists(st.sampled_from(["<MUL_6_9_54>", "<MUL_9_6_54>", "<MUL_1_1_1>", " ", "  ", "\n", "\t", "a", "é",
+                                       "54", "6 x 9", "<MUL_", ">", "<", "_", "😀", "<|endoftext|>"]),
+                      max_size=20).map("".join)
+
+
+@pytest.mark.parametrize("condition", ["mul_tokens", "mul_space_tokens"])
+def test_round_trip_property(gpt2_dir, bpe_dir, condition):
+    toks = [load_tokenizer("gpt2", condition), load_tokenizer(bpe_dir, condition)]
+
+    @settings(max_examples=150, deadline=None, derandomize=True, database=None)
+    @given(ROUND_TRIP)
+    def check(text):
+        for tok in toks:
+            ids = tok.encode(text)
+            assert tok.decode(ids) == MUL.canonicalize(text)
+            # in the leading-space layout a space before a token is always part of it
+            if condition == "mul_space_tokens":
+                space, bare = tok.encode(" "), set(tok.domain_ids.values())
+                assert not any(a == space[0] and b in bare for a, b in zip(ids, ids[1:])), (text, ids)
+
+    check()
+
+
+def test_injection_settings_are_saved(bpe_dir, tmp_path):
+    tok = load_tokenizer(bpe_dir, "mul_tokens")
+    assert tok.injection == {"mode": "weak", "word_forms": False}
+    assert tok.inject("So 6 x 9 = 54 and 2*3").text == "So <MUL_6_9_54> and <MUL_2_3_6>"
+    strict = tok.with_injection("strict", True)
+    assert strict.inject("So 6 times 9 is 54 and 2*3").text == "So <MUL_6_9_54> and 2*3"
+    strict.save(tmp_path / "t")
+    back = Tokenizer.load(tmp_path / "t")
+    assert back.injection == {"mode": "strict", "word_forms": True}
+    assert back.with_condition("baseline").injection == back.injection
+    assert back.with_condition("baseline").inject("2*3").text == "2*3"
+    # a tokenizer saved before the settings were recorded reads as the old defaults
+    meta = json.loads((tmp_path / "t" / "domtok_tokenizer.json").read_text())
+    del meta["injection"]
+    (tmp_path / "t" / "domtok_tokenizer.json").write_text(json.dumps(meta))
+    assert Tokenizer.load(tmp_path / "t").injection == {"mode": "weak", "word_forms": False}
+    meta["injection"] = {"mode": "loose"}
+    (tmp_path / "t" / "domtok_tokenizer.json").write_text(json.dumps(meta))
+    with pytest.raises(DomtokError, match="injector mode 'loose'"):
+        Tokenizer.load(tmp_path / "t")
 
 
 def test_save_load_round_trip_offline(gpt2_dir, tmp_path, monkeypatch):
@@ -315,3 +394,44 @@ def test_cli_tokenizer_build_and_fix(gpt2_dir, tmp_path, capsys):
     (model / "domtok_tokenizer.json").unlink()
     rc, _, err = _run(["tokenizer", "fix", str(model)], capsys)
     assert rc == 2 and "differ from domtok's layout" in err
+
+
+def test_prepare_counts_domain_tokens_after_a_lone_space(gpt2_dir, tmp_path):
+    """meta.json's `domain_tokens_after_space`: the reference layout spends a ` ` id before
+    every token that follows a space in the injected text; the mul_space layout spends none,
+    and its leading-space ids are exactly those tokens."""
+    import re
+
+    from domtok.data.prepare import PrepareConfig, run
+    from domtok.data.synthetic import math_web_corpus
+    from domtok.tokens.inject import inject_domain_tokens
+
+    n_docs = 200
+    docs = [inject_domain_tokens(d).text for d in math_web_corpus(n_docs, 0)]
+    after_space = sum(len(re.findall(r"(?<= )<MUL_\d+_\d+_\d+>", d)) for d in docs)
+    total = sum(len(re.findall(r"<MUL_\d+_\d+_\d+>", d)) for d in docs)
+    assert 0 < after_space < total
+    metas = {}
+    for cond in ("mul_tokens", "mul_space_tokens", "baseline"):
+        metas[cond] = run(PrepareConfig(n_docs=n_docs, condition=cond, val_fraction=0.2, shard_tokens=3000,
+                                        token_set="mul_space" if cond == "baseline" else ""), tmp_path / cond)
+    ref, sp = metas["mul_tokens"]["domain_tokens_after_space"], metas["mul_space_tokens"]["domain_tokens_after_space"]
+    assert (ref["all"], ref["space_id"], ref["train"] + ref["val"]) == (after_space, 220, after_space)
+    assert ref["share"] == pytest.approx(after_space / total)
+    assert sp["all"] == 0 and sp["share"] == 0.0
+    spaced = sum(c for k, c in metas["mul_space_tokens"]["domain_token_histogram"].items() if k.startswith(" "))
+    assert spaced == after_space
+    assert metas["mul_space_tokens"]["splits"]["train"]["tokens"] + metas["mul_space_tokens"]["splits"]["val"]["tokens"] \
+        == metas["mul_tokens"]["splits"]["train"]["tokens"] + metas["mul_tokens"]["splits"]["val"]["tokens"] - after_space
+    assert metas["baseline"]["domain_tokens_after_space"]["all"] == 0 and metas["baseline"]["vocab_size"] == 50432
+
+
+@pytest.mark.parametrize("condition,set_name,vocab", [("mul_tokens", "mul", 50368), ("mul_space_tokens", "mul_space", 50432)])
+def test_hf_files_tell_the_two_layouts_apart(gpt2_dir, tmp_path, condition, set_name, vocab):
+    """Both sets hold the same token texts: `tokenizer fix` reads a Hugging Face dir as
+    mul_space only when it has the leading-space ids (old code: 'tokens of several sets')."""
+    from domtok.tokens.build import read_model_tokenizer
+
+    load_tokenizer("gpt2", condition).export_hf(tmp_path)
+    tok, notes = read_model_tokenizer(tmp_path, None)
+    assert (tok.condition, tok.token_set.name, tok.vocab_size, notes) == (condition, set_name, vocab, [])

@@ -25,6 +25,8 @@ import subprocess
 import sys
 import time
 import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,6 +118,29 @@ class RunOptions:
     force: bool = False
     nproc: int = 1
     quiet: bool = False
+    jobs: int = 1                 # nodes run at once, each in its own worker process when > 1
+    threads: int | None = None    # torch threads of each job (None: the cores shared among jobs)
+
+
+def machine_cores() -> int:
+    """CPU cores this process may use (the affinity mask, which a container may limit)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_jobs() -> int:
+    """One job per core on a CPU machine: a tiny model's small matmuls run best on one thread
+    each, and the conditions and seeds are independent. One job on a GPU machine, where each
+    stage wants the whole device."""
+    import torch
+
+    return 1 if torch.cuda.is_available() else machine_cores()
+
+
+def threads_per_job(opts: RunOptions) -> int:
+    return opts.threads or max(1, machine_cores() // max(1, opts.jobs))
 
 
 def run_experiment(spec: Spec, opts: RunOptions) -> int:
@@ -134,39 +159,18 @@ def run_experiment(spec: Spec, opts: RunOptions) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "spec.yaml", _dump_spec(spec))
 
-    failed: set[str] = set()
     t_start = time.time()
+    jobs = f"{opts.jobs} jobs x {threads_per_job(opts)} thread(s)" if opts.jobs > 1 else "1 job"
     _say(opts, f"domtok run {spec.name}: {len(todo)} nodes, conditions {list(spec.conditions)}, "
-               f"seeds {spec.seeds}, run dir {run_dir}")
+               f"seeds {spec.seeds}, run dir {run_dir}, {jobs}")
     for r in spec.ladder:
         _say(opts, f"  rung {r.name}: {r.n_layer} layers x {r.n_embd} wide ({r.n_head} heads), {r.params:,} params, "
                    f"{r.steps:,} pretraining steps = {r.budget:,} tokens asked ({r.budget / r.params:.1f} per param)")
-    for i, node in enumerate(todo, 1):
-        tag = f"[{i}/{len(todo)}] {node.id}"
-        blocked = [d.id for d in node.deps if d.id in failed]
-        if blocked:
-            failed.add(node.id)
-            _say(opts, f"{tag}: skipped, depends on failed {blocked[0]}")
-            continue
-        missing = [d.id for d in node.deps if node_state(d) != "done"]
-        if missing:
-            failed.add(node.id)
-            _say(opts, f"{tag}: skipped, input {missing[0]} is not done (run without --only first)")
-            continue
-        forced = opts.force or (from_index is not None and order.index(node.stage) >= from_index)
-        state = node_state(node)
-        if state == "done" and not forced:
-            _say(opts, f"{tag}: done already ({key_metric_text(node)})")
-            continue
-        if state == "running":
-            raise DomtokError(f"{node.out_dir}: another `domtok run` is working on this node "
-                              f"(see {node.out_dir / 'running.json'}); wait for it or remove that file")
-        ok = run_node(node, run_dir, opts, fresh=forced or state in ("stale", "failed"))
-        if ok:
-            _say(opts, f"{tag}: done in {wall_time(node):.1f}s ({key_metric_text(node)})")
-        else:
-            failed.add(node.id)
-            _say(opts, f"{tag}: FAILED — see {node.out_dir / 'log.txt'}")
+
+    def forced(node: Node) -> bool:
+        return opts.force or (from_index is not None and order.index(node.stage) >= from_index)
+
+    failed = _schedule(todo, run_dir, opts, forced)
     _say(opts, f"domtok run {spec.name}: finished in {time.time() - t_start:.0f}s, "
                f"{len(failed)} failed or blocked node(s)")
     if opts.only is None:
@@ -203,6 +207,160 @@ def check_replacements(nodes: list[Node], todo: list[Node], opts: RunOptions) ->
     raise DomtokError(f"{replaced[0].out_dir}: --only {opts.only} with a changed config would replace "
                       f"{len(replaced)} finished node(s) ({', '.join(n.id for n in replaced[:4])}){more}; "
                       "pass --force to replace them, or restore the config")
+
+
+class _Inline:
+    """The executor of `--jobs 1`: runs a node in this process when it is submitted."""
+
+    def submit(self, fn, *args) -> Future:
+        f = Future()
+        f.set_result(fn(*args))
+        return f
+
+    def shutdown(self, wait=True, cancel_futures=False) -> None:
+        pass
+
+
+def _pool(opts: RunOptions):
+    if opts.jobs <= 1:
+        return _Inline()
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn: a fresh interpreter per worker, never a fork of a process whose torch threads run
+    return ProcessPoolExecutor(max_workers=opts.jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_job, initargs=(threads_per_job(opts),))
+
+
+def _init_job(threads: int) -> None:
+    """A worker process of `--jobs N`: its share of the cores, for torch and for any child (torchrun)."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[str]:
+    """Run `todo` (a valid order) with up to `opts.jobs` nodes at once; returns the failed ids.
+
+    A node starts once every input is done; nodes whose inputs are ready start in `todo`
+    order. Each node seeds itself from its own config, so the order and the concurrency do not
+    change any number: a run with `--jobs 2` equals one with `--jobs 1` at the same threads per job.
+    """
+    if opts.jobs > 1 and opts.nproc > 1:
+        raise DomtokError("--jobs N and --nproc M together would start N torchruns of M processes; "
+                          "choose one (--jobs 1 with --nproc, or --nproc 1 with --jobs)")
+    failed: set[str] = set()
+    resolved: set[str] = set()           # done, failed or skipped, in this run
+    walls: dict[tuple, list[float]] = {}  # finished wall times, for the estimate of time left
+    pending = list(todo)
+    in_todo = {n.id for n in todo}
+    running: dict[Future, tuple[Node, float]] = {}
+    counter = [0]
+
+    def finish(node: Node, msg: str, ok: bool) -> None:
+        counter[0] += 1
+        resolved.add(node.id)
+        if not ok:
+            failed.add(node.id)
+        elif wall_time(node):
+            walls.setdefault(_kind_key(node), []).append(wall_time(node))
+        _say(opts, f"[{counter[0]}/{len(todo)}] {node.id}: {msg}")
+
+    def try_start(node: Node, pool) -> bool:
+        """Start, skip or settle `node` if it can be decided now; False while an input is still to come."""
+        blocked = [d.id for d in node.deps if d.id in failed]
+        if blocked:
+            finish(node, f"skipped, depends on failed {blocked[0]}", False)
+            return True
+        if any(d.id in in_todo and d.id not in resolved for d in node.deps):
+            return False
+        missing = [d.id for d in node.deps if node_state(d) != "done"]
+        if missing:
+            finish(node, f"skipped, input {missing[0]} is not done (run without --only first)", False)
+            return True
+        state = node_state(node)
+        if state == "done" and not forced(node):
+            finish(node, f"done already ({key_metric_text(node)})", True)
+            return True
+        if state == "running":
+            raise DomtokError(f"{node.out_dir}: another `domtok run` is working on this node "
+                              f"(see {node.out_dir / 'running.json'}); wait for it or remove that file")
+        if opts.jobs > 1:
+            others = ", ".join(n.id for n, _ in running.values())
+            _say(opts, f"start {node.id}" + (f" (also running: {others})" if others else ""))
+        fresh = forced(node) or state in ("stale", "failed")
+        running[pool.submit(run_node, node, run_dir, opts, fresh)] = (node, time.time())
+        return True
+
+    pool = _pool(opts)
+    try:
+        while pending or running:
+            for node in list(pending):
+                if len(running) >= max(1, opts.jobs):
+                    break
+                if try_start(node, pool):
+                    pending.remove(node)
+            if not running:
+                if pending:  # cannot happen for a valid order; never spin
+                    raise AssertionError(f"no node can start: {[n.id for n in pending]}")
+                break
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in done:
+                node, t0 = running.pop(fut)
+                try:
+                    ok = fut.result()
+                except BrokenProcessPool:  # the worker died (killed, out of memory): the node failed
+                    atomic_write_json(node.out_dir / "failed.json",
+                                      {"error": "its worker process died", "log": str(node.out_dir / "log.txt")})
+                    ok = False
+                if ok:
+                    finish(node, f"done in {wall_time(node):.1f}s ({key_metric_text(node)})"
+                                 + _time_left(pending, running, walls, opts.jobs), True)
+                else:
+                    finish(node, f"FAILED — see {node.out_dir / 'log.txt'}", False)
+            if any(isinstance(f.exception(), BrokenProcessPool) for f in done if f.done()):
+                pool.shutdown(wait=True, cancel_futures=True)
+                pool = _pool(opts)  # a fresh pool for the rest
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return failed
+
+
+def _kind_key(node: Node) -> tuple:
+    return node.kind, node.stage, node.benchmark
+
+
+def _time_left(pending: list[Node], running: dict, walls: dict, jobs: int) -> str:
+    """' · ~3m10s left': the nodes still to run, each as long as the mean finished node of its kind."""
+    def guess(node: Node) -> float | None:
+        same = walls.get(_kind_key(node)) or [w for k, ws in walls.items() if k[0] == node.kind for w in ws]
+        return sum(same) / len(same) if same else None
+
+    now, total, untimed = time.time(), 0.0, 0
+    for node, t0 in running.values():
+        g = guess(node)
+        total += max(0.0, g - (now - t0)) if g is not None else 0.0
+        untimed += g is None
+    for node in pending:
+        g = guess(node)
+        total += g or 0.0
+        untimed += g is None
+    if not pending and not running:
+        return ""
+    counts = f" · {len(running)} running, {len(pending)} waiting"
+    if untimed == len(running) + len(pending):
+        return counts + ", time left known once a node of each kind has finished"
+    left = total / max(1, min(jobs, len(pending) + len(running)))
+    if untimed:
+        return counts + f", ~{_clock(left)} left for the kinds timed so far (+ {untimed} node(s) not yet timed)"
+    return counts + f", ~{_clock(left)} left"
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 def run_node(node: Node, run_dir: Path, opts: RunOptions, fresh: bool) -> bool:
@@ -324,6 +482,11 @@ def add_arguments(p) -> None:
     p.add_argument("--force", action="store_true",
                    help="re-run every node, even finished ones; with --only, replace finished nodes of a changed config")
     p.add_argument("--nproc", type=int, default=1, help="processes per training/eval stage (torchrun)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="nodes run at once (other seeds, the other condition), each in a worker process "
+                        "(default: one per CPU core; 1 on a GPU machine or with --nproc)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per job (default: the cores divided among the jobs)")
     p.add_argument("--runs-dir", help="where run directories live (default: the spec's runs_dir, `runs`)")
 
 
@@ -340,12 +503,16 @@ def main(args) -> int:
     spec = load_spec(args.preset or spec_arg, overrides, seeds=args.seeds)
     if args.runs_dir:
         spec.runs_dir = args.runs_dir
+    jobs = args.jobs if args.jobs is not None else (1 if args.nproc > 1 else default_jobs())
+    for flag, value in (("--jobs", jobs), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise DomtokError(f"{flag} {value}: give a positive number")
     from domtok.outdir import check_writable_dir, claim_out_dir
 
     check_writable_dir(spec.runs_dir, "--runs-dir")
     claim_out_dir(Path(spec.runs_dir) / spec.name, what="run directory")
     return run_experiment(spec, RunOptions(only=args.only, from_stage=args.from_stage, force=args.force,
-                                           nproc=args.nproc))
+                                           nproc=args.nproc, jobs=jobs, threads=args.threads))
 
 
 if __name__ == "__main__":

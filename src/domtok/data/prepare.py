@@ -17,7 +17,9 @@ The story, top to bottom:
 5. meta.json is written last. Re-running skips complete shards and resumes mid-stream.
 
 `bytes` in meta.json counts the UTF-8 bytes of the ORIGINAL text, so bits-per-byte compares
-across conditions. The tokenizer: `gpt2`, a path to a tokenizer dir, or `bpe-N`, which trains
+across conditions. `injection` records the domain condition's injector settings (also saved in
+its tokenizer, which carries them to every later stage); `domain_tokens_after_space` counts the
+domain tokens that follow a lone space token (see `domain_tokens_after_space`). The tokenizer: `gpt2`, a path to a tokenizer dir, or `bpe-N`, which trains
 an N-token byte-level BPE on a seeded sample of the *uninjected* source into
 `out_dir/tokenizer/` (deterministic); a second condition reuses it by passing that path. Training `bpe-N`
 reads the source once more for that sample; for a streamed hub corpus build the tokenizer
@@ -55,6 +57,7 @@ class PrepareConfig:
     condition: str = "baseline"         # baseline | mul_tokens | ...
     token_set: str = ""                 # "" = the condition's default set (mul for mul_tokens)
     inject_mode: str = "weak"           # weak | strict (domain condition only)
+    word_forms: bool = False            # also inject `6 times 9 = 54` (domain condition only)
     tokenizer: str = "gpt2"             # gpt2 | bpe-N | path to a tokenizer dir
     gpt2_dir: str = ""                  # dir with vocab.bpe + encoder.json ("" = DOMTOK_GPT2_DIR)
     bpe_sample_docs: int = 20000        # bpe-N: documents sampled to train it
@@ -168,10 +171,12 @@ def resolve_tokenizer(cfg: PrepareConfig, out_dir: Path) -> str:
     return tok
 
 
-def _load_tok(base: str, condition: str, token_set: str, gpt2_dir: str):
+def _load_tok(base: str, condition: str, token_set: str, inject_mode: str, word_forms: bool, gpt2_dir: str):
+    """The condition's tokenizer, carrying the injector settings every later stage reads."""
     from domtok.tokens.tokenizer import load_tokenizer
 
-    return load_tokenizer(base, condition, token_set=token_set or "mul", gpt2_dir=gpt2_dir or None)
+    tok = load_tokenizer(base, condition, token_set=token_set or "mul", gpt2_dir=gpt2_dir or None)
+    return tok.with_injection(inject_mode, word_forms)
 
 
 # ---------------------------------------------------------------------------- worker
@@ -180,7 +185,7 @@ _W: dict = {}
 _PRELOADED: dict = {}  # init args -> the parent's tokenizer, inherited by forked workers
 
 
-def _init_worker(base: str, condition: str, token_set: str, mode: str, gpt2_dir: str) -> None:
+def _init_worker(base: str, condition: str, token_set: str, mode: str, word_forms: bool, gpt2_dir: str) -> None:
     """Load the tokenizer once per process (a forked worker reuses the parent's: loading GPT-2's
     vocabulary costs ~0.4 s per process). A failure is kept and raised by the first task: an
     exception escaping a Pool initializer makes the pool restart workers forever."""
@@ -190,12 +195,12 @@ def _init_worker(base: str, condition: str, token_set: str, mode: str, gpt2_dir:
         _W["threads"].shutdown(wait=True)
     _W.clear()
     try:
-        key = (base, condition, token_set, gpt2_dir)
-        tok = _PRELOADED[key] if key in _PRELOADED else _load_tok(base, condition, token_set, gpt2_dir)
+        key = (base, condition, token_set, mode, word_forms, gpt2_dir)
+        tok = _PRELOADED[key] if key in _PRELOADED else _load_tok(*key)
     except BaseException as e:  # noqa: BLE001 - re-raised in encode_chunk
         _W["error"] = e
         return
-    _W.update(tok=tok, token_set=token_set, mode=mode, dtype=shard_dtype(tok.vocab_size))
+    _W.update(tok=tok, dtype=shard_dtype(tok.vocab_size))
 
 
 def encode_chunk(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -214,13 +219,11 @@ def encode_chunk(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     nbytes = np.fromiter((len(t.encode("utf-8")) for t in texts), dtype=np.int64, count=len(texts))
     encode = tok.encode
     if tok.uses_domain_tokens:
-        from domtok.tokens.inject import inject_batch
-
         if "threads" not in _W:
             _W["threads"], _W["threads_pid"] = ThreadPoolExecutor(1), os.getpid()
         futures = []
         for i in range(0, len(texts), SUB_BATCH):
-            injected = [r.text for r in inject_batch(texts[i:i + SUB_BATCH], _W["token_set"], mode=_W["mode"])]
+            injected = [tok.inject(t).text for t in texts[i:i + SUB_BATCH]]
             futures.append(_W["threads"].submit(lambda ts: [encode(t) for t in ts], injected))
         ids = [x for f in futures for x in f.result()]
     else:
@@ -237,6 +240,43 @@ def encode_chunk(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 SUB_BATCH = 128  # documents injected before their tokenization is handed to the helper thread
+
+
+# ---------------------------------------------------------------------------- lone spaces
+
+_COUNT_CHUNK = 1 << 22
+
+
+def domain_tokens_after_space(out_dir: Path, tok, totals: dict) -> dict:
+    """How often a domain token directly follows a lone space token, per split and in all.
+
+    GPT-2's pre-tokenizer never joins a space to a token it does not know, so ` <MUL_6_9_54>`
+    in prose is two ids, ` ` + the token, where ` 54` was one: the domain condition spends
+    ids on spaces the baseline folds into its numbers. A `leading_space` token set (`mul_space`)
+    has one id for ` <MUL_6_9_54>`. Counted from the ids in the shards (the token before a
+    shard's first id is the previous shard's last), so a resumed run counts the same.
+    """
+    from domtok.data.shards import read_shard
+
+    space = tok.encode(" ")
+    space_id = space[0] if len(space) == 1 else None
+    lo, hi = tok.domain_start, tok.domain_start + len(tok.layout_texts)
+    out = {"space_id": space_id}
+    for split, t in totals.items():
+        n, prev = 0, None
+        if space_id is not None and t["domain_tokens"]:
+            for name in t["shards"]:
+                shard = read_shard(out_dir / name)
+                for i in range(0, len(shard), _COUNT_CHUNK):   # bounded memory on 100M-token shards
+                    ids = np.asarray(shard[i:i + _COUNT_CHUNK], dtype=np.int64)
+                    before = np.concatenate(([-1 if prev is None else prev], ids[:-1]))
+                    n += int(np.count_nonzero((ids >= lo) & (ids < hi) & (before == space_id)))
+                    prev = int(ids[-1])
+        out[split] = n
+    dom = sum(t["domain_tokens"] for t in totals.values())
+    out["all"] = sum(out[s] for s in totals)
+    out["share"] = out["all"] / dom if dom else 0.0
+    return out
 
 
 # ---------------------------------------------------------------------------- run
@@ -263,13 +303,14 @@ def run(cfg: PrepareConfig, out_dir) -> dict:
     set_name = cfg.token_set or condition_token_set(cfg.condition) or "mul"
     save_resolved(cfg, out_dir)
     base = resolve_tokenizer(cfg, out_dir)
-    tok = _load_tok(base, cfg.condition, set_name, cfg.gpt2_dir)
+    init_args = (base, cfg.condition, set_name, cfg.inject_mode, cfg.word_forms, cfg.gpt2_dir)
+    tok = _load_tok(*init_args)
     tok.save(out_dir / "tokenizer")
     tok.encode("warm up")  # builds the encoder once, here, before workers fork from this process
     _PRELOADED.clear()
-    _PRELOADED[(base, cfg.condition, set_name, cfg.gpt2_dir)] = tok
+    _PRELOADED[init_args] = tok
     dtype = shard_dtype(tok.vocab_size)
-    domain_texts = [t.text for t in tok.token_set.tokens]
+    domain_texts = list(tok.layout_texts)  # id order; a leading_space layout adds " <MUL_...>"
     if cfg.shard_tokens < 1:
         raise DomtokError(f"shard_tokens={cfg.shard_tokens} must be positive")
     writers = {s: ShardWriter(out_dir, s, cfg.shard_tokens, dtype, h, tok.domain_start, domain_texts,
@@ -277,7 +318,6 @@ def run(cfg: PrepareConfig, out_dir) -> dict:
 
     texts, records, n_total = source_texts(cfg)
     is_val = val_assigner(cfg, n_total)
-    init_args = (base, cfg.condition, set_name, cfg.inject_mode, cfg.gpt2_dir)
 
     n_seen = [0]  # documents read from the source (skipped ones included)
 
@@ -331,6 +371,7 @@ def run(cfg: PrepareConfig, out_dir) -> dict:
     for t in totals.values():
         for k, v in t.pop("histogram").items():
             hist[k] = hist.get(k, 0) + v
+    after_space = domain_tokens_after_space(out_dir, tok, totals)
     report = records.report.summary() if records is not None else None
     meta = {
         "splits": totals,
@@ -344,6 +385,8 @@ def run(cfg: PrepareConfig, out_dir) -> dict:
         "dtype": dtype.name,
         "condition": cfg.condition,
         "token_set": set_name,
+        "injection": tok.injection if tok.uses_domain_tokens else None,
+        "domain_tokens_after_space": after_space,
         "tokenizer": cfg.tokenizer,
         "eot_id": tok.eot_id,
         "shard_tokens": cfg.shard_tokens,

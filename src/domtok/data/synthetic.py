@@ -13,7 +13,8 @@ annotations and ends with `#### N`.
   single-digit facts or multiplications by 10; given GSM8K train records, 80% of the items
   (512 of the reference's 640) are instead real GSM8K items rewritten the same way
   (`gsm_sbs_rewrite`).
-- `word_problems(n, seed, split)`: templated word problems; train and test never share a
+- `word_problems(n, seed, split)`: templated word problems on numbers up to 99, worked with the
+  same steps (`add_steps`, `sub_steps`, `mul_steps`); train and test never share a
   (template, numbers) pair, so they never share a question.
 - `math_web_corpus(n_docs, seed)`: text documents mixing prose, drills, word problems and
   worked multiplications, for the tiny pretraining preset.
@@ -86,13 +87,55 @@ def mul_steps(a: int, b: int) -> list[str]:
     return lines
 
 
+def add_steps(a: int, b: int) -> str:
+    """One line that adds a + b by place value; each `=` step is exact and ends in `= a+b`.
+
+    Hundreds with hundreds, tens with tens, units with units, then the partial sums:
+    `47 + 38 = 40 + 30 + 7 + 8 = 70 + 15 = 85`, `134 + 250 = 100 + 200 + 30 + 50 + 4 = 300 + 80 + 4
+    = 384`. A sum of at most two place-value parts is a fact: `40 + 8 = 48`, `7 + 8 = 15`.
+    """
+    if a < 0 or b < 0:
+        raise ValueError("add_steps works on non-negative integers")
+    groups: dict[int, list[int]] = {}
+    for x in (a, b):
+        for part in _parts(x):
+            groups.setdefault(len(str(part)), []).append(part)
+    places = sorted(groups, reverse=True)
+    parts = [p for k in places for p in groups[k]]
+    if len(parts) <= 2:
+        return f"{a} + {b} = {a + b}"
+    steps = [" + ".join(map(str, parts))]
+    partial = [sum(groups[k]) for k in places]
+    if len(partial) < len(parts):
+        steps.append(" + ".join(map(str, partial)))
+    return f"{a} + {b} = " + " = ".join(steps) + f" = {a + b}"
+
+
+def sub_steps(a: int, b: int) -> str:
+    """One line for a - b (a >= b): the tens of b first, then its units: `85 - 27 = 85 - 20 - 7 =
+    65 - 7 = 58`. A b of one place-value part is a fact: `85 - 7 = 78`, `85 - 20 = 65`."""
+    if not 0 <= b <= a:
+        raise ValueError("sub_steps works on integers a >= b >= 0")
+    parts = _parts(b)
+    if len(parts) <= 1:
+        return f"{a} - {b} = {a - b}"
+    chain, rest, left = [f"{a} - " + " - ".join(map(str, parts))], parts, a
+    while len(rest) > 1:
+        left, rest = left - rest[0], rest[1:]
+        chain.append(f"{left} - " + " - ".join(map(str, rest)))
+    return f"{a} - {b} = " + " = ".join(chain) + f" = {a - b}"
+
+
 # ---------------------------------------------------------------------------- drills
 
 def _item(prefix: str, i: int, question: str, answer_lines: list[str], result: int) -> dict:
     return {"id": f"{prefix}-{i:06d}", "question": question, "answer": "\n".join(answer_lines + [f"#### {result}"])}
 
 
-DRILL_KINDS = ("mul_table", "add_table", "tier1", "tier2", "tier3", "tier4", "tier5")
+DRILL_KINDS = ("mul_table", "add_table", "tier1", "tier2", "tier3", "tier4", "tier5",
+               "times_table", "add_100", "mul_2x1")
+# The worded kinds ask as the probes and word problems do ("What is 6 times 9?") half of the time.
+_WORDED = {"times_table": "times", "add_100": "plus", "mul_2x1": "times"}
 
 
 def drills(kind: str, n: int, seed: int) -> list[dict]:
@@ -119,11 +162,27 @@ def drills(kind: str, n: int, seed: int) -> list[dict]:
         elif kind == "tier4":
             a, b = rng.randint(10, 99), rng.randint(2, 9)
             q, lines, r = f"What is {a} × {b}?", mul_steps(a, b), a * b
-        else:  # tier5
+        elif kind == "tier5":
             a, b = rng.randint(10, 20), rng.randint(10, 20)
             q, lines, r = f"What is {a} × {b}?", mul_steps(a, b), a * b
+        elif kind == "times_table":  # every fact once per 81 items, in a seeded order
+            if i % 81 == 0:
+                facts = [(x, y) for x in range(1, 10) for y in range(1, 10)]
+                rng.shuffle(facts)
+            a, b = facts[i % 81]
+            q, lines, r = _worded(rng, a, "×", b, kind), [f"{a} × {b} = <<{a}*{b}={a * b}>>{a * b}"], a * b
+        elif kind == "add_100":
+            a, b = rng.randint(1, 100), rng.randint(1, 100)
+            q, lines, r = _worded(rng, a, "+", b, kind), [add_steps(a, b)], a + b
+        else:  # mul_2x1
+            a, b = rng.randint(10, 99), rng.randint(2, 9)
+            q, lines, r = _worded(rng, a, "×", b, kind), mul_steps(a, b), a * b
         out.append(_item(kind, i, q, lines, r))
     return out
+
+
+def _worded(rng: random.Random, a: int, op: str, b: int, kind: str) -> str:
+    return f"What is {a} {_WORDED[kind] if rng.random() < 0.5 else op} {b}?"
 
 
 def gsm_sbs(n: int, seed: int, gsm8k: Iterable[dict] | None = None, n_rewritten: int | None = None) -> list[dict]:
@@ -257,46 +316,44 @@ CONTAINERS = ["boxes", "bags", "jars", "baskets", "crates", "packs"]
 
 
 def _add(rng: random.Random) -> tuple[tuple, str, list[str], int]:
-    a, b = rng.randint(5, 300), rng.randint(5, 300)
+    a, b = rng.randint(5, 99), rng.randint(5, 99)
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     q = f"{name} has {a} {item}. A friend gives {name} {b} more {item}. How many {item} does {name} have now?"
-    return (a, b), q, [f"{name} has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} {item} now."], a + b
+    return (a, b), q, [f"{name} has {add_steps(a, b)} {item} now."], a + b
 
 
 def _sub(rng: random.Random) -> tuple[tuple, str, list[str], int]:
-    a = rng.randint(20, 500)
+    a = rng.randint(20, 99)
     b = rng.randint(1, a - 1)
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     q = f"{name} had {a} {item} and gave away {b} of them. How many {item} does {name} have left?"
-    return (a, b), q, [f"{name} has {a} - {b} = <<{a}-{b}={a - b}>>{a - b} {item} left."], a - b
+    return (a, b), q, [f"{name} has {sub_steps(a, b)} {item} left."], a - b
 
 
 def _mul(rng: random.Random) -> tuple[tuple, str, list[str], int]:
-    a, b = rng.randint(2, 25), rng.randint(2, 12)
+    a, b = rng.randint(2, 9), rng.randint(11, 49)
     name, item, box = rng.choice(NAMES), rng.choice(ITEMS), rng.choice(CONTAINERS)
     q = f"{name} buys {a} {box} of {item}. Each of the {box} holds {b} {item}. How many {item} does {name} buy?"
-    return (a, b), q, [f"{name} buys {a} * {b} = <<{a}*{b}={a * b}>>{a * b} {item}."], a * b
+    return (a, b), q, mul_steps(a, b) + [f"{name} buys {a * b} {item}."], a * b
 
 
 def _mul_add(rng: random.Random) -> tuple[tuple, str, list[str], int]:
-    a, b, c = rng.randint(2, 12), rng.randint(2, 12), rng.randint(1, 60)
+    a, b, c = rng.randint(2, 9), rng.randint(2, 9), rng.randint(1, 60)
     name, item, box = rng.choice(NAMES), rng.choice(ITEMS), rng.choice(CONTAINERS)
     ab = a * b
     q = (f"{name} has {a} {box} with {b} {item} in each, and {c} loose {item}. "
          f"How many {item} does {name} have in total?")
-    lines = [f"The {box} hold {a} * {b} = <<{a}*{b}={ab}>>{ab} {item}.",
-             f"In total {name} has {ab} + {c} = <<{ab}+{c}={ab + c}>>{ab + c} {item}."]
+    lines = [f"The {box} hold {a} × {b} = {ab} {item}.", f"In total {name} has {add_steps(ab, c)} {item}."]
     return (a, b, c), q, lines, ab + c
 
 
 def _price_change(rng: random.Random) -> tuple[tuple, str, list[str], int]:
-    a, b = rng.randint(2, 15), rng.randint(2, 20)
+    a, b = rng.randint(2, 9), rng.randint(2, 9)
     cost = a * b
-    paid = cost + rng.randint(1, 50)
+    paid = rng.randint(cost + 1, 99)
     name, item = rng.choice(NAMES), rng.choice(["notebooks", "tickets", "plants", "mugs", "kites"])
     q = f"{name} buys {a} {item} that cost ${b} each and pays with ${paid}. How much change does {name} get?"
-    lines = [f"The {item} cost {a} * {b} = $<<{a}*{b}={cost}>>{cost}.",
-             f"The change is {paid} - {cost} = $<<{paid}-{cost}={paid - cost}>>{paid - cost}."]
+    lines = [f"The {item} cost {a} × {b} = {cost} dollars.", f"The change is {sub_steps(paid, cost)} dollars."]
     return (a, b, paid), q, lines, paid - cost
 
 
@@ -366,16 +423,37 @@ def _prose(rng: random.Random, k: int) -> str:
     return " ".join(out)
 
 
+def _table_page(rng: random.Random) -> str:
+    # Each fact twice: `6 × 9 = 54` (one domain token in the domain condition) and `6 times 9 is
+    # 54` (digits in both), so both conditions read every product's value after its factors.
+    a = rng.randint(1, 9)
+    return f"The {a} times table\n" + "\n".join(f"{a} × {b} = {a * b}, so {a} times {b} is {a * b}."
+                                                 for b in range(1, 10))
+
+
+# article, table, problem, sums, worked, worksheet
+WEB_KIND_WEIGHTS = (1, 2, 2, 2, 2, 4)
+
+
+def _worksheet_item(rng: random.Random) -> str:
+    """A question as the probes ask it and its worked answer: the question's numbers are copied
+    into the work, the skill a model needs to answer a question rather than recite facts."""
+    kind = rng.choice(("times_table", "add_100", "mul_2x1"))
+    item = drills(kind, 1, rng.randrange(2**31))[0]
+    return f"Q: {item['question']}\nA: {item['answer'].rsplit(chr(10) + '####', 1)[0]}"
+
+
 def math_web_corpus(n_docs: int, seed: int) -> list[str]:
     """`n_docs` text documents of mixed "math web" text; every one has single-digit products.
 
-    Kinds: an article (prose + a few facts), a times-table page, a worked word problem,
-    a worked multi-digit product.
+    Kinds: an article (prose + a few facts), a times-table page, a worked word problem, a page
+    of sums of two numbers up to 100 worked by place value (`add_steps`), and worked 2-digit ×
+    1-digit products (`mul_steps`). The worked kinds are the skills the tiny study's probes test.
     """
     rng = random.Random(f"math_web/{seed}")
     docs = []
     for i in range(n_docs):
-        kind = rng.choice(("article", "table", "problem", "worked"))
+        kind = rng.choices(("article", "table", "problem", "sums", "worked", "worksheet"), weights=WEB_KIND_WEIGHTS)[0]
         if kind == "article":
             a, b = rng.randint(2, 9), rng.randint(2, 9)
             parts = [_prose(rng, rng.randint(2, 5)),
@@ -383,14 +461,18 @@ def math_web_corpus(n_docs: int, seed: int) -> list[str]:
                      _prose(rng, rng.randint(1, 3)), "Some facts to remember: " + ", ".join(_fact_line(rng) for _ in range(3)) + "."]
             doc = " ".join(parts)
         elif kind == "table":
-            a = rng.randint(1, 9)
-            doc = f"The {a} times table\n" + "\n".join(f"{a} × {b} = {a * b}" for b in range(1, 10))
+            doc = _table_page(rng)
         elif kind == "problem":
             template = rng.choice(sorted(TEMPLATES))
             item = word_problems(1, seed * 1_000_003 + i, "train", templates=(template,))[0]
             doc = f"Problem: {item['question']}\nSolution: {item['answer']}\n{_fact_line(rng)}"
+        elif kind == "sums":
+            lines = [add_steps(rng.randint(1, 100), rng.randint(1, 100)) for _ in range(rng.randint(3, 6))]
+            doc = "Adding by place value:\n" + "\n".join(lines)
+        elif kind == "worked":
+            a, b = rng.randint(10, 99), rng.randint(2, 9)
+            doc = f"How to multiply {a} by {b} in your head:\n" + "\n".join(mul_steps(a, b)) + f"\nSo {a} times {b} is {a * b}."
         else:
-            a, b = rng.randint(11, 99), rng.randint(2, 9)
-            doc = f"How to multiply {a} by {b} in your head:\n" + "\n".join(mul_steps(a, b)) + f"\nSo the answer is {a * b}."
+            doc = "Worksheet\n" + "\n".join(_worksheet_item(rng) for _ in range(rng.randint(2, 4)))
         docs.append(doc)
     return docs

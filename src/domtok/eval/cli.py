@@ -58,7 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("probes", help="arithmetic probes, per-category accuracy")
     common(p, 64)
     p.add_argument("--categories", help="comma-separated (default mul_table,mul_multidigit,addition); "
-                   "also subtraction, mul_2digit, symbolic, symbolic_injected")
+                   "also subtraction, mul_2digit, symbolic, symbolic_context")
+    p.add_argument("--no-inject-prompt", dest="inject_prompt", action="store_false", default=None,
+                   help="show a domain-token model the questions as written, not in its training notation")
     p.add_argument("--prompt-style", choices=["answer_is", "chat", "plain"])
     p.add_argument("--n", "--n-per-category", type=int, dest="n_per_category",
                    help="items per seeded category (default 100); under torchrun spell it --n-per-category")
@@ -107,7 +109,8 @@ def main(args: argparse.Namespace) -> int:
             args.categories = [c.strip() for c in args.categories.split(",") if c.strip()]
         cfg = _config(args, mod.ProbesConfig, "eval_probes",
                       {**common_flags, "categories": "categories", "prompt_style": "prompt_style",
-                       "n_per_category": "n_per_category", "max_new_tokens": "max_new_tokens"})
+                       "n_per_category": "n_per_category", "max_new_tokens": "max_new_tokens",
+                       "inject_prompt": "inject_prompt"})
     if not cfg.model:
         raise DomtokError(f"eval {args.eval_cmd}: no model; pass --model DIR")
     out = Path(args.out) if args.out else default_out_dir(args.eval_cmd, cfg)

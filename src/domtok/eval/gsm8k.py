@@ -1,9 +1,22 @@
 """GSM8K: answer extraction, grading, and the `domtok eval gsm8k` evaluation.
 
-Extraction has two modes, reported separately:
-- strict:   only the dataset's own `#### N` line counts.
-- flexible: `#### N`, else "The answer is N", else the `A: N` line of the GSM8K paper's
-            solutions, else the last number in the text.
+One reading of a model's answer serves every benchmark (GSM8K, the arithmetic probes, the
+GRPO/RFT rewards): `read_answer(text, mode)` gives the number and the rule that produced it.
+Rules, in order; the first that yields a number wins:
+
+- `####`:       the dataset's own `#### N` line (the first one: what follows is rambling);
+- `answer is`:  "The answer is N" (the first one);
+- `A:`:         the last `A: N` line, the form of the GSM8K paper's solutions;
+- `last` (mode "flexible") or `first` (mode "first"): the last / first number the text states.
+Mode "strict" uses `####` only; "first" is for completions that give their answer right away
+(the probe prompts `... The answer is` and `7 × 8 =`), where later text is rambling.
+
+An operand is never the answer. Numbers are read as *statements*: a run such as
+`7 × 8 = 56`, `7 times 8 is 56` or `12 × 12 = (10 + 2) × 12 = 120 + 24 = 144` states the
+number after its last `=` (or `is` / `equals`) when that is a single number; an unanswered
+expression (`7 × 8`, `7 × 8 = 120 + 24`) states none, so restating the question never
+yields one of its operands. Each rule reads the statement at its number: `#### 7 × 8 = 56`
+and `The answer is 7 × 8 = 56` are 56, and `The answer is 7 × 8` falls through to the next rule.
 
 Numbers are normalised before comparison: `$`, thousands commas (`1,000`), a trailing period,
 a percent sign and units after the number (`18 dollars`, `5kg`) are dropped, and the value is
@@ -13,8 +26,9 @@ Domain tokens (`<MUL_6_9_54>`): their operand digits are NEVER read as numbers. 
 states one number, its value (`<MUL_6_9_54>` reads "6 × 9 = 54"), so before extraction each
 token is replaced by that value, as one number. A model that ends with `#### <MUL_6_9_54>`
 therefore answers 54 -- that is what the token says -- and `<MUL_6_9_54> eggs` never yields
-6 or 9. (The value is the last field of the token text, so this works for any token set
-named `<NAME_..._value>`, also for non-canonical operand orders such as `<MUL_9_6_54>`.)
+6 or 9; `7 × 8 = <MUL_7_8_56>` reads 56. (The value is the last field of the token text, so
+this works for any token set named `<NAME_..._value>`, also for non-canonical operand orders
+such as `<MUL_9_6_54>`.) `Answer.from_token` says when the answer was a token's value.
 """
 
 from __future__ import annotations
@@ -35,13 +49,44 @@ NUMBER_RE = re.compile(_NUM)
 STRICT_RE = re.compile(r"####\s*(" + _NUM + ")")
 ANSWER_IS_RE = re.compile(r"answer is\s*:?\s*(?:\*\*)?\s*(" + _NUM + ")", re.IGNORECASE)
 A_COLON_RE = re.compile(r"(?:^|\n)\s*A:\s*(" + _NUM + ")")
+# An arithmetic statement: terms (numbers, maybe in brackets) joined by operators and `=`.
+# Word operators and the spaced `x` need spaces around them ("2x4" is a name, not a product).
+_TERM = r"(?:\([ \t]*)*(?:" + _NUM + r")(?:[ \t]*\))*"
+_OP_LINK = r"[ \t]*[-+*/×·⋅∙÷−^][ \t]*|[ \t]+(?:[xX]|times|plus|minus|multiplied[ \t]+by|divided[ \t]+by)[ \t]+"
+_EQ_LINK = r"[ \t]*=[ \t]*|[ \t]+(?:is|equals)[ \t]+"
 
+MODES = ("strict", "flexible", "first")
 INVALID = None  # what extract_answer returns when no answer can be read
+
+
+@dataclass(frozen=True)
+class Answer:
+    value: str | None         # the normalised number, None when no rule found one
+    rule: str | None = None   # "####" | "answer is" | "A:" | "first" | "last"
+    span: str = ""            # the statement it was read from: "56", "7 × 8 = 56"
+    from_token: bool = False  # the number is a domain token's value (`<MUL_7_8_56>`)
 
 
 def replace_domain_tokens(text: str) -> str:
     """`<MUL_6_9_54>` -> ` 54 ` (the number the token states; its operands are never read)."""
-    return DOMAIN_TOKEN_RE.sub(lambda m: " " + m.group(1).rsplit("_", 1)[1] + " ", text)
+    return _replace_tokens(text)[0]
+
+
+def _replace_tokens(text: str) -> tuple[str, list[tuple[int, int]]]:
+    """The text with each token replaced by ` value `, and where those values now stand."""
+    if "<" not in text:
+        return text, []
+    out, spans, last, n = [], [], 0, 0
+    for m in DOMAIN_TOKEN_RE.finditer(text):
+        value = m.group(1).rsplit("_", 1)[1]
+        out.append(text[last:m.start()])
+        n += m.start() - last + 1
+        spans.append((n, n + len(value)))
+        out.append(f" {value} ")
+        n += len(value) + 1
+        last = m.end()
+    out.append(text[last:])
+    return "".join(out), spans
 
 
 def normalize_number(s: str) -> str | None:
@@ -61,31 +106,80 @@ def normalize_number(s: str) -> str | None:
     return out
 
 
-def extract_answer(text: str, mode: str = "flexible") -> str | None:
-    """The model's final answer as a normalised number string, or None if there is none.
+_TERM_RE = re.compile(_TERM)
+_OP_LINK_RE = re.compile(_OP_LINK)
+_EQ_LINK_RE = re.compile(_EQ_LINK)
 
-    mode "strict": the `#### N` form only. mode "flexible": `#### N`, else "The answer is N",
-    else the last `A: N` line, else the last number. The first `####` (and first "The answer
-    is") wins, as in OpenAI's grader: what comes after is the model rambling past its answer.
+
+def _statement(text: str, start: int) -> tuple[int, re.Match | None]:
+    """Read the statement whose first number starts at `start`: (its end, the number it states).
+
+    Terms are joined by operators and `=`; `is` / `equals` join only after an operator
+    (`7 times 8 is 56`, but in `56 is 8 more` the 56 stands alone). The stated number is
+    the term after the last `=` when no operator follows it, or the lone number of a
+    statement without links; an unanswered expression states None.
     """
-    if mode not in ("strict", "flexible"):
-        raise ValueError(f"extract_answer: mode must be 'strict' or 'flexible', got {mode!r}")
-    text = replace_domain_tokens(text)
-    m = STRICT_RE.search(text)
-    if m:
-        return normalize_number(m.group(1))
+    term = _TERM_RE.match(text, start)
+    pos, last, ops_since_eq, any_link, answered = term.end(), term, False, False, True
+    while True:
+        link = _OP_LINK_RE.match(text, pos)
+        is_eq = False
+        if link is None:
+            link = _EQ_LINK_RE.match(text, pos)
+            if link is None or (not ops_since_eq and "=" not in link.group(0)):
+                break
+            is_eq = True
+        nxt = _TERM_RE.match(text, link.end())
+        if nxt is None:
+            break
+        any_link = True
+        ops_since_eq = not is_eq
+        answered = is_eq
+        pos, last = nxt.end(), nxt
+    if any_link and not answered:
+        return pos, None
+    return pos, NUMBER_RE.search(text, last.start())
+
+
+def _answer_at(text: str, pos: int, rule: str, token_starts) -> tuple[int, Answer | None]:
+    """The answer the statement at `pos` states (None if it states none), and where it ends."""
+    end, num = _statement(text, pos)
+    value = normalize_number(num.group(0)) if num else None
+    if value is None:
+        return end, None
+    return end, Answer(value, rule, text[pos:end].strip(), num.start() in token_starts)
+
+
+def read_answer(text: str, mode: str = "flexible") -> Answer:
+    """The model's answer and the rule that produced it (see the module docstring)."""
+    if mode not in MODES:
+        raise ValueError(f"read_answer: mode must be one of {MODES}, got {mode!r}")
+    text, spans = _replace_tokens(text)
+    starts = {a for a, _ in spans}
+    marked = [("####", STRICT_RE.search(text))]
+    if mode != "strict":
+        a_lines = list(A_COLON_RE.finditer(text))
+        marked += [("answer is", ANSWER_IS_RE.search(text)), ("A:", a_lines[-1] if a_lines else None)]
+    for rule, m in marked:
+        if m is not None and (a := _answer_at(text, m.start(1), rule, starts)[1]) is not None:
+            return a
     if mode == "strict":
-        return INVALID
-    m = ANSWER_IS_RE.search(text)
-    if m:
-        return normalize_number(m.group(1))
-    found = A_COLON_RE.findall(text)
-    if found:
-        return normalize_number(found[-1])
-    found = NUMBER_RE.findall(text)
-    if found:
-        return normalize_number(found[-1])
-    return INVALID
+        return Answer(INVALID)
+    rule = "first" if mode == "first" else "last"
+    found, pos = None, 0
+    while (m := NUMBER_RE.search(text, pos)) is not None:
+        pos, a = _answer_at(text, m.start(), rule, starts)
+        pos = max(pos, m.end())
+        if a is not None:
+            found = a
+            if mode == "first":
+                break
+    return found or Answer(INVALID)
+
+
+def extract_answer(text: str, mode: str = "flexible") -> str | None:
+    """The model's final answer as a normalised number string, or None (`read_answer(...).value`)."""
+    return read_answer(text, mode).value
 
 
 def parse_gold(answer_field: str) -> str:
@@ -161,9 +255,7 @@ def build_prompt(question: str, tokenizer, cfg: GSM8KEvalConfig) -> str:
         if not getattr(tokenizer, "uses_domain_tokens", False):
             raise DomtokError(f"{cfg.model}: --inject-prompt needs a domain-token model; this model's condition is "
                               f"{getattr(tokenizer, 'condition', '?')!r} (its tokenizer would split the tokens into text)")
-        from domtok.tokens.inject import inject_domain_tokens
-
-        question = inject_domain_tokens(question, tokenizer.token_set.name).text
+        question = tokenizer.inject(question).text  # with the condition's injector settings
     return render_prompt(question, system=cfg.system)
 
 
@@ -204,6 +296,7 @@ def run(cfg: GSM8KEvalConfig, out_dir, engine=None) -> dict:
                    "ids": list(g.ids), "gold": it["gold"],
                    "answer_strict": extract_answer(g.text, "strict"),
                    "answer_flexible": extract_answer(g.text, "flexible"),
+                   "answer_rule": read_answer(g.text, "flexible").rule,
                    "correct_strict": is_correct(g.text, it["gold"], "strict"),
                    "correct_flexible": is_correct(g.text, it["gold"], "flexible"),
                    **generation_fields(g), "hit_max_tokens": g.finish_reason == "length",

@@ -8,23 +8,31 @@ The reference suite (281 items) plus categories that test the notation the model
     subtraction     100  a in 1..100, b in 1..a (seeded; answers are >= 0)
     mul_2digit      100  a, b in 10..99 (seeded)
     symbolic         81  "a × b =" for every ordered pair 1..9
-    symbolic_injected    "c × d = cd, so a × b =" passed through `inject_domain_tokens`, i.e.
-                         "<MUL_c_d_cd>, so a × b =" (only for a domain-token model: the notation
-                         it saw in training, in context; the given fact never has the answer)
+    symbolic_context 81  "c × d = cd, so a × b =": a given fact (never with the asked product),
+                         then the asked one
 
 The reference categories are the default; the rest are opt-in with `categories`.
 
-Prompt styles: "answer_is" (reference: `User: q\\nAssistant: The answer is`), "chat" (the plain
+Notation. Each condition is probed in the notation its training text used, through one
+mechanism: the question goes through `Tokenizer.inject` -- the condition's injector with the
+settings `domtok prepare` used for its pretraining text (mode, word forms), and unchanged for
+the baseline. So in `symbolic_context` the domain model sees the given fact as its token
+(`<MUL_3_4_12>, so 6 × 9 =`) and the baseline as digits (`3 × 4 = 12, so 6 × 9 =`); the asked
+product is never rewritten (the injector leaves `6 × 9 =` without a result, and `What is
+6 times 9?`, alone: it would leak the answer). `inject_prompt: false` shows every model the
+questions as written. The summary's `notation` records what this model saw.
+
+Prompt styles: "answer_is" (reference: `User: q\nAssistant: The answer is`), "chat" (the plain
 chat prompt, the model answers in its own words), "plain" (the question text alone, e.g.
 "7 × 8 =", as in pretraining text).
 
-Scoring reads the model's answer, not its digits-inside-tokens: domain tokens are replaced by
-the number they state before reading (see `domtok.eval.gsm8k.replace_domain_tokens`), so
-`<MUL_7_8_56>` as the answer counts as 56 (that is what the token says), and its operands
-7 and 8 are never read. For "answer_is" and "plain" the answer is the FIRST number of the
-completion (the prompt asks for it right away; whatever follows is rambling); for "chat" it
-is GSM8K's flexible extraction. `answer_from_token` records when the answer came from a
-domain token, so the two readings can be told apart afterwards.
+Scoring uses the one answer reading of every benchmark, `domtok.eval.gsm8k.read_answer`: mode
+"first" for "answer_is" and "plain" (the prompt asks for the number right away; whatever
+follows is rambling), "flexible" for "chat". It reads statements, not digits: to "What is 7
+times 8?" the completions `7 × 8 = 56`, `7 × 8 = <MUL_7_8_56>`, `<MUL_7_8_56>` and
+`So 7 times 8 is 56.\n#### 56` all answer 56, and restating the question (`7 times 8`) never
+answers 7. Each item records the answer, the rule that produced it (`answer_rule`), the text
+it was read from (`answer_span`) and whether it was a domain token's value (`answer_from_token`).
 """
 
 from __future__ import annotations
@@ -34,11 +42,13 @@ import time
 from dataclasses import dataclass, field
 
 from domtok.errors import DomtokError
-from domtok.eval.gsm8k import DOMAIN_TOKEN_RE, NUMBER_RE, extract_answer, normalize_number, replace_domain_tokens
+from domtok.eval.gsm8k import read_answer
 
 REFERENCE_CATEGORIES = ("mul_table", "mul_multidigit", "addition")
-ALL_CATEGORIES = REFERENCE_CATEGORIES + ("subtraction", "mul_2digit", "symbolic", "symbolic_injected")
+ALL_CATEGORIES = REFERENCE_CATEGORIES + ("subtraction", "mul_2digit", "symbolic", "symbolic_context")
 PROMPT_STYLES = ("answer_is", "chat", "plain")
+# how `read_answer` reads a completion of each prompt style
+ANSWER_MODE = {"answer_is": "first", "plain": "first", "chat": "flexible"}
 
 
 @dataclass
@@ -48,6 +58,7 @@ class ProbesConfig:
     n_per_category: int = 100       # for the seeded categories (the tables are always complete)
     seed: int = 42                  # the reference suite's seed
     prompt_style: str = "answer_is"
+    inject_prompt: bool = True      # questions in the model's training notation (Tokenizer.inject)
     batch_size: int = 64
     max_new_tokens: int = 32
     device: str = "auto"
@@ -82,10 +93,9 @@ def make_probes(categories=REFERENCE_CATEGORIES, n: int = 100, seed: int = 42) -
             for a in range(1, 10):
                 for b in range(1, 10):
                     add(cat, f"{a}x{b}", f"{a} × {b} =", a * b)
-        elif cat == "symbolic_injected":
-            # A given fact (injected into a domain token in build_prompt) then the asked one:
-            # the notation the model saw in training, in its context. The given fact never has
-            # the asked product, so the prompt cannot leak the answer.
+        elif cat == "symbolic_context":
+            # A given fact, then the asked one: each condition sees the given fact in its own
+            # notation (build_prompt). It never has the asked product, so it cannot leak the answer.
             for a in range(1, 10):
                 for b in range(1, 10):
                     c, d = rng.randint(1, 9), rng.randint(1, 9)
@@ -110,48 +120,38 @@ def make_probes(categories=REFERENCE_CATEGORIES, n: int = 100, seed: int = 42) -
     return items
 
 
-def build_prompt(item: dict, style: str, tokenizer=None) -> str:
+def build_prompt(item: dict, style: str, tokenizer=None, inject: bool = True) -> str:
+    """The prompt of one item; with a tokenizer (and `inject`), the question in its notation."""
     from domtok.chat import render_prompt
 
     if style not in PROMPT_STYLES:
         raise DomtokError(f"unknown prompt style {style!r}; choose from {', '.join(PROMPT_STYLES)}")
     question = item["question"]
-    if item["category"] == "symbolic_injected":
-        if tokenizer is None or not getattr(tokenizer, "uses_domain_tokens", False):
-            raise DomtokError("probe category symbolic_injected needs a domain-token model; drop it for the baseline")
-        from domtok.tokens.inject import inject_domain_tokens
-
-        question = inject_domain_tokens(question, tokenizer.token_set.name).text
+    if inject and tokenizer is not None:
+        question = tokenizer.inject(question).text
     if style == "plain":
         return question
     prompt = render_prompt(question)
     return prompt + " The answer is" if style == "answer_is" else prompt
 
 
-def read_answer(completion: str, style: str) -> str | None:
-    """The model's number: the first one (answer_is/plain) or GSM8K flexible extraction (chat)."""
-    if style == "chat":
-        return extract_answer(completion, "flexible")
-    m = NUMBER_RE.search(replace_domain_tokens(completion))
-    return normalize_number(m.group(0)) if m else None
-
-
-def _answer_from_token(completion: str) -> bool:
-    """True if the first number of the completion is a domain token's value."""
-    m_tok = DOMAIN_TOKEN_RE.search(completion)
-    if not m_tok:
-        return False
-    m_num = NUMBER_RE.search(DOMAIN_TOKEN_RE.sub(" ", completion))
-    return m_num is None or m_tok.start() < m_num.start()
-
-
 def score(items: list[dict], completions: list[str], style: str) -> list[dict]:
     out = []
     for it, c in zip(items, completions):
-        ans = read_answer(c, style)
-        out.append({"answer": ans, "correct": ans is not None and float(ans) == float(it["gold"]),
-                    "answer_from_token": _answer_from_token(c)})
+        ans = read_answer(c, ANSWER_MODE[style])
+        out.append({"answer": ans.value, "correct": ans.value is not None and float(ans.value) == float(it["gold"]),
+                    "answer_rule": ans.rule, "answer_span": ans.span, "answer_from_token": ans.from_token})
     return out
+
+
+def notation(tokenizer, items: list[dict], prompts: list[str], inject: bool) -> dict:
+    """What this model saw: its condition, whether and how questions were injected, and how
+    many prompts that changed (the report states it per condition)."""
+    domain = bool(getattr(tokenizer, "uses_domain_tokens", False))
+    changed = sum(it["question"] not in p for it, p in zip(items, prompts))
+    return {"condition": getattr(tokenizer, "condition", None), "injected": inject and domain,
+            "injection": tokenizer.injection if inject and domain else None,
+            "prompts_changed": changed, "prompts": len(prompts)}
 
 
 def summarize(rows: list[dict]) -> tuple[dict, dict]:
@@ -183,7 +183,7 @@ def run(cfg: ProbesConfig, out_dir, engine=None) -> dict:
     seed_everything(cfg.seed)
     engine = eval_engine(cfg, info, engine)
     tok = engine.tokenizer
-    prompts = [build_prompt(it, cfg.prompt_style, tok) for it in items]
+    prompts = [build_prompt(it, cfg.prompt_style, tok, cfg.inject_prompt) for it in items]
     lengths = [len(tok.encode(p)) for p in prompts]
     order = sorted(range(len(items)), key=lambda i: (-lengths[i], i))
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0, seed=cfg.seed,
@@ -205,4 +205,5 @@ def run(cfg: ProbesConfig, out_dir, engine=None) -> dict:
     metrics, ci = summarize(out)
     metrics.update(generation_metrics(out))
     return write_results(out_dir, "probes", cfg, out, metrics, ci, time.time() - t0,
-                         extra={"world_size": info.world_size, "prompt_style": cfg.prompt_style})
+                         extra={"world_size": info.world_size, "prompt_style": cfg.prompt_style,
+                                "notation": notation(tok, items, prompts, cfg.inject_prompt)})

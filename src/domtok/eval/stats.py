@@ -1,50 +1,62 @@
-"""Statistics for comparing evaluation runs: intervals, paired tests, tests over seeds.
+"""Statistics for comparing evaluation runs: which test answers which question, and why.
 
-Everything here is pure Python + numpy (scipy is not a dependency): the exact binomial
-for McNemar, and the Student t distribution through the regularised incomplete beta function
-(Numerical Recipes' continued fraction), checked against scipy in the tests when present.
+The distributions and tests are scipy's (`scipy.stats`); this module only chooses them and
+fits them to domtok's results (per-item booleans, the same items for every seed and
+condition).
 
-- `wilson_ci(k, n)`: 95% interval for one proportion (good at small n and near 0 or 1,
-  where the normal interval breaks -- GSM8K accuracies of 2% are exactly there).
-- `paired_bootstrap(a, b)`: CI of mean(a - b) over the SAME items, resampling items.
-- `mcnemar_exact(a, b)`: exact two-sided p on the discordant pairs of two boolean vectors.
+One run, one proportion
+- `wilson_ci(k, n)`: Wilson score interval (`binomtest(...).proportion_ci("wilson")`):
+  good at small n and near 0 or 1, where the normal interval breaks.
+
+Two runs on the same items (one seed)
+- `mcnemar_exact(a, b)`: exact McNemar test, i.e. an exact binomial test (`binomtest`,
+  p = 1/2) on the discordant pairs: the only items that carry information about a paired
+  difference of two boolean vectors.
+- `paired_bootstrap(a, b)`: percentile CI of mean(a - b), resampling items with the pairing
+  kept (`scipy.stats.bootstrap` on the per-item differences), with a bootstrap p-value.
 - `compare_items(items_a, items_b)`: match two items.jsonl files by id, all of the above per metric.
-- `across_seeds(values_a, values_b=None)`: mean ± std over seeds; Welch's t-test between
-  two conditions (or a one-sample t-test of the values against 0).
+
+Several seeds
+- `across_seeds(values_a, values_b)`: mean ± std over seeds; Welch's t-test (`ttest_ind`)
+  between conditions, or a paired t-test on per-seed differences (`ttest_1samp`).
+- `seed_item_test(a_by_seed, b_by_seed)`: the headline test of domain − baseline, whose
+  95% CI accounts for both seed and item variation (see its docstring for the model).
+- `min_detectable_effect(se, df)`: the smallest true difference the same design detects
+  with 80% power (noncentral t, `scipy.stats.nct`).
+- `holm(p_values)`: Holm's step-down correction over every comparison a report makes.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
+from scipy import optimize, stats
 
 from domtok.errors import DomtokError
 
 
 def wilson_ci(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for k successes out of n trials."""
+    """Wilson score interval for k successes out of n trials (z = 1.96: 95%)."""
     if n <= 0:
         return (0.0, 1.0)
     if not 0 <= k <= n:
         raise ValueError(f"wilson_ci: need 0 <= k <= n, got k={k}, n={n}")
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    lo, hi = max(0.0, centre - half), min(1.0, centre + half)
+    level = 2 * stats.norm.cdf(z) - 1
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
     # exact ends: rounding must not make 0/n or n/n exclude the observed proportion
-    return (0.0 if k == 0 else lo, 1.0 if k == n else hi)
+    return (0.0 if k == 0 else float(ci.low), 1.0 if k == n else float(ci.high))
 
 
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 10000, seed: int = 0,
                      alpha: float = 0.05) -> dict:
     """Percentile bootstrap CI of mean(a) - mean(b) over paired items.
 
-    Items are resampled with replacement (the same index for a and b, which keeps the pairing);
-    `p` is the two-sided bootstrap p-value: twice the share of resampled differences on the
-    other side of zero (bounded below by 1/n_boot).
+    Items are resampled with replacement (bootstrapping the per-item differences keeps the
+    pairing); `p` is the two-sided bootstrap p-value: twice the share of resampled means on
+    the other side of zero (bounded below by 1/n_boot). Used for per-item fields that are not
+    booleans (response length), where McNemar does not apply.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -54,29 +66,15 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 10000
     if n == 0:
         return {"diff": float("nan"), "ci": (float("nan"), float("nan")), "p": float("nan"), "n": 0}
     d = a - b
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    chunk = max(1, 2_000_000 // n)  # bound memory: n_boot x n indices at most ~2M at a time
-    for s in range(0, n_boot, chunk):
-        idx = rng.integers(0, n, size=(min(chunk, n_boot - s), n))
-        means[s:s + len(idx)] = d[idx].mean(axis=1)
-    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    diff = float(d.mean())
-    if np.all(d == 0):
-        p = 1.0
-    else:
-        tail = min(np.mean(means <= 0), np.mean(means >= 0))
-        p = float(min(1.0, max(2 * tail, 1.0 / n_boot)))
-    return {"diff": diff, "ci": (float(lo), float(hi)), "p": p, "n": n}
-
-
-def binom_two_sided_p(k: int, n: int) -> float:
-    """Exact two-sided binomial test p-value for k of n with p = 1/2 (min(1, 2 * smaller tail))."""
-    if n == 0:
-        return 1.0
-    k = min(k, n - k)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
+    if np.all(d == d[0]):  # no spread: every resample has the same mean
+        diff = float(d[0])
+        return {"diff": diff, "ci": (diff, diff), "p": 1.0 if diff == 0 else 1.0 / n_boot, "n": n}
+    res = stats.bootstrap((d,), np.mean, n_resamples=n_boot, confidence_level=1 - alpha, method="percentile",
+                          batch=max(1, 2_000_000 // n), rng=np.random.default_rng(seed))
+    means = res.bootstrap_distribution
+    tail = min(np.mean(means <= 0), np.mean(means >= 0))
+    return {"diff": float(d.mean()), "ci": (float(res.confidence_interval.low), float(res.confidence_interval.high)),
+            "p": float(min(1.0, max(2 * tail, 1.0 / n_boot))), "n": n}
 
 
 def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> dict:
@@ -85,87 +83,40 @@ def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> dict:
         raise ValueError(f"mcnemar_exact: lengths differ ({len(a_correct)} vs {len(b_correct)})")
     a_only = sum(1 for x, y in zip(a_correct, b_correct) if x and not y)
     b_only = sum(1 for x, y in zip(a_correct, b_correct) if y and not x)
-    return {"a_only": a_only, "b_only": b_only, "p": binom_two_sided_p(a_only, a_only + b_only)}
+    p = 1.0 if a_only + b_only == 0 else float(stats.binomtest(a_only, a_only + b_only, 0.5).pvalue)
+    return {"a_only": a_only, "b_only": b_only, "p": p}
 
 
-# ---- Student t distribution, from the regularised incomplete beta function ----
+# ---- tests over seeds ----
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction for the incomplete beta function (modified Lentz)."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-15:
-            break
-    return h
-
-
-def betainc_reg(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b)."""
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    ln_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1) / (a + b + 2):
-        return math.exp(ln_front) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(ln_front) * _betacf(b, a, 1 - x) / b
-
-
-def t_two_sided_p(t: float, df: float) -> float:
-    """Two-sided p-value of Student's t with df degrees of freedom: I_{df/(df+t^2)}(df/2, 1/2)."""
-    if math.isnan(t) or df <= 0:
-        return float("nan")
-    if math.isinf(t):
-        return 0.0
-    return betainc_reg(df / 2, 0.5, df / (df + t * t))
+def _degenerate_t(diff: float, df: float) -> dict:
+    """No spread at all: the t statistic is 0/0 or ±inf, and scipy's value is rounding noise."""
+    if diff == 0:
+        return {"t": float("nan"), "df": df, "p": 1.0}
+    return {"t": math.copysign(math.inf, diff), "df": df, "p": 0.0}
 
 
 def welch_t_test(a: Sequence[float], b: Sequence[float]) -> dict:
-    """Welch's unequal-variance t-test of mean(a) vs mean(b)."""
+    """Welch's unequal-variance t-test of mean(a) vs mean(b) (`scipy.stats.ttest_ind`)."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if len(a) < 2 or len(b) < 2:
         return {"t": float("nan"), "df": float("nan"), "p": float("nan")}
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    diff = a.mean() - b.mean()
-    if va + vb == 0:
-        return {"t": float("nan") if diff == 0 else math.copysign(math.inf, diff), "df": float(len(a) + len(b) - 2),
-                "p": 1.0 if diff == 0 else 0.0}
-    t = diff / math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    return {"t": float(t), "df": float(df), "p": t_two_sided_p(float(t), float(df))}
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        return _degenerate_t(float(a.mean() - b.mean()), float(len(a) + len(b) - 2))
+    r = stats.ttest_ind(a, b, equal_var=False)
+    return {"t": float(r.statistic), "df": float(r.df), "p": float(r.pvalue)}
 
 
 def one_sample_t_test(x: Sequence[float], mu: float = 0.0) -> dict:
-    """t-test of mean(x) == mu (use on per-seed differences for a paired test over seeds)."""
+    """t-test of mean(x) == mu (`scipy.stats.ttest_1samp`); on per-seed differences, a paired test."""
     x = np.asarray(x, dtype=np.float64)
     if len(x) < 2:
         return {"t": float("nan"), "df": float("nan"), "p": float("nan")}
-    sd = x.std(ddof=1)
-    diff = x.mean() - mu
-    df = float(len(x) - 1)
-    if sd == 0:
-        return {"t": float("nan") if diff == 0 else math.copysign(math.inf, diff), "df": df, "p": 1.0 if diff == 0 else 0.0}
-    t = diff / (sd / math.sqrt(len(x)))
-    return {"t": float(t), "df": df, "p": t_two_sided_p(float(t), df)}
+    if np.ptp(x) == 0:
+        return _degenerate_t(float(x.mean() - mu), float(len(x) - 1))
+    r = stats.ttest_1samp(x, mu)
+    return {"t": float(r.statistic), "df": float(r.df), "p": float(r.pvalue)}
 
 
 def across_seeds(values: Sequence[float], values_b: Sequence[float] | None = None, paired: bool = False) -> dict:
@@ -194,6 +145,146 @@ def across_seeds(values: Sequence[float], values_b: Sequence[float] | None = Non
     else:
         out["test"] = {"name": "welch_t", **welch_t_test(v, w)}
     return out
+
+
+def seed_item_test(a_by_seed: Sequence[Mapping], b_by_seed: Sequence[Mapping], alpha: float = 0.05) -> dict:
+    """Mean over seeds of mean(a) - mean(b), with a CI and p that cover seed AND item variation.
+
+    Input: per seed, {item id: value} of each condition (booleans count as 0/1); seed k of A is
+    paired with seed k of B (same initialisation and data order), item i with item i.
+
+    Why this test. The question is whether the domain condition is better *in general*: for
+    another seed and for other items of the same kind. Both are random samples, so both are
+    random effects, and an interval that ignores either is too narrow (Clark 1973, "the
+    language-as-fixed-effect fallacy"). A t-interval on the per-seed deltas alone misses the
+    item variation: every seed is scored on the SAME items, so the luck of which items were
+    drawn is shared by all seeds and invisible between them. A paired test over items alone
+    (McNemar) misses the seed variation. With K seeds x I items of per-item differences
+    d[k, i] = a - b, the crossed random-effects model d = mu + s_k + u_i + e_ki gives
+        Var(mean d) = s2_seed / K + s2_item / I + s2_resid / (K I),
+    estimated without bias from the two-way ANOVA mean squares as
+        (MS_seed + MS_item - MS_resid) / (K I)
+    (a negative variance component is set to 0, i.e. MS_seed or MS_item is raised to
+    MS_resid). The t reference distribution has Satterthwaite's degrees of freedom for that
+    combination of mean squares; CI and p come from `scipy.stats.t`. This is an analytic
+    two-way (pigeonhole) design rather than a bootstrap: with three seeds a bootstrap over
+    seeds has only 10 distinct resamples and understates the seed variance by a third.
+
+    Special cases, each named in `method`:
+    - one seed: seed variation cannot be estimated; paired t-test over items (`ttest_rel`).
+    - seeds scored on different items: items are nested in seeds, so the per-seed deltas
+      already vary with the items; t-test on the per-seed deltas (`ttest_1samp`, df = K - 1).
+    """
+    if len(a_by_seed) != len(b_by_seed) or not a_by_seed:
+        raise ValueError(f"seed_item_test: need the same seeds in both conditions, got {len(a_by_seed)} "
+                         f"and {len(b_by_seed)}")
+    for ka, kb in zip(a_by_seed, b_by_seed):
+        if set(ka) != set(kb) or not ka:
+            raise ValueError("seed_item_test: seed k of A and of B must hold the same (non-empty) items")
+    ids = sorted(a_by_seed[0], key=str)
+    crossed = all(set(k) == set(ids) for k in a_by_seed)
+    K = len(a_by_seed)
+    if crossed:
+        d = np.array([[float(ka[i]) - float(kb[i]) for i in ids] for ka, kb in zip(a_by_seed, b_by_seed)])
+        out = _crossed(d) if K > 1 else _items_only(d[0])
+    else:
+        deltas = np.array([np.mean([float(ka[i]) - float(kb[i]) for i in ka]) for ka, kb in zip(a_by_seed, b_by_seed)])
+        out = _seeds_only(deltas)
+    out["a_mean"] = float(np.mean([np.mean([float(v) for v in k.values()]) for k in a_by_seed]))
+    out["b_mean"] = float(np.mean([np.mean([float(v) for v in k.values()]) for k in b_by_seed]))
+    out.update(_t_ci_p(out["delta"], out["se"], out["df"], alpha))
+    out["n_seeds"], out["n_items"] = K, len(ids) if crossed else int(np.mean([len(k) for k in a_by_seed]))
+    return out
+
+
+def _crossed(d: np.ndarray) -> dict:
+    K, I = d.shape
+    grand = d.mean()
+    seed_means, item_means = d.mean(axis=1), d.mean(axis=0)
+    ms_seed = I * np.sum((seed_means - grand) ** 2) / (K - 1)
+    if I == 1:  # one item: nothing but seed variation
+        return {"delta": float(grand), "se": float(math.sqrt(ms_seed / K)), "df": float(K - 1),
+                "method": "t-test on per-seed deltas (one item)", "ms": {"seed": float(ms_seed)}}
+    ms_item = K * np.sum((item_means - grand) ** 2) / (I - 1)
+    resid = d - seed_means[:, None] - item_means[None, :] + grand
+    ms_resid = np.sum(resid ** 2) / ((K - 1) * (I - 1))
+    # Var(mean) * K * I = MS_seed' + MS_item' - MS_resid, with MS' = max(MS, MS_resid) (no
+    # negative variance component); each term with its degrees of freedom for Satterthwaite.
+    terms = [(max(ms_seed, ms_resid), K - 1 if ms_seed >= ms_resid else (K - 1) * (I - 1)),
+             (max(ms_item, ms_resid), I - 1 if ms_item >= ms_resid else (K - 1) * (I - 1)),
+             (-ms_resid, (K - 1) * (I - 1))]
+    total = sum(m for m, _ in terms)
+    se = math.sqrt(max(total, 0.0) / (K * I))
+    denom = sum(m * m / df for m, df in terms)
+    df = float(total * total / denom) if denom > 0 else float((K - 1) * (I - 1))
+    return {"delta": float(grand), "se": se, "df": df,
+            "method": "crossed seeds x items (ANOVA variance components, Satterthwaite df)",
+            "ms": {"seed": float(ms_seed), "item": float(ms_item), "resid": float(ms_resid)}}
+
+
+def _items_only(d: np.ndarray) -> dict:
+    I = len(d)
+    se = float(d.std(ddof=1) / math.sqrt(I)) if I > 1 else 0.0
+    return {"delta": float(d.mean()), "se": se, "df": float(I - 1),
+            "method": "paired t-test over items (one seed: seed variation not estimable)"}
+
+
+def _seeds_only(deltas: np.ndarray) -> dict:
+    K = len(deltas)
+    se = float(deltas.std(ddof=1) / math.sqrt(K)) if K > 1 else 0.0
+    return {"delta": float(deltas.mean()), "se": se, "df": float(K - 1),
+            "method": "t-test on per-seed deltas (seeds scored on different items)"}
+
+
+def _t_ci_p(delta: float, se: float, df: float, alpha: float) -> dict:
+    if se == 0 or not df > 0:
+        # No spread at all: every seed and item shows the same difference (0 when both
+        # conditions answer every item alike), so there is no noise to test it against.
+        return {"ci": (delta, delta), "p": 1.0 if delta == 0 else 0.0}
+    half = stats.t.ppf(1 - alpha / 2, df) * se
+    return {"ci": (float(delta - half), float(delta + half)), "p": float(2 * stats.t.sf(abs(delta) / se, df))}
+
+
+def min_detectable_effect(se: float, df: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest true |difference| a two-sided t-test at level alpha detects with `power`.
+
+    Exact for the t-test above: the test statistic under a true difference delta follows a
+    noncentral t (`scipy.stats.nct`) with noncentrality delta / se; the MDE is the delta whose
+    rejection probability P(|T| > t_crit) equals `power`, solved with `brentq`. It uses the
+    design's own standard error, so it says how large an effect this many seeds and items
+    could have found (about (t_crit + t_power) x se).
+    """
+    if not (se > 0 and df > 0):
+        return float("nan")
+    crit = stats.t.ppf(1 - alpha / 2, df)
+
+    def reject(nc: float) -> float:
+        p = stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)
+        return (1.0 if math.isnan(p) else p) - power  # scipy's nct gives NaN far in the tail: power 1
+
+    hi = crit + 4.0
+    while reject(hi) < 0:
+        hi *= 2
+    return float(optimize.brentq(reject, 0.0, hi, xtol=1e-10) * se)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (same order as given); NaN stays NaN, not counted.
+
+    Controls the family-wise error rate over all comparisons under any dependence between
+    them (the same runs feed many comparisons). scipy has no Holm; the procedure is four lines:
+    the i-th smallest of m p-values is multiplied by (m - i + 1), then made monotone.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(len(p), np.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    m = len(valid)
+    order = valid[np.argsort(p[valid], kind="stable")]
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return [float(x) for x in out]
 
 
 # ---- comparing two items files ----

@@ -190,9 +190,14 @@ def read_model_tokenizer(model_dir: Path, condition: str | None) -> tuple[Tokeni
     vocab, merges = read_hf_vocab_merges(hf_path)
     added = json.loads(hf_path.read_text(encoding="utf-8")).get("added_tokens", [])
     base = "gpt2" if vocab_sha256(vocab) == GPT2_BASE_VOCAB_SHA256 else f"bpe-{len(vocab) + 1}"
-    # Domain tokens the file holds (special or not), per registered set.
-    found = {name: {t["content"]: t for t in added if s.canonical_text(t["content"]) == t["content"]}
-             for name, s in TOKEN_SETS.items()}
+    # Domain tokens the file holds (special or not), per registered set. Sets with the same
+    # facts differ by their layout: a leading_space set (mul_space) is the one whose " <MUL_..>"
+    # texts the file holds.
+    spaced = any(t["content"].startswith(" ") and any(s.canonical_text(t["content"][1:]) for s in TOKEN_SETS.values())
+                 for t in added)
+    found = {name: {t["content"]: t for t in added
+                    if s.canonical_text(t["content"].removeprefix(" ")) == t["content"].removeprefix(" ")}
+             for name, s in TOKEN_SETS.items() if s.leading_space == spaced}
     found = {k: v for k, v in found.items() if v}
     if condition is None:
         if len(found) > 1:
@@ -201,8 +206,8 @@ def read_model_tokenizer(model_dir: Path, condition: str | None) -> tuple[Tokeni
     tok = Tokenizer(base, condition, TOKEN_SETS[next(iter(found))] if found else
                     TOKEN_SETS["mul"], vocab, merges).with_condition(condition)
     for name, tokens in found.items():
-        wrong = [f"{c}={t['id']} (domtok {tok.domain_ids.get(c)})" for c, t in tokens.items()
-                 if tok.domain_ids.get(c) != t["id"]]
+        wrong = [f"{c}={t['id']} (domtok {tok.layout_ids.get(c)})" for c, t in tokens.items()
+                 if tok.layout_ids.get(c) != t["id"]]
         if wrong:
             raise DomtokError(f"{hf_path}: domain token ids differ from domtok's layout: {', '.join(wrong[:5])}; "
                               f"re-writing the tokenizer cannot fix this (the embedding rows would be wrong)")
@@ -226,9 +231,9 @@ def read_model_tokenizer(model_dir: Path, condition: str | None) -> tuple[Tokeni
         except json.JSONDecodeError:
             n_model = None
         if isinstance(n_model, int) and n_model < tok.vocab_size:
-            if tok.uses_domain_tokens and n_model < tok.domain_start + len(tok.token_set.tokens):
+            if tok.uses_domain_tokens and n_model < tok.domain_start + len(tok.layout_texts):
                 raise DomtokError(f"{config_path}: vocab_size {n_model} is too small for the domain tokens "
-                                  f"(need {tok.domain_start + len(tok.token_set.tokens)})")
+                                  f"(need {tok.domain_start + len(tok.layout_texts)})")
             notes.append(f"model vocab_size {n_model} < tokenizer's {tok.vocab_size}: ids >= {n_model} are "
                          f"padding, never produced by encode")
     return tok, notes

@@ -9,17 +9,22 @@ on the side of leaving text alone.
 
 What is rewritten (the set's op, here `*`; operands from the set's range, here 1..9):
 
-- `6*9`, `6 * 9`, `6×9`, `6 · 9`, `6⋅9`, and `6 x 9` / `6 X 9` *with spaces on both sides*.
-  An unspaced `x` is a dimension or a name, never a product: `2x4 lumber`, `4x4`,
+- `6*9`, `6 * 9`, `6×9`, `6 · 9`, `6⋅9`, `6∙9`, and `6 x 9` / `6 X 9` *with spaces on both
+  sides*. An unspaced `x` is a dimension or a name, never a product: `2x4 lumber`, `4x4`,
   `1920x1080`, hex `0x4`, `3x4y` stay. With `word_forms=True` also `6 times 9` and
   `6 multiplied by 9` (digits only; "six times nine" is left alone), and the results
   `equals 54` / `is 54` besides `= 54`.
+- The dots `·` `⋅` `∙` and the spaced `x` / `X` are separators as often as they are products
+  (`Jun 3 · 5 min read`, `Page 2 · 3 of 10`, `a 4 x 8 sheet of plywood`, `The score was
+  2 x 3`), so they mean multiplication only when the correct result follows: `6 · 9 = 54`
+  and `3 x 7 = 21` become tokens (also in prose before a GSM8K annotation), a bare `6 · 9`
+  never does, in either mode. `*` and `×` are always products (rules below).
 - `a op b = c` with the right c (both modes): the whole span becomes the token,
   `6 × 9 = 54` -> `<MUL_6_9_54>`. A wrong c (`6*9 = 55`), or anything after `=` that is
   not exactly c (`= ?`, `= x`, `= $54`, `= 54.5`, `= 54*2`, `== 54`), leaves the span alone.
   The span must be the whole left-hand side: in `1+6*9 = 55` the result belongs to the sum,
   so the `= 55` stays and the product is treated as bare (below).
-- bare `a op b` (weak mode only): `1+6*9` -> `1+<MUL_6_9_54>`, also inside a larger
+- bare `a op b` (weak mode only; `*`, `×` and the word forms): `1+6*9` -> `1+<MUL_6_9_54>`, also inside a larger
   left-hand side: `1+6*9 = 55` -> `1+<MUL_6_9_54> = 55`, and the step lines of GSM-SBS
   (`10 × 15 + 2 × 5 = 150 + 10` -> `10 × 15 + <MUL_2_5_10> = 150 + 10`).
 - Order is canonical: `9 × 6` -> `<MUL_6_9_54>`.
@@ -80,9 +85,12 @@ class InjectResult:
 
 # How a fact op may be written. `symbols` may touch the digits, `spaced` letters need spaces
 # on both sides, `words` only with word_forms. `prec` is the op's binding strength.
+# `result_only`: forms that are also separators (`Jun 3 · 5`, `a 4 x 8 sheet`), a product
+# only in `a op b = c` with the correct c.
 OP_FORMS = {
-    "*": {"symbols": "*×·⋅∙", "spaced": "xX", "words": ("times", "multiplied by"), "display": "×", "prec": 2},
-    "+": {"symbols": "+", "spaced": "", "words": ("plus",), "display": "+", "prec": 1},
+    "*": {"symbols": "*×·⋅∙", "spaced": "xX", "words": ("times", "multiplied by"), "display": "×", "prec": 2,
+          "result_only": "·⋅∙xX"},
+    "+": {"symbols": "+", "spaced": "", "words": ("plus",), "display": "+", "prec": 1, "result_only": ""},
 }
 
 # Binding strength of the operators that may sit next to a candidate (any op, not only the
@@ -175,6 +183,7 @@ class _Rules:
         form = OP_FORMS[self.op]
         self.prec = form["prec"]
         self.display = form["display"]
+        self.result_only = frozenset(form["result_only"])
         # (a, b) as written -> token; both orders for a commutative set
         self.facts: dict[tuple[str, str], DomainToken] = {}
         for t in token_set.tokens:
@@ -284,7 +293,8 @@ def _candidate(text: str, m: re.Match, rules: _Rules, mode: str, inner: bool):
         return c.end(), tok.text, [tok.text]
     # Bare products, and products inside a larger left-hand side (`2×10 + 2×5 = 20 + 10`:
     # the `=` belongs to the whole side and binds looser, so the product alone keeps its value).
-    if mode != "weak":
+    # A separator-like op (`Jun 3 · 5`, `a 4 x 8 sheet`) is not known to be a product here.
+    if mode != "weak" or text[m.end("a"):m.start("b")].strip() in rules.result_only:
         return None
     if _right_prec(text, b_end) >= rules.prec:
         return None

@@ -12,10 +12,18 @@ result in `TOKEN_SETS`, e.g. addition facts:
 
 The id layout (where a set's tokens land in the vocabulary) is the tokenizer's business,
 see `domtok.tokens.tokenizer`.
+
+Leading spaces. GPT-2's pre-tokenizer never joins a space to a token it does not know, so
+`6 × 9 = 54` in prose (` <MUL_6_9_54>`) costs two ids: a lone ` ` and the token. A set with
+`leading_space=True` (`mul_space`) also gives every token a second id for ` <MUL_6_9_54>`,
+as GPT-2 has ` the` beside `the`. The facts, the injector and every token text stay the
+same; only the tokenizer's layout differs (its own ids, see `domtok.tokens.tokenizer`), and
+`mul` (ids 50304-50348 for gpt2) stays the reference layout.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import operator
 import re
@@ -39,6 +47,7 @@ class DomainTokenSet:
     tokens: tuple[DomainToken, ...]  # canonical order = id order
     text_pattern: str                # regex for token texts, incl. non-canonical ones
     commutative: bool = True         # operand order does not matter: <MUL_9_6_54> == <MUL_6_9_54>
+    leading_space: bool = False      # the layout also has " <MUL_6_9_54>" (one id per token and space)
 
     def by_text(self) -> dict[str, DomainToken]:
         return self._by_text
@@ -88,6 +97,7 @@ class DomainTokenSet:
             "name": self.name,
             "text_pattern": self.text_pattern,
             "commutative": self.commutative,
+            "leading_space": self.leading_space,
             "tokens": [{"text": t.text, "value": t.value, "op": t.op, "operands": list(t.operands)}
                        for t in self.tokens],
         }
@@ -97,7 +107,8 @@ class DomainTokenSet:
         try:
             tokens = tuple(DomainToken(str(t["text"]), int(t["value"]), str(t["op"]),
                                        tuple(int(o) for o in t["operands"])) for t in d["tokens"])
-            out = cls(str(d["name"]), tokens, str(d["text_pattern"]), bool(d.get("commutative", True)))
+            out = cls(str(d["name"]), tokens, str(d["text_pattern"]), bool(d.get("commutative", True)),
+                      bool(d.get("leading_space", False)))
             re.compile(out.text_pattern)
         except (KeyError, TypeError, ValueError, re.error) as e:
             raise DomtokError(f"{where}: malformed token set ({e!r}); re-save the tokenizer with `domtok tokenizer fix`") from e
@@ -127,9 +138,11 @@ def fact_token_set(name: str, head: str, op: str, fn: Callable[[int, int], int],
 
 
 MUL = fact_token_set("mul", "MUL", "*", operator.mul, range(1, 10))
+# the same 45 facts, each also with a leading-space id (a layout of its own: 90 ids)
+MUL_SPACE = dataclasses.replace(MUL, name="mul_space", leading_space=True)
 
 # The registry of sets a condition can name. A new set goes here (and nowhere else).
-TOKEN_SETS: dict[str, DomainTokenSet] = {"mul": MUL}
+TOKEN_SETS: dict[str, DomainTokenSet] = {"mul": MUL, "mul_space": MUL_SPACE}
 
 
 def get_token_set(name: str) -> DomainTokenSet:

@@ -7,7 +7,10 @@ the LAST base id (GPT-2: 50256). On top of the base sits one id layout for every
     [0, n_base)                     base ids, EOT = n_base - 1
     [n_base, domain_start)          padding up to a multiple of 64
     [domain_start, +len(set))       the token set in canonical order (<MUL_1_1_1> = 50304 ...)
-    [.., vocab_size)                padding up to a multiple of 64 (50368 for gpt2 + mul)
+    [.., +len(set))                 only for a `leading_space` set (`mul_space`): the same tokens
+                                    with a leading space, " <MUL_1_1_1>" = 50349 ...
+    [.., vocab_size)                padding up to a multiple of 64 (50368 for gpt2 + mul,
+                                    50432 for gpt2 + mul_space)
 
 The baseline has the same layout (same embedding size); its domain ids are reserved: never
 produced by `encode`, decoded like padding (to ""), exported to HF as padding tokens.
@@ -26,8 +29,8 @@ encodes with the `tokenizers` library from exactly the tokenizer.json that is ex
 Non-canonical texts (`<MUL_9_6_54>`) are mapped to the canonical id by domtok's `encode`
 only; the exported HF tokenizer knows the canonical texts (all the injector writes).
 
-On disk (`save`/`load`): `domtok_tokenizer.json` (base, condition, layout, token set, base
-vocabulary hash) next to the Hugging Face files. The HF `tokenizer.json` holds the whole
+On disk (`save`/`load`): `domtok_tokenizer.json` (base, condition, layout, token set, the
+condition's injector settings, base vocabulary hash) next to the Hugging Face files. The HF `tokenizer.json` holds the whole
 vocabulary and merges, so a saved gpt2 tokenizer loads offline anywhere without GPT-2's
 original files and without duplicating them.
 """
@@ -114,23 +117,39 @@ class Tokenizer:
     """
 
     def __init__(self, base: str, condition: str, token_set: DomainTokenSet,
-                 vocab: dict[str, int], merges: list[tuple[str, str]] | None):
+                 vocab: dict[str, int], merges: list[tuple[str, str]] | None,
+                 inject_mode: str = "weak", word_forms: bool = False):
+        from domtok.tokens.inject import MODES
+
         if sorted(vocab.values()) != list(range(len(vocab))):
             raise DomtokError(f"tokenizer {base!r}: base vocabulary ids must be exactly 0..{len(vocab) - 1}")
+        if inject_mode not in MODES:
+            raise DomtokError(f"tokenizer {base!r}: injector mode {inject_mode!r} is unknown; use one of {list(MODES)}")
         self.base = base
         self.condition = condition
         self.token_set = token_set
         self.uses_domain_tokens = condition != "baseline"
+        # How the condition writes its facts (see `inject`): chosen once, by `domtok prepare`
+        # from the spec, and carried with the tokenizer into every model dir after it.
+        self.inject_mode = inject_mode
+        self.word_forms = bool(word_forms)
         self.n_base = len(vocab) + 1
         self.eot_id = len(vocab)
         self.domain_start = round_up(self.n_base)
-        self.vocab_size = round_up(self.domain_start + len(token_set.tokens))
+        # The layout's texts in id order: the set, then (leading_space) the set with a space.
+        texts = [t.text for t in token_set.tokens]
+        pairs = list(zip(texts, token_set.tokens))
+        if token_set.leading_space:
+            pairs += [(" " + text, t) for text, t in zip(texts, token_set.tokens)]
+        self.layout_texts = [text for text, _ in pairs]
+        self.layout_ids = {text: self.domain_start + k for k, text in enumerate(self.layout_texts)}
+        self.vocab_size = round_up(self.domain_start + len(pairs))
         self.domain_ids = {t.text: self.domain_start + k for k, t in enumerate(token_set.tokens)}
-        self.id_to_domain = {self.domain_start + k: t for k, t in enumerate(token_set.tokens)}
+        self.id_to_domain = {self.domain_start + k: t for k, (_, t) in enumerate(pairs)}
         self._vocab = vocab
         self._merges = merges  # None: derived from the ranks when first needed (tiktoken-only source)
-        self._domain_end = self.domain_start + len(token_set.tokens)
-        self._allowed = frozenset(self.domain_ids) if self.uses_domain_tokens else frozenset()
+        self._domain_end = self.domain_start + len(pairs)
+        self._allowed = frozenset(self.layout_ids) if self.uses_domain_tokens else frozenset()
 
     def __repr__(self) -> str:
         return (f"Tokenizer(base={self.base!r}, condition={self.condition!r}, set={self.token_set.name!r}, "
@@ -140,7 +159,33 @@ class Tokenizer:
         """The same base under another condition (and, optionally, another layout set)."""
         if token_set is None and condition_token_set_or_none(condition) is None:
             token_set = self.token_set  # baseline / spec-declared condition: keep this layout
-        return Tokenizer(self.base, condition, resolve_token_set(condition, token_set), self._vocab, self._merges)
+        return Tokenizer(self.base, condition, resolve_token_set(condition, token_set), self._vocab, self._merges,
+                         self.inject_mode, self.word_forms)
+
+    def with_injection(self, inject_mode: str, word_forms: bool) -> "Tokenizer":
+        """The same tokenizer with other injector settings (`domtok prepare` sets the spec's)."""
+        return Tokenizer(self.base, self.condition, self.token_set, self._vocab, self._merges, inject_mode, word_forms)
+
+    # ---- injection ----------------------------------------------------------------------
+
+    @property
+    def injection(self) -> dict:
+        """The injector settings of this condition's training text: {"mode", "word_forms"}.
+
+        Recorded for the baseline too (the settings its paired domain condition uses), though
+        `inject` never changes the baseline's text."""
+        return {"mode": self.inject_mode, "word_forms": self.word_forms}
+
+    def inject(self, text: str):
+        """`text` as this condition's training data writes it: through the injector with this
+        tokenizer's set and settings for a domain condition, unchanged for the baseline.
+        Every stage that injects (prepare, SFT, GRPO prompts, evaluation prompts) calls this,
+        so no stage can inject with settings of its own."""
+        from domtok.tokens.inject import InjectResult, inject_domain_tokens
+
+        if not self.uses_domain_tokens:
+            return InjectResult(text)
+        return inject_domain_tokens(text, self.token_set, self.inject_mode, self.word_forms)
 
     # ---- encoding -----------------------------------------------------------------------
 
@@ -168,7 +213,7 @@ class Tokenizer:
 
     @functools.cached_property
     def _tiktoken(self):
-        return _tiktoken_encoding(self._vocab, self.eot_id, tuple(sorted(self.domain_ids.items())))
+        return _tiktoken_encoding(self._vocab, self.eot_id, tuple(sorted(self.layout_ids.items())))
 
     @functools.cached_property
     def _hf_encoder(self):
@@ -187,7 +232,7 @@ class Tokenizer:
             table[i] = token_bytes(tok)
         table[self.eot_id] = EOT.encode()
         if self.uses_domain_tokens:
-            for text, i in self.domain_ids.items():
+            for text, i in self.layout_ids.items():
                 table[i] = text.encode()
         return table
 
@@ -212,7 +257,7 @@ class Tokenizer:
         k = 0
         for i in range(self.n_base, self.vocab_size):
             if self.uses_domain_tokens and i in self.id_to_domain:
-                out.append((i, self.id_to_domain[i].text, False))
+                out.append((i, self.layout_texts[i - self.domain_start], False))
             else:
                 out.append((i, padding_token(k), True))
                 k += 1
@@ -269,6 +314,7 @@ class Tokenizer:
             "domain_start": self.domain_start, "vocab_size": self.vocab_size,
             "base_vocab_sha256": vocab_sha256(self._vocab),
             "token_set": self.token_set.to_dict(),
+            "injection": self.injection,
             "files": {"vocab_and_merges": "tokenizer.json"},
         }
 
@@ -297,7 +343,12 @@ class Tokenizer:
         if sha != meta.get("base_vocab_sha256") or (base == "gpt2" and sha != GPT2_BASE_VOCAB_SHA256):
             raise DomtokError(f"{d / 'tokenizer.json'}: its base vocabulary does not match {meta_path} "
                               f"(base {base!r}); the files were edited or mixed up, re-save the tokenizer")
-        tok = cls(base, condition, token_set, vocab, merges)
+        injection = meta.get("injection", {})  # absent in files from before it was recorded: the defaults
+        if not isinstance(injection, dict) or set(injection) - {"mode", "word_forms"}:
+            raise DomtokError(f"{meta_path}: `injection` must be {{\"mode\": ..., \"word_forms\": ...}}, "
+                              f"not {injection!r}; re-save the tokenizer")
+        tok = cls(base, condition, token_set, vocab, merges, str(injection.get("mode", "weak")),
+                  bool(injection.get("word_forms", False)))
         for key in ("eot_id", "domain_start", "vocab_size"):
             if key in meta and meta[key] != getattr(tok, key):
                 raise DomtokError(f"{meta_path}: {key} {meta[key]} disagrees with the layout rule ({getattr(tok, key)})")

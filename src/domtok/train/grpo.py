@@ -439,9 +439,7 @@ def load_prompts(cfg: GRPOConfig, tokenizer, token_set: str | None) -> tuple[lis
             continue
         shown = q
         if cfg.inject_user and token_set:
-            from domtok.tokens.inject import inject_domain_tokens
-
-            shown = inject_domain_tokens(q, token_set=token_set).text
+            shown = tokenizer.inject(q).text  # the condition's injector settings, as in its training text
         qs.append(q)
         golds.append(gold)
         texts.append(render_prompt(shown))

@@ -165,8 +165,11 @@ def annotations_intact(original: str, injected: str) -> bool:
     return a == b and stray_b == stray_a
 
 
-def inject_messages(messages: list[dict], token_set: str | None, inject_user: bool) -> list[dict] | None:
-    """The condition's injection applied to one conversation; None if it broke an annotation."""
+def inject_messages(messages: list[dict], token_set: str | None, inject_user: bool,
+                    injection: dict) -> list[dict] | None:
+    """The condition's injection applied to one conversation; None if it broke an annotation.
+
+    `injection` is the condition's `Tokenizer.injection` ({"mode", "word_forms"})."""
     if token_set is None:
         return messages
     from domtok.tokens.inject import check_annotations, inject_domain_tokens
@@ -174,7 +177,8 @@ def inject_messages(messages: list[dict], token_set: str | None, inject_user: bo
     out = []
     for m in messages:
         if m["role"] == "assistant" or (m["role"] == "user" and inject_user):
-            text = inject_domain_tokens(m["content"], token_set=token_set).text
+            text = inject_domain_tokens(m["content"], token_set=token_set, mode=injection["mode"],
+                                        word_forms=injection["word_forms"]).text
             # same annotations with the same results, and each still evaluates (calculator)
             # wherever it did before injection
             if not annotations_intact(m["content"], text) or (
@@ -211,7 +215,8 @@ def build_examples(records: list[dict], tokenizer, token_set: str | None, inject
         if msgs is None:
             report.malformed += 1
             continue
-        injected = inject_messages(msgs, drop_set, inject_user)
+        # the injector settings are the condition's (the baseline's tokenizer records the same)
+        injected = inject_messages(msgs, drop_set, inject_user, tokenizer.injection)
         if injected is None:
             report.broken_annotations += 1
             report.broken_annotation_ids.append(rec.get("id", i))
