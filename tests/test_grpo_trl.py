@@ -80,18 +80,17 @@ def world(tmp_path_factory):
     assert len({len(p) for p in prompt_ids}) == 1, "prompts must have equal token lengths (see the docstring)"
     eos = tok.eot_id
     completions = []
-    for i, n in enumerate(LENGTHS):
+    for n in LENGTHS:
         body = torch.randint(3, eos, (n,), generator=gen).tolist()
         completions.append(body[:-1] + [eos] if n < MAX_LEN else body)
 
     hf_tok = transformers.AutoTokenizer.from_pretrained(root / "policy_hf")
     hf_policy = transformers.GPT2LMHeadModel.from_pretrained(root / "policy_hf")
-    rewards: dict = {}
     args = trl.GRPOConfig(output_dir=str(root / "trl"), per_device_train_batch_size=len(LENGTHS), num_generations=G,
                           gradient_accumulation_steps=1, max_completion_length=MAX_LEN, temperature=TEMPERATURE,
                           beta=0.1, report_to="none", use_cpu=True, bf16=False, gradient_checkpointing=False,
                           save_strategy="no", seed=0)
-    trainer = trl.GRPOTrainer(model=hf_policy, reward_funcs=[lambda prompts, completions, **kw: rewards["r"]],
+    trainer = trl.GRPOTrainer(model=hf_policy, reward_funcs=[lambda prompts, completions, **kw: list(REWARDS)],
                               args=args, train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
                               processing_class=hf_tok)
     # TRL builds its reference from the policy's path; give it the perturbed weights
@@ -102,19 +101,21 @@ def world(tmp_path_factory):
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop; one batch = one step here
     ref.requires_grad_(False).eval()
-    return dict(trainer=trainer, rewards=rewards, root=root, tok=tok, prompts=prompts, prompt_ids=prompt_ids,
-                completions=completions, eos=eos, hf_tok=hf_tok, policy=policy, ref=ref)
+    return dict(trainer=trainer, prompts=prompts, prompt_ids=prompt_ids, completions=completions, eos=eos,
+                policy=policy, ref=ref)
 
 
 def trl_step(world, *, loss_type, scale_rewards, beta, bias_kl, mask_truncated=False, num_iterations=1):
-    """TRL: build the batch (advantages, ref / old log-probs), loss, gradients of the HF policy."""
+    """TRL: build the batch (advantages, ref / old log-probs) for these settings.
+
+    One trainer serves the whole grid: the settings are set on the attributes that
+    GRPOTrainer.__init__ copies them to from its GRPOConfig (and on args, which the loss reads)."""
     tr = world["trainer"]
     tr.loss_type, tr.scale_rewards, tr.beta = loss_type, scale_rewards, beta
     tr.args.use_bias_correction_kl = bias_kl
     tr.mask_truncated_completions = mask_truncated
     tr.num_iterations = num_iterations  # > 1: TRL keeps the sampling policy's log-probs as old_per_token_logps
     tr._metrics["train"].clear()
-    world["rewards"]["r"] = list(REWARDS)
     rows = [p for p in world["prompts"] for _ in range(G)]
     inputs = tr._generate_and_score_completions([{"prompt": p} for p in rows])
     assert inputs["prompt_ids"].tolist() == [p for p in world["prompt_ids"] for _ in range(G)]

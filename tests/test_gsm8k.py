@@ -122,6 +122,24 @@ def test_openai_labels_agree(gsm8k_dir):
     assert all(is_correct(s["ground_truth"], parse_gold(t["answer"])) for s, t in zip(sols, test))
 
 
+def test_math_verify_agrees(gsm8k_dir):
+    """math-verify (Hugging Face's grader, an independent reference) grades the same 5,276
+    solutions as we do: measured 5,276 / 5,276, so any disagreement is a regression."""
+    math_verify = pytest.importorskip("math_verify")
+    sols = [json.loads(line) for line in open(gsm8k_dir / "example_model_solutions.jsonl")]
+    test = [json.loads(line) for line in open(gsm8k_dir / "test.jsonl")]
+    disagree = []
+    for i, (s, t) in enumerate(zip(sols, test)):
+        gold = parse_gold(t["answer"])
+        parsed_gold = math_verify.parse(gold)
+        for m in MODELS:
+            text = s[m]["solution"]
+            theirs = bool(math_verify.verify(parsed_gold, math_verify.parse(text)))
+            if is_correct(text, gold) != theirs:
+                disagree.append((i, m, gold, read_answer(text), theirs))
+    assert disagree == [], f"{len(disagree)} disagreements, e.g. {disagree[:5]}"
+
+
 # ---- the run, with a stub engine that answers known strings ----
 
 class StubTokenizer:
@@ -195,6 +213,7 @@ def test_run_metrics_with_stub_engine(gsm_file, tmp_path):
     assert eng.calls[0][1].temperature == 0.0 and eng.calls[0][1].stop_strings == ("\nUser:",)
     rows = [json.loads(line) for line in (tmp_path / "out" / "items.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == [f"test-{i}" for i in range(5)]  # dataset order, not batch order
+    assert [r["answer_rule"] for r in rows] == ["####", "last", "answer is", None, "####"]  # which rule read it
     need = {"id", "prompt", "completion", "ids", "answer_strict", "answer_flexible", "gold", "correct_strict",
             "correct_flexible", "correct", "response_tokens", "hit_max_tokens", "emitted_eos", "domain_tokens",
             "repetition"}

@@ -135,8 +135,7 @@ def test_trend_fit_matches_scipy_curve_fit(delta, scattered):
 
     flops = [1e12, 3e12, 1e13, 4e13, 1e14]
     se = np.array([0.02, 0.015, 0.02, 0.01, 0.03])
-    ci = [(d - 1.959963984540054 * s, d + 1.959963984540054 * s) for d, s in zip(delta, se)]
-    fit = fit_trend(flops, delta, ci)
+    fit = fit_trend(flops, delta, list(se))
     x = np.log10(flops)
     line = lambda x, a, b: a + b * x  # noqa: E731
     (a, b), cov_abs = curve_fit(line, x, delta, sigma=se, absolute_sigma=True)
@@ -154,12 +153,12 @@ def test_trend_fit_matches_scipy_curve_fit(delta, scattered):
 
 def test_trend_of_two_rungs_uses_their_own_uncertainty():
     # two rungs: the line goes through both points; the slope's SE comes from their CIs
-    fit = fit_trend([1e12, 1e14], [0.0, 0.2], [(-0.1, 0.1), (0.1, 0.3)])
-    se_point = 0.1 / 1.959963984540054
+    se_point = 0.05
+    fit = fit_trend([1e12, 1e14], [0.0, 0.2], [se_point, se_point])
     assert fit["slope_per_decade"] == pytest.approx(0.1)
     assert fit["se"] == pytest.approx(math.sqrt(2) * se_point / 2)
     assert fit["dof"] == 0 and fit["p_fit"] is None
-    assert fit_trend([1e12], [0.1], [(0.0, 0.2)]) is None
+    assert fit_trend([1e12], [0.1], [0.05]) is None
 
 
 def _row(rung, flops, delta, lo, hi):
@@ -212,3 +211,185 @@ def test_ladder_gpt2_rungs_share_one_corpus_at_20_tokens_per_param(tmp_path):
     assert sorted(n.id for n in nodes if n.kind == "prepare") == ["baseline/prepare", "mul_tokens/prepare"]
     # sample-10BT holds ~10B GPT-2 tokens: the largest budget fits without repeating data
     assert max(r.budget for r in spec.ladder) < 10e9 * (1 - spec.prepare["val_fraction"])
+
+
+def test_learns_section_is_checked_and_validated(tmp_path):
+    from domtok.ladder import learn_check
+
+    spec = load_spec(_write(tmp_path, _ladder(learns={"stage": "grpo", "minimum": {"probes.accuracy_mul_table": 0.9}})))
+    assert spec.learns == {"stage": "grpo", "minimum": {"probes.accuracy_mul_table": 0.9}}
+    acc = {"baseline": {"grpo": {"probes.accuracy_mul_table": 0.95}}, "mul_tokens": {"grpo": {"probes.accuracy_mul_table": 0.5}}}
+    lines, misses = learn_check(spec.learns, acc)
+    assert misses == ["mul_tokens probes.accuracy_mul_table 0.500 < 0.90"]
+    assert "0.950 ✅" in lines[-1] and "0.500 ❌" in lines[-1]
+    with pytest.raises(DomtokError, match="not evaluated"):
+        load_spec(_write(tmp_path, _ladder(learns={"stage": "sft", "minimum": {"probes.accuracy_mul_table": 0.9}})))
+    with pytest.raises(DomtokError, match="not BENCHMARK.METRIC"):
+        load_spec(_write(tmp_path, _ladder(learns={"stage": "grpo", "minimum": {"nope.accuracy": 0.9}})))
+
+
+# --------------------------------------------------------------------------- a micro ladder end to end
+
+MICRO_RUNGS = [{"name": "xs", "n_layer": 1, "n_head": 2, "n_embd": 32, "tokens": 4096},
+               {"name": "s", "n_layer": 2, "n_head": 2, "n_embd": 64, "tokens": 8192}]
+
+
+def _micro_ladder_spec(rungs) -> dict:
+    d = _ladder(rungs)
+    d["evals"] = {"after": ["pretrain", "grpo"],
+                  "benchmarks": {k: v for k, v in MICRO["evals"]["benchmarks"].items() if k != "hellaswag"}}
+    return d
+
+
+@pytest.fixture(scope="module")
+def micro_ladder(tmp_path_factory):
+    """Two rungs of micro models, one seed, every stage kind: `domtok run` in process."""
+    import torch
+
+    from domtok.pipeline import RunOptions, run_experiment
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("ladder")
+    path = _write(root, _micro_ladder_spec(MICRO_RUNGS))
+    spec = load_spec(path)
+    spec.runs_dir = str(root / "runs")
+    rc = run_experiment(spec, RunOptions(quiet=True))
+    yield {"rc": rc, "spec": spec, "run_dir": root / "runs" / "microladder", "root": root}
+    torch.set_num_threads(threads)
+
+
+def test_micro_ladder_runs_every_rung_and_reports_it(micro_ladder):
+    import torch
+    from PIL import Image
+
+    from domtok.model.gpt import GPT, GPTConfig
+    from domtok.rundir import read_summary
+
+    assert micro_ladder["rc"] == 0
+    run_dir, spec = micro_ladder["run_dir"], micro_ladder["spec"]
+    report = json.loads((run_dir / "report.json").read_text())
+    rows = report["ladder"]
+    assert [r["rung"] for r in rows] == ["xs", "s"]
+    vocab = json.loads((run_dir / "tokenizer" / "manifest.json").read_text())["summary"]["vocab_size"]
+    nodes = {n.id: n for n in build_nodes(spec, run_dir)}
+    for r, rung in zip(rows, spec.ladder):
+        pre = read_summary(nodes[f"rung-{rung.name}/baseline/seed0/pretrain"])
+        with torch.device("meta"):
+            model = GPT(GPTConfig(block_size=256, vocab_size=vocab, n_layer=rung.n_layer, n_head=rung.n_head,
+                                  n_embd=rung.n_embd))
+        assert r["params"] == pre["params"] == model.num_params(non_embedding=False) == rung.params
+        assert r["tokens"] == pre["tokens_trained"] == rung.steps * MICRO["stages"][0]["config"]["tokens_per_step"]
+        assert r["flops"] == pytest.approx(model.flops_per_token(MICRO["stages"][0]["config"]["seq_len"]) * r["tokens"])
+        assert r["compute_matched"] is True and r["wall_time_s"] > r["pretrain_wall_time_s"] > 0
+        # the rung's own headline: every main metric after every evaluated stage
+        keys = {(h["benchmark"], h["metric"], h["stage"]) for h in r["headline"]}
+        assert ("gsm_synthetic", "accuracy_flexible", "grpo") in keys and ("probes", "accuracy_mul_table", "pretrain") in keys
+        assert all(h["ci_low"] <= h["delta"] <= h["ci_high"] for h in r["headline"])
+        assert set(r["accuracy"]) == {"baseline", "mul_tokens"}
+    assert rows[0]["flops"] < rows[1]["flops"]
+    # a trend per headline effect, and the plots of it and of the accuracies, readable PNGs
+    assert {(t["benchmark"], t["metric"], t["stage"]) for t in report["ladder_trend"]} == keys
+    for name in ("ladder_effects.png", "ladder_accuracy.png", "rung-xs/loss_pretrain.png", "rung-s/loss_grpo.png"):
+        with Image.open(run_dir / "plots" / name) as im:
+            assert im.size[0] > 100 and im.size[1] > 100
+    md = (run_dir / "report.md").read_text()
+    assert md.index("## Ladder") < md.index("## Rung `xs`") < md.index("## Rung `s`")
+    assert "The effect against compute" in md and ("smallest rung whose 95% CI excludes zero" in md
+                                                   or "No rung's 95% CI excludes zero" in md)
+
+
+def test_micro_ladder_checks_compute_per_rung(micro_ladder, tmp_path):
+    import shutil
+
+    from domtok.report import write_report
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(micro_ladder["run_dir"], run_dir)
+    # rung s's domain model trained one step more: only rung s is not compute-matched
+    m = run_dir / "rung-s" / "mul_tokens" / "seed0" / "pretrain" / "manifest.json"
+    data = json.loads(m.read_text())
+    data["summary"]["tokens_trained"] += data["summary"]["tokens_per_step"]
+    data["summary"]["steps"] += 1
+    m.write_text(json.dumps(data))
+    write_report(run_dir)
+    rows = {r["rung"]: r for r in json.loads((run_dir / "report.json").read_text())["ladder"]}
+    assert rows["xs"]["compute_matched"] is True and rows["s"]["compute_matched"] is False
+    md = (run_dir / "report.md").read_text()
+    xs, s = md[md.index("## Rung `xs`"):md.index("## Rung `s`")], md[md.index("## Rung `s`"):]
+    assert "✅ conditions are compute-matched" in xs and "NOT compute-matched" not in xs
+    assert "❌ conditions are NOT compute-matched: steps, tokens differ" in s
+    assert "within rung(s) s the conditions are NOT compute-matched" in md
+
+
+def test_adding_a_rung_to_a_finished_ladder_runs_only_its_nodes(micro_ladder, tmp_path):
+    import shutil
+
+    from domtok.pipeline import RunOptions, run_experiment
+
+    runs = tmp_path / "runs"
+    shutil.copytree(micro_ladder["run_dir"], runs / "microladder")
+    stamps = {str(p): p.stat().st_mtime_ns for p in (runs / "microladder").glob("**/manifest.json")}
+    rungs = MICRO_RUNGS + [{"name": "m", "n_layer": 2, "n_head": 2, "n_embd": 32, "tokens": 4096}]
+    spec = load_spec(_write(tmp_path, _micro_ladder_spec(rungs)))
+    spec.runs_dir = str(runs)
+    assert run_experiment(spec, RunOptions(quiet=True)) == 0
+    after = {str(p): p.stat().st_mtime_ns for p in (runs / "microladder").glob("**/manifest.json")}
+    assert {k: after[k] for k in stamps} == stamps
+    assert sorted({Path(k).relative_to(runs / "microladder").parts[0] for k in set(after) - set(stamps)}) == ["rung-m"]
+
+
+def test_trend_of_rungs_without_variation():
+    # a rung where both conditions answer alike (se 0) takes the most precise other rung's se
+    fit = fit_trend([1e12, 1e13, 1e14], [0.0, 0.1, 0.2], [0.0, 0.05, 0.02])
+    assert fit == fit_trend([1e12, 1e13, 1e14], [0.0, 0.1, 0.2], [0.02, 0.05, 0.02])
+    assert fit_trend([1e12, 1e14], [0.0, 0.0], [0.0, 0.0]) is None  # nothing to weigh: not estimable
+
+
+def test_planted_ladder_effect_is_found_from_its_first_rung(tmp_path):
+    """A fake ladder (the report's fake run dirs, items planted): mul_tokens helps on
+    mul_multidigit in rungs `mid` and `big`, not in `small`; nothing else differs."""
+    from test_report import write_fake_run
+
+    from domtok.report import write_report
+
+    ladder = [{"name": "small", "n_layer": 1, "n_head": 1, "n_embd": 8, "tokens": 8192},
+              {"name": "mid", "n_layer": 1, "n_head": 1, "n_embd": 16, "tokens": 8192},
+              {"name": "big", "n_layer": 1, "n_head": 1, "n_embd": 32, "tokens": 8192}]
+    run_dir = write_fake_run(tmp_path, seeds=(0, 1), ladder=ladder)
+    spec_path = run_dir / "spec.yaml"
+    spec_data = yaml.safe_load(spec_path.read_text())
+    spec_data["learns"] = {"stage": "sft", "minimum": {"probes.accuracy_mul_multidigit": 0.5}}
+    spec_path.write_text(yaml.safe_dump(spec_data))
+    flops = {"small": 1e12, "mid": 1e13, "big": 1e14}
+    for m in run_dir.glob("rung-*/*/seed*/pretrain/manifest.json"):
+        data = json.loads(m.read_text())
+        rung = m.parts[-5][len("rung-"):]
+        data["summary"] = {"params": 1000, "steps": 8, "tokens_per_step": 1024, "tokens_trained": 8192,
+                           "total_flops": flops[rung], "epochs": 0.5, "wall_time_s": 1.0}
+        m.write_text(json.dumps(data))
+    write_report(run_dir)
+    report = json.loads((run_dir / "report.json").read_text())
+    assert [r["rung"] for r in report["ladder"]] == ["small", "mid", "big"]
+    assert [r["flops"] for r in report["ladder"]] == [1e12, 1e13, 1e14]
+    trend = {(t["metric"], t["stage"]): t for t in report["ladder_trend"] if t["benchmark"] == "probes"}
+    helped = trend["accuracy_mul_multidigit", "sft"]
+    assert helped["first_rung_excluding_zero"] == "mid"
+    assert trend["accuracy_mul_table", "sft"]["first_rung_excluding_zero"] is None
+    # the slope is the weighted fit of the report's own per-rung effects and standard errors
+    rows = [next(h for h in r["headline"] if h["metric"] == "accuracy_mul_multidigit" and h["stage"] == "sft")
+            for r in report["ladder"]]
+    b, _ = np.polyfit([12, 13, 14], [h["delta"] for h in rows], 1, w=[1 / h["se"] for h in rows])
+    assert helped["trend"]["slope_per_decade"] == pytest.approx(b) and b > 0.1
+    md = (run_dir / "report.md").read_text()
+    line = next(ln for ln in md.splitlines() if ln.startswith("| probes.accuracy_mul_multidigit after sft"))
+    assert line.endswith("| mid |")
+    # GRPO lowers mul_tokens' GSM-style accuracy at every rung (planted): the smallest rung with any effect
+    assert ("smallest rung whose 95% CI excludes zero for some headline effect is `small` "
+            "(gsm_synthetic.accuracy_flexible after grpo (mul_tokens))") in md
+    # the learns figure: the baseline misses it in every rung, mul_tokens only in `small`
+    missed = md[md.index("Not every model reaches the figures"):].splitlines()[0]
+    assert all(f"`{r}` baseline probes.accuracy_mul_multidigit 0.350 < 0.50" in missed for r in flops)
+    assert "`small` mul_tokens" in missed and "`mid` mul_tokens" not in missed and "`big` mul_tokens" not in missed
+    for name in ("ladder_effects.png", "ladder_accuracy.png", "rung-big/forest.png"):
+        assert (run_dir / "plots" / name).stat().st_size > 1000

@@ -5,6 +5,7 @@ One run becomes several Hub repos under a prefix `USER/name`:
     USER/name-results                  report, plots, every summary/items/metrics file, registry.json
     USER/name-tokenizer                the shared base tokenizer (trained BPE runs only)
     USER/name-<condition>-s<seed>-<stage>   one exported GPT2LMHeadModel per trained stage
+    USER/name-<rung>-<condition>-s<seed>-<stage>   the same, per rung of a ladder
 
 `registry.json` (in the results repo) maps each name to its repo, stage, condition and seed,
 so `domtok hub pull --repo-prefix USER/name --models baseline` on a fresh machine knows what
@@ -74,7 +75,8 @@ def build_registry(run_dir: Path, prefix: str) -> list[Entry]:
             entries.append(Entry("tokenizer", _repo_name(prefix, "tokenizer"), "tokenizer",
                                  path=str(n.out_dir.relative_to(run_dir)), hash=n.hash))
         if n.kind in TRAINING_KINDS and node_state(n) == "done":
-            name = f"{n.condition}-s{n.seed}-{n.stage}"
+            # a ladder trains the same (condition, seed, stage) once per rung: the rung names the repo
+            name = (f"{n.rung}-" if n.rung is not None else "") + f"{n.condition}-s{n.seed}-{n.stage}"
             entries.append(Entry(name, _repo_name(prefix, name), "model", n.stage, n.condition, n.seed,
                                  str(n.out_dir.relative_to(run_dir)), n.hash))
     return entries

@@ -114,6 +114,50 @@ def parse_ladder(data, where: str, stage_names: list[str]) -> list[Rung]:
     return rungs
 
 
+def parse_learns(data, where: str, evals_after: list[str], benchmarks: dict) -> dict:
+    """The spec's `learns:` section: what "the models learn what is tested" means, checked by
+    the report for every condition (and every rung of a ladder), as the mean over seeds:
+
+        learns:
+          stage: sft
+          minimum: {probes.accuracy_mul_table: 0.90, probes.accuracy_addition: 0.50}
+    """
+    if data is None:
+        return {}
+    at = f"{where}: learns"
+    if not isinstance(data, dict) or set(data) != {"stage", "minimum"} or not isinstance(data["minimum"], dict):
+        raise ConfigError(f"{at}: give `stage: NAME` and `minimum: {{BENCHMARK.METRIC: value}}`")
+    if data["stage"] not in evals_after:
+        raise ConfigError(f"{at}: stage {data['stage']!r} is not evaluated; evals.after: {evals_after}")
+    for key, v in data["minimum"].items():
+        bench = str(key).split(".", 1)[0]
+        if "." not in str(key) or bench not in benchmarks:
+            raise ConfigError(f"{at}: {key!r} is not BENCHMARK.METRIC of an enabled benchmark ({sorted(benchmarks)})")
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"{at}: minimum of {key} must be a number, got {v!r}")
+    return {"stage": data["stage"], "minimum": {str(k): float(v) for k, v in data["minimum"].items()}}
+
+
+def learn_check(learns: dict, accuracy: dict) -> tuple[list[str], list[str]]:
+    """(markdown lines, misses) of the `learns:` figures against {condition: {stage: {metric: mean}}}."""
+    if not learns:
+        return [], []
+    stage, minimum = learns["stage"], learns["minimum"]
+    conds = list(accuracy)
+    lines = [f"| after {stage} | minimum | " + " | ".join(conds) + " |", "|---|---:|" + "---:|" * len(conds)]
+    misses = []
+    for key, lo in minimum.items():
+        cells = []
+        for c in conds:
+            v = accuracy.get(c, {}).get(stage, {}).get(key)
+            ok = isinstance(v, (int, float)) and v >= lo
+            if not ok:
+                misses.append(f"{c} {key} {'not evaluated' if v is None else f'{v:.3f}'} < {lo:.2f}")
+            cells.append(("–" if v is None else f"{v:.3f}") + (" ✅" if ok else " ❌"))
+        lines.append(f"| {key} | {lo:.2f} | " + " | ".join(cells) + " |")
+    return lines, misses
+
+
 def nominal_vocab_size(tokenizer: dict, token_set: str) -> int:
     """The model's embedding size for the spec's tokenizer, before the tokenizer exists: the
     base ids asked for (gpt2: 50,257; bpe-N: N; a saved tokenizer dir: its own), padded, plus
@@ -186,9 +230,9 @@ def rung_compute(view, rung: Rung) -> dict:
     first = next((s.name for s in view.spec.stages if s.kind == "pretrain"), None)
     pre = [view.summary[n.id] for c in view.conditions for n in view.training(first, c)] if first else []
 
-    def agreed(key):
-        vals = {s.get(key) for s in pre if s.get(key) is not None}
-        return vals.pop() if len(vals) == 1 else (None if not vals else math.nan)
+    def agreed(key):  # None unless every model of the rung has the same value (see compute_matched)
+        vals = {s.get(key) for s in pre}
+        return vals.pop() if len(vals) == 1 else None
 
     return {"rung": rung.name, **rung.shape(), "params": agreed("params"), "tokens": agreed("tokens_trained"),
             "flops": agreed("total_flops"), "epochs": max((s.get("epochs") or 0 for s in pre), default=None),
@@ -224,28 +268,31 @@ def rung_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def fit_trend(flops: list[float], delta: list[float], ci: list[tuple[float, float]], level: float = 0.95) -> dict | None:
+def fit_trend(flops: list[float], delta: list[float], se: list[float], level: float = 0.95) -> dict | None:
     """Weighted least squares of the effect on log10(training FLOPs): delta = a + b log10(F).
 
-    Each rung's effect is a measurement with a known uncertainty, its CI's half-width / z
-    (floored at 1e-3 so an all-equal rung does not take infinite weight); the weights are
-    1 / se^2, and the slope's standard error comes from those variances, so a two-rung
-    ladder has one too. With three or more rungs the residuals are also tested against
-    those variances (chi-square, n - 2 degrees of freedom); when they scatter more than the
-    CIs allow (chi2 / dof > 1) the slope's variance is scaled by chi2 / dof, as is usual for
-    weighted fits. Returns None with fewer than two rungs at distinct FLOPs.
+    Each rung's effect is a measurement with a known standard error. A rung where both
+    conditions answer every item alike has se 0 (no variation to estimate it from); it gets
+    the smallest se any other rung measured instead of infinite weight, and when no rung has
+    a positive se the trend is not estimable (None). The weights are 1 / se^2, and the slope's standard error comes from those variances, so a
+    two-rung ladder has one too. With three or more rungs the residuals are also tested
+    against those variances (chi-square, n - 2 degrees of freedom); when they scatter more
+    than the errors allow (chi2 / dof > 1) the slope's variance is scaled by chi2 / dof, as is
+    usual for weighted fits. CI and p of the slope use the normal distribution. Returns None
+    with fewer than two rungs at distinct FLOPs.
     """
     import numpy as np
     from scipy import stats
 
-    pts = [(math.log10(f), d, c) for f, d, c in zip(flops, delta, ci)
-           if isinstance(f, (int, float)) and f > 0 and d is not None and c is not None and None not in c]
-    if len({p[0] for p in pts}) < 2:
+    pts = [(math.log10(f), d, e) for f, d, e in zip(flops, delta, se)
+           if isinstance(f, (int, float)) and f > 0 and isinstance(d, (int, float)) and isinstance(e, (int, float))]
+    positive = [p[2] for p in pts if p[2] > 0]
+    if len({p[0] for p in pts}) < 2 or not positive:
         return None
     z = stats.norm.ppf(0.5 + level / 2)
     x = np.array([p[0] for p in pts])
     y = np.array([p[1] for p in pts], dtype=float)
-    se = np.array([max((p[2][1] - p[2][0]) / (2 * z), 1e-3) for p in pts])
+    se = np.array([p[2] if p[2] > 0 else min(positive) for p in pts])
     w = 1.0 / se ** 2
     xm = float((w * x).sum() / w.sum())
     ym = float((w * y).sum() / w.sum())
@@ -306,13 +353,22 @@ def excludes_zero(h: dict) -> bool:
     return lo is not None and hi is not None and (lo > 0 or hi < 0)
 
 
+def standard_error(h: dict) -> float | None:
+    """A headline row's standard error: its own `se`, else its 95% CI's half-width / 1.96
+    (larger than the se when the CI is a t-interval with few degrees of freedom: conservative)."""
+    if isinstance(h.get("se"), (int, float)):
+        return float(h["se"])
+    lo, hi = h.get("ci_low"), h.get("ci_high")
+    return (hi - lo) / (2 * 1.959963984540054) if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else None
+
+
 def trends(rows: list[dict]) -> list[dict]:
     """Per headline effect: the fitted trend in log-compute and the smallest rung whose CI excludes 0."""
     out = []
     for key, pts in effects_by_key(rows).items():
         pts = sorted(pts, key=lambda p: p[0]["flops"] if isinstance(p[0].get("flops"), (int, float)) else math.inf)
         fit = fit_trend([p[0].get("flops") for p in pts], [p[1].get("delta") for p in pts],
-                        [(p[1].get("ci_low"), p[1].get("ci_high")) for p in pts])
+                        [standard_error(p[1]) for p in pts])
         first = next((p for p in pts if excludes_zero(p[1])), None)
         out.append({"benchmark": key[0], "metric": key[1], "stage": key[2], "condition": key[3],
                     "trend": fit, "first_rung_excluding_zero": first[0]["rung"] if first else None})
@@ -330,7 +386,9 @@ def trend_lines(rows: list[dict], trend_rows: list[dict]) -> list[str]:
         fit = t["trend"]
         first = t["first_rung_excluding_zero"] or "none"
         if fit is None:
-            lines.append(f"| {_label(key)} | 1 | – | – | – | – | {first} |")
+            n = len([h for r in rows for h in r.get("headline", []) if _key(h) == key and h.get("delta") is not None])
+            lines.append(f"| {_label(key)} | {n} | not estimable (fewer than two rungs, or no rung's effect has a "
+                         f"standard error) | – | – | – | {first} |")
             continue
         chi = f"{fit['chi2']:.2f} / {fit['dof']}" if fit["dof"] > 0 else "– (2 rungs: exact)"
         lines.append(f"| {_label(key)} | {fit['n_rungs']} | {fit['slope_per_decade']:+.4f} | "

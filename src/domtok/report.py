@@ -27,6 +27,16 @@ report.json holds the headline's numbers for programs:
 `{"seeds", "headline": [{"benchmark", "metric", "stage", "condition", "baseline_mean",
 "domain_mean", "delta", "ci_low", "ci_high", "p", "p_holm", "verdict", ...}], "grpo": [...],
 "accuracy": {condition: {stage: {"benchmark.metric": mean over seeds}}}}`.
+
+A spec with `learns:` also gets the check of those figures per condition. A ladder (a spec
+with `ladder:`, see domtok.ladder) opens instead with its rungs (parameters, tokens, FLOPs,
+wall time, compute matching per rung, the `learns:` check per rung), each headline effect
+against training FLOPs with its fitted trend in log-compute and the smallest rung whose CI
+excludes zero (plots/ladder_effects.png, plots/ladder_accuracy.png); then every rung's
+whole study as above, plots under plots/rung-<r>/, Holm over all rungs' comparisons.
+Its report.json: the same keys with a `rung` in every headline and grpo row, no top-level
+`accuracy`, and `"ladder": [{"rung", "params", "tokens", "flops", "wall_time_s",
+"compute_matched", "headline", "grpo", "accuracy", ...}]`, `"ladder_trend": [...]`.
 """
 
 from __future__ import annotations
@@ -415,6 +425,10 @@ def notation_lines(run: Run) -> list[str]:
                          f"{probe['prompts']} prompts changed)")
         if parts:
             out.append(f"- Notation, `{cond}`: " + "; ".join(parts) + ".")
+    if any(n.kind == "probes" and "accuracy_symbolic" in run.summary[n.id].get("metrics", {}) for n in run.nodes):
+        out.append("- Probe category `symbolic` asks `a × b =` in every condition, a string a domain condition saw "
+                   "only where its injector left it (its complete facts were tokens); `symbolic_context` and "
+                   "`symbolic_table` ask in each condition's own notation.")
     return out
 
 
@@ -595,7 +609,7 @@ def _grpo_sentence(run: Run, g: dict) -> str:
             f"{len(g['seeds'])} seed(s); higher in {runs_up} of {len(g['per_seed'])} runs).")
 
 
-def headline(run: Run, comps: dict) -> list[str]:
+def headline(run: Run, comps: dict, plots_rel: str = "plots") -> list[str]:
     """The report's opening: the question, the answer in words, the effect table, the method."""
     from domtok.tokens.sets import get_token_set
 
@@ -655,7 +669,7 @@ def headline(run: Run, comps: dict) -> list[str]:
               "(noncentral t with the design's own standard error and degrees of freedom). df: when the seeds "
               "disagree more than item noise explains, the seed variance enters the CI with K − 1 degrees of "
               "freedom (2 for 3 seeds), and only large effects can be detected; otherwise the seeds are pooled. "
-              "Forest plot: `plots/forest.png`."]
+              f"Forest plot: `{plots_rel}/forest.png`."]
     return lines
 
 
@@ -863,40 +877,111 @@ def plots(run: Run, out: Path) -> list[str]:
 
 # --------------------------------------------------------------------------- report
 
+def study_sections(run: Run, comps: dict, plots_dir: Path, rel: str, h: str = "##") -> list[str]:
+    """Every section of one study's report, headline first (a whole run, or one ladder rung);
+    its plots go to `plots_dir`, linked as `rel/NAME`; headings at level `h`."""
+    figs = plots(run, plots_dir)
+    forest = forest_plot(comps, plots_dir)
+    lines = [f"{h} Headline", "", *headline(run, comps, rel), "",
+             *([f"![forest plot]({rel}/{forest})", ""] if forest else []),
+             f"{h} Losses", "", *loss_table(run), "",
+             f"{h} Reinforcement learning", "", *reward_table(run), "",
+             f"{h}# Does GRPO raise held-out accuracy?", "", *grpo_table(run, comps), "",
+             f"{h} Evaluation matrix", "", "Each cell: value [95% Wilson CI] for one seed; mean ± std over seeds otherwise.", "",
+             *eval_matrix(run), "",
+             f"{h} Generation (GSM-style benchmarks)", "", *generation_table(run), "",
+             f"{h} Paired comparison: domain vs baseline", "",
+             "One row per seed: same items, same seed, delta = domain − baseline, paired bootstrap 95% CI, "
+             "exact McNemar p.", "",
+             *paired_comparisons(run, comps), "",
+             f"{h} Compute matching", "", *compute_table(run), "",
+             f"{h} Confounds", "", *confounds(run), "",
+             f"{h} Plots", ""]
+    return lines + ([f"![{f}]({rel}/{f})" for f in figs] or ["(nothing to plot yet)"])
+
+
+def _rung_part(comps: dict, rung: str) -> dict:
+    """The comparisons of one ladder rung (Holm p and m stay those of the whole ladder)."""
+    return {**{k: [r for r in comps[k] if r.get("rung") == rung] for k in ("headline", "grpo", "per_seed")},
+            "m": comps["m"]}
+
+
+def ladder_report(run: Run, comps: dict) -> tuple[list[str], dict]:
+    """A ladder's report.md body and report.json: per-rung compute and "learns" checks, each
+    headline effect against training FLOPs with a fitted trend, then every rung's whole study
+    (Holm's correction, from `comparisons`, runs over every comparison of every rung)."""
+    from domtok import ladder
+
+    js = report_json(run, comps)
+    rows = []
+    for rung in run.spec.ladder:
+        view = run.rung(rung.name)
+        prefix = f"rung-{rung.name}/"  # report_json's accuracy keys of this rung
+        accuracy = {c: {st: {k[len(prefix):]: v for k, v in by_metric.items() if k.startswith(prefix)}
+                        for st, by_metric in by_stage.items()} for c, by_stage in js["accuracy"].items()}
+        accuracy = {c: {st: m for st, m in by.items() if m} for c, by in accuracy.items()}
+        rows.append({**ladder.rung_compute(view, rung), "compute_matched": compute_matched(view),
+                     "headline": [h for h in js["headline"] if h["rung"] == rung.name],
+                     "grpo": [g for g in js["grpo"] if g["rung"] == rung.name],
+                     "accuracy": {c: by for c, by in accuracy.items() if by}})
+    trend_rows = ladder.trends(rows)
+    figs = ladder.plots(rows, trend_rows, run.dir / "plots")
+    lines = ["## Ladder", "",
+             "Every rung runs the whole study. FLOPs: pretraining FLOPs of one model (6N + attention per token, "
+             "x tokens trained); wall time: every finished node of the rung, all conditions and seeds.", "",
+             *ladder.rung_table(rows), ""]
+    if run.spec.learns:
+        lines += [f"### Do the models learn what is tested? (mean over seeds after `{run.spec.learns['stage']}`)", ""]
+        missed = []
+        for r in rows:
+            check, misses = ladder.learn_check(run.spec.learns, r["accuracy"])
+            lines += [f"Rung `{r['rung']}`:", "", *check, ""]
+            missed += [f"`{r['rung']}` {m}" for m in misses]
+        lines += ["- ⚠ Not every model reaches the figures: " + "; ".join(missed) + "." if missed else
+                  "- ✅ Every rung's models reach every figure, in every condition.", ""]
+    lines += ["### The effect against compute", "",
+              "Weighted least squares of each headline effect on log10(FLOPs), weights 1 / SE² of each rung's "
+              "effect; slope CI from those variances (scaled up by χ²/dof when the rungs scatter more than "
+              f"their errors allow). Holm's correction in the per-rung tables runs over all {comps['m']} "
+              "comparisons of the ladder.", "",
+              *ladder.trend_lines(rows, trend_rows), "", *[f"![{f}](plots/{f})" for f in figs], ""]
+    for rung in run.spec.ladder:
+        view = run.rung(rung.name)
+        lines += [f"## Rung `{rung.name}`: {rung.n_layer} layers x {rung.n_embd} wide, {rung.n_head} heads", "",
+                  *study_sections(view, _rung_part(comps, rung.name), run.dir / "plots" / rung.dir_name,
+                                  f"plots/{rung.dir_name}", "###"), ""]
+    return lines, {**js, "ladder": rows, "ladder_trend": trend_rows}
+
+
 def write_report(run_dir: str | Path) -> Path:
     """report.md (headline first), report.json and plots/ of a run directory; returns report.md."""
     run_dir = Path(run_dir)
     run = Run(run_dir)
     pending = [n.id for n in run.all_nodes if n not in run.nodes]
-    comps = comparisons(run)
-    figs = plots(run, run_dir / "plots")
-    forest = forest_plot(comps, run_dir / "plots")
     spec = run.spec
     lines = [f"# domtok report: {spec.name}", "",
              f"Conditions: {', '.join(f'`{c}`' for c in run.conditions)} (baseline: `{run.baseline}`); "
-             f"seeds: {spec.seeds}; stages: {' → '.join(['prepare'] + run.stages)}.",
+             f"seeds: {spec.seeds}; stages: {' → '.join(['prepare'] + run.stages)}"
+             + (f"; ladder rungs: {', '.join(f'`{r.name}`' for r in spec.ladder)}" if spec.ladder else "") + ".",
              f"Finished nodes: {len(run.nodes)} of {len(run.all_nodes)}"
              + (f" — not finished: {', '.join(pending[:8])}{' …' if len(pending) > 8 else ''}" if pending else "") + ".",
-             "", "## Headline", "", *headline(run, comps), "",
-             *([f"![forest plot](plots/{forest})", ""] if forest else []),
-             "## Losses", "", *loss_table(run), "",
-             "## Reinforcement learning", "", *reward_table(run), "",
-             "### Does GRPO raise held-out accuracy?", "", *grpo_table(run, comps), "",
-             "## Evaluation matrix", "", "Each cell: value [95% Wilson CI] for one seed; mean ± std over seeds otherwise.", "",
-             *eval_matrix(run), "",
-             "## Generation (GSM-style benchmarks)", "", *generation_table(run), "",
-             "## Paired comparison: domain vs baseline", "",
-             "One row per seed: same items, same seed, delta = domain − baseline, paired bootstrap 95% CI, "
-             "exact McNemar p.", "",
-             *paired_comparisons(run, comps), "",
-             "## Compute matching", "", *compute_table(run), "",
-             "## Confounds", "", *confounds(run), "",
-             "## Plots", ""]
-    lines += [f"![{f}](plots/{f})" for f in figs] or ["(nothing to plot yet)"]
+             ""]
+    comps = comparisons(run)
+    if spec.ladder:
+        body, js = ladder_report(run, comps)
+    else:
+        body, js = study_sections(run, comps, run_dir / "plots", "plots"), report_json(run, comps)
+        if spec.learns:
+            from domtok.ladder import learn_check
+
+            check, misses = learn_check(spec.learns, js["accuracy"])
+            body = [f"## Do the models learn what is tested? (mean over seeds after `{spec.learns['stage']}`)", "",
+                    *check, "", ("- ⚠ Not every model reaches the figures: " + "; ".join(misses) + ".") if misses
+                    else "- ✅ Every condition's models reach every figure.", ""] + body
     # report.json first: report.md, the file people open, is the last to appear.
-    atomic_write_text(run_dir / "report.json", json.dumps(report_json(run, comps), indent=1, allow_nan=False) + "\n")
+    atomic_write_text(run_dir / "report.json", json.dumps(js, indent=1, allow_nan=False) + "\n")
     path = run_dir / "report.md"
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines + body) + "\n")
     return path
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from domtok.config import (ConfigError, deep_merge, apply_overrides, config_hash, load_yaml, resolve_config_path,
                            stage_section)
 from domtok.errors import DomtokError
-from domtok.ladder import nominal_vocab_size, parse_ladder, resolve_rung
+from domtok.ladder import nominal_vocab_size, parse_ladder, parse_learns, resolve_rung
 
 TRAINING_KINDS = ("pretrain", "sft", "grpo", "rft")
 EVAL_KINDS = ("gsm8k", "hellaswag", "probes")
@@ -64,6 +64,7 @@ class Spec:
     token_set: str = "mul"
     confounds: list[str] = field(default_factory=list)
     ladder: list = field(default_factory=list)  # domtok.ladder.Rung: the study at several sizes
+    learns: dict = field(default_factory=dict)  # stage, {"benchmark.metric": minimum}: see ladder.parse_learns
     raw: dict = field(default_factory=dict)
 
     def stage(self, name: str) -> StageSpec:
@@ -140,6 +141,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     seed_list = list(range(seeds)) if seeds else [int(s) for s in data.get("seeds", [0])]
     tokenizer, token_set, prepare = data.get("tokenizer") or {"base": "gpt2"}, str(data.get("token_set", "mul")), need("prepare", dict)
     ladder = parse_ladder(data.get("ladder"), where, [s.name for s in stages])
+    learns = parse_learns(data.get("learns"), where, evals_after, benchmarks)
     if ladder:
         vocab_size = nominal_vocab_size(tokenizer, token_set)
         for rung in ladder:
@@ -147,7 +149,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     return Spec(name=str(data.get("name", path.stem)), conditions=conditions, seeds=seed_list,
                 tokenizer=tokenizer, prepare=prepare, stages=stages, evals_after=evals_after, benchmarks=benchmarks,
                 runs_dir=str(data.get("runs_dir", "runs")), token_set=token_set,
-                confounds=list(data.get("confounds") or []), ladder=ladder, raw=data)
+                confounds=list(data.get("confounds") or []), ladder=ladder, learns=learns, raw=data)
 
 
 # --------------------------------------------------------------------------- the DAG
