@@ -397,3 +397,14 @@ def test_more_bad_inputs(tmp_path, micro, args, needles):
     for name in ("runs", "p", "prep", "tok", "e"):  # nothing that looks complete
         p = tmp_path / name
         assert not p.exists() or not any(p.rglob("manifest.json")) and not any(p.rglob("config.yaml")), name
+
+
+def test_every_shipped_spec_passes_the_whole_spec_validation():
+    """The validation rejects unknown keys: it must know every key the shipped presets use."""
+    from domtok.config import PRESET_DIR, is_experiment_spec, load_yaml
+    from domtok.pipeline import check_stage_configs, load_spec
+
+    specs = [p for p in sorted(PRESET_DIR.glob("*.yaml")) if is_experiment_spec(load_yaml(p)) or "extends" in load_yaml(p)]
+    assert len(specs) >= 3
+    for p in specs:
+        check_stage_configs(load_spec(str(p)), where=str(p))

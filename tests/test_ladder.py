@@ -344,3 +344,52 @@ def test_trend_of_rungs_without_variation():
     fit = fit_trend([1e12, 1e13, 1e14], [0.0, 0.1, 0.2], [0.0, 0.05, 0.02])
     assert fit == fit_trend([1e12, 1e13, 1e14], [0.0, 0.1, 0.2], [0.02, 0.05, 0.02])
     assert fit_trend([1e12, 1e14], [0.0, 0.0], [0.0, 0.0]) is None  # nothing to weigh: not estimable
+
+
+def test_planted_ladder_effect_is_found_from_its_first_rung(tmp_path):
+    """A fake ladder (the report's fake run dirs, items planted): mul_tokens helps on
+    mul_multidigit in rungs `mid` and `big`, not in `small`; nothing else differs."""
+    from test_report import write_fake_run
+
+    from domtok.report import write_report
+
+    ladder = [{"name": "small", "n_layer": 1, "n_head": 1, "n_embd": 8, "tokens": 8192},
+              {"name": "mid", "n_layer": 1, "n_head": 1, "n_embd": 16, "tokens": 8192},
+              {"name": "big", "n_layer": 1, "n_head": 1, "n_embd": 32, "tokens": 8192}]
+    run_dir = write_fake_run(tmp_path, seeds=(0, 1), ladder=ladder)
+    spec_path = run_dir / "spec.yaml"
+    spec_data = yaml.safe_load(spec_path.read_text())
+    spec_data["learns"] = {"stage": "sft", "minimum": {"probes.accuracy_mul_multidigit": 0.5}}
+    spec_path.write_text(yaml.safe_dump(spec_data))
+    flops = {"small": 1e12, "mid": 1e13, "big": 1e14}
+    for m in run_dir.glob("rung-*/*/seed*/pretrain/manifest.json"):
+        data = json.loads(m.read_text())
+        rung = m.parts[-5][len("rung-"):]
+        data["summary"] = {"params": 1000, "steps": 8, "tokens_per_step": 1024, "tokens_trained": 8192,
+                           "total_flops": flops[rung], "epochs": 0.5, "wall_time_s": 1.0}
+        m.write_text(json.dumps(data))
+    write_report(run_dir)
+    report = json.loads((run_dir / "report.json").read_text())
+    assert [r["rung"] for r in report["ladder"]] == ["small", "mid", "big"]
+    assert [r["flops"] for r in report["ladder"]] == [1e12, 1e13, 1e14]
+    trend = {(t["metric"], t["stage"]): t for t in report["ladder_trend"] if t["benchmark"] == "probes"}
+    helped = trend["accuracy_mul_multidigit", "sft"]
+    assert helped["first_rung_excluding_zero"] == "mid"
+    assert trend["accuracy_mul_table", "sft"]["first_rung_excluding_zero"] is None
+    # the slope is the weighted fit of the report's own per-rung effects and standard errors
+    rows = [next(h for h in r["headline"] if h["metric"] == "accuracy_mul_multidigit" and h["stage"] == "sft")
+            for r in report["ladder"]]
+    b, _ = np.polyfit([12, 13, 14], [h["delta"] for h in rows], 1, w=[1 / h["se"] for h in rows])
+    assert helped["trend"]["slope_per_decade"] == pytest.approx(b) and b > 0.1
+    md = (run_dir / "report.md").read_text()
+    line = next(ln for ln in md.splitlines() if ln.startswith("| probes.accuracy_mul_multidigit after sft"))
+    assert line.endswith("| mid |")
+    # GRPO lowers mul_tokens' GSM-style accuracy at every rung (planted): the smallest rung with any effect
+    assert ("smallest rung whose 95% CI excludes zero for some headline effect is `small` "
+            "(gsm_synthetic.accuracy_flexible after grpo (mul_tokens))") in md
+    # the learns figure: the baseline misses it in every rung, mul_tokens only in `small`
+    missed = md[md.index("Not every model reaches the figures"):].splitlines()[0]
+    assert all(f"`{r}` baseline probes.accuracy_mul_multidigit 0.350 < 0.50" in missed for r in flops)
+    assert "`small` mul_tokens" in missed and "`mid` mul_tokens" not in missed and "`big` mul_tokens" not in missed
+    for name in ("ladder_effects.png", "ladder_accuracy.png", "rung-big/forest.png"):
+        assert (run_dir / "plots" / name).stat().st_size > 1000

@@ -77,7 +77,7 @@ class Spec:
 
 # The keys a spec may hold at each level; anything else is a typo, reported before a node runs.
 SPEC_KEYS = ("name", "runs_dir", "seeds", "token_set", "conditions", "tokenizer", "prepare", "stages", "evals",
-             "confounds", "ladder")
+             "confounds", "ladder", "learns")
 STAGE_KEYS = ("name", "kind", "config", "set", "after")
 TOKENIZER_KEYS = ("base", "sample_docs")
 EVALS_KEYS = ("after", "benchmarks")

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--batch-size", type=int, help=f"batch size (default {batch_default})")
         p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
         p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
-                       help="autocast dtype on CUDA (auto = bfloat16; CPU always runs float32)")
+                       help="autocast dtype (auto = bfloat16 on CUDA, float32 on CPU; bfloat16 autocasts on CPU too)")
         p.add_argument("--config", help="YAML file with the benchmark's config (or an experiment spec)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
 
@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-new-tokens", type=int)
     g.add_argument("--calculator", action="store_true", default=None, help="evaluate <<expr= annotations")
     g.add_argument("--inject-prompt", action="store_true", default=None,
-                   help="inject domain tokens into the question (domain-token models only)")
+                   help="inject domain tokens into the question, with the model's injector settings "
+                        "(domain-token models only)")
 
     h = sub.add_parser("hellaswag", help="HellaSwag acc / acc_norm (per token and per character)")
     common(h, 8)
@@ -58,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("probes", help="arithmetic probes, per-category accuracy")
     common(p, 64)
     p.add_argument("--categories", help="comma-separated (default mul_table,mul_multidigit,addition); "
-                   "also subtraction, mul_2digit, symbolic, symbolic_context")
+                   "also subtraction, mul_2digit, symbolic, symbolic_context, symbolic_table")
     p.add_argument("--no-inject-prompt", dest="inject_prompt", action="store_false", default=None,
                    help="show a domain-token model the questions as written, not in its training notation")
     p.add_argument("--prompt-style", choices=["answer_is", "chat", "plain"])
