@@ -96,16 +96,38 @@ def test_batched_greedy_equals_one_at_a_time():
     assert [g.ids for g in eng.generate([TOK.encode(p) for p in PROMPTS], params)] == [g.ids for g in batched]
 
 
-def test_block_size_caps_generation_and_bad_prompts_are_errors():
+def test_block_size_caps_generation_and_long_prompts_are_cut_from_the_left():
     from domtok.errors import DomtokError
 
     eng = Engine(tiny_gpt(), TOK)
     g = eng.generate(["x" * 60], SamplingParams(max_new_tokens=50, **PLAIN))[0]
-    assert g.num_tokens == 4 and g.finish_reason == "length"  # 60 + 4 = block_size 64
-    with pytest.raises(DomtokError, match="block_size"):
-        eng.generate(["x" * 64], SamplingParams())
+    # 60 + 4 = block_size 64: the context, not the budget, stopped it
+    assert g.num_tokens == 4 and g.finish_reason == "context" and g.prompt_truncated == 0
+    g = eng.generate(["x" * 60], SamplingParams(max_new_tokens=4, **PLAIN))[0]
+    assert g.num_tokens == 4 and g.finish_reason == "length"
+    long = "".join(chr(97 + i % 26) for i in range(114))  # block_size + 50
+    g = eng.generate([long], SamplingParams(max_new_tokens=8, **PLAIN))[0]
+    ref = eng.generate([long[-63:]], SamplingParams(max_new_tokens=8, **PLAIN))[0]
+    assert g.prompt_truncated == 51 and g.ids == ref.ids and g.finish_reason == "context" and g.num_tokens == 1
     with pytest.raises(DomtokError, match="empty"):
         eng.generate([""], SamplingParams())
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_batch_mixing_prompts_at_the_context_with_short_ones_matches_one_at_a_time(temperature):
+    """The crash of issue 12: a long prompt's row finished at the context and rode along in the
+    batch until compaction, its position running past block_size (IndexError in wpe)."""
+    eng = Engine(tiny_gpt(), TOK)
+    prompts = ["a" * 63, "b" * 64, "c" * 114] + ["hi", "ok", "yes", "no", "x", "y", "z"]
+    params = SamplingParams(max_new_tokens=30, temperature=temperature, seed=3, stop_strings=(), stop_on_eos=False)
+    batched = eng.generate(prompts, params, num_samples=2, batch_size=16)
+    single = eng.generate(prompts, params, num_samples=2, batch_size=1)
+    assert [(g.ids, g.finish_reason, g.prompt_truncated) for g in batched] == \
+           [(g.ids, g.finish_reason, g.prompt_truncated) for g in single]
+    by_prompt = {g.prompt_index: g for g in batched}
+    assert [by_prompt[i].prompt_truncated for i in range(3)] == [0, 1, 51]
+    assert all(by_prompt[i].finish_reason == "context" and by_prompt[i].num_tokens == 1 for i in range(3))
+    assert all(by_prompt[i].finish_reason == "length" and by_prompt[i].num_tokens == 30 for i in range(3, 10))
 
 
 # ---------------------------------------------------------------- scripted model

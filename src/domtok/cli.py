@@ -53,22 +53,58 @@ def main(argv: list[str] | None = None) -> int:
     verb = next((a for a in argv if not a.startswith("-")), None)
     known = {v for v, _, _ in VERBS}
     parser = build_parser(verb if verb in known else None)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # `domtok pretrain X --out Y k=v`: argparse stops collecting positionals at the first option,
+    # so overrides after options come back here; they are overrides all the same.
+    if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides = list(args.overrides or []) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not args.verb:
         parser.print_help()
         return 0
     module = importlib.import_module(args._module)
     from domtok.errors import DomtokError
+    from domtok.outdir import release_locks
 
     try:
         rc = module.main(args)
     except DomtokError as e:
-        print(f"domtok {args.verb}: error: {e}", file=sys.stderr)
+        print(f"domtok {args.verb}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except (OSError, UnicodeDecodeError) as e:
+        # The error boundary: a file the user named that cannot be read or written. Each verb
+        # checks its inputs up front; this catches the rest without a traceback.
+        print(f"domtok {args.verb}: error: {_os_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"domtok {args.verb}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        release_locks()
     return int(rc or 0)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+def _os_message(e: BaseException) -> str:
+    """`<file>: <what is wrong>; <fix>` for the OS errors a bad path raises."""
+    if isinstance(e, UnicodeDecodeError):
+        return (f"a file is not valid UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8 "
+                "(e.g. iconv -f latin1 -t utf-8)")
+    name = getattr(e, "filename", None) or "?"
+    fixes = {IsADirectoryError: "is a directory; give a file path",
+             NotADirectoryError: "a part of this path is a file, not a directory; give a directory path",
+             FileNotFoundError: "not found; check the path",
+             FileExistsError: "already exists as a file; give a directory path or remove it",
+             PermissionError: "permission denied; choose a path you can write",
+             ConnectionError: "network unreachable; check the connection (or work offline)"}
+    for cls, fix in fixes.items():
+        if isinstance(e, cls):
+            return f"{name}: {fix}"
+    return f"{name}: {e.strerror or e}; check the path and the disk"
 
 
 if __name__ == "__main__":

@@ -44,10 +44,14 @@ def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
 
 def load_yaml(path: str | os.PathLike) -> dict:
     path = resolve_config_path(path)
+    if Path(path).is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file; give a YAML file or a preset name")
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save the config as UTF-8") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys to values")
     return data

@@ -14,6 +14,13 @@ decoded together in chunks of `batch_size`:
    enough rows have stopped the batch is compacted (`KVCache.select` again), so finished
    rows stop costing work.
 
+The context (the model's `block_size`) is never indexed past: a row may grow to
+`block_size` tokens, prompt included, and one that gets there stops with
+`finish_reason="context"` (not "length": its own budget was not spent). A prompt that leaves
+no room for a single new token (`block_size` tokens or more) is cut from the LEFT to
+`block_size - 1` tokens, keeping the end a model answers from; `Generation.prompt_truncated`
+says how many tokens were cut, so every caller can record it per item.
+
 Stop strings are checked on the decoded tail of the row only, and only after a token that
 could complete one; nothing re-decodes the whole text per step.
 
@@ -62,8 +69,9 @@ class Generation:
     sample_index: int
     ids: list[int]  # every generated id, including a final EOS or the tokens of a stop string
     text: str  # decoded ids, cut before the stop string / EOS; domain tokens stay visible
-    finish_reason: str  # "eos" | "stop" | "length"
+    finish_reason: str  # "eos" | "stop" | "length" (max_new_tokens) | "context" (block_size reached)
     num_tokens: int  # len(ids)
+    prompt_truncated: int = 0  # tokens cut from the left of a prompt too long for the context
 
 
 # A batch is compacted once this fraction of its rows has finished (and always when it is
@@ -108,12 +116,14 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generators: list[t
 class _Row:
     """Book-keeping of one (prompt, sample) row while it decodes."""
 
-    __slots__ = ("prompt_index", "sample_index", "limit", "ids", "forced", "finish_reason")
+    __slots__ = ("prompt_index", "sample_index", "limit", "limit_reason", "ids", "forced", "finish_reason")
 
-    def __init__(self, prompt_index: int, sample_index: int, limit: int):
+    def __init__(self, prompt_index: int, sample_index: int, max_new_tokens: int, room: int):
         self.prompt_index = prompt_index
         self.sample_index = sample_index
-        self.limit = limit  # token budget (max_new_tokens, or less near block_size)
+        # token budget: max_new_tokens, or the room left in the context when that is less
+        self.limit = min(max_new_tokens, room)
+        self.limit_reason = "length" if max_new_tokens <= room else "context"
         self.ids: list[int] = []
         self.forced: list[int] = []  # calculator tokens still to feed
         self.finish_reason: str | None = None
@@ -171,7 +181,14 @@ class Engine:
         params = params or SamplingParams()
         if num_samples < 1 or batch_size < 1:
             raise DomtokError(f"generate: num_samples ({num_samples}) and batch_size ({batch_size}) must be >= 1")
-        prompt_ids = [self._prompt_ids(p, i) for i, p in enumerate(prompts)]
+        if params.max_new_tokens < 1:
+            raise DomtokError(f"generate: max_new_tokens is {params.max_new_tokens}; give at least 1 "
+                              "(--max-new-tokens N)")
+        prompt_ids, cut = [], []
+        for i, p in enumerate(prompts):
+            ids, n_cut = self._prompt_ids(p, i)
+            prompt_ids.append(ids)
+            cut.append(n_cut)
         wanted = range(len(prompt_ids)) if only is None else sorted(set(only))
         # Longest prompts first: rows of similar length share a chunk, so little padding.
         order = sorted(wanted, key=lambda i: (-len(prompt_ids[i]), i))
@@ -179,6 +196,7 @@ class Engine:
         results: dict[tuple[int, int], Generation] = {}
         for start in range(0, len(rows), batch_size):
             for g in self._generate_chunk(prompt_ids, rows[start:start + batch_size], params):
+                g.prompt_truncated = cut[g.prompt_index]
                 results[(g.prompt_index, g.sample_index)] = g
         return [results[(p, s)] for p in wanted for s in range(num_samples)]
 
@@ -205,7 +223,7 @@ class Engine:
             idx[r, P - n:] = torch.tensor(prompt_ids[p])
             key_mask[r, P - n:] = True
             positions[r, P - n:] = torch.arange(n)
-        rows = [_Row(p, s, min(params.max_new_tokens, self.block_size - len(prompt_ids[p]))) for p, s in chunk]
+        rows = [_Row(p, s, params.max_new_tokens, self.block_size - len(prompt_ids[p])) for p, s in chunk]
         max_steps = max(r.limit for r in rows)
         if max_steps <= 0:
             return [self._finish(r, "length") for r in rows]
@@ -248,7 +266,7 @@ class Engine:
                 elif stop_candidates is not None and stop_candidates[tok] and self._hit_stop(row.ids, stops, stop_tail):
                     row.finish_reason = "stop"
                 elif len(row.ids) >= row.limit:
-                    row.finish_reason = "length"
+                    row.finish_reason = row.limit_reason
                 elif calc_candidates is not None and not row.forced and calc_candidates[tok]:
                     row.forced = self._calculator_tokens(row.ids)
             if forced_any:
@@ -270,7 +288,9 @@ class Engine:
             with self._autocast():
                 logits, _ = self._decode(nxt.view(-1, 1), kv_cache=cache, positions=pos.view(-1, 1), last_only=True)
             logits = logits[:, -1, :]
-            pos = pos + 1
+            # A finished row rides along until the next compaction and its output is ignored;
+            # its position is held inside the context so the embedding is never indexed past it.
+            pos = torch.clamp(pos + 1, max=self.block_size - 1)
         return [self._finish(r, r.finish_reason, stops) for r in done]
 
     # ---------------------------------------------------------------- helpers
@@ -319,14 +339,14 @@ class Engine:
         except Exception:  # ids beyond the tokenizer's table decode to nothing
             return ""
 
-    def _prompt_ids(self, prompt, index: int) -> list[int]:
+    def _prompt_ids(self, prompt, index: int) -> tuple[list[int], int]:
+        """(ids, tokens cut): a prompt with no room for one new token keeps its last
+        block_size - 1 tokens."""
         ids = self._ids(prompt)
         if not ids:
             raise DomtokError(f"generate: prompt {index} is empty; give at least one token")
-        if len(ids) >= self.block_size:
-            raise DomtokError(f"generate: prompt {index} has {len(ids)} tokens, the model's block_size is "
-                              f"{self.block_size}; shorten the prompt")
-        return ids
+        cut = max(0, len(ids) - (self.block_size - 1))
+        return ids[cut:], cut
 
     def _ids(self, x) -> list[int]:
         if isinstance(x, str):

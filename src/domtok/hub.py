@@ -117,21 +117,37 @@ def _already_there(api, entry: Entry) -> bool:
         return False
 
 
+def _hub_call(what: str, fn, *args, **kwargs):
+    """Call the Hub; a network or server failure becomes one readable line."""
+    try:
+        return fn(*args, **kwargs)
+    except DomtokError:
+        raise
+    except Exception as e:  # requests' ConnectionError, HfHubHTTPError, offline mode, ...
+        detail = " ".join(str(e).split())[:200]
+        raise DomtokError(f"{what}: the Hugging Face Hub could not be reached or refused ({type(e).__name__}: "
+                          f"{detail}); check the network, HF_ENDPOINT and the token, then run the command again "
+                          "(what is already there is skipped)") from None
+
+
 def push(run_dir: Path, prefix: str, wanted: list[str] | None = None, include_checkpoints: bool = False,
          force: bool = False, private: bool = True, log=print) -> list[Entry]:
-    _require_token()
+    # the run dir first (build_registry reads it): a wrong path is the likelier mistake, and
+    # needs no token to report
+    _repo_name(prefix, "results")
     registry = build_registry(run_dir, prefix)
+    _require_token()
     api = HfApi()
     pushed = []
     for e in select(registry, wanted):
         if e.kind != "results" and not force and _already_there(api, e):
             log(f"skip {e.name}: {e.repo} already has it (use --force to upload again)")
             continue
-        api.create_repo(e.repo, private=private, exist_ok=True)
+        _hub_call(e.repo, api.create_repo, e.repo, private=private, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
             folder = _stage_folder(run_dir, e, registry, Path(tmp), include_checkpoints)
-            api.upload_folder(repo_id=e.repo, folder_path=str(folder),
-                              commit_message=f"domtok: {e.name}")
+            _hub_call(e.repo, api.upload_folder, repo_id=e.repo, folder_path=str(folder),
+                      commit_message=f"domtok: {e.name}")
         log(f"pushed {e.name} -> {e.repo}")
         pushed.append(e)
     return pushed
@@ -193,7 +209,7 @@ def pull(prefix: str, out_dir: Path, wanted: list[str] | None = None, include_ch
         if marker.exists() and not force:
             log(f"skip {e.name}: {dst} exists (use --force to download again)")
             continue
-        snapshot_download(repo_id=e.repo, local_dir=str(dst), ignore_patterns=ignore)
+        _hub_call(e.repo, snapshot_download, repo_id=e.repo, local_dir=str(dst), ignore_patterns=ignore)
         log(f"pulled {e.repo} -> {dst}")
         got.append(e)
     return got
@@ -244,6 +260,10 @@ def main(args) -> int:
         push(Path(args.run_dir), args.repo_prefix, wanted, args.include_checkpoints, args.force,
              private=not args.public)
     else:
+        _repo_name(args.repo_prefix, "results")
         out = Path(args.out) if args.out else Path("runs") / args.repo_prefix.split("/")[1]
+        from domtok.outdir import claim_out_dir
+
+        claim_out_dir(out, what="--out run directory")
         pull(args.repo_prefix, out, wanted, args.include_checkpoints, args.force)
     return 0

@@ -30,7 +30,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
-from domtok.config import atomic_write_json, atomic_write_text
+from domtok.config import ConfigError, atomic_write_json, atomic_write_text
 from domtok.errors import DomtokError
 # The spec and the DAG are the run directory's; they are re-exported here for `domtok run`'s callers.
 from domtok.rundir import (EVAL_KINDS, TRAINING_KINDS, Node, Spec, StageSpec, build_nodes,  # noqa: F401
@@ -76,6 +76,27 @@ def stage_call(node: Node, run_dir: Path):
     cls = {"gsm8k": "GSM8KEvalConfig", "hellaswag": "HellaSwagEvalConfig", "probes": "ProbesConfig"}[node.kind]
     cfg["model"] = _model_dir(node.deps[0])
     return mod.run, _build(getattr(mod, cls), cfg, node)
+
+
+def check_stage_configs(spec: Spec, where: str = "spec") -> None:
+    """Build every node's config object as `stage_call` will, before the first node runs: a typo
+    such as `stages.0.config.lrr=1` is an error now, not in a node's log after earlier stages ran."""
+    from domtok.data.prepare import prepare_node_config
+
+    base = str(spec.tokenizer.get("base", "gpt2"))
+    if base != "gpt2" and not (base.startswith("bpe-") and base[4:].isdigit() and int(base[4:]) >= 258):
+        raise ConfigError(f"{where}: tokenizer.base {base!r}: use gpt2 or bpe-N (N >= 258, e.g. bpe-1024)")
+    run_dir = Path(spec.runs_dir) / spec.name
+    for node in build_nodes(spec, run_dir):
+        if node.kind == "tokenizer":
+            continue
+        try:  # a prepare node's tokenizer is the tokenizer node's output: any valid value checks the rest
+            if node.kind == "prepare":
+                prepare_node_config(node.config, "gpt2", where=f"stage {node.id}")
+            else:
+                stage_call(node, run_dir)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
 
 
 def _build(cls, cfg: dict, node: Node):
@@ -135,18 +156,21 @@ def run_experiment(spec: Spec, opts: RunOptions) -> int:
     run_dir = Path(spec.runs_dir) / spec.name
     if opts.node_rank > 0:
         return follow_experiment(spec, opts)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "spec.yaml", _dump_spec(spec))
+    check_stage_configs(spec, where=spec.path or f"spec {spec.name}")
     nodes = build_nodes(spec, run_dir)
     stage_names = [s.name for s in spec.stages]
     order = ["tokenizer", "prepare"] + stage_names
     for opt in (opts.only, opts.from_stage):
         if opt is not None and opt not in order:
-            raise DomtokError(f"no stage {opt!r} in spec {spec.name}; stages: {order}")
+            raise DomtokError(f"{spec.path or spec.name}: no stage {opt!r}; stages: {order}")
     from_index = order.index(opts.from_stage) if opts.from_stage else None
+    todo = [n for n in nodes if opts.only is None or n.stage == opts.only]
+    check_replacements(nodes, todo, opts)
+    # only now, with everything checked: a refused run leaves the run dir's spec as it was
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "spec.yaml", _dump_spec(spec))
 
     t_start = time.time()
-    todo = [n for n in nodes if opts.only is None or n.stage == opts.only]
     jobs = f"{opts.jobs} jobs x {threads_per_job(opts)} thread(s)" if opts.jobs > 1 else "1 job"
     _say(opts, f"domtok run {spec.name}: {len(todo)} nodes, conditions {list(spec.conditions)}, "
                f"seeds {spec.seeds}, run dir {run_dir}, {jobs}")
@@ -172,6 +196,28 @@ def run_experiment(spec: Spec, opts: RunOptions) -> int:
     if failed:
         _say(opts, "failed: " + ", ".join(sorted(failed)) + f" (logs under {run_dir})")
     return 1 if failed else 0
+
+
+def check_replacements(nodes: list[Node], todo: list[Node], opts: RunOptions) -> None:
+    """`--only S` after S's config changed would replace finished nodes and leave every finished
+    node after them stale without re-running it: say so, and go on only with --force."""
+    if opts.only is None or opts.force:
+        return
+    replaced = [n for n in todo if node_state(n) == "stale"]
+    if not replaced:
+        return
+    gone = {n.id for n in replaced}
+    downstream = []
+    for n in nodes:  # nodes are in execution order, so one pass follows the dependencies
+        if n.id not in gone and any(d.id in gone for d in n.deps):
+            gone.add(n.id)
+            if node_state(n) in ("done", "stale"):  # finished (its hash moves with its inputs')
+                downstream.append(n.id)
+    more = f"; {len(downstream)} finished node(s) after them would become stale ({', '.join(downstream[:4])}" \
+           f"{' ...' if len(downstream) > 4 else ''})" if downstream else ""
+    raise DomtokError(f"{replaced[0].out_dir}: --only {opts.only} with a changed config would replace "
+                      f"{len(replaced)} finished node(s) ({', '.join(n.id for n in replaced[:4])}){more}; "
+                      "pass --force to replace them, or restore the config")
 
 
 class _Inline:
@@ -511,7 +557,7 @@ def add_arguments(p) -> None:
     p.add_argument("--seeds", type=int, help="run seeds 0..N-1 (replaces the spec's list)")
     p.add_argument("--only", metavar="STAGE", help="run only this stage (its inputs must be done)")
     p.add_argument("--from", dest="from_stage", metavar="STAGE", help="re-run this stage and everything after it")
-    p.add_argument("--force", action="store_true", help="re-run every node, even finished ones")
+    p.add_argument("--force", action="store_true", help="re-run every node, even finished ones; with --only, replace finished nodes of a changed config")
     p.add_argument("--nproc", type=int, default=1, help="processes per node for each training/eval stage (torchrun)")
     p.add_argument("--nnodes", type=int, default=1, help="machines in a multi-node run; start `domtok run` with the "
                    "same arguments on each, with its --node-rank (the run dir must be on a shared filesystem)")
@@ -537,6 +583,8 @@ def main(args) -> int:
         spec_arg = None
     if args.preset and spec_arg:
         raise DomtokError("give either a spec file or --preset, not both")
+    if args.nproc < 1:
+        raise DomtokError(f"--nproc {args.nproc}: give the number of processes per stage, at least 1")
     spec = load_spec(args.preset or spec_arg, overrides, seeds=args.seeds)
     if args.runs_dir:
         spec.runs_dir = args.runs_dir
@@ -552,6 +600,11 @@ def main(args) -> int:
         from domtok.smoke import run_smoke
 
         return run_smoke(spec, opts, device=args.device, gpu=args.gpu, mfu=args.mfu)
+    if opts.node_rank == 0 and not args.smoke:  # node 0 writes the run dir; the others follow it
+        from domtok.outdir import check_writable_dir, claim_out_dir
+
+        check_writable_dir(spec.runs_dir, "--runs-dir")
+        claim_out_dir(Path(spec.runs_dir) / spec.name, what="run directory")
     return run_experiment(spec, opts)
 
 

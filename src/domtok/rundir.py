@@ -66,6 +66,7 @@ class Spec:
     ladder: list = field(default_factory=list)  # domtok.ladder.Rung: the study at several sizes
     learns: dict = field(default_factory=dict)  # stage, {"benchmark.metric": minimum}: see ladder.parse_learns
     raw: dict = field(default_factory=dict)
+    path: str = ""  # the spec file it was read from (for messages)
 
     def stage(self, name: str) -> StageSpec:
         for s in self.stages:
@@ -74,8 +75,37 @@ class Spec:
         raise ConfigError(f"no stage named {name!r}; stages: {[s.name for s in self.stages]}")
 
 
+# The keys a spec may hold at each level; anything else is a typo, reported before a node runs.
+SPEC_KEYS = ("name", "runs_dir", "seeds", "token_set", "conditions", "tokenizer", "prepare", "stages", "evals",
+             "confounds", "ladder", "learns")
+STAGE_KEYS = ("name", "kind", "config", "set", "after")
+TOKENIZER_KEYS = ("base", "sample_docs")
+EVALS_KEYS = ("after", "benchmarks")
+
+
+def _unknown(where: str, what: str, data: dict, valid) -> None:
+    unknown = sorted(set(data) - set(valid))
+    if unknown:
+        raise ConfigError(f"{where}: {what}: unknown key(s) {unknown}; valid keys: {sorted(valid)}")
+
+
+def _name_list(where: str, key: str, value, kind=str, allow_empty=False) -> list:
+    """A YAML list of `kind` items (seeds, evals.after, confounds), checked with a message."""
+    ok = isinstance(value, list) and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
+    if not ok:
+        example = "[0,1,2]" if kind is int else "[pretrain,sft]"
+        raise ConfigError(f"{where}: `{key}` must be a list of {kind.__name__}s, got {value!r}; "
+                          f"write it as {key}={example}")
+    if not value and not allow_empty:
+        raise ConfigError(f"{where}: `{key}` is an empty list, so nothing would run; give at least one")
+    return value
+
+
 def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, seeds: int | None = None) -> Spec:
     """Read and validate an experiment spec; `seeds=N` replaces the seed list by 0..N-1.
+
+    Validated whole, before anything runs: unknown keys at every level, types, empty lists
+    (the stage configs against their dataclasses: `pipeline.check_stage_configs`).
 
     `extends: PRESET` takes every section of that spec and deep-merges this file's over it
     (ladder-cpu is the tiny study plus a `ladder:`); the resolved spec, saved as the run's
@@ -96,9 +126,14 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
             raise ConfigError(f"{where}: spec needs `{key}` ({kind.__name__})")
         return data[key]
 
+    _unknown(where, "spec", data, SPEC_KEYS)
     conditions = need("conditions", dict)
+    if not conditions:
+        raise ConfigError(f"{where}: `conditions` is empty; name at least one (baseline: {{token_set: null}})")
     for cname, c in conditions.items():
         c = c or {}
+        if not isinstance(c, dict):
+            raise ConfigError(f"{where}: condition {cname!r} must be a mapping such as {{token_set: mul}}, got {c!r}")
         conditions[cname] = c
         unknown = set(c) - {"token_set", "inject_user"}
         if unknown:
@@ -109,11 +144,21 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         if c.get("token_set") not in (None, data.get("token_set", "mul")):
             raise ConfigError(f"{where}: condition {cname!r} uses token_set {c['token_set']!r} but the spec's "
                               f"token_set (the shared id layout) is {data.get('token_set', 'mul')!r}; set them equal")
+    tokenizer = data.get("tokenizer") or {"base": "gpt2"}
+    if not isinstance(tokenizer, dict):
+        raise ConfigError(f"{where}: `tokenizer` must be a mapping such as {{base: bpe-1024}}, got {tokenizer!r}")
+    _unknown(where, "tokenizer", tokenizer, TOKENIZER_KEYS)
     stages = []
     names = set()
-    for i, s in enumerate(need("stages", list)):
+    stage_list = need("stages", list)
+    if not stage_list:
+        raise ConfigError(f"{where}: `stages` is an empty list, so nothing would be trained; give at least one")
+    for i, s in enumerate(stage_list):
         if not isinstance(s, dict) or "name" not in s or "kind" not in s:
             raise ConfigError(f"{where}: stages[{i}] needs `name` and `kind`")
+        _unknown(where, f"stages[{i}] ({s['name']})", s, STAGE_KEYS)
+        if not isinstance(s.get("set") or {}, dict):
+            raise ConfigError(f"{where}: stages[{i}] ({s['name']}): `set` must be a mapping of keys to values")
         if s["kind"] not in TRAINING_KINDS:
             raise ConfigError(f"{where}: stages[{i}] kind {s['kind']!r}; kinds: {list(TRAINING_KINDS)}")
         after = s.get("after", stages[-1].name if stages else None)
@@ -126,30 +171,52 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         names.add(s["name"])
         stages.append(StageSpec(name=s["name"], kind=s["kind"], config=stage_section(s, where), after=after))
     evals = data.get("evals") or {}
+    if not isinstance(evals, dict):
+        raise ConfigError(f"{where}: `evals` must be a mapping with `after` and `benchmarks`, got {evals!r}")
+    _unknown(where, "evals", evals, EVALS_KEYS)
+    if not isinstance(evals.get("benchmarks") or {}, dict):
+        raise ConfigError(f"{where}: `evals.benchmarks` must be a mapping of names to benchmark configs")
     benchmarks = {}
     for bname, b in (evals.get("benchmarks") or {}).items():
+        if not isinstance(b or {}, dict):
+            raise ConfigError(f"{where}: benchmark {bname!r} must be a mapping (kind: ..., n: ...), got {b!r}")
         b = dict(b or {})
         kind = b.pop("kind", bname)
         if kind not in EVAL_KINDS:
             raise ConfigError(f"{where}: benchmark {bname!r} kind {kind!r}; kinds: {list(EVAL_KINDS)}")
         if b.pop("enabled", True):
             benchmarks[bname] = {"kind": kind, "config": b}
-    evals_after = list(evals.get("after") or [])
+    evals_after = _name_list(where, "evals.after", list(evals.get("after") or []), allow_empty=True)
     for a in evals_after:
         if a not in names:
             raise ConfigError(f"{where}: evals.after names unknown stage {a!r}")
-    seed_list = list(range(seeds)) if seeds else [int(s) for s in data.get("seeds", [0])]
-    tokenizer, token_set, prepare = data.get("tokenizer") or {"base": "gpt2"}, str(data.get("token_set", "mul")), need("prepare", dict)
+    if seeds is not None:
+        if seeds < 1:
+            raise ConfigError(f"--seeds {seeds}: give the number of seeds to run, at least 1")
+        seed_list = list(range(seeds))
+    else:
+        seed_list = _name_list(where, "seeds", data.get("seeds", [0]), kind=int)
+        if len(set(seed_list)) != len(seed_list) or min(seed_list) < 0:
+            raise ConfigError(f"{where}: `seeds` {seed_list} must be distinct non-negative integers")
+    confounds = _name_list(where, "confounds", list(data.get("confounds") or []), allow_empty=True)
+    for key in ("name", "runs_dir", "token_set"):
+        if key in data and not isinstance(data[key], str):
+            raise ConfigError(f"{where}: `{key}` must be a string, got {data[key]!r}")
+    name = str(data.get("name", path.stem))
+    if not name or "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
+        raise ConfigError(f"{where}: name {name!r} must be a plain directory name (the run dir is runs_dir/name); "
+                          "use runs_dir to put runs elsewhere")
+    token_set, prepare = str(data.get("token_set", "mul")), need("prepare", dict)
     ladder = parse_ladder(data.get("ladder"), where, [s.name for s in stages])
     learns = parse_learns(data.get("learns"), where, evals_after, benchmarks)
     if ladder:
         vocab_size = nominal_vocab_size(tokenizer, token_set)
         for rung in ladder:
             resolve_rung(rung, stages, prepare, vocab_size, where)
-    return Spec(name=str(data.get("name", path.stem)), conditions=conditions, seeds=seed_list,
+    return Spec(name=name, conditions=conditions, seeds=seed_list,
                 tokenizer=tokenizer, prepare=prepare, stages=stages, evals_after=evals_after, benchmarks=benchmarks,
                 runs_dir=str(data.get("runs_dir", "runs")), token_set=token_set,
-                confounds=list(data.get("confounds") or []), ladder=ladder, learns=learns, raw=data)
+                confounds=confounds, ladder=ladder, learns=learns, raw=data, path=where)
 
 
 # --------------------------------------------------------------------------- the DAG
@@ -313,7 +380,7 @@ def find_run_dir(run_dir: str | None) -> Path:
 
 def load_run(run_dir: Path) -> tuple[Spec, list[Node]]:
     """(spec, nodes) of a run directory, from its saved spec."""
-    spec = load_spec(str(run_dir / "spec.yaml"))
+    spec = load_spec(str(find_run_dir(str(run_dir)) / "spec.yaml"))
     return spec, build_nodes(spec, run_dir)
 
 

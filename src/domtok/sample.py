@@ -94,7 +94,13 @@ def answer(engine, args, state: dict, question: str, seed: int) -> None:
     )
     prompt = render_prompt(question, system=state["system"])
     gens = engine.generate([prompt], params, num_samples=args.num_samples)
+    if gens and gens[0].prompt_truncated:
+        print(f"(the prompt was {gens[0].prompt_truncated} tokens too long for the model's context and was cut "
+              "from the left)", file=sys.stderr, flush=True)
     for g in gens:
+        if g.finish_reason == "context":
+            print(f"(sample {g.sample_index} stopped at the model's context of {engine.block_size} tokens)",
+                  file=sys.stderr, flush=True)
         text = g.text.split("User:")[0].strip()  # a new user turn is past the answer
         if args.num_samples > 1:
             print(f"--- sample {g.sample_index} ({g.num_tokens} tokens, {g.finish_reason})")

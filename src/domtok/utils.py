@@ -22,13 +22,31 @@ def seed_everything(seed: int) -> None:
 
 
 def pick_device(name: str = "auto") -> str:
+    """The one place a device name is checked: `auto` (cuda if there is one, else cpu), `cpu`,
+    `cuda`, `cuda:N` or `mps`; a device this machine does not have is a DomtokError."""
     import torch
 
+    from domtok.errors import DomtokError
+
+    name = str(name or "auto").strip().lower()
     if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        return "cpu"
-    return name
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return name
+    kind, _, index = name.partition(":")
+    if kind == "cuda" and (index == "" or index.isdigit()):
+        if not torch.cuda.is_available():
+            raise DomtokError(f"--device {name}: no CUDA GPU is visible on this machine; use --device cpu "
+                              "(or auto, which picks a GPU when there is one)")
+        if index and int(index) >= torch.cuda.device_count():
+            raise DomtokError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                              f"numbered from 0; use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+        return name
+    if name == "mps":
+        if not torch.backends.mps.is_available():
+            raise DomtokError("--device mps: Apple's MPS is not available here; use --device cpu or auto")
+        return name
+    raise DomtokError(f"--device {name!r}: unknown device; use auto, cpu, cuda, cuda:N or mps")
 
 
 @dataclass

@@ -151,16 +151,18 @@ def resolve_tokenizer(cfg: PrepareConfig, out_dir: Path) -> str:
         if (bpe_dir / "domtok_tokenizer.json").exists():  # written last by train_bpe: complete
             from domtok.tokens.tokenizer import Tokenizer
 
-            if Tokenizer.load(bpe_dir).base != tok:
-                raise DomtokError(f"{bpe_dir}: holds a {Tokenizer.load(bpe_dir).base} tokenizer, not {tok}; "
+            held = Tokenizer.load(bpe_dir)
+            # a corpus that yields fewer merges than asked gives a smaller bpe, named by its size
+            if not (held.base == tok or (held.base.startswith("bpe-") and held.n_base < vocab)):
+                raise DomtokError(f"{bpe_dir}: holds a {held.base} tokenizer, not {tok}; "
                                   "use a new output directory")
         else:
             from domtok.data.sources import sample_records
-            from domtok.tokens.tokenizer import train_bpe
+            from domtok.tokens.tokenizer import small_bpe_warning, train_bpe
 
             texts, _, _ = iter_texts(cfg)  # uninjected text, seeded sample: same for every condition
             sample = sample_records(texts, cfg.bpe_sample_docs, cfg.seed)
-            train_bpe(sample, vocab, bpe_dir, name=tok)
+            small_bpe_warning(train_bpe(sample, vocab, bpe_dir, name=tok), vocab)
         return str(bpe_dir)
     if tok == "gpt2":
         return "gpt2"
@@ -467,6 +469,9 @@ def main(args: argparse.Namespace) -> int:
         overrides.insert(0, config)
         config = None
     cfg = load_config(PrepareConfig, config, overrides, section="prepare")
+    from domtok.outdir import claim_out_dir
+
+    claim_out_dir(args.out, what="--out directory")
     meta = run(cfg, args.out)
     tr, va = meta["splits"]["train"], meta["splits"]["val"]
     print(f"prepared {args.out}: train {tr['documents']} docs / {tr['tokens']} tokens in {len(tr['shards'])} shards, "

@@ -121,15 +121,27 @@ def local_files(path: str | Path, split: str | None = None) -> list[Path]:
     return files
 
 
+def decode_utf8(raw: bytes, path: Path, n: int, report: LoadReport) -> str | None:
+    """Strict UTF-8: a record with invalid bytes is malformed (counted), never U+FFFD text."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        report.add_error(str(path), n, f"invalid UTF-8 at byte {e.start}")
+        return None
+
+
 def _read_file(path: Path, report: LoadReport) -> Iterator[tuple[int, Any]]:
-    """Yield (line or row number, raw record) from one file; JSON errors go to the report."""
-    if path.suffix == ".txt":
-        yield 1, {"text": path.read_text(encoding="utf-8", errors="replace")}
+    """Yield (line or row number, raw record) from one file; JSON and UTF-8 errors go to the report."""
+    if path.suffix == ".txt":  # one record: the whole file
+        text = decode_utf8(path.read_bytes(), path, 1, report)
+        if text is not None:
+            yield 1, {"text": text}
     elif path.suffix == ".jsonl":
         yield from _read_file_as_jsonl(path, report)
     elif path.suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+            # invalid bytes become lone surrogates, found per record below
+            data = json.loads(path.read_bytes().decode("utf-8", errors="surrogateescape"))
         except json.JSONDecodeError as e:
             # Many ".json" files are really JSON lines; read them as such.
             if e.msg.startswith("Extra data"):
@@ -142,6 +154,9 @@ def _read_file(path: Path, report: LoadReport) -> Iterator[tuple[int, Any]]:
         if not isinstance(data, list):
             raise DomtokError(f"{path}: expected a list of records; write JSON lines or a JSON list")
         for n, rec in enumerate(data, 1):
+            if _has_bad_bytes(rec):
+                report.add_error(str(path), n, "invalid UTF-8")
+                continue
             yield n, rec
     elif path.suffix == ".parquet":
         try:
@@ -161,10 +176,22 @@ def _read_file(path: Path, report: LoadReport) -> Iterator[tuple[int, Any]]:
         raise DomtokError(f"{path}: unsupported file type; use .jsonl, .json, .parquet or .txt")
 
 
+def _has_bad_bytes(rec: Any) -> bool:
+    """Does a record decoded with `surrogateescape` hold a byte that was not UTF-8?"""
+    if isinstance(rec, str):
+        return any("\udc80" <= c <= "\udcff" for c in rec)
+    if isinstance(rec, dict):
+        return any(_has_bad_bytes(k) or _has_bad_bytes(v) for k, v in rec.items())
+    if isinstance(rec, list):
+        return any(_has_bad_bytes(v) for v in rec)
+    return False
+
+
 def _read_file_as_jsonl(path: Path, report: LoadReport) -> Iterator[tuple[int, Any]]:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            line = decode_utf8(raw, path, n, report)
+            if line is not None and line.strip():
                 try:
                     yield n, json.loads(line)
                 except json.JSONDecodeError as e:
@@ -234,7 +261,8 @@ class Records:
             raise DomtokError(
                 f"{worst}: {report.skipped} of {report.records + report.skipped} records are malformed "
                 f"({report.bad_fraction:.1%} > {self.max_bad_fraction:.1%}), e.g. {first[:300]}; "
-                "fix the file or raise max_bad_fraction")
+                "fix the file, or tolerate more with max_bad_fraction=0.05 (`domtok eval ... --set "
+                "max_bad_fraction=0.05`; an override or config key for the other verbs)")
 
 
 def _need(rec: Any, fields: dict[str, type | tuple[type, ...]]) -> str | None:

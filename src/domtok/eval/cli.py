@@ -8,7 +8,8 @@ parser swallows `--n`, a prefix of its `--nnodes`: use the long spellings `--num
 `--n-per-category` after `torchrun ... -m domtok eval`.)
 
 `compare RUN_A RUN_B` pairs two runs of one benchmark item by item (paired bootstrap 95% CI,
-exact McNemar p for accuracies). A run may be a comma-separated list of run dirs (one per
+exact McNemar p for accuracies). Every delta is B − A (the second run minus the first), in
+the table and in the `--out` JSON (`"delta": "B - A"`). A run may be a comma-separated list of run dirs (one per
 seed): then the table is over seeds (mean ± std per condition, Welch t-test or, with
 --paired-seeds, a paired t-test), read from each run's summary.json.
 """
@@ -114,6 +115,9 @@ def main(args: argparse.Namespace) -> int:
     if not cfg.model:
         raise DomtokError(f"eval {args.eval_cmd}: no model; pass --model DIR")
     out = Path(args.out) if args.out else default_out_dir(args.eval_cmd, cfg)
+    from domtok.outdir import claim_out_dir
+
+    claim_out_dir(out, what="--out directory")
     try:
         summary = mod.run(cfg, out)
     finally:
@@ -137,8 +141,10 @@ def compare_main(args: argparse.Namespace) -> int:
     runs_b = [r for r in args.run_b.split(",") if r]
     if len(runs_a) == 1 and len(runs_b) == 1:
         result = compare_items(read_items(runs_a[0]), read_items(runs_b[0]), n_boot=args.n_boot, seed=args.seed)
-        result.update(run_a=runs_a[0], run_b=runs_b[0], kind="paired_items")
-        header = ["metric", "A", "B", "delta", "95% CI", "p", "test"]
+        for m in result["metrics"].values():  # compare_items gives A - B; the table says B - A
+            m["delta"], m["ci"] = -m["delta"], [-m["ci"][1], -m["ci"][0]]
+        result.update(run_a=runs_a[0], run_b=runs_b[0], kind="paired_items", delta="B - A")
+        header = ["metric", "A", "B", "delta B−A", "95% CI of B−A", "p", "test"]
         rows = [[k, f"{m['a']:.4f}", f"{m['b']:.4f}", f"{m['delta']:+.4f}",
                  f"[{m['ci'][0]:+.4f}, {m['ci'][1]:+.4f}]", f"{m['p']:.4g}", m["test"]]
                 for k, m in result["metrics"].items()]
@@ -153,15 +159,18 @@ def compare_main(args: argparse.Namespace) -> int:
         metrics = {}
         for k in keys:
             r = across_seeds([s["metrics"][k] for s in sa], [s["metrics"][k] for s in sb], paired=args.paired_seeds)
+            r["diff"] = -r["diff"]  # across_seeds gives A - B; the table says B - A
+            if isinstance(r.get("test", {}).get("t"), (int, float)):
+                r["test"]["t"] = -r["test"]["t"]
             metrics[k] = r
         result = {"kind": "across_seeds", "benchmark": benches.pop(), "runs_a": runs_a, "runs_b": runs_b,
-                  "metrics": metrics}
-        header = ["metric", "A (mean ± std)", "B (mean ± std)", "delta", "seeds", "p", "test"]
+                  "metrics": metrics, "delta": "B - A"}
+        header = ["metric", "A (mean ± std)", "B (mean ± std)", "delta B−A", "seeds", "p", "test"]
         rows = [[k, f"{m['mean']:.4f} ± {m['std']:.4f}", f"{m['b']['mean']:.4f} ± {m['b']['std']:.4f}",
                  f"{m['diff']:+.4f}", f"{m['n']} vs {m['b']['n']}", f"{m['test']['p']:.4g}", m["test"]["name"]]
                 for k, m in metrics.items()]
         title = f"{result['benchmark']}: {len(runs_a)} vs {len(runs_b)} seeds"
-    print(title)
+    print(f"{title}; A = {args.run_a}, B = {args.run_b}; delta = B − A")
     print(_table(header, rows))
     if args.out:
         atomic_write_json(args.out, result)

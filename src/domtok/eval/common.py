@@ -68,6 +68,20 @@ def eval_engine(cfg, info, engine=None):
     return Engine(model, tokenizer, device=info.device, dtype=eval_dtype(info.device, cfg.dtype))
 
 
+def generation_fields(g) -> dict:
+    """Per-item fields every generating benchmark records about how its answer ended."""
+    return {"response_tokens": g.num_tokens, "finish_reason": g.finish_reason,
+            "prompt_truncated": g.prompt_truncated}
+
+
+def generation_metrics(rows: list[dict]) -> dict:
+    """Summary counts of the rows the model's context cut short: answers stopped at the context
+    (`finish_reason: "context"`) and prompts cut from the left to fit it."""
+    n = max(1, len(rows))
+    return {"context_rate": sum(r["finish_reason"] == "context" for r in rows) / n,
+            "prompts_truncated": sum(r["prompt_truncated"] > 0 for r in rows)}
+
+
 def batches(n_items: int, batch_size: int) -> list[list[int]]:
     """The item indices of each batch a single process would run."""
     if batch_size < 1:

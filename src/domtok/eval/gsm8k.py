@@ -207,6 +207,7 @@ class GSM8KEvalConfig:
     data: str | None = None         # local jsonl/dir in the GSM8K schema; None = hub openai/gsm8k;
                                     # "synthetic:word_problems" = the generated test split
     split: str = "test"
+    max_bad_fraction: float = 0.01  # malformed records of a local file tolerated before failing
     n: int = 0                      # 0 = every item; else a seeded random subset of n
     seed: int = 0                   # subset draw and sampling seed
     batch_size: int = 32
@@ -225,6 +226,8 @@ SYNTHETIC_DEFAULT_N = 200
 
 def load_items(cfg: GSM8KEvalConfig) -> list[dict]:
     """The evaluated items, each with a stable id (`test-17` = line 17 of the split), in order."""
+    if cfg.n < 0:
+        raise DomtokError(f"GSM8K eval: n is {cfg.n}; give a number of items >= 1 (or 0 for all)")
     from domtok.data.sources import load_gsm8k, sample_records
 
     if cfg.data == SYNTHETIC_SOURCE:
@@ -235,7 +238,8 @@ def load_items(cfg: GSM8KEvalConfig) -> list[dict]:
         n = cfg.n or SYNTHETIC_DEFAULT_N
         return [{"id": f"synthetic-test-{i}", "question": r["question"], "gold": parse_gold(r["answer"])}
                 for i, r in enumerate(word_problems(n, cfg.seed, split="test"))]
-    records = [dict(r, _index=i) for i, r in enumerate(load_gsm8k(cfg.split, cfg.data))]
+    records = [dict(r, _index=i) for i, r in enumerate(load_gsm8k(cfg.split, cfg.data,
+                                                                                max_bad_fraction=cfg.max_bad_fraction))]
     if not records:
         raise DomtokError(f"{cfg.data or 'hub:openai/gsm8k'}: no GSM8K records in split {cfg.split!r}")
     if cfg.n and cfg.n < len(records):
@@ -263,7 +267,8 @@ def run(cfg: GSM8KEvalConfig, out_dir, engine=None) -> dict:
     """
     from domtok.chat import STOP_STRINGS
     from domtok.engine import SamplingParams
-    from domtok.eval.common import eval_engine, gather_rows, is_repetitive, my_batches, write_results
+    from domtok.eval.common import (eval_engine, gather_rows, generation_fields, generation_metrics, is_repetitive,
+                                    my_batches, write_results)
     from domtok.eval.stats import wilson_ci
     from domtok.utils import dist_setup, seed_everything
 
@@ -294,8 +299,8 @@ def run(cfg: GSM8KEvalConfig, out_dir, engine=None) -> dict:
                    "answer_rule": read_answer(g.text, "flexible").rule,
                    "correct_strict": is_correct(g.text, it["gold"], "strict"),
                    "correct_flexible": is_correct(g.text, it["gold"], "flexible"),
-                   "response_tokens": g.num_tokens, "hit_max_tokens": g.finish_reason == "length",
-                   "emitted_eos": g.finish_reason == "eos", "finish_reason": g.finish_reason,
+                   **generation_fields(g), "hit_max_tokens": g.finish_reason == "length",
+                   "emitted_eos": g.finish_reason == "eos",
                    "domain_tokens": int(tokenizer.count_domain_tokens(g.ids)),
                    "repetition": is_repetitive(g.text)}
             row["correct"] = row["correct_flexible"]
@@ -315,7 +320,7 @@ def run(cfg: GSM8KEvalConfig, out_dir, engine=None) -> dict:
                "eos_rate": sum(r["emitted_eos"] for r in out) / n,
                "repetition_rate": sum(r["repetition"] for r in out) / n,
                "domain_tokens_total": dom, "domain_tokens_per_response": dom / n,
-               "tokens_per_s": tokens / max(gen_time, 1e-9)}
+               "tokens_per_s": tokens / max(gen_time, 1e-9), **generation_metrics(out)}
     ci = {"accuracy_strict": wilson_ci(k_s, n), "accuracy_flexible": wilson_ci(k_f, n)}
     return write_results(out_dir, "gsm8k", cfg, out, metrics, ci, time.time() - t0,
                          extra={"world_size": info.world_size, "device": str(info.device)})

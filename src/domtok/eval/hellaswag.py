@@ -161,6 +161,7 @@ class HellaSwagEvalConfig:
     model: str = ""
     data: str | None = None         # local jsonl/dir in the original schema; None = hub Rowan/hellaswag
     split: str = "validation"
+    max_bad_fraction: float = 0.01  # malformed records of a local file tolerated before failing
     n: int = 0                      # 0 = all (10,042 in validation); else a seeded subset
     seed: int = 0
     style: str = "raw"              # raw (build-nanogpt) | harness (lm-evaluation-harness)
@@ -172,7 +173,8 @@ class HellaSwagEvalConfig:
 def load_items(cfg: HellaSwagEvalConfig) -> list[dict]:
     from domtok.data.sources import load_hellaswag, sample_records
 
-    records = [dict(r, _index=i) for i, r in enumerate(load_hellaswag(cfg.split, cfg.data))]
+    records = [dict(r, _index=i) for i, r in enumerate(load_hellaswag(cfg.split, cfg.data,
+                                                                                    max_bad_fraction=cfg.max_bad_fraction))]
     if not records:
         raise DomtokError(f"{cfg.data or 'hub:Rowan/hellaswag'}: no HellaSwag records in split {cfg.split!r}")
     if cfg.n and cfg.n < len(records):
@@ -182,6 +184,8 @@ def load_items(cfg: HellaSwagEvalConfig) -> list[dict]:
 
 def run(cfg: HellaSwagEvalConfig, out_dir, model=None, tokenizer=None) -> dict:
     """Evaluate on HellaSwag; writes items.jsonl + summary.json (rank 0) and returns the summary."""
+    if cfg.n < 0:
+        raise DomtokError(f"HellaSwag eval: n is {cfg.n}; give a number of items >= 1 (or 0 for all)")
     from domtok.eval.common import eval_dtype, gather_rows, load_eval_model, my_batches, write_results
     from domtok.eval.stats import wilson_ci
     from domtok.utils import dist_setup

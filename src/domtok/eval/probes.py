@@ -84,6 +84,10 @@ def make_probes(categories=REFERENCE_CATEGORIES, n: int = 100, seed: int = 42) -
     unknown = [c for c in categories if c not in ALL_CATEGORIES]
     if unknown:
         raise DomtokError(f"unknown probe categories {unknown}; choose from {', '.join(ALL_CATEGORIES)}")
+    if n < 1:
+        raise DomtokError(f"probes: n_per_category is {n}; give at least 1 item per category (--n 1 or more)")
+    if not categories:
+        raise DomtokError("probes: no categories; give at least one (--categories mul_table,addition)")
     items = []
 
     def add(cat, key, question, gold):
@@ -188,15 +192,15 @@ def run(cfg: ProbesConfig, out_dir, engine=None) -> dict:
     """Run the probes through the Engine (greedy); writes items.jsonl + summary.json (rank 0)."""
     from domtok.chat import STOP_STRINGS
     from domtok.engine import SamplingParams
-    from domtok.eval.common import eval_engine, gather_rows, my_batches, write_results
+    from domtok.eval.common import eval_engine, gather_rows, generation_fields, generation_metrics, my_batches, write_results
     from domtok.utils import dist_setup, seed_everything
 
     t0 = time.time()
+    items = make_probes(cfg.categories, cfg.n_per_category, cfg.seed)  # checks the config before a model loads
     info = dist_setup(cfg.device)
     seed_everything(cfg.seed)
     engine = eval_engine(cfg, info, engine)
     tok = engine.tokenizer
-    items = make_probes(cfg.categories, cfg.n_per_category, cfg.seed)
     if cfg.max_items > 0:
         from domtok.data.sources import sample_records
 
@@ -215,12 +219,13 @@ def run(cfg: ProbesConfig, out_dir, engine=None) -> dict:
             rows.append((i, {"id": items[i]["id"], "benchmark": "probes", "category": items[i]["category"],
                              "question": items[i]["question"], "prompt": prompts[i], "completion": g.text,
                              "ids": list(g.ids), "gold": items[i]["gold"], **s,
-                             "response_tokens": g.num_tokens, "finish_reason": g.finish_reason,
+                             **generation_fields(g),
                              "domain_tokens": int(tok.count_domain_tokens(g.ids))}))
     out = gather_rows(rows, info)
     if not info.is_main:
         return {}
     metrics, ci = summarize(out)
+    metrics.update(generation_metrics(out))
     return write_results(out_dir, "probes", cfg, out, metrics, ci, time.time() - t0,
                          extra={"world_size": info.world_size, "prompt_style": cfg.prompt_style,
                                 "notation": notation(tok, items, prompts, cfg.inject_prompt)})

@@ -129,12 +129,21 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 # ---------------------------------------------------------------------------- model dirs
 
+def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors file with the mode of every other file we write (safetensors itself creates
+    0600, which hides a shared model from the other users of a machine)."""
+    save_file(state, str(path), metadata={"format": "pt"})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def _write_model_files(dst: Path, model: torch.nn.Module, tokenizer, extra: dict | None) -> None:
     cfg = unwrap(model).config
     if tokenizer is not None and tokenizer.vocab_size != cfg.vocab_size:
         raise DomtokError(f"{dst}: tokenizer vocab_size {tokenizer.vocab_size} != model vocab_size "
                           f"{cfg.vocab_size}; build the model with GPTConfig(vocab_size=tokenizer.vocab_size)")
-    save_file(native_state_dict(model), str(dst / "model.safetensors"), metadata={"format": "pt"})
+    save_weights(native_state_dict(model), dst / "model.safetensors")
     config = {"format": "domtok", "model": asdict(cfg)}
     if tokenizer is not None:
         config.update(condition=tokenizer.condition, tokenizer_base=tokenizer.base, eot_id=tokenizer.eot_id)

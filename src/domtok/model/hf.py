@@ -27,12 +27,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from domtok.errors import DomtokError
 from domtok.model.checkpoint import (
     atomic_dir, gpt_config_from_dict, load_native_state, load_tokenizer_from_dir, read_config, read_weights,
-    save_model_dir,
+    save_model_dir, save_weights,
 )
 from domtok.model.gpt import GPT, GPTConfig
 
@@ -183,6 +182,10 @@ def export_hf(src: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """Write a `GPT2LMHeadModel` dir from a native model dir or a training checkpoint dir."""
     src = Path(src)
     config = read_config(src)
+    is_checkpoint = (src / "trainer_state.json").exists() or (src / "optimizer.pt").exists()
+    if is_checkpoint and not (src / "COMPLETE").exists():
+        raise DomtokError(f"{src}: training checkpoint without its COMPLETE marker (a save was cut short); "
+                          "export the run's model/ or its latest complete checkpoint instead")
     if config.get("format") != "domtok":
         raise DomtokError(f"{src / 'config.json'}: not a domtok model dir or checkpoint; export reads what "
                           "`domtok pretrain`/`sft` write (use `domtok import` for Hugging Face dirs)")
@@ -199,10 +202,11 @@ def export_hf(src: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     eot_id = tokenizer.eot_id if tokenizer is not None else int(config.get("eot_id", 50256))
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
-        save_file(native_to_hf(state), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        save_weights(native_to_hf(state), tmp / "model.safetensors")
         (tmp / "config.json").write_text(json.dumps(hf_config(cfg, eot_id), indent=2) + "\n")
-        gen = {"bos_token_id": eot_id, "eos_token_id": eot_id, "pad_token_id": eot_id,
-               "max_length": cfg.block_size}
+        # no max_length: transformers warns when it is set beside generate(max_new_tokens=...);
+        # the context length is config.json's n_positions
+        gen = {"bos_token_id": eot_id, "eos_token_id": eot_id, "pad_token_id": eot_id}
         (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
         (tmp / SIDECAR).mkdir()
         native = {k: v for k, v in config.items() if k not in ("step",)}

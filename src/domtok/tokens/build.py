@@ -26,10 +26,11 @@ from domtok.config import atomic_write_json
 from domtok.errors import DomtokError
 from domtok.tokens.sets import TOKEN_SETS
 from domtok.tokens.tokenizer import (EOT, GPT2_BASE_VOCAB_SHA256, META_FILE, Tokenizer, read_hf_vocab_merges,
-                                     train_bpe, vocab_sha256)
+                                     small_bpe_warning, train_bpe, vocab_sha256)
 
 CORPUS_SUFFIXES = (".txt", ".jsonl", ".json")
 CHUNK_CHARS = 1 << 16  # .txt files are fed to the trainer in pieces of about this size
+MAX_BAD_FRACTION = 0.01  # malformed records tolerated, as for every data source (domtok.data.sources)
 
 
 # ---- build ------------------------------------------------------------------------------
@@ -68,22 +69,26 @@ def read_corpus(path, stats: dict | None = None) -> Iterator[str]:
         raise DomtokError(f"{path}: no such corpus file or folder; pass --corpus PATH to text (.txt/.jsonl/.json)")
     for f in files:
         if f.suffix == ".jsonl":
-            with open(f, encoding="utf-8") as fh:
-                for lineno, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        text = record_text(json.loads(line))
-                    except json.JSONDecodeError:
+            with open(f, "rb") as fh:
+                for lineno, raw in enumerate(fh, 1):
+                    try:  # invalid UTF-8 makes the record malformed, like bad JSON
+                        line = raw.decode("utf-8")
+                        text = record_text(json.loads(line)) if line.strip() else ""
+                    except (UnicodeDecodeError, json.JSONDecodeError):
                         text = None
+                    if text == "":
+                        continue
                     if text is None:
                         stats["skipped"].append(f"{f}:{lineno}")
                         continue
                     stats["documents"] += 1
+                    stats["good"] = stats.get("good", 0) + 1
                     yield text
         elif f.suffix == ".json":
             try:
                 data = json.loads(f.read_text(encoding="utf-8"))
+            except UnicodeDecodeError as e:
+                raise DomtokError(f"{f}: not UTF-8 (byte {e.start}: {e.reason}); convert it to UTF-8") from None
             except json.JSONDecodeError as e:
                 raise DomtokError(f"{f}: not valid JSON ({e}); use a JSON list of records or .jsonl") from e
             for k, rec in enumerate(data if isinstance(data, list) else [data]):
@@ -92,12 +97,19 @@ def read_corpus(path, stats: dict | None = None) -> Iterator[str]:
                     stats["skipped"].append(f"{f}[{k}]")
                     continue
                 stats["documents"] += 1
+                stats["good"] = stats.get("good", 0) + 1
                 yield text
-        else:  # .txt (or a file named explicitly): whole lines, in chunks
+        else:  # .txt (or a file named explicitly): whole lines, in chunks; a line is a record
             stats["documents"] += 1
-            with open(f, encoding="utf-8", errors="replace") as fh:
+            with open(f, "rb") as fh:
                 buf, size = [], 0
-                for line in fh:
+                for lineno, raw in enumerate(fh, 1):
+                    try:
+                        line = raw.decode("utf-8")
+                    except UnicodeDecodeError:
+                        stats["skipped"].append(f"{f}:{lineno}")
+                        continue
+                    stats["good"] = stats.get("good", 0) + 1
                     buf.append(line)
                     size += len(line)
                     if size >= CHUNK_CHARS:
@@ -109,22 +121,49 @@ def read_corpus(path, stats: dict | None = None) -> Iterator[str]:
 
 def parse_bpe_base(base: str) -> int:
     if base.startswith("bpe-") and base[4:].isdigit():
+        if int(base[4:]) < 258:
+            raise DomtokError(f"--base {base}: too small; a byte-level BPE needs the 256 bytes, EOT and at least one "
+                              "merge: use bpe-258 or more (e.g. bpe-4096)")
         return int(base[4:])
     raise DomtokError(f"--base {base!r}: expected bpe-N (e.g. bpe-4096); gpt2 needs no building")
 
 
-def build(base: str, corpus, out_dir, max_docs: int | None = None) -> Tokenizer:
+def build(base: str, corpus, out_dir, max_docs: int | None = None,
+          max_bad_fraction: float = MAX_BAD_FRACTION) -> Tokenizer:
+    """Train into a temporary sibling and rename it into place: a failure (a corpus with too
+    many malformed records) leaves no tokenizer that looks complete."""
+    from domtok.model.checkpoint import atomic_dir
+
     vocab_size = parse_bpe_base(base)
     stats: dict = {}
     texts = read_corpus(corpus, stats)
     if max_docs is not None:
         texts = itertools.islice(texts, max_docs)  # stops reading the corpus after max_docs
-    train_bpe(texts, vocab_size, out_dir, name=base)
-    if stats["documents"] == 0:
-        raise DomtokError(f"{corpus}: no usable text (skipped {len(stats['skipped'])} records)")
-    tok = Tokenizer.load(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        try:
+            trained = train_bpe(texts, vocab_size, tmp, name=base)
+        except DomtokError as e:
+            raise DomtokError(f"{corpus}: {e}") from None
+        if stats["documents"] == 0:
+            raise DomtokError(f"{corpus}: no usable text (skipped {len(stats['skipped'])} records)")
+        # the same rule as every other reader: skip malformed records, fail past max_bad_fraction
+        bad = len(stats["skipped"])
+        total = bad + stats.get("good", 0)
+        if bad and bad / max(1, total) > max_bad_fraction:
+            raise DomtokError(f"{stats['skipped'][0].rsplit(':', 1)[0]}: {bad} of {total} records are malformed "
+                              f"(bad JSON or invalid UTF-8, e.g. {stats['skipped'][0]}; {bad / total:.1%} > "
+                              f"{max_bad_fraction:.1%}); fix the corpus (e.g. iconv -f latin1 -t utf-8) or pass "
+                              f"--max-bad-fraction {min(1.0, 2 * bad / total):.2f}")
+        tok = Tokenizer.load(tmp)
+        write_train_record(tmp, base, corpus, stats, tok)
+    small_bpe_warning(trained, vocab_size)
+    return Tokenizer.load(out_dir)
+
+
+def write_train_record(out_dir: Path, base: str, corpus, stats: dict, tok: Tokenizer) -> None:
     atomic_write_json(Path(out_dir) / "bpe_train.json", {
-        "base": base, "corpus": str(corpus), "documents": stats["documents"],
+        "base": base, "asked_n_base": parse_bpe_base(base), "name": tok.base, "corpus": str(corpus),
+        "documents": stats["documents"],
         "skipped": len(stats["skipped"]), "skipped_examples": stats["skipped"][:20],
         "n_base": tok.n_base, "vocab_size": tok.vocab_size,
     })
@@ -200,12 +239,34 @@ def read_model_tokenizer(model_dir: Path, condition: str | None) -> tuple[Tokeni
     return tok, notes
 
 
-def fix(model_dir, condition: str | None = None) -> list[str]:
+def fix(model_dir, condition: str | None = None, force: bool = False) -> list[str]:
+    """Re-write every tokenizer file of a model dir (and of an export's `domtok/` sidecar, and the
+    `condition` of its config.json files) from one Tokenizer, so they cannot disagree.
+
+    Changing the condition of a trained model relabels what it was trained as: refused unless
+    `force` (the weights stay as they are either way)."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise DomtokError(f"{model_dir}: no such model dir")
+    held, _ = read_model_tokenizer(model_dir, None)
+    if condition is not None and condition != held.condition and not force:
+        raise DomtokError(f"{model_dir}: holds a {held.condition} model; --condition {condition} would relabel it "
+                          f"(the weights were trained as {held.condition}); pass --force if the files are wrong "
+                          "and the model really is " + condition)
     tok, notes = read_model_tokenizer(model_dir, condition)
     tok.save(model_dir)
+    sidecar = model_dir / "domtok"  # an export's native copy (domtok.model.hf.SIDECAR)
+    if (sidecar / META_FILE).exists():
+        tok.save(sidecar)
+    for cfg_path in (model_dir / "config.json", sidecar / "config.json"):
+        try:
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(cfg, dict) and cfg.get("format") == "domtok" and cfg.get("condition") != tok.condition:
+            notes.append(f"{cfg_path.relative_to(model_dir)}: condition {cfg.get('condition')} -> {tok.condition}")
+            cfg["condition"] = tok.condition
+            atomic_write_json(cfg_path, cfg)
     stale = model_dir / "added_tokens.json"  # slow-tokenizer file; its tokens would be re-added
     if stale.exists():
         stale.unlink()
@@ -223,16 +284,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--corpus", required=True, help=".txt/.jsonl/.json file or a folder of them")
     b.add_argument("--out", required=True, help="output dir (a saved domtok tokenizer)")
     b.add_argument("--max-docs", type=int, default=None, help="train on at most this many documents")
+    b.add_argument("--max-bad-fraction", type=float, default=MAX_BAD_FRACTION,
+                   help=f"malformed records (bad JSON, invalid UTF-8) tolerated before failing (default {MAX_BAD_FRACTION})")
+    b.add_argument("--force", action="store_true", help="replace --out when it already holds a tokenizer")
     f = sub.add_parser("fix", help="re-write a model dir's tokenizer files with domtok's layout and flags")
     f.add_argument("model_dir")
     f.add_argument("--condition", default=None, help="baseline | mul_tokens (default: what the dir holds)")
+    f.add_argument("--force", action="store_true", help="allow --condition to change the condition the dir holds")
 
 
 def main(args: argparse.Namespace) -> int:
+    from domtok.outdir import claim_out_dir, lock_dir
+
     if args.action == "build":
-        tok = build(args.base, args.corpus, args.out, args.max_docs)
+        claim_out_dir(args.out, replace=True, force=args.force, what="--out directory")
+        tok = build(args.base, args.corpus, args.out, args.max_docs, args.max_bad_fraction)
         print(f"wrote {args.out}: {tok!r}")
     else:
-        for line in fix(args.model_dir, args.condition):
+        lock_dir(args.model_dir)
+        for line in fix(args.model_dir, args.condition, force=args.force):
             print(line)
     return 0

@@ -550,12 +550,14 @@ def load_tokenizer(base: str = "gpt2", condition: str = "baseline", token_set: s
     raise DomtokError(f"unknown tokenizer base {base!r}: use 'gpt2' or a directory made by `domtok tokenizer build`")
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int, out_dir, name: str | None = None) -> None:
+def train_bpe(texts: Iterable[str], vocab_size: int, out_dir, name: str | None = None) -> "Tokenizer":
     """Train a GPT-2-style byte-level BPE of `vocab_size` base ids and save it to `out_dir`.
 
     EOT is the LAST base id (vocab_size - 1), as in GPT-2; the 256 bytes are always in the
     vocabulary, so any text encodes. If the corpus runs out of merges first, n_base is
-    smaller than asked (recorded in domtok_tokenizer.json). `out_dir` is a saved baseline
+    smaller than asked: the tokenizer is named by its real size (`bpe-8605`, recorded in
+    domtok_tokenizer.json), never by the size asked for, and `small_bpe_warning` says so.
+    Returns the saved Tokenizer. `out_dir` is a saved baseline
     Tokenizer: `load_tokenizer(out_dir, condition)` gives any condition.
     """
     from tokenizers import Tokenizer as HFTokenizer
@@ -575,7 +577,17 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_dir, name: str | None =
     if not merges:
         raise DomtokError("bpe training learnt no merges: the corpus is empty or too small")
     tok = Tokenizer(name or f"bpe-{vocab_size}", "baseline", get_token_set("mul"), vocab, merges)
+    if tok.n_base < vocab_size:
+        tok = Tokenizer(f"bpe-{tok.n_base}", "baseline", get_token_set("mul"), vocab, merges)
     tok.save(out_dir)
+    return tok
+
+
+def small_bpe_warning(tok: "Tokenizer", asked: int) -> None:
+    """Say on stderr when a corpus gave fewer base tokens than asked for (train_bpe)."""
+    if tok.n_base < asked:
+        print(f"warning: the corpus yields only {tok.n_base} base tokens, not the {asked} asked for; the "
+              f"tokenizer is {tok.base} (a larger corpus gives more merges)", file=sys.stderr, flush=True)
 
 
 # ---- `domtok tokenize` ------------------------------------------------------------------
@@ -587,6 +599,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--condition", default=None,
                         help="baseline | mul_tokens | ... (default: baseline, or the saved dir's condition)")
     parser.add_argument("--token-set", default=None, help="layout token set (default: the condition's)")
+    parser.add_argument("--inject", action="store_true",
+                        help="rewrite single-digit products into domain tokens first (as `domtok inject`); "
+                             "without it a domain condition encodes the text as written")
     parser.add_argument("--gpt2-dir", default=None, help="folder with GPT-2's vocab.bpe and encoder.json "
                                                          "(default $DOMTOK_GPT2_DIR)")
 
@@ -597,5 +612,12 @@ def main(args: argparse.Namespace) -> int:
         tok = Tokenizer.load(args.tokenizer)
     else:
         tok = load_tokenizer(args.tokenizer, args.condition or "baseline", args.token_set, args.gpt2_dir)
+    if args.inject:
+        if not tok.uses_domain_tokens:
+            raise DomtokError(f"--inject: condition {tok.condition!r} has no domain tokens; pass a domain condition "
+                              "such as --condition mul_tokens")
+        from domtok.tokens.inject import inject_domain_tokens
+
+        text = inject_domain_tokens(text, tok.token_set.name).text
     print(json.dumps(tok.encode(text)))
     return 0

@@ -306,8 +306,11 @@ def run_stage_verb(args, config_cls, kind: str, run_fn) -> tuple[dict, str, bool
     from domtok.config import config_hash, load_config
     from domtok.utils import dist_teardown
 
+    from domtok.outdir import claim_out_dir
+
     cfg = load_config(config_cls, args.config, args.overrides, section=kind)
     out = args.out or f"runs/{kind}/{config_hash(cfg)}"
+    claim_out_dir(out, what="--out directory")
     kwargs = {"resume": args.resume} if hasattr(args, "resume") else {}
     try:
         summary = run_fn(cfg, out, **kwargs)

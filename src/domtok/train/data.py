@@ -50,6 +50,27 @@ def read_meta(data_dir: str | Path) -> dict:
     return meta
 
 
+def check_shard_ids(data_dir: str | Path, vocab_size: int) -> None:
+    """Every token id of every shard is below `vocab_size` (meta.json's, which the model is
+    built with): an id past the embedding would crash the first forward with an IndexError, after
+    the run directory was made. One read of the shards, in chunks (about a second per GB)."""
+    import numpy as np
+
+    for split in ("train", "val"):
+        for path in sorted(Path(data_dir).glob(f"{split}_*.npy")):
+            try:
+                arr = np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as e:
+                raise DomtokError(f"{path}: not a readable .npy shard ({e}); re-run `domtok prepare`") from None
+            chunk = 1 << 24
+            for start in range(0, len(arr), chunk):
+                top = int(arr[start:start + chunk].max(initial=0))
+                if top >= vocab_size:
+                    raise DomtokError(f"{path}: holds token id {top}, but meta.json's vocab_size (the model's) is "
+                                      f"{vocab_size}; these shards were not made with this tokenizer: re-run "
+                                      "`domtok prepare` into a fresh directory")
+
+
 def split_files(data_dir: str | Path, split: str) -> list[Path]:
     files = sorted(Path(data_dir).glob(f"{split}_*.npy"))
     if not files:

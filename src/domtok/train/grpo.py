@@ -316,7 +316,7 @@ def make_rollout(engine, tokenizer, questions: list[str], golds: list[str], rewa
         ids = scored_ids(g.ids, g.text, g.finish_reason, tokenizer)
         scored.append((g.prompt_index, g.sample_index, ids, g.finish_reason,
                        reward_fn(g.text, golds[g.prompt_index], ids, tokenizer, question=questions[g.prompt_index]),
-                       float(is_correct(g.text, golds[g.prompt_index]))))
+                       float(is_correct(g.text, golds[g.prompt_index])), g.prompt_truncated))
     scored = sorted(all_gather_rows(scored, info), key=lambda row: (row[0], row[1]))
     if len(scored) != len(questions) * G:
         raise DomtokError(f"grpo: rollout has {len(scored)} rows, expected {len(questions) * G}")
@@ -333,13 +333,16 @@ def make_rollout(engine, tokenizer, questions: list[str], golds: list[str], rewa
              "completion_length": sum(len(row[2]) for row in scored) / n,
              "hit_max_rate": sum(row[3] == "length" for row in scored) / n,
              "eos_rate": sum(row[3] == "eos" for row in scored) / n,
+             "context_rate": sum(row[3] == "context" for row in scored) / n,
+             "prompts_truncated": sum(row[6] > 0 for row in scored),
              "accuracy": sum(correct) / n}
     for j, k in enumerate(names):
         col = table[:, j]
         stats[f"reward/{k}_mean"] = float(col.mean())
         stats[f"reward/{k}_std"] = float(col.std()) if len(col) > 1 else 0.0
-    return Rollout([prompt_ids[row[0]] for row in scored], [row[2] for row in scored], rewards, adv, stats,
-                   truncated=[row[3] == "length" for row in scored])
+    # the policy is trained on the prompt the engine saw: cut from the left to fit the context
+    return Rollout([prompt_ids[row[0]][row[6]:] for row in scored], [row[2] for row in scored], rewards, adv, stats,
+                   truncated=[row[3] in ("length", "context") for row in scored])
 
 
 def train_on_rollout(model, ref_model, optimizer, rollout: Rollout, cfg: GRPOConfig, device, dtype,

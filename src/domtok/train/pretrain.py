@@ -36,7 +36,7 @@ from domtok.errors import DomtokError
 from domtok.model.checkpoint import (latest_checkpoint, load_checkpoint, load_tokenizer_from_dir, save_checkpoint,
                                      save_model_dir)
 from domtok.train import common
-from domtok.train.data import TrainLoader, read_meta, val_data
+from domtok.train.data import TrainLoader, check_shard_ids, read_meta, val_data
 from domtok.utils import dist_setup, dist_teardown, seed_everything
 
 
@@ -75,6 +75,19 @@ class PretrainConfig:
     wandb: bool = False
     wandb_project: str = "domtok"
     progress: bool = True
+
+
+def check_config(cfg: PretrainConfig, where: str = "pretrain config") -> None:
+    """Counts and rates that must be positive, checked before any data is prepared or written."""
+    for key in ("max_steps", "seq_len", "micro_batch_size", "tokens_per_step", "keep_last"):
+        if getattr(cfg, key) < 1:
+            raise DomtokError(f"{where}: {key}={getattr(cfg, key)} must be >= 1; set {key}=N with N a positive integer")
+    for key in ("eval_every", "eval_batches", "ckpt_every"):  # 0 has a meaning here (see the fields)
+        if getattr(cfg, key) < 0:
+            raise DomtokError(f"{where}: {key}={getattr(cfg, key)} must be >= 0; set {key}=0 or a positive integer")
+    if not cfg.lr > 0 or cfg.min_lr < 0 or cfg.warmup_steps < 0:
+        raise DomtokError(f"{where}: lr={cfg.lr}, min_lr={cfg.min_lr}, warmup_steps={cfg.warmup_steps}: lr must be > 0, "
+                          "min_lr and warmup_steps >= 0")
 
 
 def grad_accum_steps(cfg: PretrainConfig, world_size: int = 1) -> int:
@@ -160,6 +173,7 @@ def run(cfg: PretrainConfig, out_dir: str | os.PathLike, resume: bool | None = N
     out_dir = Path(out_dir)
     if not cfg.data_dir:
         raise DomtokError("pretrain config: data_dir is empty; set data_dir=PATH to a `domtok prepare` output")
+    check_config(cfg)
     info = dist_setup(cfg.device)
     device = info.device
     dtype = common.resolve_dtype(cfg.dtype, device)
@@ -172,6 +186,7 @@ def run(cfg: PretrainConfig, out_dir: str | os.PathLike, resume: bool | None = N
 def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
     meta = read_meta(cfg.data_dir)
     vocab_size = int(meta["vocab_size"])
+    check_shard_ids(cfg.data_dir, vocab_size)  # before the out dir gets anything
     grad_accum = grad_accum_steps(cfg, info.world_size)
     seed_everything(cfg.seed)
     model = build_model(cfg, vocab_size).to(device)
@@ -372,7 +387,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(PretrainConfig, args.config, args.overrides, section="pretrain")
+    check_config(cfg, str(args.config or "pretrain config"))
     out = args.out or os.path.join("runs", "pretrain", config_hash(cfg))
+    from domtok.outdir import claim_out_dir
+
+    claim_out_dir(out, what="--out directory")
     if not cfg.data_dir:
         from domtok.config import is_experiment_spec, load_yaml
 

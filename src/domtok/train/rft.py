@@ -72,7 +72,7 @@ def select_correct(generations, questions: list[str], golds: list[str], max_toke
         if not is_correct(g.text, golds[g.prompt_index]):
             continue
         counts["correct"] += 1
-        if require_eos and g.finish_reason == "length":
+        if require_eos and g.finish_reason in ("length", "context"):
             counts["no_eos"] += 1
             continue
         if max_tokens and g.num_tokens > max_tokens:

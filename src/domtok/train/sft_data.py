@@ -44,6 +44,7 @@ class DataSource:
     repeat: int = 1            # list the records this many times (e.g. GSM-SBS x3 in curriculum)
     drill_kinds: list[str] = field(default_factory=list)  # for kind=drills: one entry per tier
     seed: int = 0              # for the synthetic generators and the subset draw
+    max_bad_fraction: float = 0.01  # malformed records of a file tolerated before failing
 
 
 @dataclass
@@ -61,11 +62,11 @@ def load_records(src: DataSource) -> list[dict]:
 
     k = src.kind
     if k == "instruct":
-        recs = _take(sources.load_tulu("train", path=src.path), src)
+        recs = _take(sources.load_tulu("train", path=src.path, max_bad_fraction=src.max_bad_fraction), src)
     elif k == "gsm8k":
-        recs = list(sources.load_gsm8k("train", path=src.path))
+        recs = list(sources.load_gsm8k("train", path=src.path, max_bad_fraction=src.max_bad_fraction))
     elif k == "tinygsm":
-        recs = _take(sources.load_tinygsm("train", path=src.path), src)
+        recs = _take(sources.load_tinygsm("train", path=src.path, max_bad_fraction=src.max_bad_fraction), src)
     elif k == "jsonl":
         if not src.path:
             raise DomtokError("sft data: kind 'jsonl' needs `path` (a jsonl file of messages or question/answer)")
@@ -73,7 +74,7 @@ def load_records(src: DataSource) -> list[dict]:
     elif k == "gsm_sbs":
         # `path` = GSM8K train (file, dir or hub id): 80% rewritten GSM8K items + 20% drills,
         # like the reference's 512 + 128; no path: drills only (the tiny study has no GSM8K)
-        gsm8k = list(sources.load_gsm8k("train", path=src.path)) if src.path else None
+        gsm8k = list(sources.load_gsm8k("train", path=src.path, max_bad_fraction=src.max_bad_fraction)) if src.path else None
         try:
             recs = synthetic.gsm_sbs(src.n or 640, src.seed, gsm8k=gsm8k)
         except ValueError as e:
