@@ -282,6 +282,7 @@ def test_micro_ladder_runs_every_rung_and_reports_it(micro_ladder):
         assert r["tokens"] == pre["tokens_trained"] == rung.steps * MICRO["stages"][0]["config"]["tokens_per_step"]
         assert r["flops"] == pytest.approx(model.flops_per_token(MICRO["stages"][0]["config"]["seq_len"]) * r["tokens"])
         assert r["compute_matched"] is True and r["wall_time_s"] > r["pretrain_wall_time_s"] > 0
+        assert r["elapsed_s"] >= r["wall_time_s"] - 2  # one job: the nodes ran one after another
         # the rung's own headline: every main metric after every evaluated stage
         keys = {(h["benchmark"], h["metric"], h["stage"]) for h in r["headline"]}
         assert ("gsm_synthetic", "accuracy_flexible", "grpo") in keys and ("probes", "accuracy_mul_table", "pretrain") in keys
