@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from domtok.engine import Generation
 from domtok.errors import DomtokError
@@ -72,6 +74,21 @@ def test_read_answer_reads_statements(text, flexible, rule):
     a = read_answer(text, "flexible")
     assert (a.value, a.rule) == (flexible, rule)
     assert extract_answer(text) == flexible
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(st.integers(0, 999), st.integers(0, 999), st.integers(0, 9999),
+       st.sampled_from([" × ", "×", " * ", "*", " x ", " times ", " plus ", " + ", " - ", " / "]),
+       st.sampled_from(["", "What is ", "So ", "Q: "]), st.sampled_from(["", "?", ".", "\n"]))
+def test_property_restated_operands_are_never_answers(a, b, c, op, lead, end):
+    """A restated question states no answer; the same statement with `= c` states c."""
+    for mode in ("first", "flexible"):
+        assert read_answer(f"{lead}{a}{op}{b}{end}", mode).value is None
+        assert read_answer(f"{lead}{a}{op}{b} = {c}{end}", mode).value == str(c)
+        assert read_answer(f"{lead}{a}{op}{b}{end} {c}", mode).value == str(c)
+        assert read_answer(f"{lead}{a}{op}{b} = <MUL_7_8_56>{end}", mode).value == "56"
+    word = " is " if op.strip().isalpha() else " = "
+    assert read_answer(f"{a}{op}{b}{word}{c}. Then {a}{op}{b}", "first").value == str(c)
 
 
 def test_first_mode_and_rules():
@@ -213,6 +230,7 @@ def test_run_metrics_with_stub_engine(gsm_file, tmp_path):
     assert eng.calls[0][1].temperature == 0.0 and eng.calls[0][1].stop_strings == ("\nUser:",)
     rows = [json.loads(line) for line in (tmp_path / "out" / "items.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == [f"test-{i}" for i in range(5)]  # dataset order, not batch order
+    assert [r["answer_rule"] for r in rows] == ["####", "last", "answer is", None, "####"]  # which rule read it
     need = {"id", "prompt", "completion", "ids", "answer_strict", "answer_flexible", "gold", "correct_strict",
             "correct_flexible", "correct", "response_tokens", "hit_max_tokens", "emitted_eos", "domain_tokens",
             "repetition"}

@@ -74,6 +74,7 @@ CASES = [
     ("10 - 6·9", None, None),
     ("6 x 9 xylophones", None, None),
     ("<<100-6·9=46>>46", None, None),
+    ("eat 1 1/2 rolls each, 8 x 1 1/2 = 12 rolls", None, None),   # GSM8K train; old: `<MUL_1_8_8> 1/2 = 12`
     ("6 × 9 = 54", "<MUL_6_9_54>", "<MUL_6_9_54>"),
     ("6*9=54", "<MUL_6_9_54>", "<MUL_6_9_54>"),
     ("So 6 x 9 = 54 apples.", "So <MUL_6_9_54> apples.", "So <MUL_6_9_54> apples."),

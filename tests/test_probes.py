@@ -258,12 +258,40 @@ def test_report_states_what_each_condition_saw():
         "b/p": {"injection": None, "domain_tokens_after_space": {"all": 0, "share": 0.0}},
         "m/p": {"injection": {"mode": "weak", "word_forms": False},
                 "domain_tokens_after_space": {"all": 439, "share": 0.3443}},
-        "b/e": {"notation": {"injected": False, "prompts_changed": 0, "prompts": 331}},
+        "b/e": {"notation": {"injected": False, "prompts_changed": 0, "prompts": 331},
+                "metrics": {"accuracy_symbolic": 0.1}},
         "m/e": {"notation": {"injected": True, "prompts_changed": 81, "prompts": 331}},
     }
     run = NS(conditions=["baseline", "mul_tokens"], nodes=nodes, summary=summary)
-    assert notation_lines(run) == [
+    assert notation_lines(run)[:2] == [
         "- Notation, `baseline`: training text as written; probe questions as written.",
         "- Notation, `mul_tokens`: training text injected (mode weak, word forms off); 34.4% of its domain tokens "
         "(439) follow a lone space token; probe questions through the same injector (81 of 331 prompts changed).",
     ]
+    assert "`symbolic` asks `a × b =` in every condition" in notation_lines(run)[2]
+    summary["b/e"]["metrics"] = {}
+    assert len(notation_lines(run)) == 2
+
+
+def test_times_table_page_in_each_notation(gpt2_pair):
+    """`symbolic_table`: the page the pretraining corpus writes, up to the asked line, in each
+    condition's notation; the asked fact is never in the prompt."""
+    from domtok.data.synthetic import math_web_corpus
+
+    base, dom = gpt2_pair
+    items = make_probes(["symbolic_table"])
+    assert len(items) == 81
+    it = next(i for i in items if i["id"] == "symbolic_table-6x9")
+    assert it["gold"] == "54" and it["question"].startswith("The 6 times table\n6 × 1 = 6, so 6 times 1 is 6.\n")
+    assert it["question"].endswith("6 × 8 = 48, so 6 times 8 is 48.\n") and "6 × 9" not in it["question"]
+    assert build_prompt(it, "plain", base) == it["question"]
+    assert build_prompt(it, "plain", dom) == "The 6 times table\n" + "".join(
+        f"<MUL_{min(6, k)}_{max(6, k)}_{6 * k}>, so 6 times {k} is {6 * k}.\n" for k in range(1, 9))
+    # the pages are the corpus's own: each prompt is a prefix of a generated table document,
+    # written by the same injector the domain condition's shards were
+    pages = [d for d in math_web_corpus(400, 0) if d.startswith("The 6 times table\n")]
+    assert pages and all(d.startswith(it["question"]) for d in pages)
+    assert all(dom.inject(d).text.startswith(build_prompt(it, "plain", dom)) for d in pages)
+    assert score([it], ["6 × 9 = 54, so 6 times 9 is 54.\n6 × 10"], "plain")[0]["correct"]
+    assert score([it], ["<MUL_6_9_54>, so 6 times 9 is 54."], "plain")[0]["correct"]
+    assert not score([it], ["6 × 8 = 48, so"], "plain")[0]["correct"]

@@ -425,6 +425,10 @@ def notation_lines(run: Run) -> list[str]:
                          f"{probe['prompts']} prompts changed)")
         if parts:
             out.append(f"- Notation, `{cond}`: " + "; ".join(parts) + ".")
+    if any(n.kind == "probes" and "accuracy_symbolic" in run.summary[n.id].get("metrics", {}) for n in run.nodes):
+        out.append("- Probe category `symbolic` asks `a × b =` in every condition, a string a domain condition saw "
+                   "only where its injector left it (its complete facts were tokens); `symbolic_context` and "
+                   "`symbolic_table` ask in each condition's own notation.")
     return out
 
 

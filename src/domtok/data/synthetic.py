@@ -423,12 +423,17 @@ def _prose(rng: random.Random, k: int) -> str:
     return " ".join(out)
 
 
-def _table_page(rng: random.Random) -> str:
+def times_table_page(a: int) -> str:
+    """The corpus's times-table page of `a`, one line per fact (the probes' `symbolic_table`
+    asks for its lines)."""
     # Each fact twice: `6 × 9 = 54` (one domain token in the domain condition) and `6 times 9 is
     # 54` (digits in both), so both conditions read every product's value after its factors.
-    a = rng.randint(1, 9)
     return f"The {a} times table\n" + "\n".join(f"{a} × {b} = {a * b}, so {a} times {b} is {a * b}."
                                                  for b in range(1, 10))
+
+
+def _table_page(rng: random.Random) -> str:
+    return times_table_page(rng.randint(1, 9))
 
 
 # article, table, problem, sums, worked, worksheet

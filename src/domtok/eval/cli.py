@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-new-tokens", type=int)
     g.add_argument("--calculator", action="store_true", default=None, help="evaluate <<expr= annotations")
     g.add_argument("--inject-prompt", action="store_true", default=None,
-                   help="inject domain tokens into the question (domain-token models only)")
+                   help="inject domain tokens into the question, with the model's injector settings "
+                        "(domain-token models only)")
 
     h = sub.add_parser("hellaswag", help="HellaSwag acc / acc_norm (per token and per character)")
     common(h, 8)
@@ -57,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("probes", help="arithmetic probes, per-category accuracy")
     common(p, 64)
     p.add_argument("--categories", help="comma-separated (default mul_table,mul_multidigit,addition); "
-                   "also subtraction, mul_2digit, symbolic, symbolic_context")
+                   "also subtraction, mul_2digit, symbolic, symbolic_context, symbolic_table")
     p.add_argument("--no-inject-prompt", dest="inject_prompt", action="store_false", default=None,
                    help="show a domain-token model the questions as written, not in its training notation")
     p.add_argument("--prompt-style", choices=["answer_is", "chat", "plain"])

@@ -10,6 +10,10 @@ The reference suite (281 items) plus categories that test the notation the model
     symbolic         81  "a × b =" for every ordered pair 1..9
     symbolic_context 81  "c × d = cd, so a × b =": a given fact (never with the asked product),
                          then the asked one
+    symbolic_table   81  a times-table page of the pretraining corpus ("The a times table\n
+                         a × 1 = a, so a times 1 is a.\n ...") up to the line of a × b, whose
+                         start `a × b = ab` is the answer (best with prompt_style plain: the
+                         text as pretraining saw it)
 
 The reference categories are the default; the rest are opt-in with `categories`.
 
@@ -17,8 +21,12 @@ Notation. Each condition is probed in the notation its training text used, throu
 mechanism: the question goes through `Tokenizer.inject` -- the condition's injector with the
 settings `domtok prepare` used for its pretraining text (mode, word forms), and unchanged for
 the baseline. So in `symbolic_context` the domain model sees the given fact as its token
-(`<MUL_3_4_12>, so 6 × 9 =`) and the baseline as digits (`3 × 4 = 12, so 6 × 9 =`); the asked
-product is never rewritten (the injector leaves `6 × 9 =` without a result, and `What is
+(`<MUL_3_4_12>, so 6 × 9 =`) and the baseline as digits (`3 × 4 = 12, so 6 × 9 =`), and in
+`symbolic_table` each sees the times-table page as its pretraining text wrote it (the domain
+model answers the next line with its token, `<MUL_6_9_54>`, which reads as 54). `symbolic`
+asks `6 × 9 =`, a string the domain model saw only where the injector left it (its complete
+facts were tokens); the report says so when `symbolic` is run. The asked product is
+never rewritten (the injector leaves `6 × 9 =` without a result, and `What is
 6 times 9?`, alone: it would leak the answer). `inject_prompt: false` shows every model the
 questions as written. The summary's `notation` records what this model saw.
 
@@ -45,7 +53,8 @@ from domtok.errors import DomtokError
 from domtok.eval.gsm8k import read_answer
 
 REFERENCE_CATEGORIES = ("mul_table", "mul_multidigit", "addition")
-ALL_CATEGORIES = REFERENCE_CATEGORIES + ("subtraction", "mul_2digit", "symbolic", "symbolic_context")
+ALL_CATEGORIES = REFERENCE_CATEGORIES + ("subtraction", "mul_2digit", "symbolic", "symbolic_context",
+                                         "symbolic_table")
 PROMPT_STYLES = ("answer_is", "chat", "plain")
 # how `read_answer` reads a completion of each prompt style
 ANSWER_MODE = {"answer_is": "first", "plain": "first", "chat": "flexible"}
@@ -89,6 +98,14 @@ def make_probes(categories=REFERENCE_CATEGORIES, n: int = 100, seed: int = 42) -
             for a in range(1, 10):
                 for b in range(1, 10):
                     add(cat, f"{a}x{b}", f"{a} × {b} =", a * b)
+        elif cat == "symbolic_table":
+            # the corpus's own pages (`synthetic.times_table_page`), cut before line b
+            from domtok.data.synthetic import times_table_page
+
+            for a in range(1, 10):
+                lines = times_table_page(a).split("\n")
+                for b in range(1, 10):
+                    add(cat, f"{a}x{b}", "\n".join(lines[:b]) + "\n", a * b)
         elif cat == "symbolic_context":
             # A given fact, then the asked one: each condition sees the given fact in its own
             # notation (build_prompt). It never has the asked product, so it cannot leak the answer.
