@@ -55,8 +55,8 @@ def _answers(rng, p: float, n: int) -> list[bool]:
     return [bool(x) for x in right]
 
 
-def write_fake_run(root: Path, seeds=(0, 1, 2), rng_seed=0, ladder=None) -> Path:
-    spec = dict(SPEC, seeds=list(seeds))
+def write_fake_run(root: Path, seeds=(0, 1, 2), rng_seed=0, ladder=None, truth=p_correct, **extra) -> Path:
+    spec = dict(SPEC, seeds=list(seeds), **extra)
     if ladder:
         spec["ladder"] = ladder
         spec["stages"] = [dict(st) for st in SPEC["stages"]]
@@ -73,14 +73,14 @@ def write_fake_run(root: Path, seeds=(0, 1, 2), rng_seed=0, ladder=None) -> Path
             rows = []
             if kind == "probes":
                 for cat in CATEGORIES:
-                    p = p_correct(node.condition, node.stage, "probes", cat, node.rung)
+                    p = truth(node.condition, node.stage, "probes", cat, node.rung)
                     rows += [{"id": f"{cat}-{i}", "benchmark": "probes", "category": cat, "correct": c}
                              for i, c in enumerate(_answers(rng, p, N_PER_CATEGORY))]
                 metrics = {f"accuracy_{c}": float(np.mean([r["correct"] for r in rows if r["category"] == c]))
                            for c in CATEGORIES}
                 metrics["accuracy_all"] = float(np.mean([r["correct"] for r in rows]))
             else:
-                p = p_correct(node.condition, node.stage, "gsm", None)
+                p = truth(node.condition, node.stage, "gsm", None)
                 rows = [{"id": f"synthetic-test-{i}", "benchmark": "gsm8k", "correct_flexible": c, "correct_strict": c,
                          "correct": c} for i, c in enumerate(_answers(rng, p, N_GSM))]
                 metrics = {"accuracy_flexible": float(np.mean([r["correct_flexible"] for r in rows]))}
@@ -241,3 +241,30 @@ def test_a_ladder_reports_each_rung(tmp_path):
     assert "rung-big/probes.accuracy_mul_multidigit" in report["accuracy"]["mul_tokens"]["sft"]
     md = (run_dir / "report.md").read_text()
     assert "**Answer (rung `small`, after `grpo`, 2 seed(s)).**" in md and "**Answer (rung `big`, after `grpo`" in md
+
+
+def test_a_metric_nobody_learned_is_not_called_a_null_result(tmp_path):
+    """0% in both conditions is a broken or untrained model, not 'no detectable difference'."""
+    def truth(cond, stage, bench, cat, rung=None):
+        return 0.0 if cat == "addition" else p_correct(cond, stage, bench, cat, rung)
+
+    run_dir = write_fake_run(tmp_path, seeds=(0, 1), truth=truth)
+    write_report(run_dir)
+    md = (run_dir / "report.md").read_text()
+    answer = next(ln for ln in md.splitlines() if ln.startswith("**Answer"))
+    assert "cannot be compared on accuracy_addition (0 in both)" in answer
+    assert "no detectable difference on accuracy_mul_table" in answer and "accuracy_addition," not in answer
+    assert "- accuracy_addition after `sft`: no difference to measure: both conditions score 0.000" in md
+    row = _row(json.loads((run_dir / "report.json").read_text()), "accuracy_addition", "sft")
+    assert row["delta"] == 0 and row["p"] == 1 and row["mde"] is None
+
+
+def test_the_headline_opens_the_report_before_the_learns_check(tmp_path):
+    run_dir = write_fake_run(tmp_path, seeds=(0, 1),
+                             learns={"stage": "sft", "minimum": {"probes.accuracy_mul_table": 0.85,
+                                                                 "probes.accuracy_mul_multidigit": 0.5}})
+    write_report(run_dir)
+    sections = [ln for ln in (run_dir / "report.md").read_text().splitlines() if ln.startswith("## ")]
+    assert sections[:3] == ["## Headline", "## Do the models learn what is tested? (mean over seeds after `sft`)",
+                            "## Losses"]
+    assert "baseline probes.accuracy_mul_multidigit 0.350 < 0.50" in (run_dir / "report.md").read_text()

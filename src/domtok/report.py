@@ -572,6 +572,11 @@ def comparisons(run: Run) -> dict:
     return out
 
 
+def _floor(r: dict) -> float | None:
+    """0.0 or 1.0 when both sides score exactly that (no item, no seed differs), else None."""
+    return next((v for v in (0.0, 1.0) if r["a_mean"] == v and r["b_mean"] == v), None)
+
+
 def _label(r: dict) -> str:
     """A probe category by its metric (`accuracy_mul_table`), a GSM-style test by its benchmark
     name; in a ladder, prefixed by the rung."""
@@ -630,10 +635,13 @@ def headline(run: Run, comps: dict, plots_rel: str = "plots") -> list[str]:
         final = [r for r in rows if r["stage"] == last and r["condition"] == cond and r["rung"] == rung]
         if not final:
             continue
-        words = {v: [_label({**r, "rung": None}) for r in final if r["verdict"] == v] for v in (HELPS, HURTS, NULL)}
+        words = {v: [_label({**r, "rung": None}) for r in final if r["verdict"] == v and _floor(r) is None]
+                 for v in (HELPS, HURTS, NULL)}
+        flat = [f"{_label({**r, 'rung': None})} ({_floor(r):.0f} in both)" for r in final if _floor(r) is not None]
         parts = [f"helps on {', '.join(words[HELPS])}" if words[HELPS] else "",
                  f"hurts on {', '.join(words[HURTS])}" if words[HURTS] else "",
-                 f"makes no detectable difference on {', '.join(words[NULL])}" if words[NULL] else ""]
+                 f"makes no detectable difference on {', '.join(words[NULL])}" if words[NULL] else "",
+                 f"cannot be compared on {', '.join(flat)}: both conditions answer every item alike" if flat else ""]
         n_seeds = max(r["n_seeds"] for r in final)
         where = f"rung `{rung}`, " if rung is not None else ""
         lines.append(f"**Answer ({where}after `{last}`, {n_seeds} seed(s)).** `{cond}` "
@@ -651,12 +659,17 @@ def headline(run: Run, comps: dict, plots_rel: str = "plots") -> list[str]:
             lines.append(f"| {_label(r)} | {r['stage']} | {r['condition']} | – | – | – | – | – | – | – | {r['error']} | – |")
             continue
         lines.append(f"| {_label(r)} | {r['stage']} | {r['condition']} | {r['a_mean']:.3f} | {r['b_mean']:.3f} | "
-                     f"{_signed(r['delta'])} | {_ci_text(r)} | {r['df']:.0f} | {_p_text(r['p'])} | {_p_text(r['p_holm'])} | "
+                     f"{_signed(r['delta'])} | {_ci_text(r)} | {_fmt(r['df'], 0) if r['se'] > 0 else '–'} | "
+                     f"{_p_text(r['p'])} | {_p_text(r['p_holm'])} | "
                      f"{r['verdict']} | {_mde_text(r)} |")
     lines.append("")
     for r in rows:
         what = {HELPS: f"`{r['condition']}` helps", HURTS: f"`{r['condition']}` hurts",
                 NULL: "no detectable difference at this size"}[r["verdict"]]
+        floor = _floor(r)
+        if floor is not None:  # not a null result: the test has nothing to measure
+            what = (f"no difference to measure: both conditions score {floor:.3f} on every item in every seed"
+                    + (" (the models have not learned what this tests)" if floor == 0 else " (ceiling)"))
         lines.append(f"- {_label(r)} after `{r['stage']}`: {what} (Δ {_signed(r['delta'])}, 95% CI {_ci_text(r)}, "
                      f"Holm p {_p_text(r['p_holm'])}); the smallest effect this design detects with 80% power is "
                      f"{_mde_text(r)}.")
@@ -877,13 +890,15 @@ def plots(run: Run, out: Path) -> list[str]:
 
 # --------------------------------------------------------------------------- report
 
-def study_sections(run: Run, comps: dict, plots_dir: Path, rel: str, h: str = "##") -> list[str]:
+def study_sections(run: Run, comps: dict, plots_dir: Path, rel: str, h: str = "##",
+                   after_headline: list[str] = ()) -> list[str]:
     """Every section of one study's report, headline first (a whole run, or one ladder rung);
-    its plots go to `plots_dir`, linked as `rel/NAME`; headings at level `h`."""
+    its plots go to `plots_dir`, linked as `rel/NAME`; headings at level `h`; `after_headline`
+    comes right after the headline, before the detail."""
     figs = plots(run, plots_dir)
     forest = forest_plot(comps, plots_dir)
     lines = [f"{h} Headline", "", *headline(run, comps, rel), "",
-             *([f"![forest plot]({rel}/{forest})", ""] if forest else []),
+             *([f"![forest plot]({rel}/{forest})", ""] if forest else []), *after_headline,
              f"{h} Losses", "", *loss_table(run), "",
              f"{h} Reinforcement learning", "", *reward_table(run), "",
              f"{h}# Does GRPO raise held-out accuracy?", "", *grpo_table(run, comps), "",
@@ -972,14 +987,17 @@ def write_report(run_dir: str | Path) -> Path:
     if spec.ladder:
         body, js = ladder_report(run, comps)
     else:
-        body, js = study_sections(run, comps, run_dir / "plots", "plots"), report_json(run, comps)
+        js = report_json(run, comps)
+        learned = []
         if spec.learns:
             from domtok.ladder import learn_check
 
             check, misses = learn_check(spec.learns, js["accuracy"])
-            body = [f"## Do the models learn what is tested? (mean over seeds after `{spec.learns['stage']}`)", "",
-                    *check, "", ("- ⚠ Not every model reaches the figures: " + "; ".join(misses) + ".") if misses
-                    else "- ✅ Every condition's models reach every figure.", ""] + body
+            learned = [f"## Do the models learn what is tested? (mean over seeds after `{spec.learns['stage']}`)", "",
+                       *check, "", ("- ⚠ Not every model reaches the figures: " + "; ".join(misses) + ".") if misses
+                       else "- ✅ Every condition's models reach every figure.", ""]
+        # The headline opens the report; the check of what the models learned follows it.
+        body = study_sections(run, comps, run_dir / "plots", "plots", after_headline=learned)
     # report.json first: report.md, the file people open, is the last to appear.
     atomic_write_text(run_dir / "report.json", json.dumps(js, indent=1, allow_nan=False) + "\n")
     path = run_dir / "report.md"
