@@ -154,8 +154,13 @@ def test_autocast_and_dtype_on_cpu():
     assert common.resolve_dtype("auto", "cpu") == "float32"
     with pytest.raises(DomtokError):
         common.resolve_dtype("fp8", "cpu")
-    # bf16 asked for on CPU: no autocast at all (CPU runs stay fp32); on CUDA a real autocast
-    assert isinstance(common.autocast("cpu", "bfloat16"), contextlib.nullcontext)
+    # fp32: no autocast; bf16 asked for on CPU: a real CPU autocast (tests/test_compile_bf16.py
+    # checks its numbers); float16 needs CUDA
+    assert isinstance(common.autocast("cpu", "float32"), contextlib.nullcontext)
+    with common.autocast("cpu", "bfloat16"):
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    with pytest.raises(DomtokError, match="float16 needs a CUDA device"):
+        common.resolve_dtype("float16", "cpu")
     if torch.cuda.is_available():
         assert isinstance(common.autocast("cuda:0", "bfloat16"), torch.autocast)
     assert common.mfu(1e6, 1e5, "cpu") is None  # no MFU on CPU

@@ -178,6 +178,23 @@ def is_experiment_spec(data: dict) -> bool:
     return isinstance(data.get("stages"), list) and isinstance(data.get("conditions"), dict)
 
 
+def spec_prepare_section(spec: dict, where: str) -> dict:
+    """An experiment spec's `prepare:` section with the spec's tokenizer, as `domtok run` uses it.
+
+    The spec names the tokenizer once (`tokenizer: {base, sample_docs}`) for every condition;
+    `domtok prepare SPEC condition=...` prepares one condition's shards with it."""
+    if not isinstance(spec.get("prepare"), dict):
+        raise ConfigError(f"{where}: the experiment spec has no `prepare:` section")
+    out = dict(spec["prepare"])
+    tok = spec.get("tokenizer") or {}
+    out.setdefault("tokenizer", str(tok.get("base", "gpt2")))
+    if "sample_docs" in tok:
+        out.setdefault("bpe_sample_docs", tok["sample_docs"])
+    if "token_set" in spec:
+        out.setdefault("token_set", spec["token_set"])
+    return out
+
+
 def stage_section(stage: dict, where: str) -> dict:
     """A spec stage's config: inline, or the `<kind>:` section of a preset/file, then `set:` on top.
 
@@ -209,11 +226,13 @@ def load_config(cls: type[T], path: str | os.PathLike | None, overrides: list[st
 
     With `section` ("pretrain", "sft", ...) the file may be a stage file holding that section,
     or an experiment spec: then the first stage of that kind is used (`domtok pretrain
-    configs/tiny.yaml`)."""
+    configs/tiny.yaml`), or for `prepare` the spec's shared `prepare:` section."""
     data: dict = {}
     if path is not None:
         data = load_yaml(path)
-        if section is not None and is_experiment_spec(data):
+        if section == "prepare" and is_experiment_spec(data):
+            data = spec_prepare_section(data, str(path))
+        elif section is not None and is_experiment_spec(data):
             stage = next((st for st in data["stages"] if isinstance(st, dict) and st.get("kind") == section), None)
             if stage is None:
                 raise ConfigError(f"{path}: the experiment spec has no `{section}` stage")

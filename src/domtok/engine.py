@@ -120,17 +120,21 @@ class _Row:
 
 
 class Engine:
-    def __init__(self, model, tokenizer, device=None, dtype=None):
+    def __init__(self, model, tokenizer, device=None, dtype=None, compile: bool = False):
         """model: a domtok GPT; device: where to run (default: the model's device);
-        dtype: torch.bfloat16/float16 to autocast on CUDA (default: the model's own dtype)."""
+        dtype: torch.bfloat16/float16 to autocast on CUDA, torch.bfloat16 on CPU (default: the
+        model's own dtype); compile: torch.compile the one-token decode step (dynamic shapes:
+        the batch shrinks and the cache grows without recompiling each step)."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model.to(self.device)
         param_dtype = next(model.parameters()).dtype
         self.autocast_dtype = dtype if dtype not in (None, param_dtype) else None
-        if self.autocast_dtype is not None and self.device.type != "cuda":
-            raise DomtokError(f"Engine: dtype {dtype} needs CUDA (device is {self.device}); leave dtype unset on CPU")
+        if self.autocast_dtype is not None and self.device.type != "cuda" and self.autocast_dtype != torch.bfloat16:
+            raise DomtokError(f"Engine: dtype {dtype} needs CUDA (device is {self.device}); use torch.bfloat16 or "
+                              "leave dtype unset on CPU")
+        self._decode = torch.compile(self.model, dynamic=True) if compile else self.model
         self.cache_dtype = self.autocast_dtype or param_dtype
         self.block_size = model.config.block_size
         self.domain_values = {t.text: t.value for t in getattr(tokenizer, "id_to_domain", {}).values()}
@@ -264,7 +268,7 @@ class Engine:
                 if gens is not None:
                     gens = [gens[i] for i in keep]
             with self._autocast():
-                logits, _ = self.model(nxt.view(-1, 1), kv_cache=cache, positions=pos.view(-1, 1), last_only=True)
+                logits, _ = self._decode(nxt.view(-1, 1), kv_cache=cache, positions=pos.view(-1, 1), last_only=True)
             logits = logits[:, -1, :]
             pos = pos + 1
         return [self._finish(r, r.finish_reason, stops) for r in done]

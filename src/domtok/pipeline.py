@@ -36,6 +36,8 @@ from domtok.errors import DomtokError
 from domtok.rundir import (EVAL_KINDS, TRAINING_KINDS, Node, Spec, StageSpec, build_nodes,  # noqa: F401
                            key_metric_text, load_spec, node_state, wall_time)
 
+# Nodes that run in one process even in a multi-process run (node 0's alone).
+SINGLE_PROCESS = ("tokenizer", "prepare")
 # Stages that continue from a partial directory of the same config (checkpoints; prepare skips
 # finished shards). Any other interrupted node starts again from an empty directory.
 RESUMABLE = ("prepare", "pretrain", "sft", "grpo")
@@ -97,8 +99,15 @@ class RunOptions:
     force: bool = False
     nproc: int = 1
     quiet: bool = False
+    nnodes: int = 1             # torchrun's multi-node launch: every node runs `domtok run` with
+    node_rank: int = 0          # the same arguments and its own --node-rank; node 0 runs the
+    rdzv: str = "127.0.0.1:29500"  # pipeline, the others join each torchrun stage (shared run dir)
     jobs: int = 1                 # nodes run at once, each in its own worker process when > 1
     threads: int | None = None    # torch threads of each job (None: the cores shared among jobs)
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc * self.nnodes
 
 
 def machine_cores() -> int:
@@ -124,6 +133,8 @@ def threads_per_job(opts: RunOptions) -> int:
 
 def run_experiment(spec: Spec, opts: RunOptions) -> int:
     run_dir = Path(spec.runs_dir) / spec.name
+    if opts.node_rank > 0:
+        return follow_experiment(spec, opts)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "spec.yaml", _dump_spec(spec))
     nodes = build_nodes(spec, run_dir)
@@ -202,8 +213,8 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
     order. Each node seeds itself from its own config, so the order and the concurrency do not
     change any number: a run with `--jobs 2` equals one with `--jobs 1` at the same threads per job.
     """
-    if opts.jobs > 1 and opts.nproc > 1:
-        raise DomtokError("--jobs N and --nproc M together would start N torchruns of M processes; "
+    if opts.jobs > 1 and opts.world_size > 1:
+        raise DomtokError("--jobs N and --nproc M (or --nnodes) together would start N torchruns at once; "
                           "choose one (--jobs 1 with --nproc, or --nproc 1 with --jobs)")
     failed: set[str] = set()
     resolved: set[str] = set()           # done, failed or skipped, in this run
@@ -337,8 +348,8 @@ def run_node(node: Node, run_dir: Path, opts: RunOptions, fresh: bool) -> bool:
     log_path = node.out_dir / "log.txt"
     t0 = time.time()
     try:
-        if opts.nproc > 1 and node.kind not in ("tokenizer", "prepare"):
-            summary = _run_torchrun(node, run_dir, opts.nproc, log_path)
+        if opts.world_size > 1 and node.kind not in SINGLE_PROCESS:
+            summary = _run_torchrun(node, run_dir, opts, log_path)
         else:
             fn, cfg = stage_call(node, run_dir)
             # The stage's own output (progress, per-step lines) goes to its log; the terminal
@@ -360,12 +371,24 @@ def run_node(node: Node, run_dir: Path, opts: RunOptions, fresh: bool) -> bool:
     return True
 
 
-def _run_torchrun(node: Node, run_dir: Path, nproc: int, log_path: Path) -> dict:
+def torchrun_command(opts: RunOptions) -> list[str]:
+    """`torchrun` for this machine: standalone on one node, else its static multi-node launch
+    (rank 0 lives on node 0, the one that writes the outputs)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={opts.nproc}"]
+    if opts.nnodes == 1:
+        return cmd + ["--standalone"]
+    host, _, port = opts.rdzv.rpartition(":")
+    if not host or not port.isdigit():
+        raise DomtokError(f"--rdzv {opts.rdzv!r}: write HOST:PORT (node 0's address), e.g. node001:29500")
+    return cmd + [f"--nnodes={opts.nnodes}", f"--node-rank={opts.node_rank}", f"--master-addr={host}",
+                  f"--master-port={port}"]
+
+
+def _run_torchrun(node: Node, run_dir: Path, opts: RunOptions, log_path: Path, job: Path | None = None) -> dict:
     """Run the node's stage function under torchrun in a child process group."""
-    job = node.out_dir / "torchrun_node.json"
+    job = job or node.out_dir / "torchrun_node.json"
     atomic_write_json(job, {"run_dir": str(run_dir), "node": _node_to_dict(node)})
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "domtok.pipeline", "--worker", str(job)]
+    cmd = torchrun_command(opts) + ["-m", "domtok.pipeline", "--worker", str(job)]
     with open(log_path, "a") as log:
         rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
     if rc != 0:
@@ -375,6 +398,61 @@ def _run_torchrun(node: Node, run_dir: Path, nproc: int, log_path: Path) -> dict
                   if "DomtokError: " in ln]
         raise DomtokError(f"torchrun exited with {rc}" + (f": {causes[-1]}" if causes else ""))
     return json.loads((node.out_dir / "summary.json").read_text()) if (node.out_dir / "summary.json").exists() else {}
+
+
+def follow_experiment(spec: Spec, opts: RunOptions) -> int:
+    """Node `node_rank` > 0 of a multi-node run: join node 0's torchrun for every distributed node.
+
+    It walks the same nodes in the same order as node 0 and makes the same decisions from the
+    shared run dir: a node node 0 will skip (done, or blocked by a failure) is skipped here; for
+    any other it waits until node 0 has started it (its `running.json` is newer than this
+    process), then starts this machine's share of the processes. It writes nothing in the run
+    dir; its own torchrun output goes to `<run dir>/node<rank>/<node id>.log`.
+    """
+    run_dir = Path(spec.runs_dir) / spec.name
+    t_start = time.time()
+    logs = run_dir / f"node{opts.node_rank}"
+    failed: set[str] = set()
+    order = ["tokenizer", "prepare"] + [s.name for s in spec.stages]
+    from_index = order.index(opts.from_stage) if opts.from_stage else None
+
+    def fresh(path: Path) -> bool:
+        return path.exists() and path.stat().st_mtime >= t_start - 1
+
+    _say(opts, f"domtok run {spec.name}: node {opts.node_rank} of {opts.nnodes}, joining {opts.rdzv}")
+    for node in build_nodes(spec, run_dir):
+        if opts.only is not None and node.stage != opts.only:
+            continue
+        forced = opts.force or (from_index is not None and order.index(node.stage) >= from_index)
+        if any(d.id in failed for d in node.deps) or (opts.only and any(node_state(d) != "done" for d in node.deps)):
+            failed.add(node.id)  # node 0 skips it too
+            continue
+        if node_state(node) == "done" and not forced:
+            continue
+        if node.kind in SINGLE_PROCESS:  # node 0 alone runs it: wait for its outcome
+            while not (fresh(node.manifest_path) or fresh(node.out_dir / "failed.json")):
+                time.sleep(1.0)
+            if not fresh(node.manifest_path):
+                failed.add(node.id)
+            continue
+        while not fresh(node.out_dir / "running.json"):
+            if fresh(node.manifest_path) or fresh(node.out_dir / "failed.json"):
+                break  # node 0 did it without us (e.g. it failed before starting torchrun)
+            time.sleep(0.5)
+        else:
+            logs.mkdir(parents=True, exist_ok=True)
+            name = node.id.replace("/", "__")
+            try:
+                _run_torchrun(node, run_dir, opts, logs / f"{name}.log", job=logs / f"{name}.json")
+                _say(opts, f"{node.id}: done on node {opts.node_rank}")
+            except DomtokError as e:
+                failed.add(node.id)
+                _say(opts, f"{node.id}: FAILED on node {opts.node_rank}: {e}")
+            continue
+        if not fresh(node.manifest_path):
+            failed.add(node.id)
+    _say(opts, f"domtok run {spec.name}: node {opts.node_rank} finished in {time.time() - t_start:.0f}s")
+    return 1 if failed else 0
 
 
 def _node_to_dict(node: Node) -> dict:
@@ -434,13 +512,21 @@ def add_arguments(p) -> None:
     p.add_argument("--only", metavar="STAGE", help="run only this stage (its inputs must be done)")
     p.add_argument("--from", dest="from_stage", metavar="STAGE", help="re-run this stage and everything after it")
     p.add_argument("--force", action="store_true", help="re-run every node, even finished ones")
-    p.add_argument("--nproc", type=int, default=1, help="processes per training/eval stage (torchrun)")
+    p.add_argument("--nproc", type=int, default=1, help="processes per node for each training/eval stage (torchrun)")
+    p.add_argument("--nnodes", type=int, default=1, help="machines in a multi-node run; start `domtok run` with the "
+                   "same arguments on each, with its --node-rank (the run dir must be on a shared filesystem)")
+    p.add_argument("--node-rank", type=int, default=0, help="this machine's rank in a multi-node run (0 runs the pipeline)")
+    p.add_argument("--rdzv", default="127.0.0.1:29500", metavar="HOST:PORT",
+                   help="node 0's address and a free port, for torchrun's multi-node rendezvous")
     p.add_argument("--jobs", type=int, default=None,
                    help="nodes run at once (other seeds, the other condition), each in a worker process "
                         "(default: one per CPU core; 1 on a GPU machine or with --nproc)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per job (default: the cores divided among the jobs)")
     p.add_argument("--runs-dir", help="where run directories live (default: the spec's runs_dir, `runs`)")
+    from domtok.smoke import add_arguments as smoke_arguments
+
+    smoke_arguments(p)
 
 
 def main(args) -> int:
@@ -454,12 +540,19 @@ def main(args) -> int:
     spec = load_spec(args.preset or spec_arg, overrides, seeds=args.seeds)
     if args.runs_dir:
         spec.runs_dir = args.runs_dir
-    jobs = args.jobs if args.jobs is not None else (1 if args.nproc > 1 else default_jobs())
+    if not 0 <= args.node_rank < args.nnodes:
+        raise DomtokError(f"--node-rank {args.node_rank} must be in 0..{args.nnodes - 1} (--nnodes {args.nnodes})")
+    jobs = args.jobs if args.jobs is not None else (1 if args.nproc > 1 or args.nnodes > 1 else default_jobs())
     for flag, value in (("--jobs", jobs), ("--threads", args.threads)):
         if value is not None and value < 1:
             raise DomtokError(f"{flag} {value}: give a positive number")
-    return run_experiment(spec, RunOptions(only=args.only, from_stage=args.from_stage, force=args.force,
-                                           nproc=args.nproc, jobs=jobs, threads=args.threads))
+    opts = RunOptions(only=args.only, from_stage=args.from_stage, force=args.force, nproc=args.nproc,
+                      jobs=jobs, threads=args.threads, nnodes=args.nnodes, node_rank=args.node_rank, rdzv=args.rdzv)
+    if args.smoke:
+        from domtok.smoke import run_smoke
+
+        return run_smoke(spec, opts, device=args.device, gpu=args.gpu, mfu=args.mfu)
+    return run_experiment(spec, opts)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--batch-size", type=int, help=f"batch size (default {batch_default})")
         p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
         p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
-                       help="autocast dtype on CUDA (auto = bfloat16; CPU always runs float32)")
+                       help="autocast dtype (auto = bfloat16 on CUDA, float32 on CPU; bfloat16 autocasts on CPU too)")
         p.add_argument("--config", help="YAML file with the benchmark's config (or an experiment spec)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
 

@@ -42,13 +42,18 @@ def load_eval_model(model_dir: str, device: str):
 
 
 def eval_dtype(device: str, name: str = "auto"):
-    """Autocast dtype for evaluation: bf16 on CUDA by default ("auto"), none on CPU or for "float32"."""
+    """Autocast dtype for evaluation: bf16 on CUDA by default ("auto"); on CPU none unless
+    "bfloat16" is asked for (CPU autocast); float16 needs CUDA."""
     import torch
 
     if name not in ("auto", "float32", "bfloat16", "float16"):
         raise DomtokError(f"dtype {name!r}: use auto, float32, bfloat16 or float16")
-    if not str(device).startswith("cuda") or name == "float32":
+    if name == "float32":
         return None
+    if not str(device).startswith("cuda"):
+        if name == "float16":
+            raise DomtokError(f"dtype float16 needs a CUDA device (device is {device}); use bfloat16 or float32 on CPU")
+        return torch.bfloat16 if name == "bfloat16" else None
     return torch.float16 if name == "float16" else torch.bfloat16
 
 

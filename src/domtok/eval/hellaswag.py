@@ -80,7 +80,7 @@ def score_rows(model, rows: list[tuple[list[int], int]], device, pad_id: int = 0
         inp[r, :L] = torch.tensor(ids[:-1])
         tgt[r, L - n_end:L] = torch.tensor(ids[-n_end:])  # targets only on the ending tokens
     inp, tgt = inp.to(device), tgt.to(device)
-    with torch.autocast("cuda", dtype=dtype) if dtype is not None else nullcontext():
+    with torch.autocast(torch.device(device).type, dtype=dtype) if dtype is not None else nullcontext():
         logits, _ = model(inp)
     logits = logits.float()
     mask = tgt != -100

@@ -65,6 +65,7 @@ class ProbesConfig:
     model: str = ""
     categories: list[str] = field(default_factory=lambda: list(REFERENCE_CATEGORIES))
     n_per_category: int = 100       # for the seeded categories (the tables are always complete)
+    max_items: int = 0              # > 0: a seeded subset of this many items of all categories (smoke runs)
     seed: int = 42                  # the reference suite's seed
     prompt_style: str = "answer_is"
     inject_prompt: bool = True      # questions in the model's training notation (Tokenizer.inject)
@@ -196,6 +197,10 @@ def run(cfg: ProbesConfig, out_dir, engine=None) -> dict:
     engine = eval_engine(cfg, info, engine)
     tok = engine.tokenizer
     items = make_probes(cfg.categories, cfg.n_per_category, cfg.seed)
+    if cfg.max_items > 0:
+        from domtok.data.sources import sample_records
+
+        items = sample_records(items, cfg.max_items, cfg.seed)
     prompts = [build_prompt(it, cfg.prompt_style, tok, cfg.inject_prompt) for it in items]
     lengths = [len(tok.encode(p)) for p in prompts]
     order = sorted(range(len(items)), key=lambda i: (-lengths[i], i))

@@ -71,28 +71,32 @@ def clip_gradients(model: nn.Module, max_norm: float) -> float:
 # --- precision, compile ---------------------------------------------------------------------
 
 def resolve_dtype(name: str, device: str) -> str:
-    """`auto` -> bfloat16 on CUDA (when supported), float32 elsewhere."""
+    """`auto` -> bfloat16 on CUDA (when supported), float32 elsewhere. bfloat16 asked for on CPU
+    is a real CPU autocast (the GPU run's numerics, checked on a laptop); float16 needs CUDA."""
     if name == "auto":
         if str(device).startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return "bfloat16"
         return "float32"
     if name not in ("float32", "bfloat16", "float16"):
         raise DomtokError(f"dtype {name!r} unknown; use auto, float32, bfloat16 or float16")
+    if name == "float16" and not str(device).startswith("cuda"):
+        raise DomtokError(f"dtype float16 needs a CUDA device (device is {device}); use bfloat16 or float32 on CPU")
     return name
 
 
 def autocast(device: str, dtype: str):
-    """Mixed precision context: bf16/fp16 autocast on CUDA; on CPU plain fp32 (a no-op)."""
-    if str(device).startswith("cuda") and dtype in ("bfloat16", "float16"):
-        return torch.autocast(device_type="cuda", dtype=getattr(torch, dtype))
+    """Mixed precision context: bf16/fp16 autocast on CUDA, bf16 autocast on CPU, else a no-op.
+    Weights, gradients and the optimizer stay fp32 either way; the loss is computed in fp32."""
+    device_type = str(device).split(":")[0]
+    if dtype in ("bfloat16", "float16") and device_type in ("cuda", "cpu"):
+        return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype))
     return contextlib.nullcontext()
 
 
 def maybe_compile(model: nn.Module, enabled: bool, device: str) -> nn.Module:
-    """torch.compile on CUDA when asked; CPU runs stay eager (compile time would dominate)."""
-    if enabled and str(device).startswith("cuda"):
-        return torch.compile(model)
-    return model
+    """torch.compile (inductor) when asked, on any device. The caller keeps the original module
+    for checkpoints, so saved weights carry their plain names (no `_orig_mod.` prefix)."""
+    return torch.compile(model) if enabled else model
 
 
 # --- throughput ----------------------------------------------------------------------------

@@ -69,8 +69,8 @@ class PretrainConfig:
     keep_last: int = 2                 # checkpoints kept on disk
     seed: int = 0
     device: str = "auto"
-    dtype: str = "auto"                # auto = bf16 autocast on CUDA, fp32 on CPU
-    compile: bool = False              # torch.compile (CUDA only)
+    dtype: str = "auto"                # auto = bf16 autocast on CUDA, fp32 on CPU; bfloat16 = autocast on CPU too
+    compile: bool = False              # torch.compile (inductor; CPU too, where compiling takes a while)
     tensorboard: bool = False
     wandb: bool = False
     wandb_project: str = "domtok"

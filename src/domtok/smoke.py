@@ -1,0 +1,699 @@
+"""`domtok run SPEC --smoke`: every node of a spec at toy scale, in minutes, before a paid run.
+
+The smoke run is the real run with the volume turned down. It builds the same DAG from the
+same spec (same stage code, model architecture, tokenizer and stage configs) and changes
+only sizes: steps, items, lengths, batch sizes, documents. Every change is listed in the
+output ("pretrain.max_steps: 19073 -> 2"). It runs in its own run dir, `<runs>/<name>-smoke`,
+on CPU unless `--device` says otherwise, and always from scratch (a smoke result must come
+from the code as it is now).
+
+A hub source is read for a few records when the hub is reachable; when it is not, it is
+replaced by a small local fixture that this module writes in that source's exact schema
+(FineWeb-Edu `text`, Tulu-3 `messages`, GSM8K `question`/`answer`, HellaSwag, TinyGSM
+`question`/`code`), so the loaders, checks and renderers see what the real run will see.
+
+After the nodes, it prints for the REAL (unshrunk) config what would hurt later: parameters,
+tokens, FLOPs, the memory each GPU needs, wall time projected from FLOPs at a stated MFU on a
+named GPU, and checks (divisibility of the global batch, enough data or how many epochs,
+evaluation sets present, disk for checkpoints), plus the measured prepare throughput per
+worker with the projected time for the real corpus. Everything is also written to
+`smoke.json` and `smoke.md` in the smoke run dir.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from domtok.data import sources
+from domtok.errors import DomtokError
+
+# How far the smoke turns things down. Two optimizer steps per training stage, each with two
+# micro-batches, so gradient accumulation, the LR schedule, checkpoints and the final model
+# dir all run; a handful of items per evaluation.
+STEPS = 2
+PRETRAIN_SEQ_LEN = 64
+MICRO_BATCH = 2
+GRAD_ACCUM = 2
+DOCS = 400            # documents for prepare and for a trained BPE
+RECORDS = 24          # records per fixture / per read hub source
+SFT_ITEMS = 16
+MAX_LENGTH = 128      # SFT sequence length
+NEW_TOKENS = 16       # generation length in GRPO, RFT and the evaluations
+EVAL_ITEMS = 4
+
+# The projection's reference GPU and utilisation; both are printed with every projection.
+GPUS = {"H100": (989e12, 80), "H200": (989e12, 141), "A100": (312e12, 80), "4090": (165e12, 24)}
+DEFAULT_GPU = "H100"
+DEFAULT_MFU = 0.40
+
+# Corpus sizes of the shipped hub sources (GPT-2 tokens), for the "enough data" check when the
+# corpus is streamed and cannot be counted before it is prepared.
+KNOWN_CORPUS_TOKENS = {
+    # the subset's name: a 10B-GPT-2-token sample of FineWeb-Edu (dataset card)
+    "HuggingFaceFW/fineweb-edu:sample-10BT": 10.0e9,
+}
+
+
+# --------------------------------------------------------------------------- hub or fixture
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether huggingface.co answers here (and the user did not ask for offline mode)."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def fixture_records(kind: str, n: int, seed: int = 0, split: str = "train") -> list[dict]:
+    """`n` records in the exact schema of a hub source, made from domtok's synthetic data."""
+    import random
+
+    from domtok.data import synthetic
+
+    rng = random.Random(f"fixture/{kind}/{split}/{seed}")
+    if kind == "fineweb":  # HuggingFaceFW/fineweb-edu columns
+        docs = synthetic.math_web_corpus(n, seed)
+        return [{"text": t, "id": f"<urn:uuid:smoke-{i:06d}>", "dump": "CC-MAIN-2024-10",
+                 "url": f"https://example.org/smoke/{i}", "file_path": "smoke", "language": "en",
+                 "language_score": 0.95, "token_count": len(t.split()), "score": 3.0 + rng.random(),
+                 "int_score": 3} for i, t in enumerate(docs)]
+    if kind == "gsm8k":  # openai/gsm8k main: question, answer (<<expr=result>>, #### N)
+        return [{"question": r["question"], "answer": r["answer"]}
+                for r in synthetic.word_problems(n, seed, "test" if split == "test" else "train")]
+    if kind == "tulu":  # allenai/tulu-3-sft-mixture: id, messages, source
+        out = []
+        for i, r in enumerate(synthetic.word_problems(n, seed + 1, "train")):
+            msgs = [{"role": "user", "content": r["question"]},
+                    {"role": "assistant", "content": r["answer"].replace("####", "The answer is")}]
+            if i % 3 == 0:
+                msgs.insert(0, {"role": "system", "content": "You are a helpful assistant."})
+            out.append({"id": f"smoke_{i}", "messages": msgs, "source": "smoke"})
+        return out
+    if kind == "tinygsm":  # TinyGSM/TinyGSM: question, code
+        out = []
+        for r in synthetic.word_problems(n, seed + 2, "train"):
+            final = r["answer"].rsplit("####", 1)[1].strip()
+            out.append({"question": r["question"],
+                        "code": f'def simple_math_problem() -> int:\n    """{r["question"]}"""\n'
+                                f"    result = {final}\n    return result\n"})
+        return out
+    if kind == "hellaswag":  # Rowan/hellaswag: label is a string
+        docs = [d for d in synthetic.math_web_corpus(4 * n, seed + 3) if ". " in d]
+        out = []
+        for i in range(n):
+            ctx, true_end = docs[i].split(". ", 1)
+            others = [docs[(i + k) % len(docs)].split(". ", 1)[1][:80] for k in (n, 2 * n, 3 * n)]
+            label = rng.randrange(4)
+            endings = others[:label] + [true_end[:80]] + others[label:]
+            out.append({"ind": i, "activity_label": "Math", "ctx_a": ctx + ".", "ctx_b": "",
+                        "ctx": ctx + ".", "endings": endings, "source_id": f"smoke~{i}",
+                        "split": split, "split_type": "indomain", "label": str(label)})
+        return out
+    raise DomtokError(f"smoke: no fixture for source kind {kind!r}")
+
+
+def head_records(source: str, split: str | None, n: int) -> list[dict]:
+    """The first `n` records of a source (local file or hub, streamed), in its own schema."""
+    import itertools
+
+    spec = sources.parse_source(source, split)
+    recs = sources.load_records(source, lambda r: r if isinstance(r, dict) else "not an object", split,
+                                streaming=spec.kind == "hub")
+    return [dict(r) for r in itertools.islice(iter(recs), n)]
+
+
+@dataclass
+class Sources:
+    """Where the smoke reads each source from; notes say what was replaced by what."""
+
+    root: Path
+    online: bool
+    notes: list[str] = field(default_factory=list)
+    _made: dict = field(default_factory=dict)
+
+    def get(self, kind: str, source: str | None, split: str, n: int = RECORDS) -> str:
+        """A local jsonl path holding `n` records of `source` (None = the loader's hub default)."""
+        source = source or {"fineweb": sources.FINEWEB, "tulu": sources.TULU, "gsm8k": sources.GSM8K,
+                            "hellaswag": sources.HELLASWAG, "tinygsm": sources.TINYGSM}[kind]
+        key = (kind, source, split)
+        if key in self._made:
+            return self._made[key]
+        spec = sources.parse_source(source, split)
+        path = self.root / f"{kind}-{len(self._made)}" / f"{spec.split or split}.jsonl"
+        how = None
+        if spec.kind == "local" or self.online:
+            try:
+                recs = head_records(source, split, n)
+                how = f"the first {len(recs)} records of {source}"
+            except DomtokError as e:
+                if spec.kind == "local":
+                    raise
+                self.notes.append(f"{source}: could not be read ({e}); using a fixture")
+        if how is None:
+            recs = fixture_records(kind, n, split=spec.split or split)
+            how = f"a {len(recs)}-record fixture in its schema (hub not reachable)"
+        from domtok.utils import write_jsonl
+
+        write_jsonl(path, recs)
+        self.notes.append(f"{source} [{spec.split or split}] -> {path}: {how}")
+        self._made[key] = str(path)
+        return str(path)
+
+
+def _is_hub(source: str | None) -> bool:
+    return source is None or sources.parse_source(source).kind == "hub"
+
+
+# --------------------------------------------------------------------------- shrinking
+
+class Shrinker:
+    """Turns a spec's configs down; every change is recorded as `where.key: old -> new`."""
+
+    def __init__(self, srcs: Sources, device: str):
+        self.srcs = srcs
+        self.device = device
+        self.changes: list[str] = []
+
+    def set(self, cfg: dict, key: str, value, where: str) -> None:
+        old = cfg.get(key, "<default>")
+        if old != value:
+            cfg[key] = value
+            self.changes.append(f"{where}.{key}: {_short(old)} -> {_short(value)}")
+
+    def cap(self, cfg: dict, key: str, limit, where: str, default=None) -> None:
+        cur = cfg.get(key, default)
+        if cur is None or cur == 0 or cur > limit:
+            self.set(cfg, key, limit, where)
+
+    def run_settings(self, cfg: dict, where: str) -> None:
+        self.set(cfg, "device", self.device, where)
+        if cfg.get("compile") and not self.device.startswith("cuda"):
+            # compiling the 124M model on CPU takes minutes per node; tests/test_compile.py
+            # runs compile on CPU for a small model instead
+            self.set(cfg, "compile", False, where)
+
+    # -- data sources -------------------------------------------------------------------
+    def data_source(self, src: dict, where: str, n: int) -> None:
+        kind = src.get("kind", "gsm8k")
+        fixture_kind = {"instruct": "tulu", "gsm8k": "gsm8k", "tinygsm": "tinygsm", "gsm_sbs": "gsm8k"}.get(kind)
+        path = src.get("path")
+        if fixture_kind and _is_hub(path) and not (kind == "gsm_sbs" and path is None):
+            self.set(src, "path", self.srcs.get(fixture_kind, path, "train"), where)
+        if kind == "drills":
+            self.cap(src, "n", max(2, n // max(1, len(src.get("drill_kinds") or [1] * 5))), where)
+        elif kind != "jsonl":
+            self.cap(src, "n", n, where)
+        if src.get("repeat", 1) > 1:
+            self.set(src, "repeat", 1, where)
+
+    # -- per stage kind -----------------------------------------------------------------
+    def tokenizer(self, cfg: dict) -> None:
+        if str(cfg.get("base", "gpt2")).startswith("bpe-"):
+            self.cap(cfg, "sample_docs", DOCS, "tokenizer", default=20000)
+
+    def prepare(self, cfg: dict) -> None:
+        w = "prepare"
+        source = str(cfg.get("source", "synthetic:math-web"))
+        if source.startswith("synthetic:"):
+            self.cap(cfg, "n_docs", DOCS, w, default=2000)
+        else:
+            fields = [f.strip() for f in str(cfg.get("text_field", "text")).split(",")]
+            if _is_hub(source) and fields != ["text"]:
+                raise DomtokError(f"prepare: no fixture for a hub source with text_field {cfg['text_field']!r}; "
+                                  "give a local copy as prepare.source")
+            self.set(cfg, "source", self.srcs.get("fineweb", source, cfg.get("split", "train"), DOCS), w)
+        if cfg.get("max_docs"):
+            self.cap(cfg, "max_docs", DOCS, w)
+        self.cap(cfg, "bpe_sample_docs", DOCS, w, default=20000)
+        self.cap(cfg, "shard_tokens", 20000, w, default=10_000_000)
+        if cfg.get("val_docs"):
+            self.cap(cfg, "val_docs", 40, w)
+        elif cfg.get("val_fraction", 0.02) < 0.1:
+            self.set(cfg, "val_fraction", 0.1, w)  # enough validation windows from a few hundred docs
+        self.cap(cfg, "workers", 2, w, default=1)
+        self.cap(cfg, "chunk_docs", 64, w, default=512)
+
+    def pretrain(self, cfg: dict, w: str) -> None:
+        self.cap(cfg, "seq_len", PRETRAIN_SEQ_LEN, w, default=256)
+        self.cap(cfg, "micro_batch_size", MICRO_BATCH, w, default=16)
+        self.set(cfg, "tokens_per_step", cfg["seq_len"] * cfg["micro_batch_size"] * GRAD_ACCUM, w)
+        self.set(cfg, "max_steps", STEPS, w)
+        self.cap(cfg, "warmup_steps", 1, w, default=20)
+        self.set(cfg, "eval_every", 0, w)
+        self.cap(cfg, "eval_batches", 2, w, default=8)
+        self.set(cfg, "ckpt_every", 0, w)
+        self.set(cfg, "keep_last", 1, w)
+        if cfg.get("hellaswag_every"):
+            self.set(cfg, "hellaswag_every", STEPS, w)
+            self.cap(cfg, "hellaswag_items", EVAL_ITEMS, w)
+            if _is_hub(cfg.get("hellaswag_data")):
+                self.set(cfg, "hellaswag_data", self.srcs.get("hellaswag", cfg.get("hellaswag_data"), "validation"), w)
+        self.set(cfg, "progress", False, w)
+        self.run_settings(cfg, w)
+
+    def sft_stage(self, st: dict, w: str) -> None:
+        for i, src in enumerate(st.get("data") or [{}]):
+            st.setdefault("data", [src])
+            self.data_source(src, f"{w}.data.{i}", SFT_ITEMS)
+        for i, src in enumerate(st.get("val_data") or []):
+            self.data_source(src, f"{w}.val_data.{i}", EVAL_ITEMS)
+        if st.get("val_size", 0.05) >= 1:
+            self.cap(st, "val_size", EVAL_ITEMS, w)
+        self.cap(st, "epochs", 1, w, default=1.0)
+        self.cap(st, "max_length", MAX_LENGTH, w, default=512)
+        self.cap(st, "batch_size", MICRO_BATCH, w, default=8)
+        self.cap(st, "grad_accum", GRAD_ACCUM, w, default=4)
+
+    def sft(self, cfg: dict, w: str) -> None:
+        cfg.setdefault("stages", [{}])
+        for i, st in enumerate(cfg["stages"]):
+            self.sft_stage(st, f"{w}.stages.{i}")
+        self.set(cfg, "max_steps", STEPS, w)
+        self.cap(cfg, "eval_every", 1, w, default=0)
+        self.set(cfg, "checkpoint_every", 0, w)
+        self.set(cfg, "keep_checkpoints", 1, w)
+        self.run_settings(cfg, w)
+
+    def grpo(self, cfg: dict, w: str) -> None:
+        cfg.setdefault("prompts", {"kind": "gsm8k"})
+        self.data_source(cfg["prompts"], f"{w}.prompts", SFT_ITEMS)
+        g = int(cfg.get("num_generations", 8))
+        self.cap(cfg, "num_prompts", 8, w, default=1000)
+        self.set(cfg, "per_device_train_batch_size", g, w)
+        self.cap(cfg, "gradient_accumulation_steps", GRAD_ACCUM, w, default=1)
+        self.set(cfg, "max_steps", STEPS, w)
+        self.cap(cfg, "max_completion_length", NEW_TOKENS, w, default=256)
+        self.cap(cfg, "generation_batch_size", 8, w, default=32)
+        if cfg.get("save_steps"):
+            self.set(cfg, "save_steps", 0, w)
+        self.run_settings(cfg, w)
+
+    def rft(self, cfg: dict, w: str) -> None:
+        cfg.setdefault("questions", {"kind": "gsm8k"})
+        self.data_source(cfg["questions"], f"{w}.questions", SFT_ITEMS)
+        self.cap(cfg, "num_questions", 8, w, default=0)
+        self.set(cfg, "rounds", 1, w)
+        self.cap(cfg, "num_samples", 2, w, default=4)
+        self.cap(cfg, "max_new_tokens", NEW_TOKENS, w, default=256)
+        self.cap(cfg, "generation_batch_size", 8, w, default=32)
+        cfg.setdefault("sft", {})
+        self.sft_stage(cfg["sft"], f"{w}.sft")
+        self.run_settings(cfg, w)
+
+    def benchmark(self, kind: str, cfg: dict, w: str) -> None:
+        if kind in ("gsm8k", "hellaswag") and _is_hub(cfg.get("data")):
+            split = cfg.get("split", "test" if kind == "gsm8k" else "validation")
+            self.set(cfg, "data", self.srcs.get(kind, cfg.get("data"), split), w)
+        if kind == "probes":
+            self.cap(cfg, "n_per_category", 2, w, default=100)
+            self.cap(cfg, "max_items", 2 * EVAL_ITEMS, w, default=0)
+        else:
+            self.cap(cfg, "n", EVAL_ITEMS, w, default=0)
+        if kind in ("gsm8k", "probes"):
+            self.cap(cfg, "max_new_tokens", NEW_TOKENS, w, default=256)
+        self.cap(cfg, "batch_size", EVAL_ITEMS, w, default=32)
+        self.set(cfg, "device", self.device, w)
+
+
+def smoke_spec(spec, srcs: Sources, device: str):
+    """A copy of `spec` at toy scale, named `<name>-smoke`, and the list of changes."""
+    s = copy.deepcopy(spec)
+    sh = Shrinker(srcs, device)
+    s.name = f"{spec.name}-smoke"
+    sh.tokenizer(s.tokenizer)
+    sh.prepare(s.prepare)
+    for st in s.stages:
+        getattr(sh, st.kind)(st.config, st.name)
+    for bname, b in s.benchmarks.items():
+        sh.benchmark(b["kind"], b["config"], f"evals.{bname}")
+    s.raw = dict(s.raw, name=s.name, smoke_of=spec.name)
+    return s, sh.changes
+
+
+def gib(b: float) -> str:
+    return f"{b / 2**30:.1f} GiB" if b >= 2**30 else f"{b / 2**20:.1f} MiB"
+
+
+def _dur(s: float) -> str:
+    return f"{s / 3600:.2f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.1f} s"
+
+
+def _short(v) -> str:
+    text = json.dumps(v) if not isinstance(v, str) else v
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --------------------------------------------------------------------------- the real config
+
+def activation_bytes(n_layer: int, n_embd: int, n_head: int, vocab: int, tokens: int, dtype_bytes: int) -> dict:
+    """Activation memory of one training micro-batch of `tokens` = micro-batch x seq len tokens.
+
+    Counted from what autograd keeps for the backward pass of `domtok.model.gpt.GPT` under
+    autocast (matmul inputs in the compute dtype, LayerNorm inputs and the residual stream in
+    fp32) with fused SDPA (no T x T matrix is kept): per layer and token, the two LayerNorm
+    inputs (2h fp32), the inputs of c_attn, q/k/v, the SDPA output, the input of c_proj, the
+    input of c_fc (7h), the GELU input and the MLP c_proj input (8h) in the compute dtype, and
+    SDPA's log-sum-exp (one fp32 per head). At the head: ln_f's input (fp32), lm_head's input,
+    and the fp32 log-softmax of the logits (4V), plus, at the start of backward, the logits'
+    gradient in fp32 and in the compute dtype (transient). tests/test_smoke.py checks the
+    saved part against what autograd really saves on CPU.
+    """
+    h, d = n_embd, dtype_bytes
+    per_layer = 2 * h * 4 + 15 * h * d + n_head * 4
+    saved = tokens * (n_layer * per_layer + h * 4 + h * d + 4 * vocab)
+    transient = tokens * vocab * (4 + d)
+    return {"saved": saved, "transient": transient, "total": saved + transient}
+
+
+def pretrain_plan(cfg, vocab_size: int, world: int, gpu: str, mfu: float) -> dict:
+    """Params, tokens, FLOPs, per-GPU memory and projected wall time of a real pretrain config."""
+    import torch
+
+    from domtok.train.pretrain import build_model
+
+    with torch.device("meta"):
+        model = build_model(cfg, vocab_size)
+    m = model.config
+    params = model.num_params(non_embedding=False)
+    tokens = cfg.tokens_per_step * cfg.max_steps
+    fpt = model.flops_per_token(cfg.seq_len)
+    dtype = "bfloat16" if cfg.dtype == "auto" else cfg.dtype  # auto = bf16 on a CUDA GPU
+    act = activation_bytes(m.n_layer, m.n_embd, m.n_head, m.vocab_size, cfg.micro_batch_size * cfg.seq_len,
+                           4 if dtype == "float32" else 2)
+    mem = {"weights": 4 * params, "grads": 4 * params, "adamw": 8 * params, "activations": act["total"]}
+    peak, gpu_mem_gb = GPUS[gpu]
+    return {"params": params, "tokens": tokens, "flops_per_token": fpt, "flops": fpt * tokens, "dtype": dtype,
+            "micro_batch": cfg.micro_batch_size, "seq_len": cfg.seq_len, "world_size": world,
+            "memory_per_gpu": mem, "memory_per_gpu_total": sum(mem.values()), "gpu": gpu, "gpu_memory_gb": gpu_mem_gb,
+            "mfu": mfu, "wall_s": fpt * tokens / (world * peak * mfu),
+            "tokens_per_step": cfg.tokens_per_step, "max_steps": cfg.max_steps,
+            "keep_last": cfg.keep_last}
+
+
+def corpus_tokens(prepare_cfg: dict, smoke_meta: dict) -> tuple[float | None, str]:
+    """An estimate of the real corpus's tokens for one condition, and where it comes from."""
+    source = str(prepare_cfg.get("source", "synthetic:math-web"))
+    tr, va = smoke_meta["splits"]["train"], smoke_meta["splits"]["val"]
+    tok, nbytes, docs = tr["tokens"] + va["tokens"], tr["bytes"] + va["bytes"], tr["documents"] + va["documents"]
+    if prepare_cfg.get("max_docs"):
+        return prepare_cfg["max_docs"] * tok / docs, f"max_docs={prepare_cfg['max_docs']} x the smoke's tokens/document"
+    if source.startswith("synthetic:"):
+        n = int(prepare_cfg.get("n_docs", 2000))
+        return n * tok / docs, f"n_docs={n} x the smoke's {tok / docs:.1f} tokens/document"
+    spec = sources.parse_source(source)
+    if spec.kind == "local":
+        size = sum(p.stat().st_size for p in sources.local_files(spec.path, prepare_cfg.get("split")))
+        return size * tok / nbytes, f"{size:,} bytes of {source} x the smoke's tokens/byte (JSON overhead included)"
+    key = f"{spec.path}:{spec.config}" if spec.config else spec.path
+    if key in KNOWN_CORPUS_TOKENS:
+        return KNOWN_CORPUS_TOKENS[key], f"{key}: {KNOWN_CORPUS_TOKENS[key]:.3g} GPT-2 tokens (its dataset card)"
+    return None, f"{source}: size unknown before it is prepared"
+
+
+def checks(spec, smoke, run_root: Path, world: int, online: bool, gpu: str, mfu: float) -> tuple[list[dict], list[str]]:
+    """(per-pretrain-stage plans, check lines 'OK/WARN/FAIL: ...') for the real spec."""
+    from domtok.config import from_dict
+    from domtok.train.pretrain import PretrainConfig
+
+    lines: list[str] = []
+    plans: list[dict] = []
+    smoke_dir = Path(smoke.runs_dir) / smoke.name
+    try:
+        tok_summary = json.loads((smoke_dir / "tokenizer" / "manifest.json").read_text())["summary"]
+        vocab = int(tok_summary["vocab_size"])
+    except (OSError, KeyError, json.JSONDecodeError):
+        return [], ["FAIL: the smoke's tokenizer node did not finish; no projection for the real config"]
+    metas = {}
+    for cond in spec.conditions:
+        p = smoke_dir / cond / "prepare" / "meta.json"
+        if p.exists():
+            metas[cond] = json.loads(p.read_text())
+
+    disk = 0.0
+    n_runs = len(spec.conditions) * len(spec.seeds)
+    for st in spec.stages:
+        if st.kind != "pretrain":
+            continue
+        cfg = from_dict(PretrainConfig, {k: v for k, v in st.config.items() if k not in ("data_dir",)},
+                        where=f"stage {st.name}")
+        per_micro = cfg.micro_batch_size * cfg.seq_len * world
+        if cfg.tokens_per_step % per_micro:
+            lines.append(f"FAIL: {st.name}: tokens_per_step={cfg.tokens_per_step:,} is not divisible by "
+                         f"micro_batch_size x seq_len x world_size = {cfg.micro_batch_size} x {cfg.seq_len} x {world}")
+            continue
+        lines.append(f"OK: {st.name}: tokens_per_step {cfg.tokens_per_step:,} = {cfg.micro_batch_size} x {cfg.seq_len}"
+                     f" x {world} GPU(s) x grad_accum {cfg.tokens_per_step // per_micro}")
+        plan = pretrain_plan(cfg, vocab, world, gpu, mfu)
+        plan["stage"] = st.name
+        plans.append(plan)
+        if plan["memory_per_gpu_total"] > plan["gpu_memory_gb"] * 2**30:
+            lines.append(f"FAIL: {st.name}: needs {plan['memory_per_gpu_total'] / 2**30:.1f} GiB per GPU, more than "
+                         f"a {gpu}'s {plan['gpu_memory_gb']} GB; lower micro_batch_size")
+        ckpt = 16 * plan["params"]  # fp32 weights + AdamW state; the model dir adds 4 bytes/param
+        disk += n_runs * (max(1, cfg.keep_last) * ckpt + 4 * plan["params"])
+        for cond, meta in metas.items():
+            total, how = corpus_tokens(spec.prepare, meta)
+            if total is None:
+                lines.append(f"WARN: {st.name} [{cond}]: cannot check the data volume: {how}")
+                continue
+            if cond != "baseline" and "baseline" in metas and how.endswith("(its dataset card)"):
+                # a known hub size counts GPT-2 tokens without injection: scale by the measured ratio
+                b = metas["baseline"]["splits"]["train"]
+                c = meta["splits"]["train"]
+                total *= (c["tokens"] / c["bytes"]) / (b["tokens"] / b["bytes"])
+                how += f"; x {(c['tokens'] / c['bytes']) / (b['tokens'] / b['bytes']):.3f} for injection (measured on the smoke text)"
+            val = spec.prepare.get("val_fraction", 0.02) if not spec.prepare.get("val_docs") else 0.0
+            train_tokens = total * (1 - val)
+            epochs = plan["tokens"] / train_tokens
+            word = "WARN" if epochs > 1 else "OK"
+            msg = (f"{word}: {st.name} [{cond}]: {plan['tokens']:,} tokens to train over ~{train_tokens:,.0f} training "
+                   f"tokens ({how}): {epochs:.3f} epochs")
+            lines.append(msg + ("; the data repeats" if epochs > 1 else ""))
+    for cond, meta in metas.items():  # the shards: 2 bytes per token (uint16) up to 65,536 ids
+        total, _ = corpus_tokens(spec.prepare, meta)
+        disk += (total or 0) * (2 if vocab <= 65536 else 4)
+    for st in spec.stages:
+        if st.kind in ("sft", "grpo", "rft"):
+            params = plans[0]["params"] if plans else 0
+            keep = st.config.get("keep_checkpoints", st.config.get("save_total_limit", 2))
+            disk += n_runs * (max(1, int(keep)) * 16 * params + 4 * params)
+    free = shutil.disk_usage(run_root if run_root.exists() else Path(".")).free
+    word = "OK" if disk < free else "FAIL"
+    lines.append(f"{word}: disk: the real run writes ~{disk / 1e9:,.0f} GB (shards, checkpoints, model dirs); "
+                 f"{free / 1e9:,.0f} GB free under {run_root}")
+    # data and evaluation sets the real run reads
+    for where, kind, src in _real_sources(spec):
+        if _is_hub(src):
+            name = src or {"gsm8k": sources.GSM8K, "hellaswag": sources.HELLASWAG, "tulu": sources.TULU,
+                           "tinygsm": sources.TINYGSM}[kind]
+            if online:
+                lines.append(f"OK: {where}: {name} (hub reachable from here)")
+            else:
+                lines.append(f"WARN: {where}: {name} is on the hub, which this machine cannot reach; the real run "
+                             f"needs network on the node or a local copy in that schema")
+        elif not str(src).startswith("synthetic:"):
+            ok = Path(src).exists()
+            lines.append(f"{'OK' if ok else 'FAIL'}: {where}: {src} {'exists' if ok else 'does not exist'}")
+    return plans, lines
+
+
+def _real_sources(spec) -> list[tuple[str, str, str | None]]:
+    """(where, fixture kind, source) of every dataset the real spec reads."""
+    out = [("prepare.source", "fineweb", str(spec.prepare.get("source", "synthetic:math-web")))]
+    kinds = {"instruct": "tulu", "gsm8k": "gsm8k", "tinygsm": "tinygsm"}
+
+    def data(src, where):
+        k = src.get("kind", "gsm8k")
+        if k in kinds or (k == "gsm_sbs" and src.get("path")):
+            out.append((where, kinds.get(k, "gsm8k"), src.get("path")))
+        elif k == "jsonl":
+            out.append((where, "jsonl", src.get("path")))
+
+    for st in spec.stages:
+        c = st.config
+        if st.kind == "sft":
+            for i, s in enumerate(c.get("stages") or []):
+                for j, src in enumerate(s.get("data") or []):
+                    data(src, f"{st.name}.stages.{i}.data.{j}")
+        elif st.kind == "grpo":
+            data(c.get("prompts") or {"kind": "gsm8k"}, f"{st.name}.prompts")
+        elif st.kind == "rft":
+            data(c.get("questions") or {"kind": "gsm8k"}, f"{st.name}.questions")
+        elif st.kind == "pretrain" and c.get("hellaswag_every"):
+            out.append((f"{st.name}.hellaswag_data", "hellaswag", c.get("hellaswag_data")))
+    for bname, b in spec.benchmarks.items():
+        if b["kind"] in ("gsm8k", "hellaswag"):
+            out.append((f"evals.{bname}.data", b["kind"], b["config"].get("data")))
+    return [o for o in out if o[0] != "prepare.source" or not o[2].startswith("synthetic:")]
+
+
+def prepare_throughput(smoke, spec, online: bool) -> dict | None:
+    """Measured reader and per-worker rates on the smoke's text; projected time for the real corpus.
+
+    prepare reads the source in one process and feeds `workers` tokenizer processes, so the
+    corpus takes max(read time, tokenize time / workers): the larger side is the limit. The
+    reader is timed on the smoke's local copy (parsing, checking and pickling each chunk for
+    a worker); a hub stream adds the network, which is not measured here.
+    """
+    from domtok.config import from_dict
+    from domtok.data import prepare as prep
+
+    smoke_dir = Path(smoke.runs_dir) / smoke.name
+    cond = next((c for c, v in spec.conditions.items() if v.get("token_set")), next(iter(spec.conditions)))
+    meta_path = smoke_dir / cond / "prepare" / "meta.json"
+    if not meta_path.exists():
+        return None
+    meta = json.loads(meta_path.read_text())
+    tok = json.loads((smoke_dir / "tokenizer" / "manifest.json").read_text())["summary"]["tokenizer"]
+    cfg = from_dict(prep.PrepareConfig, {**smoke.prepare, "condition": cond, "token_set": smoke.token_set,
+                                         "tokenizer": tok}, where="smoke prepare")
+    import pickle
+
+    t0 = time.perf_counter()
+    texts = list(prep.source_texts(cfg)[0])
+    for i in range(0, len(texts), cfg.chunk_docs):  # the reader also pickles each chunk to a worker
+        pickle.dumps(texts[i:i + cfg.chunk_docs])
+    read_s = time.perf_counter() - t0
+    nbytes = sum(len(t.encode("utf-8")) for t in texts)
+    prep._init_worker(tok, cond, smoke.token_set, cfg.inject_mode, cfg.word_forms, cfg.gpt2_dir)
+    prep.encode_chunk(texts[:8])  # warm-up
+    t0 = time.perf_counter()
+    for i in range(0, len(texts), cfg.chunk_docs):
+        prep.encode_chunk(texts[i:i + cfg.chunk_docs])
+    work_s = time.perf_counter() - t0
+    prep._init_worker(tok, cond, smoke.token_set, cfg.inject_mode, cfg.word_forms, cfg.gpt2_dir)  # shuts its helper thread
+    tr, va = meta["splits"]["train"], meta["splits"]["val"]
+    tokens_per_byte = (tr["tokens"] + va["tokens"]) / (tr["bytes"] + va["bytes"])
+    total_tokens, how = corpus_tokens(spec.prepare, meta)
+    workers = int(spec.prepare.get("workers", 1))
+    out = {"condition": cond, "reader_bytes_per_s": nbytes / read_s, "worker_bytes_per_s": nbytes / work_s,
+           "worker_tokens_per_s": nbytes * tokens_per_byte / work_s, "workers": workers, "corpus_tokens": total_tokens,
+           "corpus_how": how}
+    if total_tokens:
+        corpus_bytes = total_tokens / tokens_per_byte
+        read_t = corpus_bytes / out["reader_bytes_per_s"]
+        work_t = corpus_bytes / (out["worker_bytes_per_s"] * workers)
+        out.update(read_s=read_t, tokenize_s=work_t, projected_s=max(read_t, work_t),
+                   limit="reader" if read_t > work_t else "workers")
+    out["reader_note"] = ("the reader was timed on a local copy; streaming from the hub adds the network"
+                          if not str(spec.prepare.get("source", "")).startswith("synthetic:") else
+                          "synthetic documents: the reader is the generator")
+    return out
+
+
+# --------------------------------------------------------------------------- running
+
+def add_arguments(p) -> None:
+    """The options of `domtok run --smoke` (the pipeline adds them to `domtok run`)."""
+    p.add_argument("--smoke", action="store_true",
+                   help="run every node at toy scale in <runs>/<name>-smoke (from scratch; CPU unless --device), "
+                        "then print the real config's parameters, tokens, FLOPs, memory, projected time and checks")
+    p.add_argument("--device", default="cpu", help="with --smoke: the device every stage runs on (default cpu)")
+    p.add_argument("--gpu", default=DEFAULT_GPU, choices=sorted(GPUS),
+                   help=f"with --smoke: the GPU the projection assumes (default {DEFAULT_GPU})")
+    p.add_argument("--mfu", type=float, default=DEFAULT_MFU,
+                   help=f"with --smoke: the model FLOPs utilisation the projection assumes (default {DEFAULT_MFU})")
+
+
+def run_smoke(spec, opts, device: str = "cpu", gpu: str = DEFAULT_GPU, mfu: float = DEFAULT_MFU) -> int:
+    """Run every node of `spec` shrunk, then print the table, the real-config projection and checks."""
+    from domtok.pipeline import build_nodes, node_state, run_experiment
+
+    if gpu not in GPUS:
+        raise DomtokError(f"--gpu {gpu!r}: unknown; one of {sorted(GPUS)}")
+    from domtok.utils import pick_device
+
+    device = pick_device(device)  # the one place a device name is checked
+    online = hub_reachable()
+    run_root = Path(spec.runs_dir)
+    smoke_dir = run_root / f"{spec.name}-smoke"
+    srcs = Sources(smoke_dir / "fixtures", online)
+    for running in smoke_dir.rglob("running.json") if smoke_dir.exists() else []:
+        try:
+            os.kill(json.loads(running.read_text())["pid"], 0)
+        except (OSError, KeyError, ValueError):
+            continue  # a dead run's leftover
+        raise DomtokError(f"{running}: another smoke run is working in {smoke_dir}; wait for it to finish")
+    if smoke_dir.exists():  # a smoke result must come from the code as it is now
+        shutil.rmtree(smoke_dir)
+    smoke, changes = smoke_spec(spec, srcs, device)
+    world = opts.nproc * getattr(opts, "nnodes", 1)
+    t0 = time.time()
+    smoke_opts = copy.copy(opts)
+    smoke_opts.force = True
+    rc = run_experiment(smoke, smoke_opts)
+    wall = time.time() - t0
+
+    rows = []
+    for node in build_nodes(smoke, smoke_dir):
+        state = node_state(node)
+        secs = 0.0
+        if state == "done":
+            secs = json.loads(node.manifest_path.read_text()).get("wall_time_s", 0.0)
+        elif (node.out_dir / "failed.json").exists():
+            secs = None
+        rows.append({"node": node.id, "result": "passed" if state == "done" else "failed",
+                     "log": None if state == "done" else str(node.out_dir / "log.txt"), "seconds": secs})
+    plans, check_lines = checks(spec, smoke, run_root, world, online, gpu, mfu)
+    thr = prepare_throughput(smoke, spec, online)
+    failed = [r for r in rows if r["result"] != "passed"]
+    result = {"spec": spec.name, "smoke_dir": str(smoke_dir), "device": device, "wall_s": wall, "nodes": rows,
+              "shrunk": changes, "sources": srcs.notes, "plans": plans, "checks": check_lines,
+              "prepare_throughput": thr, "passed": not failed and rc == 0
+              and not any(c.startswith("FAIL") for c in check_lines)}
+    text = render(result)
+    print(text, flush=True)
+    from domtok.config import atomic_write_json, atomic_write_text
+
+    atomic_write_json(smoke_dir / "smoke.json", result)
+    atomic_write_text(smoke_dir / "smoke.md", text + "\n")
+    return 0 if result["passed"] else 1
+
+
+def render(r: dict) -> str:
+    """The smoke report as text (also smoke.md)."""
+    n_ok = sum(x["result"] == "passed" for x in r["nodes"])
+    out = [f"## smoke run of {r['spec']}: {n_ok}/{len(r['nodes'])} nodes passed in {r['wall_s']:.0f}s "
+           f"on {r['device']} ({r['smoke_dir']})", "", "| node | result | seconds |", "|---|---|---:|"]
+    for x in r["nodes"]:
+        res = "passed" if x["result"] == "passed" else f"FAILED ({x['log']})"
+        secs = "" if x["seconds"] is None else f"{x['seconds']:.1f}"
+        out.append(f"| {x['node']} | {res} | {secs} |")
+    out += ["", "### shrunk for the smoke (the real config is unchanged)"] + [f"- {c}" for c in r["shrunk"]]
+    out += ["", "### data sources"] + [f"- {s}" for s in r["sources"] or ["(all generated by domtok)"]]
+    out += ["", "### the real config"]
+    for p in r["plans"]:
+        m = p["memory_per_gpu"]
+        out += [f"- {p['stage']}: {p['params']:,} parameters; {p['tokens']:,} tokens "
+                f"({p['max_steps']:,} steps x {p['tokens_per_step']:,}); {p['flops']:.3e} FLOPs "
+                f"({p['flops_per_token']:.3e}/token)",
+                f"- {p['stage']}: memory per GPU {gib(p['memory_per_gpu_total'])} = weights {gib(m['weights'])} (fp32) + "
+                f"grads {gib(m['grads'])} + AdamW state {gib(m['adamw'])} + activations {gib(m['activations'])} "
+                f"(micro-batch {p['micro_batch']} x {p['seq_len']} tokens, {p['dtype']}); a {p['gpu']} has "
+                f"{p['gpu_memory_gb']} GB",
+                f"- {p['stage']}: projected wall time {_dur(p['wall_s'])} on {p['world_size']} x {p['gpu']} "
+                f"at {p['mfu']:.0%} MFU ({GPUS[p['gpu']][0] / 1e12:.0f} TFLOP/s bf16 peak each)"]
+    t = r["prepare_throughput"]
+    if t:
+        line = (f"- prepare [{t['condition']}]: {t['worker_tokens_per_s']:,.0f} tokens/s "
+                f"({t['worker_bytes_per_s'] / 1e6:.2f} MB/s) per worker, reader {t['reader_bytes_per_s'] / 1e6:.1f} MB/s "
+                f"(measured on the smoke's text)")
+        if t.get("projected_s") is not None:
+            line += (f"; the real corpus (~{t['corpus_tokens']:.3g} tokens) with {t['workers']} worker(s): "
+                     f"{_dur(t['projected_s'])}, limited by the {t['limit']} (read {_dur(t['read_s'])}, "
+                     f"tokenize {_dur(t['tokenize_s'])}); {t['reader_note']}")
+        out.append(line)
+    out += ["", "### checks of the real config"] + [f"- {c}" for c in r["checks"]]
+    out += ["", "smoke: PASSED" if r["passed"] else "smoke: FAILED"]
+    return "\n".join(out)

@@ -1,0 +1,230 @@
+"""`domtok run SPEC --smoke`: the replication preset and the tiny study, every node at toy scale.
+
+CI runs both smokes here (the replication's GPT-2 124M with the GPT-2 tokenizer from
+../shared/data/gpt2, ~2 steps per stage, hub sources replaced by fixtures in their schema).
+The real-config projection is checked against independent references: transformers' GPT-2
+for the parameter count, and what autograd really saves for the activation estimate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from domtok.data import sources
+from domtok.smoke import activation_bytes, fixture_records
+
+from conftest import GPT2_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1")
+
+
+def smoke(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict, float, float]:
+    """Run a smoke in a subprocess: (result, smoke.json, wall seconds, CPU seconds)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.time()
+    res = subprocess.run([sys.executable, "-m", "domtok", "run", *args, "--smoke", "--runs-dir", str(tmp_path)],
+                         env=ENV, capture_output=True, text=True, timeout=3600, cwd=tmp_path)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    name = args[0]
+    report = tmp_path / f"{name}-smoke" / "smoke.json"
+    data = json.loads(report.read_text()) if report.exists() else {}
+    print(f"smoke {name}: wall {time.time() - t0:.0f}s, CPU {cpu:.0f}s")  # shown with -s: CI's timing
+    return res, data, time.time() - t0, cpu
+
+
+@pytest.fixture(scope="module")
+def replication(tmp_path_factory):
+    if not (GPT2_DIR / "vocab.bpe").exists():
+        pytest.skip(f"GPT-2 BPE files not found at {GPT2_DIR} (../shared/data/gpt2)")
+    tmp = tmp_path_factory.mktemp("replication")
+    return (tmp, *smoke(tmp, "gpt2-124m-10b"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tiny")
+    return (tmp, *smoke(tmp, "tiny"))
+
+
+def test_replication_preset_smoke_runs_every_node(replication):
+    tmp_path, res, r, wall, cpu = replication
+    assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-3000:]
+    assert len(r["nodes"]) == 35 and all(n["result"] == "passed" for n in r["nodes"])
+    assert "| baseline/seed0/grpo/eval/gsm8k | passed |" in res.stdout
+    # the output says how it was shrunk, and every hub source became a fixture in its schema
+    assert "pretrain.max_steps: 19073 -> 2" in r["shrunk"]
+    assert "pretrain.compile: true -> false" in r["shrunk"]
+    assert any("hub:HuggingFaceFW/fineweb-edu:sample-10BT@train" in s and "fixture" in s for s in r["sources"])
+    # the real config: GPT-2 124M with the 50,368-id layout; transformers' own count as reference
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    with torch.device("meta"):
+        hf = GPT2LMHeadModel(GPT2Config(vocab_size=50368, n_positions=1024))
+    (plan,) = r["plans"]
+    assert plan["params"] == hf.num_parameters() == 124_525_056
+    assert plan["tokens"] == 19073 * 524288
+    assert plan["memory_per_gpu"]["adamw"] == 8 * plan["params"] and plan["gpu"] == "H100" and plan["mfu"] == 0.4
+    assert plan["wall_s"] == pytest.approx(plan["flops"] / (989e12 * 0.4))
+    checks = "\n".join(r["checks"])
+    assert "OK: pretrain: tokens_per_step 524,288 = 32 x 1024 x 1 GPU(s) x grad_accum 16" in checks
+    assert "WARN: pretrain [mul_tokens]" in checks and "the data repeats" in checks  # injection shortens the corpus
+    assert "evals.gsm8k.data: hub:openai/gsm8k:main is on the hub" in checks
+    t = r["prepare_throughput"]
+    assert t["workers"] == 16 and t["limit"] in ("reader", "workers") and t["projected_s"] > 0
+    assert "limited by the" in res.stdout
+    # the README's figure for CI: both smokes together within 5 minutes on 2 cores
+    print(f"replication smoke: {wall:.0f}s wall, {cpu:.0f}s CPU")
+
+
+# --------------------------------------------------------------------------- every README command
+
+def readme_commands() -> list[list[str]]:
+    """Every command line of the README's bash blocks (continuations joined, comments dropped)."""
+    import re
+    import shlex
+
+    text = (ROOT / "README.md").read_text()
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            if line.strip():
+                out.append(shlex.split(line, comments=True))
+    return out
+
+
+def _cli(argv: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    exe = {"domtok": [sys.executable, "-m", "domtok"], "torchrun": [sys.executable, "-m", "torch.distributed.run"],
+           "python3": [sys.executable]}[argv[0]]
+    res = subprocess.run(exe + argv[1:], env=ENV, capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    assert res.returncode == 0, (argv, res.stdout[-3000:], res.stderr[-3000:])
+    return res
+
+
+SHRINK_PRETRAIN = ["max_steps=2", "seq_len=64", "micro_batch_size=2", "tokens_per_step=256", "warmup_steps=1",
+                   "eval_every=0", "eval_batches=1", "ckpt_every=0", "hellaswag_every=0", "compile=false",
+                   "progress=false"]
+
+
+def test_every_readme_command_runs(replication, tiny, tmp_path):
+    """Each README command runs as written where this CPU machine can; where it needs GPUs or
+    the network, its smoke / --help / local-fixture equivalent runs instead, as noted per branch."""
+    rep_dir, rep_res, _, _, _ = replication
+    smoke_dir = rep_dir / "gpt2-124m-10b-smoke"
+    fineweb = next((smoke_dir / "fixtures").glob("fineweb-*/train.jsonl"))
+    manual = tmp_path / "manual"
+
+    def local(a: str) -> str:
+        return a.replace("runs/manual", str(manual)).replace("runs/gpt2-124m-10b", str(smoke_dir))
+
+    ran = []
+    for argv in readme_commands():
+        line = " ".join(argv)
+        if argv[0] == "pip":  # installing needs the network: check what the lines name instead
+            import tomllib
+
+            import torch as _torch
+
+            pins = [a.split("==")[1] for a in argv if a.startswith("torch==")]
+            assert all(_torch.__version__.split("+")[0] == v for v in pins), (pins, _torch.__version__)
+            project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+            assert "dev" in project["optional-dependencies"] and project["name"] == "domtok"
+        elif argv == ["domtok", "run"]:  # the full tiny study takes minutes: its --smoke (fixture `tiny`)
+            assert tiny[1].returncode == 0
+        elif argv[:2] == ["domtok", "run"] and "--nnodes" in argv:  # several machines: tests/test_multinode.py
+            assert "--rdzv" in argv and "--node-rank" in argv
+        elif argv[:2] == ["domtok", "run"]:  # GPUs: the --smoke of the same spec (fixture `replication`)
+            assert argv[2] == "gpt2-124m-10b" and rep_res.returncode == 0
+        elif argv[:2] in (["domtok", "status"], ["domtok", "report"]):  # on the smoke's run dir
+            _cli([local(a) for a in argv], tmp_path)
+        elif argv[:3] == ["domtok", "hub", "push"]:  # network and a token: its --help
+            assert "--repo-prefix" in _cli(argv[:3] + ["--help"], tmp_path).stdout
+        elif argv[:2] == ["domtok", "prepare"]:  # FineWeb-Edu from the hub: the smoke's fixture of it
+            _cli([local(a) for a in argv] + [f"source={fineweb}", "val_fraction=0.05"], ROOT)
+        elif argv[0] == "torchrun":  # 8 GPUs: one CPU process, 2 steps at toy lengths
+            argv = [local(a) for a in argv]
+            argv[argv.index("--nproc_per_node") + 1] = "1"
+            _cli(argv[:-2] + SHRINK_PRETRAIN + argv[-2:], ROOT)
+        elif argv[:2] == ["domtok", "export"]:
+            _cli([local(a) for a in argv], tmp_path)
+            assert (manual / "mul_tokens" / "hf" / "config.json").exists()
+        elif argv[0] == "srun":  # SLURM: the torchrun line inside is what tests/test_multinode.py runs
+            inner = argv[-1]
+            for flag in ("--nnodes", "--node-rank", "--master-addr", "--master-port", "-m domtok pretrain"):
+                assert flag in inner, flag
+        elif argv[:3] == ["python3", "-m", "pytest"]:  # the suite itself: collected, not re-run inside itself
+            _cli(argv + ["--collect-only"], ROOT)
+        else:
+            pytest.fail(f"README command with no test: {line}")
+        ran.append(line)
+    assert len(ran) >= 16
+
+
+def test_tiny_smoke_passes_and_a_broken_stage_is_reported_with_its_log(tiny, tmp_path):
+    out, res, r, _, _ = tiny
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-3000:]
+    assert all(n["result"] == "passed" for n in r["nodes"]) and len(r["nodes"]) == 21
+    assert (out / "tiny-smoke" / "mul_tokens" / "seed0" / "grpo" / "model" / "model.safetensors").exists()
+    assert not (out / "tiny").exists()  # its own run dir only
+    probes = out / "tiny-smoke" / "baseline" / "seed0" / "sft" / "eval" / "probes" / "items.jsonl"
+    assert len(probes.read_text().splitlines()) == 8  # max_items: a seeded subset of every category's items
+
+    # a defect in one stage's config: that node fails with its log, the rest still runs
+    res, r, _, _ = smoke(tmp_path, "tiny", "stages.2.config.loss_type=bogus")
+    assert res.returncode == 1
+    failed = {n["node"]: n for n in r["nodes"] if n["result"] != "passed"}
+    assert set(failed) == {f"{c}/seed0/grpo{e}" for c in ("baseline", "mul_tokens")
+                           for e in ("", "/eval/probes", "/eval/gsm_synthetic")}
+    log = Path(failed["baseline/seed0/grpo"]["log"])
+    assert log.exists() and "loss_type" in log.read_text()
+    assert f"FAILED ({log})" in res.stdout and "smoke: FAILED" in res.stdout
+
+
+@pytest.mark.parametrize("kind,check,split", [("fineweb", sources.check_text, "train"),
+                                              ("tulu", sources.check_messages, "train"),
+                                              ("gsm8k", sources.check_gsm8k, "test"),
+                                              ("hellaswag", sources.check_hellaswag, "validation"),
+                                              ("tinygsm", sources.check_tinygsm, "train")])
+def test_fixtures_pass_the_real_loaders_checks(kind, check, split):
+    recs = fixture_records(kind, 12, split=split)
+    assert len(recs) == 12 and all(isinstance(check(r), dict) for r in recs)
+    keys = {"fineweb": {"text", "id", "url", "score", "int_score", "token_count"},
+            "tulu": {"id", "messages", "source"}, "gsm8k": {"question", "answer"},
+            "hellaswag": {"ind", "activity_label", "ctx_a", "ctx_b", "ctx", "endings", "label", "split"},
+            "tinygsm": {"question", "code"}}[kind]
+    assert keys <= set(recs[0])
+    if kind == "hellaswag":
+        assert all(isinstance(r["label"], str) and len(r["endings"]) == 4 for r in recs)  # Rowan/hellaswag's types
+
+
+def test_activation_estimate_matches_what_autograd_saves():
+    """The formula behind the per-GPU memory figure against the tensors autograd keeps on CPU (fp32)."""
+    from domtok.model.gpt import GPT, GPTConfig
+
+    cfg = GPTConfig(block_size=128, vocab_size=512, n_layer=3, n_head=4, n_embd=64)
+    model = GPT(cfg)
+    params = {p.data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        if t.data_ptr() not in params and t.is_floating_point():
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    B, T = 4, 128
+    x = torch.randint(0, 512, (B, T))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        _, loss = model(x, x)
+    measured = sum(seen.values())
+    est = activation_bytes(cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.vocab_size, B * T, 4)["saved"]
+    assert abs(est - measured) / measured < 0.1, (est, measured)
