@@ -282,6 +282,7 @@ def test_micro_ladder_runs_every_rung_and_reports_it(micro_ladder):
         assert r["tokens"] == pre["tokens_trained"] == rung.steps * MICRO["stages"][0]["config"]["tokens_per_step"]
         assert r["flops"] == pytest.approx(model.flops_per_token(MICRO["stages"][0]["config"]["seq_len"]) * r["tokens"])
         assert r["compute_matched"] is True and r["wall_time_s"] > r["pretrain_wall_time_s"] > 0
+        assert r["elapsed_s"] >= r["wall_time_s"] - 2  # one job: the nodes ran one after another
         # the rung's own headline: every main metric after every evaluated stage
         keys = {(h["benchmark"], h["metric"], h["stage"]) for h in r["headline"]}
         assert ("gsm_synthetic", "accuracy_flexible", "grpo") in keys and ("probes", "accuracy_mul_table", "pretrain") in keys
@@ -393,3 +394,40 @@ def test_planted_ladder_effect_is_found_from_its_first_rung(tmp_path):
     assert "`small` mul_tokens" in missed and "`mid` mul_tokens" not in missed and "`big` mul_tokens" not in missed
     for name in ("ladder_effects.png", "ladder_accuracy.png", "rung-big/forest.png"):
         assert (run_dir / "plots" / name).stat().st_size > 1000
+
+
+# --------------------------------------------------------------------------- --smoke on a ladder
+
+def test_smoke_shrinks_every_rung_and_its_spec_yaml_rebuilds_the_same_nodes(tmp_path):
+    from domtok.smoke import Sources, smoke_spec
+
+    spec = load_spec("ladder-gpt2")
+    smoke, changes = smoke_spec(spec, Sources(tmp_path / "fixtures", False), "cpu")
+    for real, small in zip(spec.ladder, smoke.ladder):
+        cfg = small.stage_configs["pretrain"]
+        assert (cfg["n_layer"], cfg["n_head"], cfg["n_embd"]) == (real.n_layer, real.n_head, real.n_embd)
+        assert cfg["max_steps"] == small.steps == 2 and cfg["seq_len"] <= 64 and small.steps < real.steps
+        assert f"ladder.{real.name}.pretrain.max_steps: {real.steps} -> 2" in changes
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(smoke.raw))
+    again = load_spec(str(path))
+    assert {n.id: n.hash for n in build_nodes(again, tmp_path)} == {n.id: n.hash for n in build_nodes(smoke, tmp_path)}
+
+
+def test_smoke_runs_a_micro_ladder(tmp_path, one_thread):
+    from domtok.pipeline import RunOptions
+    from domtok.smoke import run_smoke
+
+    spec = load_spec(_write(tmp_path, _micro_ladder_spec(MICRO_RUNGS)))
+    spec.runs_dir = str(tmp_path / "runs")
+    assert run_smoke(spec, RunOptions(quiet=True)) == 0
+    result = json.loads((tmp_path / "runs" / "microladder-smoke" / "smoke.json").read_text())
+    assert result["passed"] and all(r["result"] == "passed" for r in result["nodes"])
+    assert {r["node"].split("/")[0] for r in result["nodes"]} >= {"rung-xs", "rung-s"}
+    # the real config's plan, per rung: its own parameters and token budget
+    plans = {p["stage"]: p for p in result["plans"]}
+    assert set(plans) == {"xs/pretrain", "s/pretrain"}
+    assert [plans[f"{r.name}/pretrain"]["tokens"] for r in spec.ladder] == [r.steps * 512 for r in spec.ladder]
+    # the smoke dir reads back whole: its report has every rung's models
+    report = json.loads((tmp_path / "runs" / "microladder-smoke" / "report.json").read_text())
+    assert [r["models"] for r in report["ladder"]] == [2, 2] and all(r["compute_matched"] for r in report["ladder"])

@@ -225,7 +225,9 @@ def ladder_summary(rungs: list[Rung]) -> list[dict]:
 def rung_compute(view, rung: Rung) -> dict:
     """Parameters, tokens, FLOPs (per model, from the pretrain summaries) and the wall time of
     every finished node of one rung; `view` is the report's Run restricted to the rung."""
-    from domtok.rundir import wall_time
+    import time
+
+    from domtok.rundir import read_manifest, wall_time
 
     first = next((s.name for s in view.spec.stages if s.kind == "pretrain"), None)
     pre = [view.summary[n.id] for c in view.conditions for n in view.training(first, c)] if first else []
@@ -234,7 +236,16 @@ def rung_compute(view, rung: Rung) -> dict:
         vals = {s.get(key) for s in pre}
         return vals.pop() if len(vals) == 1 else None
 
-    return {"rung": rung.name, **rung.shape(), "params": agreed("params"), "tokens": agreed("tokens_trained"),
+    # elapsed: from the first node's start to the last one's end (finished_at has 1 s resolution)
+    spans = []
+    for n in view.nodes:
+        m = read_manifest(n)
+        if m.get("finished_at"):
+            end = time.mktime(time.strptime(m["finished_at"], "%Y-%m-%dT%H:%M:%S"))
+            spans.append((end - float(m.get("wall_time_s") or 0.0), end))
+    elapsed = max(e for _, e in spans) - min(b for b, _ in spans) if spans else None
+    return {"rung": rung.name, **rung.shape(), "elapsed_s": elapsed, "params": agreed("params"),
+            "tokens": agreed("tokens_trained"),
             "flops": agreed("total_flops"), "epochs": max((s.get("epochs") or 0 for s in pre), default=None),
             "pretrain_wall_time_s": sum(s.get("wall_time_s") or 0.0 for s in pre),
             "wall_time_s": sum(wall_time(n) for n in view.nodes), "models": len(pre)}
@@ -247,15 +258,15 @@ def _num(x, fmt: str) -> str:
 def rung_table(rows: list[dict]) -> list[str]:
     """One line per rung: shape, parameters, tokens, FLOPs, wall time, and its compute check."""
     lines = ["| rung | layers x width (heads) | params | tokens trained | tokens / param | epochs | FLOPs per model | "
-             "pretraining wall (s) | rung wall (s) | conditions compute-matched |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "pretraining wall, summed (s) | all nodes' wall, summed (s) | elapsed (s) | conditions compute-matched |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         tpp = r["tokens"] / r["params"] if isinstance(r.get("tokens"), (int, float)) and r.get("params") else None
         matched = {True: "✅ yes", False: "❌ NO", None: "– (not every model has finished)"}[r.get("compute_matched")]
         lines.append(f"| {r['rung']} | {r['n_layer']} x {r['n_embd']} ({r['n_head']}) | {_num(r.get('params'), ',')} | "
                      f"{_num(r.get('tokens'), ',')} | {_num(tpp, '.2f')} | {_num(r.get('epochs'), '.2f')} | "
                      f"{_num(r.get('flops'), '.3e')} | {_num(r.get('pretrain_wall_time_s'), '.1f')} | "
-                     f"{_num(r.get('wall_time_s'), '.1f')} | {matched} |")
+                     f"{_num(r.get('wall_time_s'), '.1f')} | {_num(r.get('elapsed_s'), '.0f')} | {matched} |")
     bad = [r["rung"] for r in rows if r.get("compute_matched") is False]
     if bad:
         lines += ["", f"- ❌ within rung(s) {', '.join(bad)} the conditions are NOT compute-matched: see each rung's "

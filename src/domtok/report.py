@@ -943,7 +943,9 @@ def ladder_report(run: Run, comps: dict) -> tuple[list[str], dict]:
     figs = ladder.plots(rows, trend_rows, run.dir / "plots")
     lines = ["## Ladder", "",
              "Every rung runs the whole study. FLOPs: pretraining FLOPs of one model (6N + attention per token, "
-             "x tokens trained); wall time: every finished node of the rung, all conditions and seeds.", "",
+             "x tokens trained); wall times are summed over the rung's models (pretraining) and over every finished node of "
+             "the rung, all conditions and seeds (nodes that ran at once under `--jobs` each count in full); elapsed: from the "
+             "rung's first node start to its last node end.", "",
              *ladder.rung_table(rows), ""]
     if run.spec.learns:
         lines += [f"### Do the models learn what is tested? (mean over seeds after `{run.spec.learns['stage']}`)", ""]

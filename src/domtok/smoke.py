@@ -222,8 +222,7 @@ class Shrinker:
         if str(cfg.get("base", "gpt2")).startswith("bpe-"):
             self.cap(cfg, "sample_docs", DOCS, "tokenizer", default=20000)
 
-    def prepare(self, cfg: dict) -> None:
-        w = "prepare"
+    def prepare(self, cfg: dict, w: str = "prepare") -> None:
         source = str(cfg.get("source", "synthetic:math-web"))
         if source.startswith("synthetic:"):
             self.cap(cfg, "n_docs", DOCS, w, default=2000)
@@ -335,10 +334,34 @@ def smoke_spec(spec, srcs: Sources, device: str):
     sh.prepare(s.prepare)
     for st in s.stages:
         getattr(sh, st.kind)(st.config, st.name)
+    for rung in s.ladder:  # a ladder runs each rung's own stage configs (its shape, its steps): shrink those
+        for st in s.stages:
+            getattr(sh, st.kind)(rung.stage_configs[st.name], f"ladder.{rung.name}.{st.name}")
+        if rung.prepare_config == spec.prepare:  # shared corpus: stays shared
+            rung.prepare_config = s.prepare
+        else:
+            sh.prepare(rung.prepare_config, f"ladder.{rung.name}.prepare")
+        first = next(st.name for st in s.stages if st.kind == "pretrain")
+        rung.steps = rung.stage_configs[first]["max_steps"]
+        rung.budget = rung.steps * rung.stage_configs[first]["tokens_per_step"]
     for bname, b in s.benchmarks.items():
         sh.benchmark(b["kind"], b["config"], f"evals.{bname}")
-    s.raw = dict(s.raw, name=s.name)  # the smoke spec is the real one renamed (smoke.json names the real)
+    s.raw = dict(_spec_data(s, spec), name=s.name)  # the shrunk spec, renamed (smoke.json names the real one)
     return s, sh.changes
+
+
+def _spec_data(s, spec) -> dict:
+    """The shrunk spec as spec data (the smoke run dir's spec.yaml) that `load_spec` turns back
+    into the same nodes, so `domtok status` and `report` on the smoke dir see them finished."""
+    data = copy.deepcopy(spec.raw)
+    data.update(tokenizer=s.tokenizer, prepare=s.prepare, seeds=s.seeds,
+                stages=[{"name": st.name, "kind": st.kind, "config": st.config, "after": st.after} for st in s.stages],
+                evals={"after": s.evals_after,
+                       "benchmarks": {b: {"kind": v["kind"], **v["config"]} for b, v in s.benchmarks.items()}})
+    if s.ladder:  # each rung: its shrunk stage configs in full, and its budget in tokens (= the shrunk steps)
+        data["ladder"] = [{"name": r.name, **r.shape(), "tokens": r.budget, "set": r.stage_configs,
+                           "prepare": {} if r.prepare_config == s.prepare else r.prepare_config} for r in s.ladder]
+    return data
 
 
 def gib(b: float) -> str:
@@ -442,30 +465,32 @@ def checks(spec, smoke, run_root: Path, world: int, online: bool, gpu: str, mfu:
 
     disk = 0.0
     n_runs = len(spec.conditions) * len(spec.seeds)
-    for st in spec.stages:
-        if st.kind != "pretrain":
-            continue
-        cfg = from_dict(PretrainConfig, {k: v for k, v in st.config.items() if k not in ("data_dir",)},
-                        where=f"stage {st.name}")
+    # (label, config, prepare section) of every real pretraining: each rung's in a ladder
+    pretrains = [(f"{r.name}/{st.name}" if r else st.name, r.stage_configs[st.name] if r else st.config,
+                  r.prepare_config if r else spec.prepare)
+                 for r in (spec.ladder or [None]) for st in spec.stages if st.kind == "pretrain"]
+    for name, config, prepare in pretrains:
+        cfg = from_dict(PretrainConfig, {k: v for k, v in config.items() if k not in ("data_dir",)},
+                        where=f"stage {name}")
         per_micro = cfg.micro_batch_size * cfg.seq_len * world
         if cfg.tokens_per_step % per_micro:
-            lines.append(f"FAIL: {st.name}: tokens_per_step={cfg.tokens_per_step:,} is not divisible by "
+            lines.append(f"FAIL: {name}: tokens_per_step={cfg.tokens_per_step:,} is not divisible by "
                          f"micro_batch_size x seq_len x world_size = {cfg.micro_batch_size} x {cfg.seq_len} x {world}")
             continue
-        lines.append(f"OK: {st.name}: tokens_per_step {cfg.tokens_per_step:,} = {cfg.micro_batch_size} x {cfg.seq_len}"
+        lines.append(f"OK: {name}: tokens_per_step {cfg.tokens_per_step:,} = {cfg.micro_batch_size} x {cfg.seq_len}"
                      f" x {world} GPU(s) x grad_accum {cfg.tokens_per_step // per_micro}")
         plan = pretrain_plan(cfg, vocab, world, gpu, mfu)
-        plan["stage"] = st.name
+        plan["stage"] = name
         plans.append(plan)
         if plan["memory_per_gpu_total"] > plan["gpu_memory_gb"] * 2**30:
-            lines.append(f"FAIL: {st.name}: needs {plan['memory_per_gpu_total'] / 2**30:.1f} GiB per GPU, more than "
+            lines.append(f"FAIL: {name}: needs {plan['memory_per_gpu_total'] / 2**30:.1f} GiB per GPU, more than "
                          f"a {gpu}'s {plan['gpu_memory_gb']} GB; lower micro_batch_size")
         ckpt = 16 * plan["params"]  # fp32 weights + AdamW state; the model dir adds 4 bytes/param
         disk += n_runs * (max(1, cfg.keep_last) * ckpt + 4 * plan["params"])
         for cond, meta in metas.items():
-            total, how = corpus_tokens(spec.prepare, meta)
+            total, how = corpus_tokens(prepare, meta)
             if total is None:
-                lines.append(f"WARN: {st.name} [{cond}]: cannot check the data volume: {how}")
+                lines.append(f"WARN: {name} [{cond}]: cannot check the data volume: {how}")
                 continue
             if cond != "baseline" and "baseline" in metas and how.endswith("(its dataset card)"):
                 # a known hub size counts GPT-2 tokens without injection: scale by the measured ratio
@@ -473,21 +498,24 @@ def checks(spec, smoke, run_root: Path, world: int, online: bool, gpu: str, mfu:
                 c = meta["splits"]["train"]
                 total *= (c["tokens"] / c["bytes"]) / (b["tokens"] / b["bytes"])
                 how += f"; x {(c['tokens'] / c['bytes']) / (b['tokens'] / b['bytes']):.3f} for injection (measured on the smoke text)"
-            val = spec.prepare.get("val_fraction", 0.02) if not spec.prepare.get("val_docs") else 0.0
+            val = prepare.get("val_fraction", 0.02) if not prepare.get("val_docs") else 0.0
             train_tokens = total * (1 - val)
             epochs = plan["tokens"] / train_tokens
             word = "WARN" if epochs > 1 else "OK"
-            msg = (f"{word}: {st.name} [{cond}]: {plan['tokens']:,} tokens to train over ~{train_tokens:,.0f} training "
+            msg = (f"{word}: {name} [{cond}]: {plan['tokens']:,} tokens to train over ~{train_tokens:,.0f} training "
                    f"tokens ({how}): {epochs:.3f} epochs")
             lines.append(msg + ("; the data repeats" if epochs > 1 else ""))
     for cond, meta in metas.items():  # the shards: 2 bytes per token (uint16) up to 65,536 ids
         total, _ = corpus_tokens(spec.prepare, meta)
         disk += (total or 0) * (2 if vocab <= 65536 else 4)
-    for st in spec.stages:
-        if st.kind in ("sft", "grpo", "rft"):
-            params = plans[0]["params"] if plans else 0
-            keep = st.config.get("keep_checkpoints", st.config.get("save_total_limit", 2))
-            disk += n_runs * (max(1, int(keep)) * 16 * params + 4 * params)
+    # post-training checkpoints: of the first pretrained model (of each rung, in a ladder)
+    first = {p["stage"].split("/")[0] if spec.ladder else "": p for p in reversed(plans)}
+    for plan in first.values():
+        for st in spec.stages:
+            if st.kind in ("sft", "grpo", "rft"):
+                params = plan["params"]
+                keep = st.config.get("keep_checkpoints", st.config.get("save_total_limit", 2))
+                disk += n_runs * (max(1, int(keep)) * 16 * params + 4 * params)
     free = shutil.disk_usage(run_root if run_root.exists() else Path(".")).free
     # a WARN, not a FAIL: the real run may well go to another machine's disk than the smoke's
     word = "OK" if disk < free else "WARN"
