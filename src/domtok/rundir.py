@@ -306,6 +306,20 @@ def _study_nodes(spec: Spec, stages: list[StageSpec], prepared: dict[str, Node],
 
 # --------------------------------------------------------------------------- state and results of a node
 
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` still runs. A killed worker whose parent died too can linger as a
+    zombie that nobody reaps (signal 0 still reaches it), so a zombie counts as dead."""
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): signal 0 is all we can ask
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
 def node_state(node: Node) -> str:
     """done | failed | running | incomplete | pending — read from files only."""
     if node.manifest_path.exists():
@@ -319,10 +333,10 @@ def node_state(node: Node) -> str:
     running = node.out_dir / "running.json"
     if running.exists():
         try:
-            pid = json.loads(running.read_text())["pid"]
-            os.kill(pid, 0)
-            return "running"
-        except (OSError, KeyError, ValueError, json.JSONDecodeError):
+            if pid_alive(int(json.loads(running.read_text())["pid"])):
+                return "running"
+            return "incomplete"
+        except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError):
             return "incomplete"
     if node.out_dir.exists():
         return "incomplete"

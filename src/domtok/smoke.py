@@ -34,6 +34,7 @@ from pathlib import Path
 
 from domtok.data import sources
 from domtok.errors import DomtokError
+from domtok.rundir import pid_alive
 
 # How far the smoke turns things down. Two optimizer steps per training stage, each with two
 # micro-batches, so gradient accumulation, the LR schedule, checkpoints and the final model
@@ -650,9 +651,10 @@ def run_smoke(spec, opts, device: str = "cpu", gpu: str = DEFAULT_GPU, mfu: floa
     srcs = Sources(smoke_dir / "fixtures", online)
     for running in smoke_dir.rglob("running.json") if smoke_dir.exists() else []:
         try:
-            os.kill(json.loads(running.read_text())["pid"], 0)
-        except (OSError, KeyError, ValueError):
-            continue  # a dead run's leftover
+            if not pid_alive(int(json.loads(running.read_text())["pid"])):
+                continue  # a dead run's leftover
+        except (OSError, KeyError, ValueError, TypeError):
+            continue
         raise DomtokError(f"{running}: another smoke run is working in {smoke_dir}; wait for it to finish")
     if smoke_dir.exists():  # a smoke result must come from the code as it is now
         shutil.rmtree(smoke_dir)
