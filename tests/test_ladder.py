@@ -420,7 +420,7 @@ def test_smoke_runs_a_micro_ladder(tmp_path, one_thread):
 
     spec = load_spec(_write(tmp_path, _micro_ladder_spec(MICRO_RUNGS)))
     spec.runs_dir = str(tmp_path / "runs")
-    assert run_smoke(spec, RunOptions(quiet=True)) == 0
+    assert run_smoke(spec, RunOptions(quiet=True), run_experiment) == 0
     result = json.loads((tmp_path / "runs" / "microladder-smoke" / "smoke.json").read_text())
     assert result["passed"] and all(r["result"] == "passed" for r in result["nodes"])
     assert {r["node"].split("/")[0] for r in result["nodes"]} >= {"rung-xs", "rung-s"}

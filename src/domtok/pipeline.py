@@ -599,7 +599,7 @@ def main(args) -> int:
     if args.smoke:
         from domtok.smoke import run_smoke
 
-        return run_smoke(spec, opts, device=args.device, gpu=args.gpu, mfu=args.mfu)
+        return run_smoke(spec, opts, run_experiment, device=args.device, gpu=args.gpu, mfu=args.mfu)
     if opts.node_rank == 0 and not args.smoke:  # node 0 writes the run dir; the others follow it
         from domtok.outdir import check_writable_dir, claim_out_dir
 

@@ -636,9 +636,9 @@ def add_arguments(p) -> None:
                    help=f"with --smoke: the model FLOPs utilisation the projection assumes (default {DEFAULT_MFU})")
 
 
-def run_smoke(spec, opts, device: str = "cpu", gpu: str = DEFAULT_GPU, mfu: float = DEFAULT_MFU) -> int:
+def run_smoke(spec, opts, run_experiment, device: str = "cpu", gpu: str = DEFAULT_GPU, mfu: float = DEFAULT_MFU) -> int:
     """Run every node of `spec` shrunk, then print the table, the real-config projection and checks."""
-    from domtok.pipeline import build_nodes, node_state, run_experiment
+    from domtok.rundir import build_nodes, node_state
 
     if gpu not in GPUS:
         raise DomtokError(f"--gpu {gpu!r}: unknown; one of {sorted(GPUS)}")
