@@ -415,7 +415,7 @@ def test_smoke_shrinks_every_rung_and_its_spec_yaml_rebuilds_the_same_nodes(tmp_
 
 
 def test_smoke_runs_a_micro_ladder(tmp_path, one_thread):
-    from domtok.pipeline import RunOptions
+    from domtok.pipeline import RunOptions, run_experiment
     from domtok.smoke import run_smoke
 
     spec = load_spec(_write(tmp_path, _micro_ladder_spec(MICRO_RUNGS)))
