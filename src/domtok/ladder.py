@@ -429,6 +429,8 @@ def plots(rows: list[dict], trend_rows: list[dict], out) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from domtok.report import _save as save_plot  # the report's one way to write a plot
+
     out.mkdir(parents=True, exist_ok=True)
     made = []
     by_key = effects_by_key(rows)
@@ -463,10 +465,7 @@ def plots(rows: list[dict], trend_rows: list[dict], out) -> list[str]:
             ax.legend(fontsize=7)
         for ax in list(axes.flat)[len(keys):]:
             ax.set_visible(False)
-        fig.tight_layout()
-        fig.savefig(out / "ladder_effects.png", dpi=110)
-        plt.close(fig)
-        made.append("ladder_effects.png")
+        made.append(save_plot(fig, out, "ladder_effects.png"))
 
     metrics = sorted({m for r in rows for by_stage in (r.get("accuracy") or {}).values()
                       for by_metric in by_stage.values() for m in by_metric})
@@ -492,8 +491,5 @@ def plots(rows: list[dict], trend_rows: list[dict], out) -> list[str]:
                 ax.legend(fontsize=7)
         for ax in list(axes.flat)[len(panels):]:
             ax.set_visible(False)
-        fig.tight_layout()
-        fig.savefig(out / "ladder_accuracy.png", dpi=110)
-        plt.close(fig)
-        made.append("ladder_accuracy.png")
+        made.append(save_plot(fig, out, "ladder_accuracy.png"))
     return made
