@@ -268,3 +268,11 @@ def test_the_headline_opens_the_report_before_the_learns_check(tmp_path):
     assert sections[:3] == ["## Headline", "## Do the models learn what is tested? (mean over seeds after `sft`)",
                             "## Losses"]
     assert "baseline probes.accuracy_mul_multidigit 0.350 < 0.50" in (run_dir / "report.md").read_text()
+
+
+def test_an_mde_beyond_the_range_of_an_accuracy_difference_says_nothing_is_detectable():
+    from domtok.report import _mde_text
+
+    assert _mde_text({"mde": 0.073}) == "±0.073"
+    text = _mde_text({"mde": 2.418})  # 3 seeds that disagree: df 2 at Holm's strictest level
+    assert text.startswith("none: even a difference of 1 would be missed") and "±2.42" in text

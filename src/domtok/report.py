@@ -595,6 +595,8 @@ def _ci_text(r: dict) -> str:
 def _mde_text(r: dict) -> str:
     if r.get("mde") is None or math.isnan(r["mde"]):
         return "not estimable (no variation between items or seeds)"
+    if r["mde"] >= 1.0:  # an accuracy difference lies in [-1, 1]: no effect is detectable at all
+        return f"none: even a difference of 1 would be missed (computed ±{r['mde']:.2f}; too few seeds or items)"
     return f"±{r['mde']:.3f}"
 
 
