@@ -83,9 +83,14 @@ def check_stage_configs(spec: Spec, where: str = "spec") -> None:
     such as `stages.0.config.lrr=1` is an error now, not in a node's log after earlier stages ran."""
     from domtok.data.prepare import prepare_node_config
 
+    from domtok.tokens.build import parse_bpe_base
+
     base = str(spec.tokenizer.get("base", "gpt2"))
-    if base != "gpt2" and not (base.startswith("bpe-") and base[4:].isdigit() and int(base[4:]) >= 258):
-        raise ConfigError(f"{where}: tokenizer.base {base!r}: use gpt2 or bpe-N (N >= 258, e.g. bpe-1024)")
+    if base != "gpt2":
+        try:  # the same rule `domtok tokenizer build` applies
+            parse_bpe_base(base)
+        except DomtokError as e:
+            raise ConfigError(f"{where}: tokenizer.base: {e}") from None
     run_dir = Path(spec.runs_dir) / spec.name
     for node in build_nodes(spec, run_dir):
         if node.kind == "tokenizer":
