@@ -176,7 +176,10 @@ def test_every_readme_command_runs(replication, tiny, tmp_path):
 def test_tiny_smoke_passes_and_a_broken_stage_is_reported_with_its_log(tiny, tmp_path):
     out, res, r, _, _ = tiny
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-3000:]
-    assert all(n["result"] == "passed" for n in r["nodes"]) and len(r["nodes"]) == 21
+    from domtok.rundir import build_nodes, load_spec
+
+    every = build_nodes(load_spec("tiny"), out / "tiny-smoke")  # every node of every condition and seed
+    assert all(n["result"] == "passed" for n in r["nodes"]) and [n["node"] for n in r["nodes"]] == [n.id for n in every]
     assert (out / "tiny-smoke" / "mul_tokens" / "seed0" / "grpo" / "model" / "model.safetensors").exists()
     assert not (out / "tiny").exists()  # its own run dir only
     probes = out / "tiny-smoke" / "baseline" / "seed0" / "sft" / "eval" / "probes" / "items.jsonl"
@@ -186,7 +189,7 @@ def test_tiny_smoke_passes_and_a_broken_stage_is_reported_with_its_log(tiny, tmp
     res, r, _, _ = smoke(tmp_path, "tiny", "stages.2.config.loss_type=bogus")
     assert res.returncode == 1
     failed = {n["node"]: n for n in r["nodes"] if n["result"] != "passed"}
-    assert set(failed) == {f"{c}/seed0/grpo{e}" for c in ("baseline", "mul_tokens")
+    assert set(failed) == {f"{c}/seed{s}/grpo{e}" for c in ("baseline", "mul_tokens") for s in load_spec("tiny").seeds
                            for e in ("", "/eval/probes", "/eval/gsm_synthetic")}
     log = Path(failed["baseline/seed0/grpo"]["log"])
     assert log.exists() and "loss_type" in log.read_text()

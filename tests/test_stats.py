@@ -235,7 +235,7 @@ def test_compare_cli_items_and_seeds(tmp_path, capsys):
     assert cli_main(["eval", "compare", str(tmp_path / "a"), str(tmp_path / "b"), "--n-boot", "300",
                      "--out", str(tmp_path / "cmp.json")]) == 0
     out = capsys.readouterr().out
-    assert "40 paired items" in out and "+0.3750" in out and "mcnemar_exact" in out
+    assert "40 paired items" in out and "-0.3750" in out and "mcnemar_exact" in out  # B − A
     assert json.loads((tmp_path / "cmp.json").read_text())["metrics"]["correct"]["a_only"] == 15
     # across seeds: three seeds per condition, from summary.json
     for k, (x, y) in enumerate([(0.30, 0.20), (0.31, 0.22), (0.32, 0.21)]):
@@ -247,6 +247,6 @@ def test_compare_cli_items_and_seeds(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "3 vs 3 seeds" in out and "0.3100 ± 0.0100" in out and "welch_t" in out
     r = json.loads((tmp_path / "seeds.json").read_text())["metrics"]["acc_norm_char"]
-    assert r["diff"] == pytest.approx(0.1) and r["test"]["p"] < 0.01
+    assert r["diff"] == pytest.approx(-0.1) and r["test"]["p"] < 0.01  # B − A
     # mixing benchmarks is refused with exit code 2
     assert cli_main(["eval", "compare", runs_a, f"{tmp_path / 'a'},{tmp_path / 'b'}"]) == 2
