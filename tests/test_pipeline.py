@@ -89,6 +89,11 @@ def test_spec_errors_are_readable(tmp_path):
         load_spec(str(p))
     with pytest.raises(DomtokError, match="neither a file nor a preset"):
         load_spec("no-such-preset")
+    for tokenizer, message in [({"base": "bpe-300", "split_digits": "yes"}, "must be true or false"),
+                               ({"base": "gpt2", "split_digits": True}, "applies to a BPE domtok trains")]:
+        p.write_text(yaml.safe_dump(dict(MICRO, tokenizer=tokenizer)))
+        with pytest.raises(DomtokError, match=message):
+            load_spec(str(p))
 
 
 def test_nproc2_matches_single_process(tmp_path):

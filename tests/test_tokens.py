@@ -333,6 +333,27 @@ def test_train_bpe_layout_and_determinism(bpe_dir, tmp_path):
         train_bpe(["x"], 100, tmp_path / "small")
 
 
+def test_train_bpe_split_digits(tmp_path):
+    """No merge joins a digit, so every number is one token per digit, and the saved
+    tokenizer.json says the same to transformers (which applies GPT-2's own pre-tokenizer)."""
+    transformers = pytest.importorskip("transformers")
+    corpus = _synthetic_corpus() + MIXED + [f"{a} + {b} = {a + b} and 1,234,567" for a in range(100) for b in (7, 38)]
+    plain = train_bpe(corpus, 512, tmp_path / "plain")
+    split = train_bpe(corpus, 512, tmp_path / "split", split_digits=True)
+    assert not plain.splits_digits and split.splits_digits
+    assert len(plain.encode("47 + 38 = 85")) < 12  # the plain BPE has learnt multi-digit tokens
+    tok = load_tokenizer(tmp_path / "split", "mul_tokens")
+    text = "Ava has 47 + 38 = 85, <MUL_6_9_54> and 1234."
+    pieces = [tok.decode([i]) for i in tok.encode(text)]
+    assert [p for p in pieces if any(c.isdigit() for c in p) and not p.startswith("<MUL")] == list("4738851234")
+    assert tok.decode(tok.encode(text)) == text
+    tok = tok.with_condition("baseline")
+    tok.export_hf(tmp_path / "hf")
+    fast = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    texts = corpus[-20:] + MIXED + ["year 2024: 3.14159, -42, x9y8"]
+    assert [fast(t, add_special_tokens=False)["input_ids"] for t in texts] == tok.encode_batch(texts)
+
+
 # ---- CLI --------------------------------------------------------------------------------
 
 

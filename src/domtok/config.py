@@ -185,7 +185,7 @@ def is_experiment_spec(data: dict) -> bool:
 def spec_prepare_section(spec: dict, where: str) -> dict:
     """An experiment spec's `prepare:` section with the spec's tokenizer, as `domtok run` uses it.
 
-    The spec names the tokenizer once (`tokenizer: {base, sample_docs}`) for every condition;
+    The spec names the tokenizer once (`tokenizer: {base, sample_docs, split_digits}`) for every condition;
     `domtok prepare SPEC condition=...` prepares one condition's shards with it."""
     if not isinstance(spec.get("prepare"), dict):
         raise ConfigError(f"{where}: the experiment spec has no `prepare:` section")
@@ -194,6 +194,8 @@ def spec_prepare_section(spec: dict, where: str) -> dict:
     out.setdefault("tokenizer", str(tok.get("base", "gpt2")))
     if "sample_docs" in tok:
         out.setdefault("bpe_sample_docs", tok["sample_docs"])
+    if "split_digits" in tok:
+        out.setdefault("bpe_split_digits", tok["split_digits"])
     if "token_set" in spec:
         out.setdefault("token_set", spec["token_set"])
     return out

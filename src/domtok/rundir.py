@@ -79,7 +79,7 @@ class Spec:
 SPEC_KEYS = ("name", "runs_dir", "seeds", "token_set", "conditions", "tokenizer", "prepare", "stages", "evals",
              "confounds", "ladder", "learns")
 STAGE_KEYS = ("name", "kind", "config", "set", "after")
-TOKENIZER_KEYS = ("base", "sample_docs")
+TOKENIZER_KEYS = ("base", "sample_docs", "split_digits")
 EVALS_KEYS = ("after", "benchmarks")
 
 
@@ -148,6 +148,12 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     if not isinstance(tokenizer, dict):
         raise ConfigError(f"{where}: `tokenizer` must be a mapping such as {{base: bpe-1024}}, got {tokenizer!r}")
     _unknown(where, "tokenizer", tokenizer, TOKENIZER_KEYS)
+    if "split_digits" in tokenizer:
+        if not isinstance(tokenizer["split_digits"], bool):
+            raise ConfigError(f"{where}: tokenizer.split_digits must be true or false, got {tokenizer['split_digits']!r}")
+        if tokenizer["split_digits"] and not str(tokenizer.get("base", "gpt2")).startswith("bpe-"):
+            raise ConfigError(f"{where}: tokenizer.split_digits applies to a BPE domtok trains (base: bpe-N), "
+                              f"not to {tokenizer.get('base', 'gpt2')!r}; remove it or use a bpe-N base")
     stages = []
     names = set()
     stage_list = need("stages", list)

@@ -61,6 +61,7 @@ class PrepareConfig:
     tokenizer: str = "gpt2"             # gpt2 | bpe-N | path to a tokenizer dir
     gpt2_dir: str = ""                  # dir with vocab.bpe + encoder.json ("" = DOMTOK_GPT2_DIR)
     bpe_sample_docs: int = 20000        # bpe-N: documents sampled to train it
+    bpe_split_digits: bool = False      # bpe-N: no merge joins a digit: numbers one digit per token
     shard_tokens: int = 10_000_000      # tokens per shard (the last shard of a split is shorter)
     val_fraction: float = 0.02          # each document goes to val with this probability ...
     val_docs: int = 0                   # ... or exactly this many (needs a sized source)
@@ -156,13 +157,16 @@ def resolve_tokenizer(cfg: PrepareConfig, out_dir: Path) -> str:
             if not (held.base == tok or (held.base.startswith("bpe-") and held.n_base < vocab)):
                 raise DomtokError(f"{bpe_dir}: holds a {held.base} tokenizer, not {tok}; "
                                   "use a new output directory")
+            if held.splits_digits != cfg.bpe_split_digits:
+                raise DomtokError(f"{bpe_dir}: holds a tokenizer with split_digits={held.splits_digits}, not "
+                                  f"{cfg.bpe_split_digits}; use a new output directory")
         else:
             from domtok.data.sources import sample_records
             from domtok.tokens.tokenizer import small_bpe_warning, train_bpe
 
             texts, _, _ = iter_texts(cfg)  # uninjected text, seeded sample: same for every condition
             sample = sample_records(texts, cfg.bpe_sample_docs, cfg.seed)
-            small_bpe_warning(train_bpe(sample, vocab, bpe_dir, name=tok), vocab)
+            small_bpe_warning(train_bpe(sample, vocab, bpe_dir, name=tok, split_digits=cfg.bpe_split_digits), vocab)
         return str(bpe_dir)
     if tok == "gpt2":
         return "gpt2"
@@ -418,11 +422,14 @@ def build_shared_tokenizer(cfg: dict, out_dir: Path) -> dict:
     prep["tokenizer"] = base
     if "sample_docs" in cfg:
         prep["bpe_sample_docs"] = cfg["sample_docs"]
+    if "split_digits" in cfg:
+        prep["bpe_split_digits"] = cfg["split_digits"]
     path = resolve_tokenizer(from_dict(PrepareConfig, prep, where="tokenizer"), out_dir.parent)
     if Path(path).resolve() != out_dir.resolve():
         raise DomtokError(f"tokenizer was trained into {path}, expected {out_dir}")
     tok = load_tokenizer(path, "baseline")
-    return {"tokenizer": str(path), "vocab_size": tok.vocab_size, "n_base": tok.n_base}
+    return {"tokenizer": str(path), "vocab_size": tok.vocab_size, "n_base": tok.n_base,
+            "splits_digits": tok.splits_digits}
 
 
 def prepare_node_config(cfg: dict, tokenizer: str, where: str) -> PrepareConfig:

@@ -129,7 +129,7 @@ def parse_bpe_base(base: str) -> int:
 
 
 def build(base: str, corpus, out_dir, max_docs: int | None = None,
-          max_bad_fraction: float = MAX_BAD_FRACTION) -> Tokenizer:
+          max_bad_fraction: float = MAX_BAD_FRACTION, split_digits: bool = False) -> Tokenizer:
     """Train into a temporary sibling and rename it into place: a failure (a corpus with too
     many malformed records) leaves no tokenizer that looks complete."""
     from domtok.model.checkpoint import atomic_dir
@@ -141,7 +141,7 @@ def build(base: str, corpus, out_dir, max_docs: int | None = None,
         texts = itertools.islice(texts, max_docs)  # stops reading the corpus after max_docs
     with atomic_dir(out_dir) as tmp:
         try:
-            trained = train_bpe(texts, vocab_size, tmp, name=base)
+            trained = train_bpe(texts, vocab_size, tmp, name=base, split_digits=split_digits)
         except DomtokError as e:
             raise DomtokError(f"{corpus}: {e}") from None
         if stats["documents"] == 0:
@@ -165,7 +165,7 @@ def write_train_record(out_dir: Path, base: str, corpus, stats: dict, tok: Token
         "base": base, "asked_n_base": parse_bpe_base(base), "name": tok.base, "corpus": str(corpus),
         "documents": stats["documents"],
         "skipped": len(stats["skipped"]), "skipped_examples": stats["skipped"][:20],
-        "n_base": tok.n_base, "vocab_size": tok.vocab_size,
+        "n_base": tok.n_base, "vocab_size": tok.vocab_size, "splits_digits": tok.splits_digits,
     })
     return tok
 
@@ -286,6 +286,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--max-docs", type=int, default=None, help="train on at most this many documents")
     b.add_argument("--max-bad-fraction", type=float, default=MAX_BAD_FRACTION,
                    help=f"malformed records (bad JSON, invalid UTF-8) tolerated before failing (default {MAX_BAD_FRACTION})")
+    b.add_argument("--split-digits", action="store_true",
+                   help="learn no merge that joins a digit: every number is written one digit per token")
     b.add_argument("--force", action="store_true", help="replace --out when it already holds a tokenizer")
     f = sub.add_parser("fix", help="re-write a model dir's tokenizer files with domtok's layout and flags")
     f.add_argument("model_dir")
@@ -298,7 +300,7 @@ def main(args: argparse.Namespace) -> int:
 
     if args.action == "build":
         claim_out_dir(args.out, replace=True, force=args.force, what="--out directory")
-        tok = build(args.base, args.corpus, args.out, args.max_docs, args.max_bad_fraction)
+        tok = build(args.base, args.corpus, args.out, args.max_docs, args.max_bad_fraction, args.split_digits)
         print(f"wrote {args.out}: {tok!r}")
     else:
         lock_dir(args.model_dir)

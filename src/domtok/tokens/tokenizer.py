@@ -166,6 +166,12 @@ class Tokenizer:
         """The same tokenizer with other injector settings (`domtok prepare` sets the spec's)."""
         return Tokenizer(self.base, self.condition, self.token_set, self._vocab, self._merges, inject_mode, word_forms)
 
+    @property
+    def splits_digits(self) -> bool:
+        """Whether every number is written one digit per token: no base token holds a digit
+        next to anything else (a BPE trained with `split_digits`; GPT-2's own vocab does not)."""
+        return not any(sum(c.isdigit() for c in t) and len(t) > 1 for t in self._vocab)
+
     # ---- injection ----------------------------------------------------------------------
 
     @property
@@ -550,8 +556,14 @@ def load_tokenizer(base: str = "gpt2", condition: str = "baseline", token_set: s
     raise DomtokError(f"unknown tokenizer base {base!r}: use 'gpt2' or a directory made by `domtok tokenizer build`")
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int, out_dir, name: str | None = None) -> "Tokenizer":
+def train_bpe(texts: Iterable[str], vocab_size: int, out_dir, name: str | None = None,
+              split_digits: bool = False) -> "Tokenizer":
     """Train a GPT-2-style byte-level BPE of `vocab_size` base ids and save it to `out_dir`.
+
+    `split_digits`: the trainer sees every digit as a piece of its own, so no merge ever joins
+    a digit to anything; encoding (GPT-2's pre-tokenizer, unchanged) then writes every number
+    one digit per token (` 47` -> ` `, `4`, `7`). Arithmetic becomes single-digit steps instead
+    of one memorised token per number, and the files stay plain GPT-2 BPE files.
 
     EOT is the LAST base id (vocab_size - 1), as in GPT-2; the 256 bytes are always in the
     vocabulary, so any text encodes. If the corpus runs out of merges first, n_base is
@@ -567,6 +579,8 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_dir, name: str | None =
         raise DomtokError(f"bpe vocab_size {vocab_size} is too small: it needs the 256 bytes, EOT and at least one merge")
     hf = HFTokenizer(models.BPE(fuse_unk=False))
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if split_digits:
+        hf.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), hf.pre_tokenizer])
     hf.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size - 1, min_frequency=2, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[])
@@ -576,6 +590,8 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_dir, name: str | None =
     merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
     if not merges:
         raise DomtokError("bpe training learnt no merges: the corpus is empty or too small")
+    if split_digits:
+        assert not any(any(c.isdigit() for c in a + b) for a, b in merges), "a merge joined a digit"
     tok = Tokenizer(name or f"bpe-{vocab_size}", "baseline", get_token_set("mul"), vocab, merges)
     if tok.n_base < vocab_size:
         tok = Tokenizer(f"bpe-{tok.n_base}", "baseline", get_token_set("mul"), vocab, merges)
