@@ -87,6 +87,20 @@ def test_seed_item_test_special_cases_are_scipys_t_tests():
         seed_item_test(_by_seed([a]), [{"other": 1.0}])
 
 
+def test_accuracy_interval_stays_inside_minus_one_to_one():
+    # three seeds that disagree wildly (delta 1, 0, 0.9 on 0/1 items): 2 degrees of freedom and
+    # a t-interval reaching past 1, which no difference of two accuracies can
+    I = 40
+    a = [np.ones(I), np.zeros(I), (np.arange(I) < 36).astype(float)]
+    b = [np.zeros(I), np.zeros(I), np.zeros(I)]
+    r = seed_item_test(_by_seed(a), _by_seed(b))
+    assert r["ci_unbounded"][1] > 1.0 and r["ci"] == (r["ci_unbounded"][0], 1.0)
+    assert r["df"] == pytest.approx(2, abs=0.1)
+    # values outside [0, 1] (a score, not an accuracy) keep the t-interval itself
+    r2 = seed_item_test(_by_seed([x * 3 for x in a]), _by_seed(b))
+    assert r2["ci"] == r2["ci_unbounded"] and r2["ci"][1] > 3.0
+
+
 def _crossed_null(rng, K, I, seed_sd, item_sd, effect=0.0):
     """Per-item differences d = effect + s_k + u_i + e_ki (Gaussian crossed random effects)."""
     return effect + rng.normal(0, seed_sd, (K, 1)) + rng.normal(0, item_sd, (1, I)) + rng.normal(0, 1.0, (K, I))

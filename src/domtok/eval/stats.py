@@ -177,6 +177,11 @@ def seed_item_test(a_by_seed: Sequence[Mapping], b_by_seed: Sequence[Mapping], a
     bootstrap: with three seeds a bootstrap over seeds has only 10 distinct resamples and
     understates the seed variance by a third.
 
+    Values in [0, 1] (accuracies) have a difference of means in [-1, 1], so the interval is
+    intersected with [-1, 1] (with 2 degrees of freedom a t-interval can reach past it); the
+    true difference always lies there, so the coverage is unchanged. `ci_unbounded` keeps the
+    t-interval itself.
+
     Special cases, each named in `method`:
     - one seed: seed variation cannot be estimated; paired t-test over items (`ttest_rel`).
     - seeds scored on different items: items are nested in seeds, so the per-seed deltas
@@ -200,6 +205,9 @@ def seed_item_test(a_by_seed: Sequence[Mapping], b_by_seed: Sequence[Mapping], a
     out["a_mean"] = float(np.mean([np.mean([float(v) for v in k.values()]) for k in a_by_seed]))
     out["b_mean"] = float(np.mean([np.mean([float(v) for v in k.values()]) for k in b_by_seed]))
     out.update(_t_ci_p(out["delta"], out["se"], out["df"], alpha))
+    out["ci_unbounded"] = out["ci"]
+    if all(0.0 <= float(v) <= 1.0 for k in (*a_by_seed, *b_by_seed) for v in k.values()):
+        out["ci"] = (max(out["ci"][0], -1.0), min(out["ci"][1], 1.0))
     out["n_seeds"], out["n_items"] = K, len(ids) if crossed else int(np.mean([len(k) for k in a_by_seed]))
     return out
 
