@@ -215,6 +215,19 @@ def test_trained_bpe_shared_by_conditions(tmp_path):
     assert shard_bytes(tmp_path / "b2") == shard_bytes(base) and again["splits"] == mb["splits"]
 
 
+def test_spec_tokenizer_split_digits_reaches_the_bpe_and_a_held_one_must_match(tmp_path):
+    from domtok.config import spec_prepare_section
+
+    spec_tok = {"base": "bpe-320", "sample_docs": 150, "split_digits": True}
+    section = {"source": "synthetic:math-web", "n_docs": 200}
+    assert spec_prepare_section({"prepare": section, "tokenizer": spec_tok}, "spec") == \
+        {**section, "tokenizer": "bpe-320", "bpe_sample_docs": 150, "bpe_split_digits": True}
+    out = prep.build_shared_tokenizer({**spec_tok, "prepare": section}, tmp_path / "tokenizer")
+    assert out["splits_digits"] is True
+    with pytest.raises(DomtokError, match="split_digits=True, not False"):
+        prep.build_shared_tokenizer({**spec_tok, "split_digits": False, "prepare": section}, tmp_path / "tokenizer")
+
+
 def test_pretraining_reads_the_same_documents_in_the_same_order_in_both_conditions(tmp_path):
     """The documents the first steps of pretraining read, identified from the batches alone,
     are one sequence in both conditions; the shorter domain encoding reads further along it."""

@@ -182,6 +182,15 @@ def is_experiment_spec(data: dict) -> bool:
     return isinstance(data.get("stages"), list) and isinstance(data.get("conditions"), dict)
 
 
+# The spec's `tokenizer:` keys that are PrepareConfig knobs (a bpe-N is trained by prepare's code).
+TOKENIZER_PREPARE_KEYS = {"sample_docs": "bpe_sample_docs", "split_digits": "bpe_split_digits"}
+
+
+def tokenizer_prepare_knobs(tokenizer: dict) -> dict:
+    """The PrepareConfig knobs a spec's `tokenizer:` section sets (`sample_docs` -> `bpe_sample_docs`, ...)."""
+    return {knob: tokenizer[key] for key, knob in TOKENIZER_PREPARE_KEYS.items() if key in tokenizer}
+
+
 def spec_prepare_section(spec: dict, where: str) -> dict:
     """An experiment spec's `prepare:` section with the spec's tokenizer, as `domtok run` uses it.
 
@@ -192,10 +201,8 @@ def spec_prepare_section(spec: dict, where: str) -> dict:
     out = dict(spec["prepare"])
     tok = spec.get("tokenizer") or {}
     out.setdefault("tokenizer", str(tok.get("base", "gpt2")))
-    if "sample_docs" in tok:
-        out.setdefault("bpe_sample_docs", tok["sample_docs"])
-    if "split_digits" in tok:
-        out.setdefault("bpe_split_digits", tok["split_digits"])
+    for knob, value in tokenizer_prepare_knobs(tok).items():
+        out.setdefault(knob, value)
     if "token_set" in spec:
         out.setdefault("token_set", spec["token_set"])
     return out

@@ -678,7 +678,8 @@ def headline(run: Run, comps: dict, plots_rel: str = "plots") -> list[str]:
     methods = sorted({r["method"] for r in rows + [g for g in comps["grpo"] if "p" in g]})
     lines += ["", f"Method: Δ is the mean over seeds of the per-seed accuracy difference on the same items. "
               f"Its 95% CI and p come from {'; '.join(methods)} — a t-interval whose variance counts both seed and "
-              "item variation (`domtok.eval.stats.seed_item_test`). Holm's correction runs over every p-value in "
+              "item variation, intersected with [-1, 1] where no accuracy difference can lie outside it "
+              "(`domtok.eval.stats.seed_item_test`). Holm's correction runs over every p-value in "
               f"this report (m = {comps['m']}: this table, the GRPO checks and the per-seed paired table). MDE: the "
               "smallest true difference this design detects with 80% power at Holm's strictest level α/m "
               "(noncentral t with the design's own standard error and degrees of freedom). df: when the seeds "

@@ -411,7 +411,7 @@ def build_shared_tokenizer(cfg: dict, out_dir: Path) -> dict:
     Conditions must differ only by their domain tokens, so the BPE is trained once, on text
     no condition has injected, and every condition's prepare stage loads it from here.
     """
-    from domtok.config import from_dict
+    from domtok.config import from_dict, tokenizer_prepare_knobs
     from domtok.tokens.tokenizer import load_tokenizer
 
     base = str(cfg.get("base", "gpt2"))
@@ -420,10 +420,7 @@ def build_shared_tokenizer(cfg: dict, out_dir: Path) -> dict:
         return {"tokenizer": base, "vocab_size": tok.vocab_size, "n_base": tok.n_base}
     prep = {k: v for k, v in cfg["prepare"].items() if k not in ("condition", "token_set")}
     prep["tokenizer"] = base
-    if "sample_docs" in cfg:
-        prep["bpe_sample_docs"] = cfg["sample_docs"]
-    if "split_digits" in cfg:
-        prep["bpe_split_digits"] = cfg["split_digits"]
+    prep.update(tokenizer_prepare_knobs(cfg))
     path = resolve_tokenizer(from_dict(PrepareConfig, prep, where="tokenizer"), out_dir.parent)
     if Path(path).resolve() != out_dir.resolve():
         raise DomtokError(f"tokenizer was trained into {path}, expected {out_dir}")

@@ -170,7 +170,7 @@ class Tokenizer:
     def splits_digits(self) -> bool:
         """Whether every number is written one digit per token: no base token holds a digit
         next to anything else (a BPE trained with `split_digits`; GPT-2's own vocab does not)."""
-        return not any(sum(c.isdigit() for c in t) and len(t) > 1 for t in self._vocab)
+        return not any(len(t) > 1 and any(c.isdigit() for c in t) for t in self._vocab)
 
     # ---- injection ----------------------------------------------------------------------
 
@@ -562,8 +562,8 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_dir, name: str | None =
 
     `split_digits`: the trainer sees every digit as a piece of its own, so no merge ever joins
     a digit to anything; encoding (GPT-2's pre-tokenizer, unchanged) then writes every number
-    one digit per token (` 47` -> ` `, `4`, `7`). Arithmetic becomes single-digit steps instead
-    of one memorised token per number, and the files stay plain GPT-2 BPE files.
+    one digit per token (` 47` -> ` `, `4`, `7`): a sum or product is written digit by digit, not
+    as one token per number, and the files stay plain GPT-2 BPE files.
 
     EOT is the LAST base id (vocab_size - 1), as in GPT-2; the 256 bytes are always in the
     vocabulary, so any text encodes. If the corpus runs out of merges first, n_base is
@@ -590,9 +590,8 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_dir, name: str | None =
     merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
     if not merges:
         raise DomtokError("bpe training learnt no merges: the corpus is empty or too small")
-    if split_digits:
-        assert not any(any(c.isdigit() for c in a + b) for a, b in merges), "a merge joined a digit"
     tok = Tokenizer(name or f"bpe-{vocab_size}", "baseline", get_token_set("mul"), vocab, merges)
+    assert tok.splits_digits or not split_digits, "the trainer joined a digit to something"
     if tok.n_base < vocab_size:
         tok = Tokenizer(f"bpe-{tok.n_base}", "baseline", get_token_set("mul"), vocab, merges)
     tok.save(out_dir)
