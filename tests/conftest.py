@@ -17,6 +17,12 @@ SHARED_DATA = Path(os.environ.get("DOMTOK_SHARED_DATA", ROOT.parent / "shared" /
 GPT2_DIR = SHARED_DATA / "gpt2"
 GSM8K_DIR = SHARED_DATA / "gsm8k"
 
+# Under pytest-xdist (the README's `-n auto`) each worker gets one core: one torch thread for
+# in-process tests and for the processes they start, or the workers' threads fight over the cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = "1"
+
 # Tokenizers built from the GPT-2 files find them through this variable.
 if GPT2_DIR.is_dir():
     os.environ.setdefault("DOMTOK_GPT2_DIR", str(GPT2_DIR))

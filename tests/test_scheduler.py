@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,23 @@ def test_threads_share_the_cores(monkeypatch):
     assert threads_per_job(RunOptions(jobs=2)) == 8
     assert threads_per_job(RunOptions(jobs=16)) == 1 and threads_per_job(RunOptions(jobs=40)) == 1
     assert threads_per_job(RunOptions(jobs=2, threads=3)) == 3
+
+
+def test_one_job_takes_the_threads_it_is_given(monkeypatch, one_thread):
+    """`--jobs 1 --threads 1` runs its nodes in this process on one thread (two such runs side by
+    side on 2 cores, each on the default 2 threads, ran 2.7x slower)."""
+    import torch
+
+    import domtok.pipeline as pipeline
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(var, "2")
+    torch.set_num_threads(2)
+    pipeline._pool(RunOptions(jobs=1, threads=1))
+    assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"  # and for its torchruns
+    torch.set_num_threads(2)
+    pipeline._pool(RunOptions(jobs=1))  # no --threads: the process keeps what it has
+    assert torch.get_num_threads() == 2
 
 
 def test_jobs_with_nproc_is_refused(tmp_path):

@@ -176,7 +176,8 @@ def run_experiment(spec: Spec, opts: RunOptions) -> int:
     atomic_write_text(run_dir / "spec.yaml", _dump_spec(spec))
 
     t_start = time.time()
-    jobs = f"{opts.jobs} jobs x {threads_per_job(opts)} thread(s)" if opts.jobs > 1 else "1 job"
+    jobs = (f"{opts.jobs} job{'s' * (opts.jobs > 1)} x {threads_per_job(opts)} thread(s)"
+            if opts.jobs > 1 or opts.threads else "1 job")
     _say(opts, f"domtok run {spec.name}: {len(todo)} nodes, conditions {list(spec.conditions)}, "
                f"seeds {spec.seeds}, run dir {run_dir}, {jobs}")
     for r in spec.ladder:
@@ -239,6 +240,8 @@ class _Inline:
 
 def _pool(opts: RunOptions):
     if opts.jobs <= 1:
+        if opts.threads:  # --jobs 1 --threads T: this process takes the share it was given
+            _init_job(opts.threads)
         return _Inline()
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
