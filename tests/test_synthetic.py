@@ -314,3 +314,49 @@ def test_sft_source_gsm_sbs_uses_gsm8k_path(tmp_path):
     assert load_records(DataSource(kind="gsm_sbs", n=10, seed=4)) == gsm_sbs(10, seed=4)  # no path: drills
     with pytest.raises(DomtokError, match=str(path)):
         load_records(DataSource(kind="gsm_sbs", path=str(path), n=100))  # 80 rewritten wanted, 20 exist
+
+
+def test_probe_pairs_are_held_out_of_every_training_generator():
+    """The probes ask sums and products that no generated training text asks or works as its
+    problem: every question's operand pair, and every line that starts working a pair, is
+    outside `probe_pair`; the probes draw only inside it, and the word problems' test split is
+    not filtered (it is a test)."""
+    from domtok.data.synthetic import _WORKED_PAIRS, probe_pair
+    from domtok.eval.probes import make_probes
+
+    ops = {"plus": "+", "times": "×", "minus": "-", "+": "+", "×": "×", "-": "-"}
+    # probe_pair itself: commutative ops are one pair, single-digit facts are never held out,
+    # and about a fifth of the multi-digit pairs are
+    assert probe_pair("+", 47, 38) == probe_pair("+", 38, 47) and probe_pair("×", 72, 7) == probe_pair("×", 7, 72)
+    assert not any(probe_pair(op, a, b) for op in "+×-" for a in range(10) for b in range(10))
+    share = sum(probe_pair("+", a, b) for a in range(1, 101) for b in range(1, 101)) / 10_000
+    assert 0.17 < share < 0.23
+
+    probes = make_probes(("mul_multidigit", "addition", "subtraction", "mul_2digit"), 100)
+    for it in probes:
+        a, word, b = re.fullmatch(r"What is (\d+) (\w+) (\d+)\?", it["question"]).groups()
+        assert probe_pair(ops[word], int(a), int(b)), it
+    asked = {(ops[w], int(a), int(b)) for a, w, b in
+             (re.fullmatch(r"What is (\d+) (\w+) (\d+)\?", it["question"]).groups() for it in probes)}
+
+    def pairs_in(text):  # the problems a text poses: its questions and the sums/differences it works
+        # (a product's working starts with its steps, `90 × 7 = ...` for `98 × 7`: steps are facts
+        # of the method, which a probe's pair may coincide with; the problem is in its question)
+        found = re.findall(r"What is (\d+) (plus|times|minus|\+|×|-) (\d+)\?", text)
+        found += [(a, "×", b) for a, b in re.findall(r"How to multiply (\d+) by (\d+)", text)]
+        found += re.findall(r"(?m)^(?:\w+ has |The change is |In total \w+ has )?(\d+) ([+-]) (\d+) = ", text)
+        return {(ops[w], int(a), int(b)) for a, w, b in found}
+
+    texts = [it["question"] + "\n" + it["answer"] for k in ("tier3", "tier4", "tier5", "add_100", "mul_2x1")
+             for it in drills(k, 2000, seed=0)]
+    texts += [it["question"] + "\n" + it["answer"] for it in gsm_sbs(500, seed=0)]
+    train = word_problems(2000, seed=0, split="train")
+    texts += [it["question"] + "\n" + it["answer"] for it in train]
+    texts += math_web_corpus(3000, seed=0)
+    seen = set().union(*map(pairs_in, texts))
+    assert len(seen) > 5000
+    assert not any(probe_pair(*p) for p in seen)
+    assert not asked & ({(op, a, b) for op, a, b in seen} | {(op, b, a) for op, a, b in seen if op != "-"})
+    assert not any(probe_pair(*p) for it in train for p in _WORKED_PAIRS[it["template"]](*it["params"]))
+    test = word_problems(500, seed=0, split="test")
+    assert any(probe_pair(*p) for it in test for p in _WORKED_PAIRS[it["template"]](*it["params"]))

@@ -18,6 +18,13 @@ annotations and ends with `#### N`.
   (template, numbers) pair, so they never share a question.
 - `math_web_corpus(n_docs, seed)`: text documents mixing prose, drills, word problems and
   worked multiplications, for the tiny pretraining preset.
+
+Held-out pairs (`probe_pair`): a fixed 20% of the multi-digit operand pairs of each operation
+belong to the arithmetic probes (`domtok.eval.probes`), and no training generator here (drills,
+GSM-SBS drills, the train split of the word problems, the corpus) ever asks or works one of
+them as its problem: a probe asks a sum or a product the model has never seen worked, so it
+measures the method, not recall of a memorised item. (A probe's pair may still be a step inside
+another problem's working, e.g. `90 × 7` in `98 × 7`: the method's steps are facts it uses.)
 """
 
 from __future__ import annotations
@@ -51,6 +58,28 @@ def _is_base(a: int, b: int) -> bool:
 def _is_pow10(x: int) -> bool:
     s = str(x)
     return x >= 10 and s[0] == "1" and set(s[1:]) == {"0"}
+
+
+PROBE_SHARE = 0.2  # share of each operation's multi-digit pairs that only the probes ask
+
+
+def probe_pair(op: str, a: int, b: int) -> bool:
+    """True if `a op b` is held out for the probes: training text never works it (see the module
+    docstring). A stable hash of the pair (`a + b` and `b + a` are one pair, so are `a × b` and
+    `b × a`); pairs of two single digits are facts, never held out: every one is trained."""
+    if max(a, b) <= 9:
+        return False
+    x, y = (min(a, b), max(a, b)) if op in ("+", "×") else (a, b)
+    h = hashlib.sha256(f"probe:{op}:{x}:{y}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64 < PROBE_SHARE
+
+
+def train_pair(rng: random.Random, op: str, draw) -> tuple[int, int]:
+    """`draw()` (a seeded draw of two operands) repeated until its pair is not a probe's."""
+    while True:
+        a, b = draw()
+        if not probe_pair(op, a, b):
+            return a, b
 
 
 def mul_steps(a: int, b: int) -> list[str]:
@@ -152,18 +181,19 @@ def drills(kind: str, n: int, seed: int) -> list[dict]:
             a, b = rng.randint(1, 9), rng.randint(1, 9)
             q, lines, r = f"What is {a} + {b}?", [f"{a} + {b} = <<{a}+{b}={a + b}>>{a + b}"], a + b
         elif kind in ("tier1", "tier3"):
-            a = rng.randint(1, 9) if kind == "tier1" else rng.randint(10, 99)
-            b = rng.randint(1, 9)
-            if rng.random() < 0.5:
+            add = rng.random() < 0.5
+            a, b = train_pair(rng, "+" if add else "-",
+                              lambda: (rng.randint(1, 9) if kind == "tier1" else rng.randint(10, 99), rng.randint(1, 9)))
+            if add:
                 q, lines, r = f"What is {a} + {b}?", [f"{a} + {b} = <<{a}+{b}={a + b}>>{a + b}"], a + b
             else:
                 a, b = max(a, b), min(a, b)  # no negative answers in the early tiers
                 q, lines, r = f"What is {a} - {b}?", [f"{a} - {b} = <<{a}-{b}={a - b}>>{a - b}"], a - b
         elif kind == "tier4":
-            a, b = rng.randint(10, 99), rng.randint(2, 9)
+            a, b = train_pair(rng, "×", lambda: (rng.randint(10, 99), rng.randint(2, 9)))
             q, lines, r = f"What is {a} × {b}?", mul_steps(a, b), a * b
         elif kind == "tier5":
-            a, b = rng.randint(10, 20), rng.randint(10, 20)
+            a, b = train_pair(rng, "×", lambda: (rng.randint(10, 20), rng.randint(10, 20)))
             q, lines, r = f"What is {a} × {b}?", mul_steps(a, b), a * b
         elif kind == "times_table":  # every fact once per 81 items, in a seeded order
             if i % 81 == 0:
@@ -172,10 +202,10 @@ def drills(kind: str, n: int, seed: int) -> list[dict]:
             a, b = facts[i % 81]
             q, lines, r = _worded(rng, a, "×", b, kind), [f"{a} × {b} = <<{a}*{b}={a * b}>>{a * b}"], a * b
         elif kind == "add_100":
-            a, b = rng.randint(1, 100), rng.randint(1, 100)
+            a, b = train_pair(rng, "+", lambda: (rng.randint(1, 100), rng.randint(1, 100)))
             q, lines, r = _worded(rng, a, "+", b, kind), [add_steps(a, b)], a + b
         else:  # mul_2x1
-            a, b = rng.randint(10, 99), rng.randint(2, 9)
+            a, b = train_pair(rng, "×", lambda: (rng.randint(10, 99), rng.randint(2, 9)))
             q, lines, r = _worded(rng, a, "×", b, kind), mul_steps(a, b), a * b
         out.append(_item(kind, i, q, lines, r))
     return out
@@ -204,11 +234,11 @@ def gsm_sbs(n: int, seed: int, gsm8k: Iterable[dict] | None = None, n_rewritten:
     for i in range(n):
         r = rng.random()
         if r < 0.6:
-            a, b = rng.randint(2, 9), rng.randint(11, 25)
+            a, b = train_pair(rng, "×", lambda: (rng.randint(2, 9), rng.randint(11, 25)))
         elif r < 0.85:
-            a, b = rng.randint(11, 49), rng.randint(11, 29)
+            a, b = train_pair(rng, "×", lambda: (rng.randint(11, 49), rng.randint(11, 29)))
         else:
-            a, b = rng.randint(101, 999), rng.randint(2, 9)
+            a, b = train_pair(rng, "×", lambda: (rng.randint(101, 999), rng.randint(2, 9)))
         if rng.random() < 0.5:
             a, b = b, a
         lines = mul_steps(a, b)
@@ -358,6 +388,11 @@ def _price_change(rng: random.Random) -> tuple[tuple, str, list[str], int]:
 
 
 TEMPLATES = {"add": _add, "sub": _sub, "mul": _mul, "mul_add": _mul_add, "price_change": _price_change}
+# The operand pairs each template works out of its numbers (params): the train split leaves out
+# every problem that works a probe's pair (`probe_pair`).
+_WORKED_PAIRS = {"add": lambda a, b: [("+", a, b)], "sub": lambda a, b: [("-", a, b)],
+                 "mul": lambda a, b: [("×", a, b)], "mul_add": lambda a, b, c: [("+", a * b, c)],
+                 "price_change": lambda a, b, paid: [("-", paid, a * b)]}
 TEST_SHARE = 0.2  # share of each template's parameter space that belongs to the test split
 
 
@@ -381,7 +416,8 @@ def word_problems(n: int, seed: int, split: str = "train", templates: tuple[str,
         template = names[i % len(names)]
         for _ in range(10_000):
             params, q, lines, r = TEMPLATES[template](rng)
-            if _param_split(template, params) == split and q not in seen:
+            if (_param_split(template, params) == split and q not in seen
+                    and (split == "test" or not any(probe_pair(*p) for p in _WORKED_PAIRS[template](*params)))):
                 break
         else:
             raise ValueError(f"word_problems: template {template!r} ran out of distinct {split} items; ask for fewer")
@@ -453,7 +489,8 @@ def math_web_corpus(n_docs: int, seed: int) -> list[str]:
 
     Kinds: an article (prose + a few facts), a times-table page, a worked word problem, a page
     of sums of two numbers up to 100 worked by place value (`add_steps`), and worked 2-digit ×
-    1-digit products (`mul_steps`). The worked kinds are the skills the tiny study's probes test.
+    1-digit products (`mul_steps`). The worked kinds are the skills the tiny study's probes test,
+    never on a probe's own pair (`probe_pair`).
     """
     rng = random.Random(f"math_web/{seed}")
     docs = []
@@ -472,10 +509,11 @@ def math_web_corpus(n_docs: int, seed: int) -> list[str]:
             item = word_problems(1, seed * 1_000_003 + i, "train", templates=(template,))[0]
             doc = f"Problem: {item['question']}\nSolution: {item['answer']}\n{_fact_line(rng)}"
         elif kind == "sums":
-            lines = [add_steps(rng.randint(1, 100), rng.randint(1, 100)) for _ in range(rng.randint(3, 6))]
+            lines = [add_steps(*train_pair(rng, "+", lambda: (rng.randint(1, 100), rng.randint(1, 100))))
+                     for _ in range(rng.randint(3, 6))]
             doc = "Adding by place value:\n" + "\n".join(lines)
         elif kind == "worked":
-            a, b = rng.randint(10, 99), rng.randint(2, 9)
+            a, b = train_pair(rng, "×", lambda: (rng.randint(10, 99), rng.randint(2, 9)))
             doc = f"How to multiply {a} by {b} in your head:\n" + "\n".join(mul_steps(a, b)) + f"\nSo {a} times {b} is {a * b}."
         else:
             doc = "Worksheet\n" + "\n".join(_worksheet_item(rng) for _ in range(rng.randint(2, 4)))

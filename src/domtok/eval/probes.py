@@ -3,10 +3,16 @@
 The reference suite (281 items) plus categories that test the notation the model was trained on:
 
     mul_table        81  every ordered pair a, b in 1..9: "What is a times b?"
-    mul_multidigit  100  a in 10..99, b in 2..9 (seeded)
-    addition        100  a, b in 1..100 (seeded)
-    subtraction     100  a in 1..100, b in 1..a (seeded; answers are >= 0)
-    mul_2digit      100  a, b in 10..99 (seeded)
+    mul_multidigit  100  a in 10..99, b in 2..9 (seeded, held out)
+    addition        100  a, b in 1..100, not both single digits (seeded, held out)
+    subtraction     100  a in 10..100, b in 1..a (seeded, held out; answers are >= 0)
+    mul_2digit      100  a, b in 10..99 (seeded, held out)
+
+Held out: the seeded categories ask only pairs that `domtok.data.synthetic.probe_pair` reserves
+for them (a fixed 20% of each operation's multi-digit pairs), which no drill, SFT set, GRPO
+prompt or pretraining document that domtok generates ever works: they test the method on
+sums and products the model has not seen worked. The single-digit facts (mul_table and the
+symbolic categories) are the facts themselves, trained on purpose.
     symbolic         81  "a × b =" for every ordered pair 1..9
     symbolic_context 81  "c × d = cd, so a × b =": a given fact (never with the asked product),
                          then the asked one
@@ -123,19 +129,28 @@ def make_probes(categories=REFERENCE_CATEGORIES, n: int = 100, seed: int = 42) -
         else:
             for k in range(n):
                 if cat == "mul_multidigit":
-                    a, b = rng.randint(10, 99), rng.randint(2, 9)
+                    a, b = _held_out(rng, "×", lambda: (rng.randint(10, 99), rng.randint(2, 9)))
                     add(cat, f"{k}-{a}x{b}", f"What is {a} times {b}?", a * b)
                 elif cat == "mul_2digit":
-                    a, b = rng.randint(10, 99), rng.randint(10, 99)
+                    a, b = _held_out(rng, "×", lambda: (rng.randint(10, 99), rng.randint(10, 99)))
                     add(cat, f"{k}-{a}x{b}", f"What is {a} times {b}?", a * b)
                 elif cat == "addition":
-                    a, b = rng.randint(1, 100), rng.randint(1, 100)
+                    a, b = _held_out(rng, "+", lambda: (rng.randint(1, 100), rng.randint(1, 100)))
                     add(cat, f"{k}-{a}+{b}", f"What is {a} plus {b}?", a + b)
                 elif cat == "subtraction":
-                    a = rng.randint(1, 100)
-                    b = rng.randint(1, a)
+                    a, b = _held_out(rng, "-", lambda: (a := rng.randint(10, 100), rng.randint(1, a)))
                     add(cat, f"{k}-{a}-{b}", f"What is {a} minus {b}?", a - b)
     return items
+
+
+def _held_out(rng: random.Random, op: str, draw) -> tuple[int, int]:
+    """`draw()` repeated until its pair is one that no training generator works (`probe_pair`)."""
+    from domtok.data.synthetic import probe_pair
+
+    while True:
+        a, b = draw()
+        if probe_pair(op, a, b):
+            return a, b
 
 
 def build_prompt(item: dict, style: str, tokenizer=None, inject: bool = True) -> str:
