@@ -108,9 +108,27 @@ def test_times_table_drills_cover_every_fact_and_both_wordings():
         assert 60 < sum(f" {word} " in q for q in qs) < 140 and 60 < sum(f" {sym} " in q for q in qs) < 140
 
 
+def test_mul_steps_can_work_the_final_sum_by_place_value():
+    """sum_steps (the tiny study's format) works a sum of two partial products with add_steps;
+    the default keeps the reference's one-step sum."""
+    assert mul_steps(72, 7, sum_steps=True) == [
+        "70 × 7 = 7 × 7 × 10 = 49 × 10 = 490",
+        "72 × 7 = (70 + 2) × 7 = 70 × 7 + 2 × 7 = 490 + 14 = 400 + 90 + 10 + 4 = 400 + 100 + 4 = 504"]
+    assert mul_steps(72, 7)[-1] == "72 × 7 = (70 + 2) × 7 = 70 × 7 + 2 × 7 = 490 + 14 = 504"
+    assert mul_steps(12, 4, sum_steps=True) == ["12 × 4 = (10 + 2) × 4 = 10 × 4 + 2 × 4 = 40 + 8 = 48"]
+    for a in list(range(10, 100, 7)) + [347]:
+        for b in (2, 7, 9, 13):
+            lines = mul_steps(a, b, sum_steps=True)
+            assert lines[-1].startswith(f"{a} × {b} = ") and lines[-1].endswith(f"= {a * b}")
+            assert all(len({safe_eval(p) for p in line.split(" = ")}) == 1 for line in lines), lines
+    worked = [it["answer"] for it in drills("mul_2x1", 50, seed=0)]
+    assert any(" = 400 + 100 + " in w or " + 100 + " in w for w in worked)  # the drills use it
+
+
 def test_add_and_sub_steps():
-    assert add_steps(47, 38) == "47 + 38 = 40 + 30 + 7 + 8 = 70 + 15 = 85"
-    assert add_steps(134, 250) == "134 + 250 = 100 + 200 + 30 + 50 + 4 = 300 + 80 + 4 = 384"
+    assert add_steps(47, 38) == "47 + 38 = 40 + 7 + 30 + 8 = 70 + 15 = 85"  # each number split where it stands
+    assert add_steps(134, 250) == "134 + 250 = 100 + 30 + 4 + 200 + 50 = 300 + 80 + 4 = 384"
+    assert add_steps(3, 42) == "3 + 42 = 3 + 40 + 2 = 40 + 5 = 45"
     assert add_steps(100, 47) == "100 + 47 = 100 + 40 + 7 = 147"  # no step repeated
     assert add_steps(40, 8) == "40 + 8 = 48" and add_steps(7, 8) == "7 + 8 = 15"
     assert sub_steps(85, 27) == "85 - 27 = 85 - 20 - 7 = 65 - 7 = 58"

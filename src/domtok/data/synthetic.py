@@ -82,11 +82,16 @@ def train_pair(rng: random.Random, op: str, draw) -> tuple[int, int]:
             return a, b
 
 
-def mul_steps(a: int, b: int) -> list[str]:
+def mul_steps(a: int, b: int, sum_steps: bool = False) -> list[str]:
     """Lines that compute a × b; the last line ends in `= a*b`. Each line's `=` chain is exact.
 
     The larger factor is split by place value and distributed; sub-products that are not
     base cases get their own lines first (recursively). `d·10^k × y` becomes `d × y × 10^k`.
+    The reference's format adds the partial products in one step (`490 + 14 = 504`);
+    `sum_steps` works a sum of two partial products by place value too (`490 + 14 = 400 + 90 +
+    10 + 4 = 400 + 100 + 4 = 504`, `add_steps`): the tiny study's format, where that one step
+    was most of a small model's errors (2-digit x 1-digit after SFT, seed 0, baseline /
+    mul_tokens: 0.33 / 0.26 without, 0.45 / 0.61 with it).
     """
     if a < 0 or b < 0:
         raise ValueError("mul_steps works on non-negative integers")
@@ -106,22 +111,30 @@ def mul_steps(a: int, b: int) -> list[str]:
     for p in parts:
         pa, pb = (p, y) if split_a else (y, p)
         if not _is_base(pa, pb):
-            lines += mul_steps(pa, pb)
+            lines += mul_steps(pa, pb, sum_steps)
         terms.append((pa, pb))
     split = "(" + " + ".join(str(p) for p in parts) + ")"
     lhs = f"{split} × {y}" if split_a else f"{y} × {split}"
     products = " + ".join(f"{pa} × {pb}" for pa, pb in terms)
     values = " + ".join(str(pa * pb) for pa, pb in terms)
-    lines.append(f"{a} × {b} = {lhs} = {products} = {values} = {a * b}")
+    if sum_steps and len(terms) == 2:
+        total = add_steps(terms[0][0] * terms[0][1], terms[1][0] * terms[1][1])  # "490 + 14 = ... = 504"
+        lines.append(f"{a} × {b} = {lhs} = {products} = {total}")
+    else:
+        lines.append(f"{a} × {b} = {lhs} = {products} = {values} = {a * b}")
     return lines
 
 
 def add_steps(a: int, b: int) -> str:
     """One line that adds a + b by place value; each `=` step is exact and ends in `= a+b`.
 
-    Hundreds with hundreds, tens with tens, units with units, then the partial sums:
-    `47 + 38 = 40 + 30 + 7 + 8 = 70 + 15 = 85`, `134 + 250 = 100 + 200 + 30 + 50 + 4 = 300 + 80 + 4
-    = 384`. A sum of at most two place-value parts is a fact: `40 + 8 = 48`, `7 + 8 = 15`.
+    Each number split into its place-value parts, written next to it, then hundreds with
+    hundreds, tens with tens, units with units: `47 + 38 = 40 + 7 + 30 + 8 = 70 + 15 = 85`,
+    `134 + 250 = 100 + 30 + 4 + 200 + 50 = 300 + 80 + 4 = 384`. A sum of at most two place-value
+    parts is a fact: `40 + 8 = 48`, `7 + 8 = 15`. (Splitting each number right where it stands
+    is what a small model gets right: with the parts grouped by place first, `40 + 30 + 7 + 8`,
+    its errors were almost all a units digit taken from the wrong number; addition after SFT,
+    seed 0, baseline / mul_tokens: 0.74 / 0.91 grouped, 0.88 / 0.92 split in place.)
     """
     if a < 0 or b < 0:
         raise ValueError("add_steps works on non-negative integers")
@@ -130,7 +143,7 @@ def add_steps(a: int, b: int) -> str:
         for part in _parts(x):
             groups.setdefault(len(str(part)), []).append(part)
     places = sorted(groups, reverse=True)
-    parts = [p for k in places for p in groups[k]]
+    parts = _parts(a) + _parts(b)
     if len(parts) <= 2:
         return f"{a} + {b} = {a + b}"
     steps = [" + ".join(map(str, parts))]
@@ -191,7 +204,7 @@ def drills(kind: str, n: int, seed: int) -> list[dict]:
                 q, lines, r = f"What is {a} - {b}?", [f"{a} - {b} = <<{a}-{b}={a - b}>>{a - b}"], a - b
         elif kind == "tier4":
             a, b = train_pair(rng, "×", lambda: (rng.randint(10, 99), rng.randint(2, 9)))
-            q, lines, r = f"What is {a} × {b}?", mul_steps(a, b), a * b
+            q, lines, r = f"What is {a} × {b}?", mul_steps(a, b, sum_steps=True), a * b
         elif kind == "tier5":
             a, b = train_pair(rng, "×", lambda: (rng.randint(10, 20), rng.randint(10, 20)))
             q, lines, r = f"What is {a} × {b}?", mul_steps(a, b), a * b
@@ -206,7 +219,7 @@ def drills(kind: str, n: int, seed: int) -> list[dict]:
             q, lines, r = _worded(rng, a, "+", b, kind), [add_steps(a, b)], a + b
         else:  # mul_2x1
             a, b = train_pair(rng, "×", lambda: (rng.randint(10, 99), rng.randint(2, 9)))
-            q, lines, r = _worded(rng, a, "×", b, kind), mul_steps(a, b), a * b
+            q, lines, r = _worded(rng, a, "×", b, kind), mul_steps(a, b, sum_steps=True), a * b
         out.append(_item(kind, i, q, lines, r))
     return out
 
@@ -364,7 +377,7 @@ def _mul(rng: random.Random) -> tuple[tuple, str, list[str], int]:
     a, b = rng.randint(2, 9), rng.randint(11, 49)
     name, item, box = rng.choice(NAMES), rng.choice(ITEMS), rng.choice(CONTAINERS)
     q = f"{name} buys {a} {box} of {item}. Each of the {box} holds {b} {item}. How many {item} does {name} buy?"
-    return (a, b), q, mul_steps(a, b) + [f"{name} buys {a * b} {item}."], a * b
+    return (a, b), q, mul_steps(a, b, sum_steps=True) + [f"{name} buys {a * b} {item}."], a * b
 
 
 def _mul_add(rng: random.Random) -> tuple[tuple, str, list[str], int]:
@@ -514,7 +527,7 @@ def math_web_corpus(n_docs: int, seed: int) -> list[str]:
             doc = "Adding by place value:\n" + "\n".join(lines)
         elif kind == "worked":
             a, b = train_pair(rng, "×", lambda: (rng.randint(10, 99), rng.randint(2, 9)))
-            doc = f"How to multiply {a} by {b} in your head:\n" + "\n".join(mul_steps(a, b)) + f"\nSo {a} times {b} is {a * b}."
+            doc = f"How to multiply {a} by {b} in your head:\n" + "\n".join(mul_steps(a, b, sum_steps=True)) + f"\nSo {a} times {b} is {a * b}."
         else:
             doc = "Worksheet\n" + "\n".join(_worksheet_item(rng) for _ in range(rng.randint(2, 4)))
         docs.append(doc)
