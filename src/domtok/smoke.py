@@ -110,7 +110,8 @@ def fixture_records(kind: str, n: int, seed: int = 0, split: str = "train") -> l
                                 f"    result = {final}\n    return result\n"})
         return out
     if kind == "hellaswag":  # Rowan/hellaswag: label is a string
-        docs = [d for d in synthetic.math_web_corpus(4 * n, seed + 3) if ". " in d]
+        # about a quarter of the corpus's documents (articles, word problems) hold a sentence break
+        docs = [d for d in synthetic.math_web_corpus(20 * n + 20, seed + 3) if ". " in d]
         out = []
         for i in range(n):
             ctx, true_end = docs[i].split(". ", 1)
