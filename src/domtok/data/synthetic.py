@@ -74,11 +74,12 @@ def probe_pair(op: str, a: int, b: int) -> bool:
     return int.from_bytes(h[:8], "big") / 2**64 < PROBE_SHARE
 
 
-def train_pair(rng: random.Random, op: str, draw) -> tuple[int, int]:
-    """`draw()` (a seeded draw of two operands) repeated until its pair is not a probe's."""
+def draw_pair(op: str, draw, held_out: bool = False) -> tuple[int, int]:
+    """`draw()` (a seeded draw of two operands) repeated until `probe_pair` says `held_out` of
+    its pair: training generators take the others, the probes (`held_out=True`) only those."""
     while True:
         a, b = draw()
-        if not probe_pair(op, a, b):
+        if probe_pair(op, a, b) == held_out:
             return a, b
 
 
@@ -195,7 +196,7 @@ def drills(kind: str, n: int, seed: int) -> list[dict]:
             q, lines, r = f"What is {a} + {b}?", [f"{a} + {b} = <<{a}+{b}={a + b}>>{a + b}"], a + b
         elif kind in ("tier1", "tier3"):
             add = rng.random() < 0.5
-            a, b = train_pair(rng, "+" if add else "-",
+            a, b = draw_pair("+" if add else "-",
                               lambda: (rng.randint(1, 9) if kind == "tier1" else rng.randint(10, 99), rng.randint(1, 9)))
             if add:
                 q, lines, r = f"What is {a} + {b}?", [f"{a} + {b} = <<{a}+{b}={a + b}>>{a + b}"], a + b
@@ -203,10 +204,10 @@ def drills(kind: str, n: int, seed: int) -> list[dict]:
                 a, b = max(a, b), min(a, b)  # no negative answers in the early tiers
                 q, lines, r = f"What is {a} - {b}?", [f"{a} - {b} = <<{a}-{b}={a - b}>>{a - b}"], a - b
         elif kind == "tier4":
-            a, b = train_pair(rng, "×", lambda: (rng.randint(10, 99), rng.randint(2, 9)))
+            a, b = draw_pair("×", lambda: (rng.randint(10, 99), rng.randint(2, 9)))
             q, lines, r = f"What is {a} × {b}?", mul_steps(a, b, sum_steps=True), a * b
         elif kind == "tier5":
-            a, b = train_pair(rng, "×", lambda: (rng.randint(10, 20), rng.randint(10, 20)))
+            a, b = draw_pair("×", lambda: (rng.randint(10, 20), rng.randint(10, 20)))
             q, lines, r = f"What is {a} × {b}?", mul_steps(a, b), a * b
         elif kind == "times_table":  # every fact once per 81 items, in a seeded order
             if i % 81 == 0:
@@ -215,10 +216,10 @@ def drills(kind: str, n: int, seed: int) -> list[dict]:
             a, b = facts[i % 81]
             q, lines, r = _worded(rng, a, "×", b, kind), [f"{a} × {b} = <<{a}*{b}={a * b}>>{a * b}"], a * b
         elif kind == "add_100":
-            a, b = train_pair(rng, "+", lambda: (rng.randint(1, 100), rng.randint(1, 100)))
+            a, b = draw_pair("+", lambda: (rng.randint(1, 100), rng.randint(1, 100)))
             q, lines, r = _worded(rng, a, "+", b, kind), [add_steps(a, b)], a + b
         else:  # mul_2x1
-            a, b = train_pair(rng, "×", lambda: (rng.randint(10, 99), rng.randint(2, 9)))
+            a, b = draw_pair("×", lambda: (rng.randint(10, 99), rng.randint(2, 9)))
             q, lines, r = _worded(rng, a, "×", b, kind), mul_steps(a, b, sum_steps=True), a * b
         out.append(_item(kind, i, q, lines, r))
     return out
@@ -247,11 +248,11 @@ def gsm_sbs(n: int, seed: int, gsm8k: Iterable[dict] | None = None, n_rewritten:
     for i in range(n):
         r = rng.random()
         if r < 0.6:
-            a, b = train_pair(rng, "×", lambda: (rng.randint(2, 9), rng.randint(11, 25)))
+            a, b = draw_pair("×", lambda: (rng.randint(2, 9), rng.randint(11, 25)))
         elif r < 0.85:
-            a, b = train_pair(rng, "×", lambda: (rng.randint(11, 49), rng.randint(11, 29)))
+            a, b = draw_pair("×", lambda: (rng.randint(11, 49), rng.randint(11, 29)))
         else:
-            a, b = train_pair(rng, "×", lambda: (rng.randint(101, 999), rng.randint(2, 9)))
+            a, b = draw_pair("×", lambda: (rng.randint(101, 999), rng.randint(2, 9)))
         if rng.random() < 0.5:
             a, b = b, a
         lines = mul_steps(a, b)
@@ -522,11 +523,11 @@ def math_web_corpus(n_docs: int, seed: int) -> list[str]:
             item = word_problems(1, seed * 1_000_003 + i, "train", templates=(template,))[0]
             doc = f"Problem: {item['question']}\nSolution: {item['answer']}\n{_fact_line(rng)}"
         elif kind == "sums":
-            lines = [add_steps(*train_pair(rng, "+", lambda: (rng.randint(1, 100), rng.randint(1, 100))))
+            lines = [add_steps(*draw_pair("+", lambda: (rng.randint(1, 100), rng.randint(1, 100))))
                      for _ in range(rng.randint(3, 6))]
             doc = "Adding by place value:\n" + "\n".join(lines)
         elif kind == "worked":
-            a, b = train_pair(rng, "×", lambda: (rng.randint(10, 99), rng.randint(2, 9)))
+            a, b = draw_pair("×", lambda: (rng.randint(10, 99), rng.randint(2, 9)))
             doc = f"How to multiply {a} by {b} in your head:\n" + "\n".join(mul_steps(a, b, sum_steps=True)) + f"\nSo {a} times {b} is {a * b}."
         else:
             doc = "Worksheet\n" + "\n".join(_worksheet_item(rng) for _ in range(rng.randint(2, 4)))

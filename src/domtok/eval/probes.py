@@ -94,6 +94,8 @@ def make_probes(categories=REFERENCE_CATEGORIES, n: int = 100, seed: int = 42) -
         raise DomtokError(f"probes: n_per_category is {n}; give at least 1 item per category (--n 1 or more)")
     if not categories:
         raise DomtokError("probes: no categories; give at least one (--categories mul_table,addition)")
+    from domtok.data.synthetic import draw_pair
+
     items = []
 
     def add(cat, key, question, gold):
@@ -129,28 +131,18 @@ def make_probes(categories=REFERENCE_CATEGORIES, n: int = 100, seed: int = 42) -
         else:
             for k in range(n):
                 if cat == "mul_multidigit":
-                    a, b = _held_out(rng, "×", lambda: (rng.randint(10, 99), rng.randint(2, 9)))
+                    a, b = draw_pair("×", lambda: (rng.randint(10, 99), rng.randint(2, 9)), held_out=True)
                     add(cat, f"{k}-{a}x{b}", f"What is {a} times {b}?", a * b)
                 elif cat == "mul_2digit":
-                    a, b = _held_out(rng, "×", lambda: (rng.randint(10, 99), rng.randint(10, 99)))
+                    a, b = draw_pair("×", lambda: (rng.randint(10, 99), rng.randint(10, 99)), held_out=True)
                     add(cat, f"{k}-{a}x{b}", f"What is {a} times {b}?", a * b)
                 elif cat == "addition":
-                    a, b = _held_out(rng, "+", lambda: (rng.randint(1, 100), rng.randint(1, 100)))
+                    a, b = draw_pair("+", lambda: (rng.randint(1, 100), rng.randint(1, 100)), held_out=True)
                     add(cat, f"{k}-{a}+{b}", f"What is {a} plus {b}?", a + b)
                 elif cat == "subtraction":
-                    a, b = _held_out(rng, "-", lambda: (a := rng.randint(10, 100), rng.randint(1, a)))
+                    a, b = draw_pair("-", lambda: (a := rng.randint(10, 100), rng.randint(1, a)), held_out=True)
                     add(cat, f"{k}-{a}-{b}", f"What is {a} minus {b}?", a - b)
     return items
-
-
-def _held_out(rng: random.Random, op: str, draw) -> tuple[int, int]:
-    """`draw()` repeated until its pair is one that no training generator works (`probe_pair`)."""
-    from domtok.data.synthetic import probe_pair
-
-    while True:
-        a, b = draw()
-        if probe_pair(op, a, b):
-            return a, b
 
 
 def build_prompt(item: dict, style: str, tokenizer=None, inject: bool = True) -> str:
