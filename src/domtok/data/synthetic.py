@@ -197,7 +197,7 @@ def drills(kind: str, n: int, seed: int) -> list[dict]:
         elif kind in ("tier1", "tier3"):
             add = rng.random() < 0.5
             a, b = draw_pair("+" if add else "-",
-                              lambda: (rng.randint(1, 9) if kind == "tier1" else rng.randint(10, 99), rng.randint(1, 9)))
+                             lambda: (rng.randint(1, 9) if kind == "tier1" else rng.randint(10, 99), rng.randint(1, 9)))
             if add:
                 q, lines, r = f"What is {a} + {b}?", [f"{a} + {b} = <<{a}+{b}={a + b}>>{a + b}"], a + b
             else:
@@ -205,7 +205,7 @@ def drills(kind: str, n: int, seed: int) -> list[dict]:
                 q, lines, r = f"What is {a} - {b}?", [f"{a} - {b} = <<{a}-{b}={a - b}>>{a - b}"], a - b
         elif kind == "tier4":
             a, b = draw_pair("×", lambda: (rng.randint(10, 99), rng.randint(2, 9)))
-            q, lines, r = f"What is {a} × {b}?", mul_steps(a, b, sum_steps=True), a * b
+            q, lines, r = f"What is {a} × {b}?", mul_steps(a, b), a * b  # the reference curriculum's format
         elif kind == "tier5":
             a, b = draw_pair("×", lambda: (rng.randint(10, 20), rng.randint(10, 20)))
             q, lines, r = f"What is {a} × {b}?", mul_steps(a, b), a * b

@@ -7,12 +7,6 @@ The reference suite (281 items) plus categories that test the notation the model
     addition        100  a, b in 1..100, not both single digits (seeded, held out)
     subtraction     100  a in 10..100, b in 1..a (seeded, held out; answers are >= 0)
     mul_2digit      100  a, b in 10..99 (seeded, held out)
-
-Held out: the seeded categories ask only pairs that `domtok.data.synthetic.probe_pair` reserves
-for them (a fixed 20% of each operation's multi-digit pairs), which no drill, SFT set, GRPO
-prompt or pretraining document that domtok generates ever works: they test the method on
-sums and products the model has not seen worked. The single-digit facts (mul_table and the
-symbolic categories) are the facts themselves, trained on purpose.
     symbolic         81  "a × b =" for every ordered pair 1..9
     symbolic_context 81  "c × d = cd, so a × b =": a given fact (never with the asked product),
                          then the asked one
@@ -22,6 +16,12 @@ symbolic categories) are the facts themselves, trained on purpose.
                          text as pretraining saw it)
 
 The reference categories are the default; the rest are opt-in with `categories`.
+
+Held out: the seeded categories ask only pairs that `domtok.data.synthetic.probe_pair` reserves
+for them (a fixed 20% of each operation's multi-digit pairs), which no drill, SFT set, GRPO
+prompt or pretraining document that domtok generates ever works: they test the method on
+sums and products the model has not seen worked. The single-digit facts (mul_table and the
+symbolic categories) are the facts themselves, trained on purpose.
 
 Notation. Each condition is probed in the notation its training text used, through one
 mechanism: the question goes through `Tokenizer.inject` -- the condition's injector with the
