@@ -200,6 +200,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         if seeds < 1:
             raise ConfigError(f"--seeds {seeds}: give the number of seeds to run, at least 1")
         seed_list = list(range(seeds))
+        data["seeds"] = seed_list  # the saved spec.yaml records the seeds that ran, not the file's
     else:
         seed_list = _name_list(where, "seeds", data.get("seeds", [0]), kind=int)
         if len(set(seed_list)) != len(seed_list) or min(seed_list) < 0:
