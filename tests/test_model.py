@@ -282,7 +282,7 @@ def test_checkpoints_resume_exactly_and_keep_last(tmp_path):
 
 
 def test_model_dir_with_real_tokenizer(tmp_path, gpt2_dir):
-    tk = pytest.importorskip("domtok.tokens.tokenizer")
+    import domtok.tokens.tokenizer as tk
     tok = tk.load_tokenizer("gpt2", "mul_tokens", gpt2_dir=gpt2_dir)
     cfg = GPTConfig(block_size=32, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16)
     save_model_dir(tiny_model(0, cfg), tok, tmp_path / "m")

@@ -83,10 +83,6 @@ class KVCache:
         self.v = self.v.index_select(1, rows)
         self.key_mask = self.key_mask.index_select(0, rows)
 
-    def reset(self) -> None:
-        self.length = 0
-        self.key_mask.zero_()
-
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
