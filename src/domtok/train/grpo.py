@@ -61,6 +61,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
