@@ -102,8 +102,8 @@ def test_never_continue_at_max_seeds_and_partial_looks():
 
 def test_equivalence_stops_inside_margin_and_its_error_is_controlled():
     tight = [0.01, -0.01, 0.0, 0.005, -0.005, 0.002]
-    r = sequential_decision(tight[:3], max_seeds=12, per_look=3, margin=0.05)
-    assert r["decision"] == "equivalent" and r["n"] == 3 and r["biased"]
+    r = sequential_decision(tight, max_seeds=12, per_look=3, margin=0.05)
+    assert r["decision"] == "equivalent" and r["n"] == 6 and r["biased"]  # stopped before max_seeds
     # a true effect exactly at the margin: "equivalent" at most alpha of the time
     oc = operating_characteristics(0.5, max_seeds=12, per_look=3, margin=0.5, sd=1.0, n_sim=20000, seed=5)
     assert oc["p_equivalent"] <= 0.05 + 2.5 * math.sqrt(0.05 * 0.95 / 20000)
