@@ -70,29 +70,30 @@ def look_sizes(max_seeds: int, per_look: int) -> list[int]:
     return sizes + [max_seeds]
 
 
-def _null_paths(sizes: tuple[int, ...], n_paths: int, seed: int) -> np.ndarray:
-    """t at each look for `n_paths` studies of N(0, 1) deltas: shape (n_paths, looks), nan where n < 2.
+def _looks(sizes: list[int], n_paths: int, rng, effect: float = 0.0, sd: float = 1.0):
+    """For `n_paths` simulated studies of N(effect, sd^2) deltas, yield (mean, se) arrays at each
+    look (se nan where n < 2), one look at a time (memory O(n_paths), whatever the looks).
 
-    Exact in distribution: per batch of m deltas, draw its sum ~ N(0, m) and its
-    within-batch sum of squares about the batch mean ~ chi2(m - 1).
-    """
-    rng = np.random.default_rng(seed)
+    Exact in distribution: per batch of m deltas, draw its sum ~ N(m effect, m sd^2) and its
+    within-batch sum of squares about the batch mean ~ sd^2 chi2(m - 1)."""
     s = np.zeros(n_paths)
     q = np.zeros(n_paths)
-    out = np.full((n_paths, len(sizes)), np.nan)
     prev = 0
-    for k, n in enumerate(sizes):
+    for n in sizes:
         m = n - prev
-        batch_sum = rng.standard_normal(n_paths) * math.sqrt(m)
-        within = rng.chisquare(m - 1, n_paths) if m > 1 else np.zeros(n_paths)
+        batch_sum = rng.standard_normal(n_paths) * (sd * math.sqrt(m)) + m * effect
+        within = rng.chisquare(m - 1, n_paths) * sd**2 if m > 1 else np.zeros(n_paths)
         s += batch_sum
         q += within + batch_sum**2 / m
         prev = n
-        if n >= 2:
-            var = np.maximum(q - s**2 / n, 0.0) / (n - 1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                out[:, k] = (s / n) / np.sqrt(var / n)
-    return out
+        mean = s / n
+        se = np.sqrt(np.maximum(q - s**2 / n, 0.0) / (n - 1) / n) if n >= 2 else np.full(n_paths, np.nan)
+        yield mean, se
+
+
+def _t(mean: np.ndarray, se: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(se > 0, mean / se, np.sign(mean) * np.inf)
 
 
 @lru_cache(maxsize=64)
@@ -106,20 +107,23 @@ def boundaries(max_seeds: int, per_look: int, alpha: float = 0.05, spending: str
     if spending not in SPENDINGS:
         raise ValueError(f"spending must be one of {SPENDINGS}, got {spending!r}")
     sizes = look_sizes(max_seeds, per_look)
-    t = np.abs(_null_paths(tuple(sizes), N_PATHS, BOUNDARY_SEED))
+    rng = np.random.default_rng(BOUNDARY_SEED)
     alive = np.ones(N_PATHS, dtype=bool)
     bounds, spent, rejected = [], [], 0
-    for k, n in enumerate(sizes):
+    for k, (n, (mean, se)) in enumerate(zip(sizes, _looks(sizes, N_PATHS, rng))):
         target = spent_alpha(n / max_seeds, alpha, spending) if n >= 2 else 0.0
         if n < 2:
             bounds.append(math.inf)
-        elif not any(m >= 2 for m in sizes[:k]):
+            spent.append(target)
+            continue
+        t = np.abs(_t(mean, se))
+        if not any(m >= 2 for m in sizes[:k]):
             # the first tested look: the exact t quantile
             bounds.append(float(stats.t.ppf(1.0 - target / 2.0, n - 1)))
         else:
             # reject the paths still running whose |t| is largest, as many as the alpha still to spend
             want = int(round(target * N_PATHS)) - rejected
-            vals = np.sort(t[alive, k])[::-1]
+            vals = np.sort(t[alive])[::-1]
             if want <= 0:
                 bounds.append(float(vals[0]) * (1 + 1e-9) if len(vals) else math.inf)
             else:
@@ -127,10 +131,9 @@ def boundaries(max_seeds: int, per_look: int, alpha: float = 0.05, spending: str
                 # midway between the last rejected and the first kept value
                 lo = vals[want] if want < len(vals) else vals[want - 1]
                 bounds.append(float((vals[want - 1] + lo) / 2.0))
-        if n >= 2:
-            hit = alive & (t[:, k] >= bounds[-1])
-            rejected += int(hit.sum())
-            alive &= ~hit
+        hit = alive & (t >= bounds[-1])
+        rejected += int(hit.sum())
+        alive &= ~hit
         spent.append(target)
     return {"looks": sizes, "boundary": bounds, "alpha_spent": spent}
 
@@ -154,8 +157,8 @@ def sequential_decision(per_seed_deltas: Sequence[float], *, max_seeds: int, per
     design = boundaries(max_seeds, per_look, alpha, spending)
     equiv = boundaries(max_seeds, per_look, min(2 * alpha, 0.999), spending)
     sizes = design["looks"]
-    base = {"looks": sizes, "boundaries": design["boundary"], "equivalence_boundaries": equiv["boundary"],
-            "alpha_spent": design["alpha_spent"], "margin": margin, "alpha": alpha, "spending": spending,
+    base = {"looks": list(sizes), "boundaries": list(design["boundary"]),
+            "equivalence_boundaries": list(equiv["boundary"]), "alpha_spent": list(design["alpha_spent"]), "margin": margin, "alpha": alpha, "spending": spending,
             "max_seeds": max_seeds, "per_look": per_look}
     done = [k for k, n in enumerate(sizes) if n <= len(d)]
     if not done:
@@ -208,36 +211,51 @@ def operating_characteristics(effect: float, *, max_seeds: int, per_look: int, a
     equiv = boundaries(max_seeds, per_look, min(2 * alpha, 0.999), spending)
     sizes = design["looks"]
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n_sim, max_seeds)) * sd + effect
-    csum = np.cumsum(x, axis=1)
     decision = np.full(n_sim, "", dtype=object)
     stop_look = np.full(n_sim, len(sizes) - 1)
     est = np.zeros(n_sim)
     alive = np.ones(n_sim, dtype=bool)
-    for k, n in enumerate(sizes):
+    for k, (n, (mean, se)) in enumerate(zip(sizes, _looks(sizes, n_sim, rng, effect, sd))):
+        est[alive] = mean[alive]
         if n < 2:
             continue
-        xs = x[:, :n]
-        mean = csum[:, n - 1] / n
-        se = xs.std(axis=1, ddof=1) / math.sqrt(n)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            tk = np.where(se > 0, mean / se, np.sign(mean) * np.inf)
+        tk = _t(mean, se)
         c, e = design["boundary"][k], equiv["boundary"][k]
         rej = alive & (np.abs(tk) >= c)
         decision[rej & (tk > 0)] = "helps"
         decision[rej & (tk < 0)] = "hurts"
-        eq = alive & ~rej & (margin is not None and margin > 0) & (np.abs(mean) + e * se < (margin or 0))
+        eq = alive & ~rej & (np.abs(mean) + e * se < margin) if margin else np.zeros(n_sim, dtype=bool)
         decision[eq] = "equivalent"
-        stopped = rej | eq
-        stop_look[stopped] = k
-        est[alive] = mean[alive]
-        alive &= ~stopped
+        stop_look[rej | eq] = k
+        alive &= ~(rej | eq)
     decision[alive] = "undecided"
     p = {w: float(np.mean(decision == w)) for w in ("helps", "hurts", "equivalent", "undecided")}
     power = p["helps"] if effect > 0 else p["hurts"] if effect < 0 else p["helps"] + p["hurts"]
     seeds = np.asarray(sizes)[stop_look]
     return {"effect": effect, "sd": sd, "power": power, "p_helps": p["helps"], "p_hurts": p["hurts"],
             "p_equivalent": p["equivalent"], "p_undecided": p["undecided"], "expected_seeds": float(seeds.mean()),
-            "max_seeds": max_seeds, "looks": sizes,
+            "max_seeds": max_seeds, "looks": list(sizes),
             "stop_at": [float(np.mean(stop_look == k)) for k in range(len(sizes))],
             "mean_estimate": float(est.mean()), "n_sim": n_sim}
+
+
+def sequential_plan(effect: float, sd: float, *, per_look: int, alpha: float = 0.05, power: float = 0.8,
+                    spending: str = "obrien-fleming", margin: float | None = None, start: int = 2,
+                    limit: int = 400) -> dict | None:
+    """The smallest sequential design (max_seeds a multiple of per_look, from `start` up) whose
+    simulated power for a true mean delta `effect` with seed SD `sd` is at least `power`:
+    `operating_characteristics` of it, plus `expected_seeds_null` (the seeds it spends when there
+    is no effect). None when more than `limit` seeds would be needed."""
+    if not (sd > 0) or effect == 0:
+        return None
+    n = max(2, per_look, -(-start // per_look) * per_look)
+    while n <= limit:
+        oc = operating_characteristics(effect, max_seeds=n, per_look=per_look, alpha=alpha, margin=margin,
+                                       spending=spending, sd=sd)
+        if oc["power"] >= power:
+            null = operating_characteristics(0.0, max_seeds=n, per_look=per_look, alpha=alpha, margin=margin,
+                                             spending=spending, sd=sd)
+            return {**oc, "per_look": per_look, "spending": spending, "alpha": alpha,
+                    "expected_seeds_null": null["expected_seeds"]}
+        n += per_look
+    return None
