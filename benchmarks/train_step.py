@@ -22,7 +22,7 @@ import time
 import torch
 
 from domtok.model.gpt import GPT, config_from_preset, optimizer_param_groups
-from domtok.train.common import configure_optimizer
+from domtok.train.common import configure_optimizer, mfu
 
 
 def hf_model(cfg):
@@ -99,7 +99,7 @@ def compare(name, cfg, B, T, warmup, steps, device="cpu", amp_dtype=None, compil
     }
     res["ratio"] = res["ours_tok_s"] / res["hf_tok_s"]
     if device.startswith("cuda"):
-        res["ours_mfu"] = ours.estimate_mfu(res["ours_tok_s"], T)
+        res["ours_mfu"] = mfu(ours.flops_per_token(T), res["ours_tok_s"], device)
     print(f"{name:10s} {res['shape']}: ours {res['ours_tok_s']:,.0f} tok/s, HF ({attn_impl}) "
           f"{res['hf_tok_s']:,.0f} tok/s, ratio {res['ratio']:.2f}x", flush=True)
     del ours, hf, ours_model

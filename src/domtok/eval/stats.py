@@ -450,3 +450,6 @@ def compare_items(items_a: list[dict], items_b: list[dict], key: str = "id", n_b
             row.update(p=mc["p"], test="mcnemar_exact", a_only=mc["a_only"], b_only=mc["b_only"])
         metrics[f] = row
     return {"n": len(ids), "benchmark": (sorted(bench_a) or [None])[0], "metrics": metrics}
+
+
+from domtok.eval.sequential import sequential_decision  # noqa: E402,F401  (the group-sequential seed test)
