@@ -276,6 +276,48 @@ class MetricsLogger:
             self.wb.finish()
 
 
+<<<<<<< HEAD
+=======
+class Progress:
+    """A tqdm bar over optimizer steps showing loss, lr, tokens/s and (on GPU) MFU."""
+
+    def __init__(self, total: int, initial: int = 0, enabled: bool = True, desc: str = "train"):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True,
+                            disable=not sys.stderr.isatty() and os.environ.get("DOMTOK_PROGRESS") != "1")
+
+    def update(self, loss: float, lr: float, tokens_per_s: float, mfu_value: float | None = None) -> None:
+        if self.bar is None:
+            return
+        post = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "tok/s": f"{tokens_per_s:,.0f}"}
+        if mfu_value is not None:
+            post["mfu"] = f"{100 * mfu_value:.1f}%"
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.update(1)
+
+    def write(self, msg: str) -> None:
+        if self.bar is not None:
+            self.bar.write(msg)
+        else:
+            print(msg, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def check_checkpoint_config(ckpt, state: dict, expected_hash: str) -> None:
+    """A checkpoint resumes only the config that wrote it (its hash is saved in the checkpoint's
+    state): pretraining, SFT and GRPO alike."""
+    if state.get("config_hash") != expected_hash:
+        raise DomtokError(f"{ckpt}: written by a different config (hash {state.get('config_hash')} != "
+                          f"{expected_hash}); resume with the same config or use a new --out")
+
+
+>>>>>>> main
 # --- the command line of a stage verb ------------------------------------------------------
 
 def add_stage_arguments(p, kind: str, example: str, resume: bool = True) -> None:
@@ -299,23 +341,30 @@ def run_stage_verb(args, config_cls, kind: str, run_fn) -> tuple[dict, str, bool
 
     from domtok.outdir import claim_out_dir
 
+    from domtok.manifest import clear_manifest, write_verb_manifest
+
     cfg = load_config(config_cls, args.config, args.overrides, section=kind)
     out = args.out or f"runs/{kind}/{config_hash(cfg)}"
     claim_out_dir(out, what="--out directory")
+    is_main = os.environ.get("RANK", "0") == "0"
+    if is_main:
+        clear_manifest(out)
     kwargs = {"resume": args.resume} if hasattr(args, "resume") else {}
     try:
         summary = run_fn(cfg, out, **kwargs)
     finally:
         dist_teardown()
-    return summary, out, os.environ.get("RANK", "0") == "0"
+    if is_main:
+        write_verb_manifest(out, kind, summary, {"model": getattr(cfg, "model", None)})
+    return summary, out, is_main
 
 
 # --- the outputs a finished training stage leaves ---------------------------------------------
 
 def write_stage_outputs(out_dir, model, tokenizer, stage: str, config_hash: str, model_in: str,
                         summary: dict) -> None:
-    """The final model dir, summary.json, then manifest.json last (its presence means done).
-    Rank 0 only."""
+    """The final model dir, then summary.json. Rank 0 only. (The manifest that marks the
+    directory complete is written after the stage returns: `domtok.manifest`.)"""
     from pathlib import Path
 
     from domtok.config import atomic_write_json
@@ -324,6 +373,3 @@ def write_stage_outputs(out_dir, model, tokenizer, stage: str, config_hash: str,
     out_dir = Path(out_dir)
     save_model_dir(model, tokenizer, out_dir / "model", extra={"stage": stage, "config_hash": config_hash})
     atomic_write_json(out_dir / "summary.json", summary)
-    atomic_write_json(out_dir / "manifest.json", {"stage": stage, "config_hash": config_hash,
-                                                  "inputs": {"model": model_in},
-                                                  "outputs": {"model": str(out_dir / "model")}, "summary": summary})
