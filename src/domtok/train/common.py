@@ -276,39 +276,6 @@ class MetricsLogger:
             self.wb.finish()
 
 
-<<<<<<< HEAD
-=======
-class Progress:
-    """A tqdm bar over optimizer steps showing loss, lr, tokens/s and (on GPU) MFU."""
-
-    def __init__(self, total: int, initial: int = 0, enabled: bool = True, desc: str = "train"):
-        self.bar = None
-        if enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True,
-                            disable=not sys.stderr.isatty() and os.environ.get("DOMTOK_PROGRESS") != "1")
-
-    def update(self, loss: float, lr: float, tokens_per_s: float, mfu_value: float | None = None) -> None:
-        if self.bar is None:
-            return
-        post = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "tok/s": f"{tokens_per_s:,.0f}"}
-        if mfu_value is not None:
-            post["mfu"] = f"{100 * mfu_value:.1f}%"
-        self.bar.set_postfix(post, refresh=False)
-        self.bar.update(1)
-
-    def write(self, msg: str) -> None:
-        if self.bar is not None:
-            self.bar.write(msg)
-        else:
-            print(msg, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def check_checkpoint_config(ckpt, state: dict, expected_hash: str) -> None:
     """A checkpoint resumes only the config that wrote it (its hash is saved in the checkpoint's
     state): pretraining, SFT and GRPO alike."""
@@ -317,7 +284,6 @@ def check_checkpoint_config(ckpt, state: dict, expected_hash: str) -> None:
                           f"{expected_hash}); resume with the same config or use a new --out")
 
 
->>>>>>> main
 # --- the command line of a stage verb ------------------------------------------------------
 
 def add_stage_arguments(p, kind: str, example: str, resume: bool = True) -> None:
