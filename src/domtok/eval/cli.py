@@ -65,7 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="show a domain-token model the questions as written, not in its training notation")
     p.add_argument("--prompt-style", choices=["answer_is", "chat", "plain"])
     p.add_argument("--n", "--n-per-category", type=int, dest="n_per_category",
-                   help="items per seeded category (default 100); under torchrun spell it --n-per-category")
+                   help="items per seeded category (default 100, capped at its pool of held-out pairs); "
+                        "under torchrun spell it --n-per-category")
+    p.add_argument("--split", choices=["dev", "test"], help="held-out pairs to ask: test (default) or dev (for tuning)")
     p.add_argument("--max-new-tokens", type=int)
 
     c = sub.add_parser("compare", help="compare two runs (paired by item) or two sets of seeds")
@@ -112,7 +114,7 @@ def main(args: argparse.Namespace) -> int:
         cfg = _config(args, mod.ProbesConfig, "eval_probes",
                       {**common_flags, "categories": "categories", "prompt_style": "prompt_style",
                        "n_per_category": "n_per_category", "max_new_tokens": "max_new_tokens",
-                       "inject_prompt": "inject_prompt"})
+                       "inject_prompt": "inject_prompt", "split": "split"})
     if not cfg.model:
         raise DomtokError(f"eval {args.eval_cmd}: no model; pass --model DIR")
     out = Path(args.out) if args.out else default_out_dir(args.eval_cmd, cfg)
