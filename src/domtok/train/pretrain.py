@@ -23,7 +23,6 @@ loader reads the same documents in the same seeded order in every condition
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from domtok.config import atomic_write_json, config_hash, load_config, save_resolved, to_dict
+from domtok.config import atomic_write_json, config_hash, save_resolved, to_dict
 from domtok.errors import DomtokError
 from domtok.model.checkpoint import (latest_checkpoint, load_checkpoint, load_tokenizer_from_dir, save_checkpoint,
                                      save_model_dir)
@@ -368,40 +367,3 @@ def _finish(cfg, out_dir: Path, model, tokenizer, meta, logger, loader, val, flo
           f"{final_train:.4f}, val {summary['final_val_loss']}, bpb {summary['final_val_bpb']}, "
           f"{summary['tokens_per_s'] or 0:,.0f} tokens/s -> {out_dir}", flush=True)
     return summary
-
-
-# --- CLI -----------------------------------------------------------------------------------
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    common.add_stage_arguments(parser, "pretrain", "max_steps=100 data_dir=DIR")
-    parser.add_argument("--condition", default="baseline",
-                        help="with an experiment spec and no data_dir: the condition whose data to prepare")
-
-
-def main(args: argparse.Namespace) -> int:
-    cfg = load_config(PretrainConfig, args.config, args.overrides, section="pretrain")
-    check_config(cfg, str(args.config or "pretrain config"))
-    out = args.out or os.path.join("runs", "pretrain", config_hash(cfg))
-    from domtok.outdir import claim_out_dir
-
-    claim_out_dir(out, what="--out directory")
-    if not cfg.data_dir:
-        from domtok.config import is_experiment_spec, load_yaml
-
-        if args.config is None or not is_experiment_spec(load_yaml(args.config)):
-            raise DomtokError("no data: set data_dir=DIR (shards from `domtok prepare`), or give an experiment "
-                              "spec such as configs/tiny.yaml, whose data is then prepared under --out")
-        from domtok.data.prepare import prepare_condition
-
-        cfg.data_dir = str(prepare_condition(args.config, args.condition, Path(out) / "data"))
-        print(f"pretrain: data of condition {args.condition} prepared in {cfg.data_dir}", flush=True)
-    from domtok.manifest import clear_manifest, write_verb_manifest
-
-    is_main = os.environ.get("RANK", "0") == "0"
-    if is_main:
-        clear_manifest(out)
-    summary = run(cfg, out, resume=True if args.resume else False)
-    if is_main:
-        write_verb_manifest(out, "pretrain", summary, {"data_dir": str(cfg.data_dir),
-                                                       "data_config_hash": summary.get("data_config_hash")})
-    return 0
