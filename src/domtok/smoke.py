@@ -298,6 +298,8 @@ class Shrinker:
         self.cap(cfg, "generation_batch_size", 8, w, default=32)
         if cfg.get("save_steps"):
             self.set(cfg, "save_steps", 0, w)
+        if cfg.get("log_completions"):  # one sample of rollouts in the smoke too
+            self.cap(cfg, "logging_steps", STEPS, w, default=10)
         self.run_settings(cfg, w)
 
     def rft(self, cfg: dict, w: str) -> None:
