@@ -146,6 +146,8 @@ def test_every_readme_command_runs(replication, tiny, tmp_path):
 
             pins = [a.split("==")[1] for a in argv if a.startswith("torch==")]
             assert all(_torch.__version__.split("+")[0] == v for v in pins), (pins, _torch.__version__)
+            if pins:  # the pinned line is the CPU build: PyPI's torch on Linux is the CUDA one
+                assert argv[argv.index("--index-url") + 1] == "https://download.pytorch.org/whl/cpu", line
             project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
             assert "dev" in project["optional-dependencies"] and project["name"] == "domtok"
         elif argv == ["domtok", "run"]:  # the full tiny study takes minutes: its --smoke (fixture `tiny`)
