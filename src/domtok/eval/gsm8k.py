@@ -267,7 +267,7 @@ def run(cfg: GSM8KEvalConfig, out_dir, engine=None) -> dict:
     from domtok.chat import STOP_STRINGS
     from domtok.engine import SamplingParams
     from domtok.eval.common import (eval_engine, gather_rows, generation_fields, generation_metrics, is_repetitive,
-                                    my_batches, write_results)
+                                    progress_batches, write_results)
     from domtok.eval.gold import answer_text, gold_bits_per_byte, mean_score
     from domtok.eval.stats import wilson_ci
     from domtok.utils import dist_setup, seed_everything
@@ -287,7 +287,7 @@ def run(cfg: GSM8KEvalConfig, out_dir, engine=None) -> dict:
                             stop_strings=tuple(STOP_STRINGS), calculator=cfg.calculator)
     rows: list[tuple[int, dict]] = []
     t_gen = time.time()
-    for batch in my_batches(len(items), cfg.batch_size, info):
+    for batch in progress_batches(len(items), cfg.batch_size, info, "gsm8k"):
         idx = [order[b] for b in batch]
         gens = engine.generate([prompts[i] for i in idx], params, batch_size=cfg.batch_size)
         batch_prompts = [prompts[i] for i in idx]

@@ -263,7 +263,7 @@ def run(cfg: ProbesConfig, out_dir, engine=None) -> dict:
     same prompt (`domtok.eval.gold`: `" #### N"` for chat prompts, `" N"` for the others)."""
     from domtok.chat import STOP_STRINGS
     from domtok.engine import SamplingParams
-    from domtok.eval.common import eval_engine, gather_rows, generation_fields, generation_metrics, my_batches, write_results
+    from domtok.eval.common import eval_engine, gather_rows, generation_fields, generation_metrics, progress_batches, write_results
     from domtok.eval.gold import answer_text, gold_bits_per_byte
     from domtok.utils import dist_setup, seed_everything
 
@@ -283,7 +283,7 @@ def run(cfg: ProbesConfig, out_dir, engine=None) -> dict:
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0, seed=cfg.seed,
                             stop_strings=tuple(STOP_STRINGS))
     rows = []
-    for batch in my_batches(len(items), cfg.batch_size, info):
+    for batch in progress_batches(len(items), cfg.batch_size, info, "probes"):
         idx = [order[b] for b in batch]
         gens = engine.generate([prompts[i] for i in idx], params, batch_size=cfg.batch_size)
         scored = score([items[i] for i in idx], [g.text for g in gens], cfg.prompt_style)

@@ -36,6 +36,7 @@ from domtok.errors import DomtokError
 from domtok.model.checkpoint import (latest_checkpoint, load_checkpoint, load_tokenizer_from_dir, save_checkpoint,
                                      save_model_dir)
 from domtok.train import common
+from domtok.progress import Progress
 from domtok.train.data import TrainLoader, check_shard_ids, read_meta, val_data
 from domtok.utils import dist_setup, dist_teardown, seed_everything
 
@@ -71,10 +72,10 @@ class PretrainConfig:
     device: str = "auto"
     dtype: str = "auto"                # auto = bf16 autocast on CUDA, fp32 on CPU; bfloat16 = autocast on CPU too
     compile: bool = False              # torch.compile (inductor; CPU too, where compiling takes a while)
-    tensorboard: bool = False
-    wandb: bool = False
-    wandb_project: str = "domtok"
-    progress: bool = True
+    # tracking, as transformers' TrainingArguments: none | all | tensorboard | wandb | a list
+    report_to: str | list[str] = "none"
+    run_name: str = ""                 # the W&B run's name ("" = the output dir's name)
+    progress: bool = True              # a tqdm bar on a terminal (log lines are written either way: domtok.progress)
 
 
 def check_config(cfg: PretrainConfig, where: str = "pretrain config") -> None:
@@ -212,11 +213,11 @@ def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_resolved(cfg, out_dir)
-    logger = common.MetricsLogger(out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard, wandb=cfg.wandb,
-                                  wandb_project=cfg.wandb_project, run_name=out_dir.name, config=to_dict(cfg))
+    logger = common.MetricsLogger(out_dir, enabled=info.is_main, report_to=cfg.report_to,
+                                  run_name=cfg.run_name or out_dir.name, config=to_dict(cfg))
     logger.truncate(start_step)  # drop steps a killed run logged after its last checkpoint
     train_model = common.wrap_ddp(common.maybe_compile(model, cfg.compile, device), info)
-    bar = common.Progress(cfg.max_steps, start_step, enabled=info.is_main and cfg.progress, desc="pretrain")
+    bar = Progress(cfg.max_steps, "pretrain", initial=start_step, enabled=info.is_main, bar=cfg.progress)
     unique_tokens = loader.tokens_per_epoch
     if info.is_main:
         bar.write(f"pretrain: {model.num_params(False):,} params, {info.world_size} process(es), grad_accum "
@@ -286,7 +287,8 @@ def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
             bar.write(f"WARNING: step {done} starts epoch 2: the run has now seen all {unique_tokens:,} unique "
                       f"training tokens once and is repeating data")
         logger.log(row)
-        bar.update(train_loss, lr, tok_s, m)
+        shown = {"loss": train_loss, "lr": lr, "tok/s": round(tok_s)}
+        bar.update(1, **shown, **({"mfu": f"{100 * m:.1f}%"} if m is not None else {}))
 
         if last or (cfg.ckpt_every > 0 and done % cfg.ckpt_every == 0):
             state = {"step": done, "data": loader.state_dict(), "rng": common.rng_state(),
