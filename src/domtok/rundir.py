@@ -201,6 +201,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         if seeds < 1:
             raise ConfigError(f"--seeds {seeds}: give the number of seeds to run, at least 1")
         seed_list = list(range(seeds))
+        data["seeds"] = seed_list  # the saved spec.yaml records the seeds that ran, not the file's
     else:
         seed_list = _name_list(where, "seeds", data.get("seeds", [0]), kind=int)
         if len(set(seed_list)) != len(seed_list) or min(seed_list) < 0:
@@ -430,6 +431,82 @@ def key_metric_text(node: Node) -> str:
     """`name=value` of the node's key metric, "" when it has none or is not finished."""
     km = key_metric(node.kind, read_summary(node))
     return f"{km[0]}={km[1]:.4g}" if km else ""
+
+
+# --------------------------------------------------------------------------- time left
+
+def kind_key(node: Node) -> tuple:
+    """Nodes that take about as long as each other: same kind, stage and benchmark."""
+    return node.kind, node.stage, node.benchmark
+
+
+def node_progress(node: Node) -> dict | None:
+    """The newest progress line of a node's log (`domtok.progress.last_progress`)."""
+    from domtok.progress import last_progress
+
+    return last_progress(node.out_dir / "log.txt")
+
+
+def time_left(pending: list[Node], running: list[tuple[Node, float]], walls: dict, jobs: int,
+              now: float | None = None) -> str:
+    """' · 1 running, 3 waiting, ~3m10s left': a running node takes the time its progress line
+    says is left (else as long as the mean finished node of its kind, less its time so far); a
+    waiting node as long as the mean finished node of its kind, or, none finished yet, as long
+    as a running one of its kind will have taken (elapsed + left). `walls` maps `kind_key` to
+    the wall times of finished nodes; `running` holds (node, start time)."""
+    import time
+
+    from domtok.progress import clock
+
+    now = time.time() if now is None else now
+    lefts, projected = {}, {}
+    for node, t0 in running:
+        p = node_progress(node)
+        if p is not None and p["left_s"] is not None:
+            lefts[node.id] = p["left_s"]
+            projected.setdefault(kind_key(node), []).append(now - t0 + p["left_s"])
+
+    def guess(node: Node) -> float | None:
+        same = (walls.get(kind_key(node)) or projected.get(kind_key(node))
+                or [w for k, ws in walls.items() if k[0] == node.kind for w in ws])
+        return sum(same) / len(same) if same else None
+
+    total, untimed = 0.0, 0
+    for node, t0 in running:
+        g = guess(node)
+        if node.id in lefts:
+            total += lefts[node.id]
+        elif g is not None:
+            total += max(0.0, g - (now - t0))
+        else:
+            untimed += 1
+    for node in pending:
+        g = guess(node)
+        total += g or 0.0
+        untimed += g is None
+    if not pending and not running:
+        return ""
+    counts = f" · {len(running)} running, {len(pending)} waiting"
+    if untimed == len(running) + len(pending):
+        return counts + ", time left known once a node has finished or written a progress line"
+    left = total / max(1, min(jobs, len(pending) + len(running)))
+    if untimed:
+        return counts + f", ~{clock(left)} left for the nodes timed so far (+ {untimed} node(s) not yet timed)"
+    return counts + f", ~{clock(left)} left"
+
+
+def running_lines(running: list[tuple[Node, float]], pending: list[Node], walls: dict, jobs: int) -> list[str]:
+    """One line per running node with its progress, then the run's time left (`time_left`)."""
+    import time
+
+    from domtok.progress import clock, describe
+
+    lines = []
+    for node, t0 in running:
+        p = node_progress(node)
+        where = describe(p) if p is not None else "no progress line yet"
+        lines.append(f"  running {node.id} ({clock(time.time() - t0)}): {where}")
+    return lines + ["  run: " + time_left(pending, running, walls, jobs).lstrip(" ·")]
 
 
 # --------------------------------------------------------------------------- reading a run directory

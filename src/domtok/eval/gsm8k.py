@@ -39,9 +39,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from domtok.errors import DomtokError
+from domtok.notation import DOMAIN_TOKEN_RE, token_value
 
-# A domain token: `<MUL_6_9_54>`, `<ADD_12_30_42>`; the last field is the value it states.
-DOMAIN_TOKEN_RE = re.compile(r"<[A-Z][A-Z0-9]*((?:_-?\d+)+)>")
 # A number as people write it: optional sign, optional $, digits with optional thousands
 # commas, optional decimals. A '-' right after a digit is a minus operator, not a sign.
 _NUM = r"(?<![\d.,])-?\$?-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|(?<![\d.,])-?\$?-?\.\d+"
@@ -73,7 +72,7 @@ def _replace_tokens(text: str) -> tuple[str, list[tuple[int, int]]]:
         return text, []
     out, spans, last, n = [], [], 0, 0
     for m in DOMAIN_TOKEN_RE.finditer(text):
-        value = m.group(1).rsplit("_", 1)[1]
+        value = token_value(m.group(0))
         out.append(text[last:m.start()])
         n += m.start() - last + 1
         spans.append((n, n + len(value)))
@@ -268,7 +267,7 @@ def run(cfg: GSM8KEvalConfig, out_dir, engine=None) -> dict:
     from domtok.chat import STOP_STRINGS
     from domtok.engine import SamplingParams
     from domtok.eval.common import (eval_engine, gather_rows, generation_fields, generation_metrics, is_repetitive,
-                                    my_batches, write_results)
+                                    progress_batches, write_results)
     from domtok.eval.gold import answer_text, gold_bits_per_byte, mean_score
     from domtok.eval.stats import wilson_ci
     from domtok.utils import dist_setup, seed_everything
@@ -288,7 +287,7 @@ def run(cfg: GSM8KEvalConfig, out_dir, engine=None) -> dict:
                             stop_strings=tuple(STOP_STRINGS), calculator=cfg.calculator)
     rows: list[tuple[int, dict]] = []
     t_gen = time.time()
-    for batch in my_batches(len(items), cfg.batch_size, info):
+    for batch in progress_batches(len(items), cfg.batch_size, info, "gsm8k"):
         idx = [order[b] for b in batch]
         gens = engine.generate([prompts[i] for i in idx], params, batch_size=cfg.batch_size)
         batch_prompts = [prompts[i] for i in idx]
