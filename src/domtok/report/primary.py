@@ -65,7 +65,8 @@ def primary_result(run: Run, comps: dict, rung: str | None = None) -> dict | Non
         return None
     r = rows[0]
     eq = tost(r["delta"], r["se"], r["df"], pr["margin"], ALPHA)
-    decided = verdict(r["delta"], r["p"], eq["p"]) if r["n_seeds"] > 1 else UNDECIDED
+    # p_holm: Holm across domain conditions when there are several (else p itself)
+    decided = verdict(r["delta"], r["p_holm"], r.get("p_tost_holm") or eq["p"]) if r["n_seeds"] > 1 else UNDECIDED
     return {"benchmark": pr["benchmark"], "metric": pr["metric"], "stage": pr["stage"], "condition": r["condition"],
             "rung": rung, "baseline_mean": _num(r["a_mean"]), "domain_mean": _num(r["b_mean"]),
             "delta": _num(r["delta"]), "ci_low": _num(r["ci"][0]), "ci_high": _num(r["ci"][1]), "p": _num(r["p"]),
