@@ -10,7 +10,7 @@ from domtok.report.run import Run
 from domtok.report.primary import calibration, calibration_lines, primary_lines, primary_result
 from domtok.report.plots import primary_plot
 from domtok.report.tables import (compute_table, confounds, eval_matrix, generation_table, loss_table, method_lines,
-                                  reward_table)
+                                  reward_table, rft_table)
 
 
 def answer_section(run: Run, comps: dict, plots_dir: Path, rel: str, rung: str | None = None) -> tuple[list[str], dict | None]:
@@ -36,6 +36,7 @@ def study_sections(run: Run, comps: dict, plots_dir: Path, rel: str, h: str = "#
              f"{h} Losses", "", *loss_table(run), "",
              f"{h} Reinforcement learning", "", *reward_table(run), "",
              f"{h}# Does GRPO raise held-out accuracy?", "", *grpo_table(run, comps), "",
+             *([f"{h}# Rejection sampling (RFT): yield per round", "", *rft, ""] if (rft := rft_table(run)) else []),
              f"{h} Evaluation matrix", "", "Each cell: value [95% Wilson CI] for one seed; mean ± std over seeds otherwise.", "",
              *eval_matrix(run), "",
              f"{h} Generation (GSM-style benchmarks)", "", *generation_table(run), "",
