@@ -346,9 +346,9 @@ def test_tokenizer_fix_condition_change_needs_force_and_rewrites_every_file(tmp_
     bad(domtok("tokenizer", "fix", hf, "--condition", "mul_tokens"), str(hf), "--force", "baseline")
     assert {p: p.read_bytes() for p in hf.rglob("*") if p.is_file()} == before
     ok(domtok("tokenizer", "fix", hf, "--condition", "mul_tokens", "--force"))
-    for f in (hf / "domtok_tokenizer.json", hf / "domtok" / "domtok_tokenizer.json"):
-        assert json.loads(f.read_text())["condition"] == "mul_tokens", f
-    assert json.loads((hf / "domtok" / "config.json").read_text())["condition"] == "mul_tokens"
+    assert json.loads((hf / "domtok_tokenizer.json").read_text())["condition"] == "mul_tokens"
+    assert json.loads((hf / "config.json").read_text())["condition"] == "mul_tokens"
+    assert "| condition | mul_tokens" in (hf / "README.md").read_text()  # the model card follows
 
 
 # --------------------------------------------------------------------------- messages that mislead

@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from domtok.config import atomic_write_json
+from domtok.config import atomic_write_json, atomic_write_text
 from domtok.errors import DomtokError
 from domtok.tokens.sets import TOKEN_SETS
 from domtok.tokens.tokenizer import (EOT, GPT2_BASE_VOCAB_SHA256, META_FILE, Tokenizer, read_hf_vocab_merges,
@@ -267,6 +267,10 @@ def fix(model_dir, condition: str | None = None, force: bool = False) -> list[st
             notes.append(f"{cfg_path.relative_to(model_dir)}: condition {cfg.get('condition')} -> {tok.condition}")
             cfg["condition"] = tok.condition
             atomic_write_json(cfg_path, cfg)
+            if (cfg_path.parent / "README.md").exists():  # the model card names the condition too
+                from domtok.model.card import model_card
+
+                atomic_write_text(cfg_path.parent / "README.md", model_card(cfg))
     stale = model_dir / "added_tokens.json"  # slow-tokenizer file; its tokens would be re-added
     if stale.exists():
         stale.unlink()

@@ -541,7 +541,8 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
     if cfg.reward.kind == "shaped" and token_set:
         summary["note"] = "shaped reward includes the domain-token bonus, which only a domain condition can earn"
     if info.is_main:
-        common.write_stage_outputs(out_dir, model, tokenizer, "grpo", h, cfg.model, summary)
+        common.write_stage_outputs(out_dir, model, tokenizer, "grpo", h, cfg.model, summary,
+                                   card={"seed": cfg.seed, "data": common.describe_data([cfg.prompts])})
     common.barrier(info)
     return summary
 

@@ -361,7 +361,9 @@ def _finish(cfg, out_dir: Path, model, tokenizer, meta, logger, loader, val, flo
                               f"unique training tokens (data repeated)")
         print(f"WARNING: {summary['warning']}", flush=True)
     save_model_dir(model, tokenizer, out_dir / "model",
-                   extra={"stage": "pretrain", "config_hash": summary["config_hash"], "condition": meta.get("condition")})
+                   extra={"stage": "pretrain", "config_hash": summary["config_hash"], "condition": meta.get("condition"),
+                          "seed": cfg.seed, "data": f"{meta.get('source', cfg.data_dir)}: {tokens_trained:,} "
+                                                    f"tokens trained ({epochs:.2f} epochs)"})
     atomic_write_json(out_dir / "summary.json", summary)
     ckpt = latest_checkpoint(out_dir)
     atomic_write_json(out_dir / "manifest.json", {

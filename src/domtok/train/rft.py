@@ -156,7 +156,8 @@ def run(cfg: RFTConfig, out_dir: str | Path) -> dict:
     summary = {"stage": "rft", "condition": cfg.condition, "model_in": cfg.model, "config_hash": h, "seed": cfg.seed,
                "questions": len(questions), "rounds": rounds, "wall_time_s": round(time.time() - t0, 2)}
     if info.is_main:
-        common.write_stage_outputs(out_dir, model, tokenizer, "rft", h, cfg.model, summary)
+        common.write_stage_outputs(out_dir, model, tokenizer, "rft", h, cfg.model, summary,
+                                   card={"seed": cfg.seed, "data": common.describe_data([cfg.questions])})
     common.barrier(info)
     return summary
 
