@@ -229,11 +229,11 @@ def format_registry(entries: list[Entry]) -> str:
 def add_arguments(p) -> None:
     sub = p.add_subparsers(dest="hub_cmd", metavar="{push,pull,list}", required=True)
     ps = sub.add_parser("push", help="upload a run's models, tokenizer and results")
-    ps.add_argument("run_dir")
+    ps.add_argument("run_dir", help="run directory to push (with --repo: one model dir)")
     pl = sub.add_parser("pull", help="download results and chosen models of a pushed run")
     pl.add_argument("--out", default=None, help="run directory to fill (default runs/<name>)")
     ls = sub.add_parser("list", help="show the registry of a run (local RUN_DIR or --repo-prefix)")
-    ls.add_argument("run_dir", nargs="?")
+    ls.add_argument("run_dir", nargs="?", help="local run directory (or give --repo-prefix)")
     for q in (ps, pl, ls):
         q.add_argument("--repo-prefix", required=q is not ls, help="USER/name; repos are USER/name-<suffix>")
     for q in (ps, pl):

@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass; 1 = off (default 1)")
     p.add_argument("--greedy", action="store_true", help="argmax decoding (temperature 0)")
     p.add_argument("--seed", type=int, default=0, help="seed; sample i uses a seed derived from it")
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--max-new-tokens", type=int, default=256, help="most tokens per answer (default 256)")
     p.add_argument("--system", default=None, help="system message put before the question")
     p.add_argument("--calculator", action="store_true", help="evaluate <<expr= annotations and force the result")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--data", help="local GSM8K jsonl or dir (default: hub openai/gsm8k)")
     g.add_argument("--n", "--num-items", type=int, dest="n",
                    help="seeded random subset of N items (default: all); under torchrun spell it --num-items")
-    g.add_argument("--max-new-tokens", type=int)
+    g.add_argument("--max-new-tokens", type=int, help="most tokens per answer (default 256)")
     g.add_argument("--calculator", action="store_true", default=None, help="evaluate <<expr= annotations")
     g.add_argument("--inject-prompt", action="store_true", default=None,
                    help="inject domain tokens into the question, with the model's injector settings "
@@ -62,17 +62,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    "also subtraction, mul_2digit, symbolic, symbolic_context, symbolic_table")
     p.add_argument("--no-inject-prompt", dest="inject_prompt", action="store_false", default=None,
                    help="show a domain-token model the questions as written, not in its training notation")
-    p.add_argument("--prompt-style", choices=["answer_is", "chat", "plain"])
+    p.add_argument("--prompt-style", choices=["answer_is", "chat", "plain"],
+                   help="answer_is: chat prompt ending in \"Assistant: The answer is\" (default); chat: the bare "
+                        "chat prompt; plain: the question without the chat format")
     p.add_argument("--n", "--n-per-category", type=int, dest="n_per_category",
                    help="items per seeded category (default 100); under torchrun spell it --n-per-category")
-    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--max-new-tokens", type=int, help="most tokens per answer (default 32)")
 
     c = sub.add_parser("compare", help="compare two runs (paired by item) or two sets of seeds")
     c.add_argument("run_a", help="run dir or items.jsonl; several seeds: DIR1,DIR2,...")
     c.add_argument("run_b", help="run dir or items.jsonl; several seeds: DIR1,DIR2,...")
     c.add_argument("--out", help="write the comparison as JSON here")
-    c.add_argument("--n-boot", type=int, default=10000)
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--n-boot", type=int, default=10000, help="bootstrap resamples for the CI (default 10000)")
+    c.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     c.add_argument("--paired-seeds", action="store_true", help="seed k of A pairs with seed k of B")
 
 

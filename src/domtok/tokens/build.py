@@ -294,7 +294,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="learn no merge that joins a digit: every number is written one digit per token")
     b.add_argument("--force", action="store_true", help="replace --out when it already holds a tokenizer")
     f = sub.add_parser("fix", help="re-write a model dir's tokenizer files with domtok's layout and flags")
-    f.add_argument("model_dir")
+    f.add_argument("model_dir", help="model dir whose tokenizer files to re-write (a domtok dir or a Hugging Face GPT-2 dir)")
     f.add_argument("--condition", default=None, help="baseline | mul_tokens (default: what the dir holds)")
     f.add_argument("--force", action="store_true", help="allow --condition to change the condition the dir holds")
 
