@@ -57,6 +57,25 @@ def snapshot_download(**kwargs):
     return _sd(**kwargs)
 
 
+# `user/name` or `user/name@revision`; a path that exists locally is always the path
+HUB_MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+
+
+def resolve_model(model: str) -> str:
+    """A local model dir as given, or a Hub model id (`user/name`, `user/name@revision`) fetched
+    into the Hugging Face cache with huggingface_hub's snapshot_download (which returns the
+    cached snapshot without a request when HF_HUB_OFFLINE=1)."""
+    if Path(model).exists() or not HUB_MODEL_ID.match(model):
+        return model
+    repo, _, revision = model.partition("@")
+    try:
+        return snapshot_download(repo_id=repo, revision=revision or None)
+    except Exception as e:  # not found, offline without a cached copy, network down
+        detail = " ".join(str(e).split())[:200]
+        raise DomtokError(f"{model}: no such local directory, and no Hugging Face Hub model {repo} could be fetched "
+                          f"({type(e).__name__}: {detail}); check the path, or the repo id and the network") from None
+
+
 def _repo_name(prefix: str, suffix: str) -> str:
     if prefix.count("/") != 1 or not all(prefix.split("/")):
         raise DomtokError(f"--repo-prefix {prefix!r} must look like USER/name")
