@@ -8,7 +8,8 @@ change padding and, with it, the last bits of the logits and sometimes a greedy 
 
 Output of every benchmark (only rank 0 writes; `manifest.json` is written last, atomically):
     out_dir/items.jsonl    one JSON object per item, in dataset order, always with `id`
-    out_dir/summary.json   {"benchmark", "model", "n", "seed", "config_hash", "metrics", "ci", "wall_time_s", ...}
+    out_dir/summary.json   {"benchmark", "model", "n", "seed", "config_hash", "metrics", "ci", "wall_time_s",
+                            "versions": {domtok, torch, transformers, git_commit, git_dirty}, ...}
     out_dir/config.yaml    the resolved config and its hash
     out_dir/manifest.json  written last: the directory is complete
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from domtok.config import atomic_write_json, config_hash, save_resolved
 from domtok.errors import DomtokError
-from domtok.utils import DistInfo, write_jsonl
+from domtok.utils import DistInfo, provenance, write_jsonl
 
 
 def load_eval_model(model_dir: str, device: str, condition: str | None = None):
@@ -138,7 +139,8 @@ def write_results(out_dir: str | Path, benchmark: str, cfg, items: list[dict], m
     write_jsonl(out / "items.jsonl", items)
     summary = {"benchmark": benchmark, "model": getattr(cfg, "model", ""), "n": len(items),
                "seed": getattr(cfg, "seed", None), "config_hash": h, "metrics": metrics,
-               "ci": {k: list(v) for k, v in ci.items()}, "wall_time_s": round(wall_time_s, 3)}
+               "ci": {k: list(v) for k, v in ci.items()}, "wall_time_s": round(wall_time_s, 3),
+               "versions": provenance()}
     summary.update(extra or {})
     atomic_write_json(out / "summary.json", summary)
     atomic_write_json(manifest, {"stage": f"eval_{benchmark}", "config_hash": h, "created": time.time(),
