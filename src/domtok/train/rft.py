@@ -48,7 +48,7 @@ class RFTConfig:
     max_new_tokens: int = 256
     max_completion_tokens: int = 0   # length cap on kept completions (0 = none)
     require_eos: bool = True         # keep only completions that ended on their own
-    generation_batch_size: int = 32
+    decode_batch_size: int = 32      # Engine rows decoded together (memory, not the algorithm)
     sft: SFTStage = field(default_factory=lambda: SFTStage(name="rft", epochs=1.0, learning_rate=1e-5))
     seed: int = 0
     device: str = "auto"
@@ -137,7 +137,7 @@ def run(cfg: RFTConfig, out_dir: str | Path) -> dict:
         params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                                 top_p=cfg.top_p, seed=cfg.seed * 1_000_003 + r, stop_strings=STOP_STRINGS)
         gens = generate_shard(engine, [tokenizer.encode(t) for t in texts], params, cfg.num_samples,
-                              cfg.generation_batch_size, info)
+                              cfg.decode_batch_size, info)
         if info.distributed:  # every rank needs every sample, in one order, to keep the same set
             gens = sorted(all_gather_rows(gens, info), key=lambda g: (g.prompt_index, g.sample_index))
         kept, counts = select_correct(gens, questions, golds, cfg.max_completion_tokens, cfg.require_eos)
