@@ -249,7 +249,8 @@ def test_batch_knobs_have_trls_meaning_and_decode_batch_size_is_domtoks(tmp_path
     assert "generation_batch_size" not in {f.name for f in dataclasses.fields(GRPOConfig)}
     for pd, ga, g in [(4, 2, 4), (8, 1, 8), (2, 8, 4)]:
         trl_cfg = trl.GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=pd,
-                                 gradient_accumulation_steps=ga, num_generations=g, report_to=[])
+                                 gradient_accumulation_steps=ga, num_generations=g, report_to="none",
+                                 use_cpu=True, bf16=False)
         ours = GRPOConfig(per_device_train_batch_size=pd, gradient_accumulation_steps=ga, num_generations=g)
         rollout = ours.per_device_train_batch_size * ours.gradient_accumulation_steps  # grpo.run's C, one process
         assert trl_cfg.generation_batch_size == rollout

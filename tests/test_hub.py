@@ -155,14 +155,14 @@ def test_push_one_model_dir_to_an_exact_repo_with_its_card(micro_run, fake_hub, 
 
     from domtok.cli import main
 
-    node = micro_run["run_dir"] / "mul_tokens" / "seed0" / "sft"
+    node = micro_run["run_dir"] / "mul_tokens" / "seed0" / "grpo"
     results = {p.parent.name: json.loads(p.read_text())["metrics"] for p in node.glob("eval/*/summary.json")}
-    assert results  # the micro study evaluates after sft
+    assert results  # the micro study evaluates after grpo
     assert main(["hub", "push", str(node), "--repo", "alice/domain-token-gpt2-sft-mul-tokens"]) == 0
     assert fake_hub.uploads == ["alice/domain-token-gpt2-sft-mul-tokens"]
     repo = fake_hub.path("alice/domain-token-gpt2-sft-mul-tokens")
     card = (repo / "README.md").read_text()
-    assert "| condition | mul_tokens" in card and "| stage | sft |" in card and "| seed | 0 |" in card
+    assert "| condition | mul_tokens" in card and "| stage | grpo |" in card and "| seed | 0 |" in card
     bench, metrics = next(iter(results.items()))
     metric, value = next((k, v) for k, v in metrics.items() if isinstance(v, float))
     assert f"| {bench} | {metric} | {value:.4f} |" in card
@@ -187,7 +187,7 @@ def test_pull_by_the_reference_group_name(micro_run, fake_hub, tmp_path):
     from domtok.cli import main
 
     run_dir = micro_run["run_dir"]
-    assert main(["hub", "push", str(run_dir), "--repo-prefix", "bob/micro", "--models", "pretrained"]) == 0
+    assert main(["hub", "push", str(run_dir), "--repo-prefix", "bob/micro", "--models", "pretrained", "results"]) == 0
     assert sorted(fake_hub.uploads) == ["bob/micro-baseline-s0-pretrain", "bob/micro-mul_tokens-s0-pretrain",
                                         "bob/micro-results"]
     out = tmp_path / "pulled"
