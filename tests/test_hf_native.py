@@ -110,7 +110,7 @@ def test_model_card_says_what_the_dir_holds(tmp_path, mul_tok):
     card = (d / "README.md").read_text()
     assert "| stage | grpo |" in card and "| seed | 2 |" in card and "mul_tokens" in card
     assert "| data | gsm8k, 1000 records (seed 0) |" in card and "AutoModelForCausalLM.from_pretrained" in card
-    assert "No evaluation results" in card
+    assert "No evaluation results: this card was written with the model" in card
 
 
 def test_old_native_dirs_and_checkpoints_still_load_and_export(tmp_path, mul_tok):

@@ -46,7 +46,8 @@ def model_card(config: dict, results: dict | None = None, name: str | None = Non
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     lines.append(f"| {bench} | {metric} | {value:.4f} |")
     else:
-        lines += ["", "No evaluation results were recorded with this model."]
+        lines += ["", "No evaluation results: this card was written with the model, before any evaluation; "
+                      "`domtok hub push` writes the run's results of the model into the card it uploads."]
     lines += [
         "", "## How to load", "",
         "The chat format is `User: {question}\\nAssistant: {answer}<|endoftext|>`; the tokenizer's chat "
