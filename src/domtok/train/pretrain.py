@@ -37,7 +37,8 @@ from domtok.model.checkpoint import (latest_checkpoint, load_checkpoint, load_to
                                      save_model_dir)
 from domtok.train import common
 from domtok.progress import Progress
-from domtok.train.data import TrainLoader, check_shard_ids, read_meta, val_data
+from domtok.data.shards import load_meta
+from domtok.train.data import TrainLoader, check_shard_ids, val_data
 from domtok.utils import dist_setup, dist_teardown, seed_everything
 
 
@@ -185,7 +186,7 @@ def run(cfg: PretrainConfig, out_dir: str | os.PathLike, resume: bool | None = N
 
 
 def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
-    meta = read_meta(cfg.data_dir)
+    meta = load_meta(cfg.data_dir)
     vocab_size = int(meta["vocab_size"])
     check_shard_ids(cfg.data_dir, vocab_size)  # before the out dir gets anything
     grad_accum = grad_accum_steps(cfg, info.world_size)
