@@ -535,7 +535,7 @@ def add_arguments(p) -> None:
     p.add_argument("spec", nargs="?", default=None, help="experiment spec YAML (default: the tiny preset)")
     p.add_argument("overrides", nargs="*", help="dotted overrides of the spec, e.g. seeds=[0,1]")
     p.add_argument("--preset", help="a shipped spec by name (tiny, gpt2-124m-10b)")
-    p.add_argument("--seeds", type=int, help="run seeds 0..N-1 (replaces the spec's list)")
+    p.add_argument("--seeds", type=int, help="run N seeds from the spec's first seed on (tiny: 3, 4, ...; replaces the spec's list)")
     p.add_argument("--only", metavar="STAGE", help="run only this stage (its inputs must be done)")
     p.add_argument("--from", dest="from_stage", metavar="STAGE", help="re-run this stage and everything after it")
     p.add_argument("--force", action="store_true", help="re-run every node, even finished ones; with --only, replace finished nodes of a changed config")

@@ -65,6 +65,7 @@ class Spec:
     confounds: list[str] = field(default_factory=list)
     ladder: list = field(default_factory=list)  # domtok.ladder.Rung: the study at several sizes
     learns: dict = field(default_factory=dict)  # stage, {"benchmark.metric": minimum}: see ladder.parse_learns
+    tuning_seeds: list[int] = field(default_factory=list)  # seeds whose results chose knobs: never in `seeds`
     raw: dict = field(default_factory=dict)
     path: str = ""  # the spec file it was read from (for messages)
 
@@ -76,9 +77,9 @@ class Spec:
 
 
 # The keys a spec may hold at each level; anything else is a typo, reported before a node runs.
-SPEC_KEYS = ("name", "runs_dir", "seeds", "token_set", "conditions", "tokenizer", "prepare", "stages", "evals",
-             "confounds", "ladder", "learns")
-STAGE_KEYS = ("name", "kind", "config", "set", "after")
+SPEC_KEYS = ("name", "runs_dir", "seeds", "tuning_seeds", "token_set", "conditions", "tokenizer", "prepare",
+             "stages", "evals", "confounds", "ladder", "learns")
+STAGE_KEYS = ("name", "kind", "config", "set", "after", "enabled")
 TOKENIZER_KEYS = ("base", "sample_docs", "split_digits")
 EVALS_KEYS = ("after", "benchmarks")
 
@@ -102,7 +103,8 @@ def _name_list(where: str, key: str, value, kind=str, allow_empty=False) -> list
 
 
 def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, seeds: int | None = None) -> Spec:
-    """Read and validate an experiment spec; `seeds=N` replaces the seed list by 0..N-1.
+    """Read and validate an experiment spec; `seeds=N` replaces the seed list by N seeds from its
+    first one on (tiny, `seeds: [3, 4, 5]`: `seeds=1` runs seed 3), never a `tuning_seeds` one.
 
     Validated whole, before anything runs: unknown keys at every level, types, empty lists
     (the stage configs against their dataclasses: `pipeline.check_stage_configs`).
@@ -155,7 +157,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
             raise ConfigError(f"{where}: tokenizer.split_digits applies to a BPE domtok trains (base: bpe-N), "
                               f"not to {tokenizer.get('base', 'gpt2')!r}; remove it or use a bpe-N base")
     stages = []
-    names = set()
+    names, disabled = set(), set()
     stage_list = need("stages", list)
     if not stage_list:
         raise ConfigError(f"{where}: `stages` is an empty list, so nothing would be trained; give at least one")
@@ -167,13 +169,21 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
             raise ConfigError(f"{where}: stages[{i}] ({s['name']}): `set` must be a mapping of keys to values")
         if s["kind"] not in TRAINING_KINDS:
             raise ConfigError(f"{where}: stages[{i}] kind {s['kind']!r}; kinds: {list(TRAINING_KINDS)}")
-        after = s.get("after", stages[-1].name if stages else None)
+        after = s.get("after", stage_list[i - 1].get("name") if i else None)  # default: the stage listed before
         if s["kind"] != "pretrain" and after is None:
             raise ConfigError(f"{where}: stage {s['name']!r} needs a stage before it (`after:`)")
+        if s["name"] in names | disabled or s["name"] in ("prepare", "tokenizer"):
+            raise ConfigError(f"{where}: stage name {s['name']!r} is used twice or reserved")
+        if not isinstance(s.get("enabled", True), bool):
+            raise ConfigError(f"{where}: stages[{i}] ({s['name']}): `enabled` must be true or false, got {s['enabled']!r}")
+        if not s.get("enabled", True):  # an optional branch, off: it and its evaluations are not nodes
+            disabled.add(s["name"])
+            continue
+        if after in disabled:
+            raise ConfigError(f"{where}: stage {s['name']!r} comes after {after!r}, which is not enabled; "
+                              f"enable {after!r} or give {s['name']!r} another `after:`")
         if after is not None and after not in names:
             raise ConfigError(f"{where}: stage {s['name']!r} comes after unknown stage {after!r}")
-        if s["name"] in names or s["name"] in ("prepare", "tokenizer"):
-            raise ConfigError(f"{where}: stage name {s['name']!r} is used twice or reserved")
         names.add(s["name"])
         stages.append(StageSpec(name=s["name"], kind=s["kind"], config=stage_section(s, where), after=after))
     evals = data.get("evals") or {}
@@ -193,18 +203,24 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         if b.pop("enabled", True):
             benchmarks[bname] = {"kind": kind, "config": b}
     evals_after = _name_list(where, "evals.after", list(evals.get("after") or []), allow_empty=True)
+    evals_after = [a for a in evals_after if a not in disabled]
     for a in evals_after:
         if a not in names:
             raise ConfigError(f"{where}: evals.after names unknown stage {a!r}")
+    seed_list = _name_list(where, "seeds", data.get("seeds", [0]), kind=int)
+    if len(set(seed_list)) != len(seed_list) or min(seed_list) < 0:
+        raise ConfigError(f"{where}: `seeds` {seed_list} must be distinct non-negative integers")
     if seeds is not None:
         if seeds < 1:
             raise ConfigError(f"--seeds {seeds}: give the number of seeds to run, at least 1")
-        seed_list = list(range(seeds))
+        seed_list = list(range(seed_list[0], seed_list[0] + seeds))  # from the spec's first seed on
         data["seeds"] = seed_list  # the saved spec.yaml records the seeds that ran, not the file's
-    else:
-        seed_list = _name_list(where, "seeds", data.get("seeds", [0]), kind=int)
-        if len(set(seed_list)) != len(seed_list) or min(seed_list) < 0:
-            raise ConfigError(f"{where}: `seeds` {seed_list} must be distinct non-negative integers")
+    # Seeds whose results chose a knob are not evidence for it: a reported study runs others.
+    tuning_seeds = _name_list(where, "tuning_seeds", data.get("tuning_seeds", []), kind=int, allow_empty=True)
+    if set(seed_list) & set(tuning_seeds):
+        raise ConfigError(f"{where}: seeds {sorted(set(seed_list) & set(tuning_seeds))} were used for tuning "
+                          f"(tuning_seeds {tuning_seeds}); a reported study runs seeds never used for tuning: "
+                          "choose other seeds, or set tuning_seeds=[] to rerun a tuning seed on purpose")
     confounds = _name_list(where, "confounds", list(data.get("confounds") or []), allow_empty=True)
     for key in ("name", "runs_dir", "token_set"):
         if key in data and not isinstance(data[key], str):
@@ -223,7 +239,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     return Spec(name=name, conditions=conditions, seeds=seed_list,
                 tokenizer=tokenizer, prepare=prepare, stages=stages, evals_after=evals_after, benchmarks=benchmarks,
                 runs_dir=str(data.get("runs_dir", "runs")), token_set=token_set,
-                confounds=confounds, ladder=ladder, learns=learns, raw=data, path=where)
+                confounds=confounds, ladder=ladder, learns=learns, tuning_seeds=tuning_seeds, raw=data, path=where)
 
 
 # --------------------------------------------------------------------------- the DAG

@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--data", help="local GSM8K jsonl or dir (default: hub openai/gsm8k)")
     g.add_argument("--n", "--num-items", type=int, dest="n",
                    help="seeded random subset of N items (default: all); under torchrun spell it --num-items")
+    g.add_argument("--split", help="the data's split (default test); with --data synthetic:word_problems "
+                   "test or dev (for tuning)")
     g.add_argument("--max-new-tokens", type=int)
     g.add_argument("--calculator", action="store_true", default=None, help="evaluate <<expr= annotations")
     g.add_argument("--inject-prompt", action="store_true", default=None,
@@ -99,7 +101,7 @@ def main(args: argparse.Namespace) -> int:
         from domtok.eval import gsm8k as mod
 
         cfg = _config(args, mod.GSM8KEvalConfig, "eval_gsm8k",
-                      {**common_flags, "data": "data", "n": "n", "max_new_tokens": "max_new_tokens",
+                      {**common_flags, "data": "data", "n": "n", "split": "split", "max_new_tokens": "max_new_tokens",
                        "calculator": "calculator", "inject_prompt": "inject_prompt"})
     elif args.eval_cmd == "hellaswag":
         from domtok.eval import hellaswag as mod

@@ -348,7 +348,9 @@ def _finish(cfg, out_dir: Path, model, tokenizer, meta, logger, loader, val, flo
         "total_flops": flops_per_token * tokens_trained,
         "domain_token_share": (train_meta.get("domain_tokens", 0) / train_meta["tokens"]) if train_meta.get("tokens") else None,
         "final_train_loss": final_train,
+        "final_train_loss_steps": len(last_train),  # final_train_loss: the mean of these last steps
         "final_train_loss_last_step": rows[-1]["loss"] if rows else None,
+        "train_loss_mean": sum(r["loss"] for r in rows) / len(rows) if rows else None,  # over every step
         "final_val_loss": val_rows[-1]["val_loss"] if val_rows else None,
         "final_val_bpb": val_rows[-1].get("val_bpb") if val_rows else None,
         "first_train_loss": rows[0]["loss"] if rows else None,
