@@ -79,7 +79,7 @@ class Spec:
 # The keys a spec may hold at each level; anything else is a typo, reported before a node runs.
 SPEC_KEYS = ("name", "runs_dir", "seeds", "tuning_seeds", "token_set", "conditions", "tokenizer", "prepare",
              "stages", "evals", "confounds", "ladder", "learns")
-STAGE_KEYS = ("name", "kind", "config", "set", "after")
+STAGE_KEYS = ("name", "kind", "config", "set", "after", "enabled")
 TOKENIZER_KEYS = ("base", "sample_docs", "split_digits")
 EVALS_KEYS = ("after", "benchmarks")
 
@@ -157,7 +157,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
             raise ConfigError(f"{where}: tokenizer.split_digits applies to a BPE domtok trains (base: bpe-N), "
                               f"not to {tokenizer.get('base', 'gpt2')!r}; remove it or use a bpe-N base")
     stages = []
-    names = set()
+    names, disabled = set(), set()
     stage_list = need("stages", list)
     if not stage_list:
         raise ConfigError(f"{where}: `stages` is an empty list, so nothing would be trained; give at least one")
@@ -169,13 +169,21 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
             raise ConfigError(f"{where}: stages[{i}] ({s['name']}): `set` must be a mapping of keys to values")
         if s["kind"] not in TRAINING_KINDS:
             raise ConfigError(f"{where}: stages[{i}] kind {s['kind']!r}; kinds: {list(TRAINING_KINDS)}")
-        after = s.get("after", stages[-1].name if stages else None)
+        after = s.get("after", stage_list[i - 1].get("name") if i else None)  # default: the stage listed before
         if s["kind"] != "pretrain" and after is None:
             raise ConfigError(f"{where}: stage {s['name']!r} needs a stage before it (`after:`)")
+        if s["name"] in names | disabled or s["name"] in ("prepare", "tokenizer"):
+            raise ConfigError(f"{where}: stage name {s['name']!r} is used twice or reserved")
+        if not isinstance(s.get("enabled", True), bool):
+            raise ConfigError(f"{where}: stages[{i}] ({s['name']}): `enabled` must be true or false, got {s['enabled']!r}")
+        if not s.get("enabled", True):  # an optional branch, off: it and its evaluations are not nodes
+            disabled.add(s["name"])
+            continue
+        if after in disabled:
+            raise ConfigError(f"{where}: stage {s['name']!r} comes after {after!r}, which is not enabled; "
+                              f"enable {after!r} or give {s['name']!r} another `after:`")
         if after is not None and after not in names:
             raise ConfigError(f"{where}: stage {s['name']!r} comes after unknown stage {after!r}")
-        if s["name"] in names or s["name"] in ("prepare", "tokenizer"):
-            raise ConfigError(f"{where}: stage name {s['name']!r} is used twice or reserved")
         names.add(s["name"])
         stages.append(StageSpec(name=s["name"], kind=s["kind"], config=stage_section(s, where), after=after))
     evals = data.get("evals") or {}
@@ -195,6 +203,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         if b.pop("enabled", True):
             benchmarks[bname] = {"kind": kind, "config": b}
     evals_after = _name_list(where, "evals.after", list(evals.get("after") or []), allow_empty=True)
+    evals_after = [a for a in evals_after if a not in disabled]
     for a in evals_after:
         if a not in names:
             raise ConfigError(f"{where}: evals.after names unknown stage {a!r}")
