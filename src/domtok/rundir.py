@@ -65,6 +65,7 @@ class Spec:
     confounds: list[str] = field(default_factory=list)
     ladder: list = field(default_factory=list)  # domtok.ladder.Rung: the study at several sizes
     learns: dict = field(default_factory=dict)  # stage, {"benchmark.metric": minimum}: see ladder.parse_learns
+    primary: dict = field(default_factory=dict)  # benchmark, metric, stage, margin: see parse_primary
     tuning_seeds: list[int] = field(default_factory=list)  # seeds whose results chose knobs: never in `seeds`
     raw: dict = field(default_factory=dict)
     path: str = ""  # the spec file it was read from (for messages)
@@ -78,7 +79,7 @@ class Spec:
 
 # The keys a spec may hold at each level; anything else is a typo, reported before a node runs.
 SPEC_KEYS = ("name", "runs_dir", "seeds", "tuning_seeds", "token_set", "conditions", "tokenizer", "prepare",
-             "stages", "evals", "confounds", "ladder", "learns")
+             "stages", "evals", "confounds", "ladder", "learns", "primary")
 STAGE_KEYS = ("name", "kind", "config", "set", "after", "enabled")
 TOKENIZER_KEYS = ("base", "sample_docs", "split_digits")
 EVALS_KEYS = ("after", "benchmarks")
@@ -232,6 +233,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     token_set, prepare = str(data.get("token_set", "mul")), need("prepare", dict)
     ladder = parse_ladder(data.get("ladder"), where, [s.name for s in stages])
     learns = parse_learns(data.get("learns"), where, evals_after, benchmarks)
+    primary = parse_primary(data.get("primary"), where, evals_after, benchmarks)
     if ladder:
         vocab_size = nominal_vocab_size(tokenizer, token_set)
         for rung in ladder:
@@ -239,7 +241,55 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     return Spec(name=name, conditions=conditions, seeds=seed_list,
                 tokenizer=tokenizer, prepare=prepare, stages=stages, evals_after=evals_after, benchmarks=benchmarks,
                 runs_dir=str(data.get("runs_dir", "runs")), token_set=token_set,
-                confounds=confounds, ladder=ladder, learns=learns, tuning_seeds=tuning_seeds, raw=data, path=where)
+                confounds=confounds, ladder=ladder, learns=learns, primary=primary, tuning_seeds=tuning_seeds,
+                raw=data, path=where)
+
+
+# The per-item field behind each metric a primary endpoint may name (a boolean per item, so
+# the report's paired test applies), per benchmark kind; probes add accuracy_<category>.
+PRIMARY_METRICS = {"gsm8k": {"accuracy_flexible": "correct_flexible", "accuracy_strict": "correct_strict"},
+                   "probes": {"accuracy_all": "correct"},
+                   "hellaswag": {"acc_norm_char": "acc_norm_char", "acc_norm_token": "acc_norm_token", "acc": "acc"}}
+
+
+def primary_field(kind: str, metric: str) -> tuple[str, str | None]:
+    """(per-item field, probe category or None) of a primary metric of a benchmark kind."""
+    if kind == "probes" and metric.startswith("accuracy_") and metric != "accuracy_all":
+        return "correct", metric[len("accuracy_"):]
+    return PRIMARY_METRICS[kind][metric], None
+
+
+def parse_primary(data, where: str, evals_after: list[str], benchmarks: dict) -> dict:
+    """The spec's `primary:` endpoint, the one test that answers the study's question:
+
+        primary: {benchmark: gsm_synthetic, metric: accuracy_flexible, stage: grpo, margin: 0.05}
+
+    The report tests it alone at alpha 0.05 (helps / hurts / equivalent within ±margin /
+    undecided); every other comparison is secondary. {} when the spec has none.
+    """
+    if data is None:
+        return {}
+    at = f"{where}: primary"
+    keys = ("benchmark", "metric", "stage", "margin")
+    if not isinstance(data, dict) or set(data) != set(keys):
+        raise ConfigError(f"{at}: give exactly {{benchmark, metric, stage, margin}}, e.g. "
+                          "{benchmark: gsm_synthetic, metric: accuracy_flexible, stage: grpo, margin: 0.05}")
+    bench, metric, stage, margin = (data[k] for k in keys)
+    if bench not in benchmarks:
+        raise ConfigError(f"{at}: benchmark {bench!r} is not an enabled benchmark ({sorted(benchmarks)})")
+    kind = benchmarks[bench]["kind"]
+    valid = list(PRIMARY_METRICS.get(kind, {}))
+    if kind == "probes":
+        from domtok.eval.probes import REFERENCE_CATEGORIES
+
+        valid += [f"accuracy_{c}" for c in benchmarks[bench]["config"].get("categories", REFERENCE_CATEGORIES)]
+    if metric not in valid:
+        raise ConfigError(f"{at}: metric {metric!r} is not one of {bench}'s per-item accuracies {valid}")
+    if stage not in evals_after:
+        raise ConfigError(f"{at}: stage {stage!r} is not evaluated; evals.after: {evals_after}")
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < 1:
+        raise ConfigError(f"{at}: margin must be a number between 0 and 1 (an accuracy difference), got {margin!r}")
+    return {"benchmark": bench, "metric": metric, "stage": stage, "margin": float(margin)}
 
 
 # --------------------------------------------------------------------------- the DAG

@@ -297,7 +297,7 @@ class Shrinker:
         self.cap(cfg, "gradient_accumulation_steps", GRAD_ACCUM, w, default=1)
         self.set(cfg, "max_steps", STEPS, w)
         self.cap(cfg, "max_completion_length", NEW_TOKENS, w, default=256)
-        self.cap(cfg, "generation_batch_size", 8, w, default=32)
+        self.cap(cfg, "decode_batch_size", 8, w, default=32)
         if cfg.get("save_steps"):
             self.set(cfg, "save_steps", 0, w)
         if cfg.get("log_completions"):  # one sample of rollouts in the smoke too
@@ -311,7 +311,7 @@ class Shrinker:
         self.set(cfg, "rounds", 1, w)
         self.cap(cfg, "num_samples", 2, w, default=4)
         self.cap(cfg, "max_new_tokens", NEW_TOKENS, w, default=256)
-        self.cap(cfg, "generation_batch_size", 8, w, default=32)
+        self.cap(cfg, "decode_batch_size", 8, w, default=32)
         cfg.setdefault("sft", {})
         self.sft_stage(cfg["sft"], f"{w}.sft")
         self.run_settings(cfg, w)

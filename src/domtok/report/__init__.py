@@ -58,30 +58,50 @@ from domtok.config import atomic_write_text
 from domtok.report.compare import comparisons, report_json
 from domtok.report.ladder import ladder_report
 from domtok.report.run import Run
-from domtok.report.study import study_sections
+from domtok.report.primary import calibration, primary_deltas
+from domtok.report.study import answer_section, study_sections
 from domtok.report.tables import compute_table, confounds, learn_check, notation_lines
 from domtok.rundir import find_run_dir
 
 # The names other modules and tests import from `domtok.report`.
-__all__ = ["Run", "compute_table", "confounds", "notation_lines", "write_report"]
+__all__ = ["Run", "compute_table", "confounds", "notation_lines", "primary_deltas", "write_report"]
+
+
+def provenance(run: Run) -> dict:
+    """What ran the study, from the finished nodes' manifests: each field is the one value
+    every node recorded, or the list of the distinct values when they differ (a run resumed
+    on another machine or commit); `dirty` is true when any node ran uncommitted code;
+    wall_seconds sums every finished node's wall time."""
+    from domtok.rundir import read_manifest, wall_time
+
+    recorded = [m["provenance"] for m in map(read_manifest, run.nodes) if isinstance(m.get("provenance"), dict)]
+    out: dict = {}
+    for key in ("commit", "dirty", "domtok", "torch", "python", "device", "cpu", "threads"):
+        vals = list(dict.fromkeys(r.get(key) for r in recorded))
+        out[key] = (vals[0] if len(vals) == 1 else vals) if vals else None
+    if isinstance(out["dirty"], list):
+        out["dirty"] = any(out["dirty"])
+    out["wall_seconds"] = sum(wall_time(n) for n in run.nodes)
+    out["nodes_recorded"] = f"{len(recorded)} of {len(run.nodes)} finished nodes"
+    return out
 
 
 def write_report(run_dir: str | Path) -> Path:
-    """report.md (headline first), report.json and plots/ of a run directory; returns report.md."""
+    """report.md (the primary endpoint's answer first), report.json and plots/ of a run
+    directory; returns report.md."""
     run_dir = Path(run_dir)
     run = Run(run_dir)
     pending = [n.id for n in run.all_nodes if n not in run.nodes]
     spec = run.spec
-    lines = [f"# domtok report: {spec.name}", "",
-             f"Conditions: {', '.join(f'`{c}`' for c in run.conditions)} (baseline: `{run.baseline}`); "
-             f"seeds: {spec.seeds}; stages: {' → '.join(['prepare'] + run.stages)}"
-             + (f"; ladder rungs: {', '.join(f'`{r.name}`' for r in spec.ladder)}" if spec.ladder else "") + ".",
-             f"Finished nodes: {len(run.nodes)} of {len(run.all_nodes)}"
-             + (f" — not finished: {', '.join(pending[:8])}{' …' if len(pending) > 8 else ''}" if pending else "") + ".",
-             ""]
+    info = [f"Conditions: {', '.join(f'`{c}`' for c in run.conditions)} (baseline: `{run.baseline}`); "
+            f"seeds: {spec.seeds}; stages: {' → '.join(['prepare'] + run.stages)}"
+            + (f"; ladder rungs: {', '.join(f'`{r.name}`' for r in spec.ladder)}" if spec.ladder else "") + ".",
+            f"Finished nodes: {len(run.nodes)} of {len(run.all_nodes)}"
+            + (f" — not finished: {', '.join(pending[:8])}{' …' if len(pending) > 8 else ''}" if pending else "") + ".",
+            ""]
     comps = comparisons(run)
     if spec.ladder:
-        body, js = ladder_report(run, comps)
+        answer, body, js = ladder_report(run, comps)
     else:
         js = report_json(run, comps)
         learned = []
@@ -90,8 +110,12 @@ def write_report(run_dir: str | Path) -> Path:
             learned = [f"## Do the models learn what is tested? (mean over seeds after `{spec.learns['stage']}`)", "",
                        *check, "", ("- ⚠ Not every model reaches the figures: " + "; ".join(misses) + ".") if misses
                        else "- ✅ Every condition's models reach every figure.", ""]
-        # The headline opens the report; the check of what the models learned follows it.
+        answer, js["primary"] = answer_section(run, comps, run_dir / "plots", "plots")
+        js["calibration"] = calibration(run)
+        # The answer opens the report; the check of what the models learned follows the headline.
         body = study_sections(run, comps, run_dir / "plots", "plots", after_headline=learned)
+    js["provenance"] = provenance(run)
+    lines = [f"# domtok report: {spec.name}", "", *answer, "", *info]
     # report.json first: report.md, the file people open, is the last to appear.
     atomic_write_text(run_dir / "report.json", json.dumps(js, indent=1, allow_nan=False) + "\n")
     path = run_dir / "report.md"

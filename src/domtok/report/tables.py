@@ -208,6 +208,34 @@ def compute_table(run: Run) -> list[str]:
     return lines + ["", verdict, reading] + warnings
 
 
+def method_lines(run: Run) -> list[str]:
+    """What "compute-matched" means here, and what each condition read in its pretraining
+    (mean over the seeds that finished): documents, tokens and original UTF-8 bytes."""
+    first_pre = next((s.name for s in run.spec.stages if s.kind == "pretrain"), None)
+    lines = ["- Compute-matched means: every condition and seed pretrains the same architecture (same parameter "
+             "count) for the same optimizer steps on the same number of tokens per step, so the same tokens and "
+             "training FLOPs; post-training stages run the same configs. It does not mean the same text: a tokenizer "
+             "that writes the same text in fewer tokens reads more documents in those tokens (see the rows below "
+             "and Compute matching)."]
+    if first_pre is None:
+        return lines + ["- (no pretraining stage in this run)"]
+    read = []
+    for cond in run.conditions:
+        sums = [run.summary[n.id] for n in run.training(first_pre, cond)]
+        if not sums:
+            continue
+        def mean(key):
+            vals = [s.get(key) for s in sums if isinstance(s.get(key), (int, float))]
+            return sum(vals) / len(vals) if vals else None
+        docs, toks, nbytes = mean("documents_seen"), mean("tokens_trained"), mean("bytes_seen")
+        read.append(f"`{cond}` {_fmt(round(docs) if docs is not None else None)} documents, "
+                    f"{_fmt(round(toks) if toks is not None else None)} tokens, "
+                    f"{_fmt(round(nbytes) if nbytes is not None else None)} bytes")
+    if read:
+        lines.append(f"- Read in `{first_pre}` (mean over seeds): " + "; ".join(read) + ".")
+    return lines
+
+
 # Token budgets of the stages and benchmarks that generate or cut text: (config class, key).
 TOKEN_BUDGETS = {
     "gsm8k": ("domtok.eval.gsm8k", "GSM8KEvalConfig", "max_new_tokens"),

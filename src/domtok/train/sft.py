@@ -331,7 +331,9 @@ def run(cfg: SFTConfig, out_dir: str | Path, resume: bool = False) -> dict:
     summary.update({"stage": "sft", "condition": cfg.condition, "model_in": cfg.model, "config_hash": h,
                     "seed": cfg.seed, "data": reports, "wall_time_s": round(time.time() - t0, 2)})
     if info.is_main:
-        common.write_stage_outputs(out_dir, model, tokenizer, "sft", h, cfg.model, summary)
+        common.write_stage_outputs(out_dir, model, tokenizer, "sft", h, cfg.model, summary,
+                                   card={"seed": cfg.seed, "data": common.describe_data(
+                                       [d for st in cfg.stages for d in st.data])})
     barrier(info)
     return summary
 
