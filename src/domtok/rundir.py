@@ -37,6 +37,7 @@ from domtok.errors import DomtokError
 from domtok.ladder import nominal_vocab_size, parse_ladder, parse_learns, resolve_rung
 
 TRAINING_KINDS = ("pretrain", "sft", "grpo", "rft")
+CONTROL_SET = "control"  # a condition's `token_set: control`: built by the tokenizer node (domtok.tokens.control)
 EVAL_KINDS = ("gsm8k", "hellaswag", "probes")
 
 
@@ -140,10 +141,11 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
             raise ConfigError(f"{where}: condition {cname!r}: unknown keys {sorted(unknown)}; "
                               "a condition may set token_set and inject_user")
         # Every condition shares one id layout (the baseline reserves the same ids), so a domain
-        # condition can only use the spec's token set.
-        if c.get("token_set") not in (None, data.get("token_set", "mul")):
+        # condition can only use the spec's token set, or the control set built to copy it.
+        if c.get("token_set") not in (None, data.get("token_set", "mul"), CONTROL_SET):
             raise ConfigError(f"{where}: condition {cname!r} uses token_set {c['token_set']!r} but the spec's "
-                              f"token_set (the shared id layout) is {data.get('token_set', 'mul')!r}; set them equal")
+                              f"token_set (the shared id layout) is {data.get('token_set', 'mul')!r}; set them equal "
+                              f"(or use {CONTROL_SET!r}, the compression-matched control of the spec's set)")
     tokenizer = data.get("tokenizer") or {"base": "gpt2"}
     if not isinstance(tokenizer, dict):
         raise ConfigError(f"{where}: `tokenizer` must be a mapping such as {{base: bpe-1024}}, got {tokenizer!r}")
@@ -260,8 +262,10 @@ def build_nodes(spec: Spec, run_dir: Path) -> list[Node]:
         nodes.append(node)
         return node
 
-    tok = add(Node("tokenizer", "tokenizer", "tokenizer", run_dir / "tokenizer",
-                   {**spec.tokenizer, "prepare": spec.prepare}, []))
+    tok_cfg = {**spec.tokenizer, "prepare": spec.prepare}
+    if any(c.get("token_set") == CONTROL_SET for c in spec.conditions.values()):
+        tok_cfg["control_of"] = spec.token_set  # build the control set of the spec's set beside it
+    tok = add(Node("tokenizer", "tokenizer", "tokenizer", run_dir / "tokenizer", tok_cfg, []))
     prepared: dict[str, dict[str, Node]] = {}  # config hash of a prepare section -> condition -> node
 
     def prepare_nodes(prep: dict, prefix: str, rung: str | None) -> dict[str, Node]:
@@ -269,7 +273,7 @@ def build_nodes(spec: Spec, run_dir: Path) -> list[Node]:
         if h not in prepared:
             prepared[h] = {}
             for cond, c in spec.conditions.items():
-                cfg = {**prep, "condition": cond, "token_set": spec.token_set,
+                cfg = {**prep, "condition": cond, "token_set": c.get("token_set") or spec.token_set,
                        "use_domain_tokens": c.get("token_set") is not None}
                 prepared[h][cond] = add(Node(f"{prefix}{cond}/prepare", "prepare", "prepare",
                                              run_dir / prefix / cond / "prepare", cfg, [tok], condition=cond, rung=rung))
