@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from domtok.errors import DomtokError
@@ -118,12 +119,20 @@ def main(args: argparse.Namespace) -> int:
     from domtok.outdir import claim_out_dir
 
     claim_out_dir(out, what="--out directory")
+    from domtok.manifest import clear_manifest, write_verb_manifest
+
+    is_main = os.environ.get("RANK", "0") == "0"
+    if is_main:
+        clear_manifest(out)
     try:
         summary = mod.run(cfg, out)
     finally:
         from domtok.utils import dist_teardown
 
         dist_teardown()
+    if summary and is_main:
+        write_verb_manifest(out, f"eval_{args.eval_cmd}", summary,
+                            {"model": cfg.model, "data": getattr(cfg, "data", None)})
     if summary:  # rank 0
         print(json.dumps({"benchmark": summary["benchmark"], "n": summary["n"], "out": str(out),
                           "metrics": summary["metrics"], "ci": summary["ci"]}))

@@ -180,7 +180,9 @@ def notation(tokenizer, items: list[dict], prompts: list[str], inject: bool) -> 
 
 
 def summarize(rows: list[dict]) -> tuple[dict, dict]:
-    """Per-category and overall accuracy (metrics) with Wilson 95% intervals (ci)."""
+    """Per-category and overall accuracy (metrics) with Wilson 95% intervals (ci), and the mean
+    `gold_bpb` per category and overall (`gold_bpb_<category>`, `gold_bpb_all`) where scored."""
+    from domtok.eval.gold import mean_score
     from domtok.eval.stats import wilson_ci
 
     metrics, ci = {}, {}
@@ -190,16 +192,22 @@ def summarize(rows: list[dict]) -> tuple[dict, dict]:
         k = sum(r["correct"] for r in sel)
         metrics[f"accuracy_{name}"] = k / len(sel)
         ci[f"accuracy_{name}"] = wilson_ci(k, len(sel))
+        if (m := mean_score(sel, "gold_bpb")) is not None:
+            metrics[f"gold_bpb_{name}"] = m
     metrics["domain_tokens_per_response"] = sum(r["domain_tokens"] for r in rows) / len(rows)
     metrics["answer_from_token_rate"] = sum(r["answer_from_token"] for r in rows) / len(rows)
     return metrics, ci
 
 
 def run(cfg: ProbesConfig, out_dir, engine=None) -> dict:
-    """Run the probes through the Engine (greedy); writes items.jsonl + summary.json (rank 0)."""
+    """Run the probes through the Engine (greedy); writes items.jsonl + summary.json (rank 0).
+
+    Each item also gets `gold_bpb`: bits per byte of the gold answer teacher-forced after the
+    same prompt (`domtok.eval.gold`: `" #### N"` for chat prompts, `" N"` for the others)."""
     from domtok.chat import STOP_STRINGS
     from domtok.engine import SamplingParams
     from domtok.eval.common import eval_engine, gather_rows, generation_fields, generation_metrics, my_batches, write_results
+    from domtok.eval.gold import answer_text, gold_bits_per_byte
     from domtok.utils import dist_setup, seed_everything
 
     t0 = time.time()
@@ -222,12 +230,14 @@ def run(cfg: ProbesConfig, out_dir, engine=None) -> dict:
         idx = [order[b] for b in batch]
         gens = engine.generate([prompts[i] for i in idx], params, batch_size=cfg.batch_size)
         scored = score([items[i] for i in idx], [g.text for g in gens], cfg.prompt_style)
-        for i, g, s in zip(idx, gens, scored):
+        gold_bpb = gold_bits_per_byte(engine, [prompts[i] for i in idx],
+                                      [answer_text(items[i]["gold"], chat=cfg.prompt_style == "chat") for i in idx])
+        for i, g, s, gb in zip(idx, gens, scored, gold_bpb):
             rows.append((i, {"id": items[i]["id"], "benchmark": "probes", "category": items[i]["category"],
                              "question": items[i]["question"], "prompt": prompts[i], "completion": g.text,
                              "ids": list(g.ids), "gold": items[i]["gold"], **s,
                              **generation_fields(g),
-                             "domain_tokens": int(tok.count_domain_tokens(g.ids))}))
+                             "domain_tokens": int(tok.count_domain_tokens(g.ids)), "gold_bpb": gb}))
     out = gather_rows(rows, info)
     if not info.is_main:
         return {}
