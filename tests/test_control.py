@@ -202,3 +202,74 @@ def test_spec_refuses_other_sets(tmp_path):
     path = _spec(tmp_path, baseline={"token_set": None}, x={"token_set": "mul_space"})
     with pytest.raises(ConfigError, match="shared id layout"):
         load_spec(str(path))
+
+
+# ---- the report's Mechanism section ----------------------------------------------------------
+
+class _Node:
+    def __init__(self, stage, cond, seed, bench, rows):
+        self.stage, self.condition, self.seed, self.benchmark, self.id = stage, cond, seed, bench, f"{cond}/{seed}/{bench}"
+        self.rows = rows
+
+
+class _StubRun:
+    """Just what report.mechanism reads: spec, conditions, evaluation nodes and their items."""
+
+    def __init__(self, items, conditions):
+        from types import SimpleNamespace
+
+        self.spec = SimpleNamespace(conditions=conditions, seeds=[0, 1, 2], token_set="mul", evals_after=["sft"],
+                                    benchmarks={"gsm": {"kind": "gsm8k", "config": {}}}, stages=[])
+        self.conditions, self.baseline = list(conditions), "baseline"
+        self.nodes = [_Node("sft", c, s, "gsm", rows) for (c, s), rows in items.items()]
+        self.summary = {}
+
+    def evals(self, stage, cond, bench):
+        return [n for n in self.nodes if (n.stage, n.condition, n.benchmark) == (stage, cond, bench)]
+
+    def training(self, stage, cond):
+        return []
+
+    def items(self, node):
+        return node.rows
+
+
+def test_mechanism_tables_against_scipy():
+    import random
+
+    from scipy import stats
+
+    from domtok.report.mechanism import control_pairs, controls, templates, usage
+
+    rng = random.Random(0)
+    conditions = {"baseline": {"token_set": None}, "mul_tokens": {"token_set": "mul"},
+                  "mul_tokens_docs": {"token_set": "mul", "match": {"documents": "baseline"}},
+                  "control_tokens": {"token_set": "control"}}
+    kinds = {"add": False, "mul": True, "mul_add": True}
+    items = {}
+    for c in conditions:
+        for s in range(3):
+            p = {"baseline": 0.3, "mul_tokens": 0.6}.get(c, 0.4) + 0.05 * s
+            items[(c, s)] = [{"id": f"i{k}", "template": t, "has_mul": kinds[t],
+                              "correct_flexible": rng.random() < (p if kinds[t] else 0.3),
+                              "domain_tokens": int(c != "baseline" and k % 2)}
+                             for k, t in enumerate(list(kinds) * 20)]
+    run = _StubRun(items, conditions)
+    assert control_pairs(run) == [("mul_tokens_docs", "mul_tokens", "atomic facts or more text?"),
+                                  ("control_tokens", "mul_tokens", "facts or compression?")]
+    # the seed-honest test: a t-test on the per-seed deltas (scipy), delta = condition − reference
+    for r in controls(run):
+        ref, cond = r["reference"], r["condition"]
+        deltas = [sum(a["correct_flexible"] for a in items[(cond, s)]) / 60
+                  - sum(a["correct_flexible"] for a in items[(ref, s)]) / 60 for s in range(3)]
+        assert r["delta"] == pytest.approx(sum(deltas) / 3)
+        assert r["p"] == pytest.approx(stats.ttest_1samp(deltas, 0).pvalue)
+    rows = templates(run)
+    neg = next(r for r in rows if r["condition"] == "mul_tokens" and r["has_mul"] is False and "all" in r["group"])
+    only_add = [[a["correct_flexible"] for a in items[("mul_tokens", s)] if a["template"] == "add"] for s in range(3)]
+    assert neg["b_mean"] == pytest.approx(sum(map(sum, only_add)) / 60)
+    assert {r["group"] for r in rows} >= {"template `add`", "template `mul`", "all templates with a multiplication"}
+    use = {r["condition"]: r for r in usage(run)}
+    assert use["baseline"]["used_right"] + use["baseline"]["used_wrong"] == 0
+    base = items[("mul_tokens", 0)] + items[("mul_tokens", 1)] + items[("mul_tokens", 2)]
+    assert use["mul_tokens"]["used_right"] == sum(1 for a in base if a["domain_tokens"] and a["correct_flexible"])

@@ -441,11 +441,19 @@ def build_shared_tokenizer(cfg: dict, out_dir: Path) -> dict:
     out = {"tokenizer": str(path), "vocab_size": tok.vocab_size, "n_base": tok.n_base,
            "splits_digits": tok.splits_digits}
     if control_of:
-        from domtok.tokens.control import build_control_set, save_control_set
+        from domtok.tokens.control import build_control_set, save_control_set, saved_record
 
-        ts, record = build_control_set(tokenizer_sample(prep_cfg), tok, control_of, prep_cfg.inject_mode,
-                                       prep_cfg.word_forms)
-        save_control_set(path, ts, record)
+        # the sample's source and size, the set copied and the injection it is matched to
+        corpus = config_hash({k: getattr(prep_cfg, k) for k in ("source", "n_docs", "text_field", "split", "max_docs",
+                                                                 "seed", "bpe_sample_docs")})
+        want = {"matches": control_of, "corpus": corpus,
+                "injection": {"mode": prep_cfg.inject_mode, "word_forms": prep_cfg.word_forms}}
+        record = saved_record(path)  # a finished build of the same set is kept (resumed runs, prepare_condition)
+        if record is None or any(record.get(k) != v for k, v in want.items()):
+            ts, record = build_control_set(tokenizer_sample(prep_cfg), tok, control_of, prep_cfg.inject_mode,
+                                           prep_cfg.word_forms)
+            record["corpus"] = corpus
+            save_control_set(path, ts, record)
         out["control_set"] = record
     return out
 

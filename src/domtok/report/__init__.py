@@ -7,6 +7,7 @@ time, on any machine that has the run directory. The package, in the order a rep
   run.py      loading a run (`Run`: finished nodes, summaries, items) and shared formats
   compare.py  every comparison (`comparisons`), the headline's words and table, report.json
   tables.py   the detail tables: losses, rewards, matrix, generation, compute, confounds
+  mechanism.py  where a difference sits: token use, the controls, per-template effects
   plots.py    the PNG plots, the forest plot among them
   study.py    one study's sections in order (a run, or one ladder rung)
   ladder.py   reading a finished ladder: per-rung compute, effect trends in log-compute
@@ -30,13 +31,19 @@ then the detail, in the order a paper draft needs it:
   3. the GSM-style generation table (accuracy, response length, hit-max, EOS, repetition,
      domain tokens, eval time)
   4. paired comparisons per seed: delta, bootstrap CI, exact McNemar p, Holm p
-  5. compute matching (FLOPs, tokens, unique tokens, epochs, domain-token share)
-  6. stated confounds
+  5. mechanism (`mechanism.py`): token use vs correctness per condition, which comparison is
+     compute-matched and which data-matched, the controls (mul vs the document-matched arm,
+     mul vs the control set) and per-template effects with the no-multiplication templates
+     as negative control, Holm over the section's own tests
+  6. compute matching (FLOPs, tokens, unique tokens, epochs, domain-token share; a
+     document-matched condition is checked against its partner's documents instead)
+  7. stated confounds
 
 report.json holds the headline's numbers for programs:
 `{"seeds", "headline": [{"benchmark", "metric", "stage", "condition", "baseline_mean",
 "domain_mean", "delta", "ci_low", "ci_high", "p", "p_holm", "verdict", ...}], "grpo": [...],
-"accuracy": {condition: {stage: {"benchmark.metric": mean over seeds}}}}`.
+"accuracy": {condition: {stage: {"benchmark.metric": mean over seeds}}}, "mechanism": {"usage",
+"templates", "controls", "matching", "m"}}`.
 
 A spec with `learns:` also gets the check of those figures per condition. A ladder (a spec
 with `ladder:`, see domtok.ladder) opens instead with its rungs (parameters, tokens, FLOPs,
@@ -52,11 +59,13 @@ Its report.json: the same keys with a `rung` in every headline and grpo row, no 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from domtok.config import atomic_write_text
 from domtok.report.compare import comparisons, report_json
 from domtok.report.ladder import ladder_report
+from domtok.report.mechanism import mechanism
 from domtok.report.run import Run
 from domtok.report.study import study_sections
 from domtok.report.tables import compute_table, confounds, learn_check, notation_lines
@@ -64,6 +73,17 @@ from domtok.rundir import find_run_dir
 
 # The names other modules and tests import from `domtok.report`.
 __all__ = ["Run", "compute_table", "confounds", "notation_lines", "write_report"]
+
+
+def _finite(x):
+    """JSON has no NaN: a value that could not be computed is null (as in report_json)."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -84,6 +104,7 @@ def write_report(run_dir: str | Path) -> Path:
         body, js = ladder_report(run, comps)
     else:
         js = report_json(run, comps)
+        js["mechanism"] = _finite(mechanism(run))
         learned = []
         if spec.learns:
             check, misses = learn_check(spec.learns, js["accuracy"])

@@ -229,3 +229,16 @@ def save_control_set(tok_dir, ts: DomainTokenSet, record: dict) -> None:
     d = Path(tok_dir) / TOKEN_SETS_DIR
     d.mkdir(parents=True, exist_ok=True)
     atomic_write_json(d / f"{ts.name}.json", {**ts.to_dict(), "build": record})
+
+
+def saved_record(tok_dir) -> dict | None:
+    """The build record of the control set saved beside a tokenizer, None when there is none."""
+    import json
+    from pathlib import Path
+
+    from domtok.tokens.tokenizer import TOKEN_SETS_DIR
+
+    try:
+        return json.loads((Path(tok_dir) / TOKEN_SETS_DIR / f"{NAME}.json").read_text(encoding="utf-8"))["build"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
