@@ -123,3 +123,34 @@ def test_nproc2_matches_single_process(tmp_path):
                 assert two[key] == pytest.approx(one[key], abs=1e-5), (node, key)
         if "/eval/" in node:
             assert two["metrics"] == pytest.approx(one["metrics"], abs=1e-9), node
+
+
+def test_saved_spec_records_the_seeds_that_ran(tmp_path):
+    """`domtok run --seeds 1` saves seeds [0] in the run's spec.yaml, so status and report count its nodes."""
+    from domtok.pipeline import _dump_spec
+    from domtok.rundir import load_run
+
+    p = tmp_path / "micro.yaml"
+    p.write_text(yaml.safe_dump(dict(MICRO, seeds=[0, 1, 2])))
+    spec = load_spec(str(p), seeds=1)
+    run_dir = tmp_path / "runs" / "micro"
+    run_dir.mkdir(parents=True)
+    (run_dir / "spec.yaml").write_text(_dump_spec(spec))
+    saved, nodes = load_run(run_dir)
+    assert saved.seeds == [0] and yaml.safe_load((run_dir / "spec.yaml").read_text())["seeds"] == [0]
+    assert len(nodes) == len(build_nodes(spec, run_dir)) and all(n.seed in (None, 0) for n in nodes)
+
+
+def test_every_loop_of_the_run_wrote_progress_lines(micro_run):
+    """Pretraining, SFT, GRPO and the generating evaluations each end their log with a progress
+    line at 100%, the line `domtok status` reads."""
+    from domtok.progress import last_progress
+
+    spec, run_dir = micro_run["spec"], micro_run["run_dir"]
+    seen = set()
+    for n in build_nodes(spec, run_dir):
+        if n.kind in ("pretrain", "sft", "grpo", "probes", "gsm8k") and node_state(n) == "done":
+            p = last_progress(n.out_dir / "log.txt")
+            assert p is not None and p["n"] == p["total"] > 0 and p["desc"] == n.kind, (n.id, p)
+            seen.add(n.kind)
+    assert seen == {"pretrain", "sft", "grpo", "probes", "gsm8k"}

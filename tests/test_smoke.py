@@ -215,9 +215,10 @@ def test_tiny_smoke_passes_and_a_broken_stage_is_reported_with_its_log(tiny, tmp
 
     every = build_nodes(load_spec("tiny"), out / "tiny-smoke")  # every node of every condition and seed
     assert all(n["result"] == "passed" for n in r["nodes"]) and [n["node"] for n in r["nodes"]] == [n.id for n in every]
-    assert (out / "tiny-smoke" / "mul_tokens" / "seed0" / "grpo" / "model" / "model.safetensors").exists()
+    first = f"seed{load_spec('tiny').seeds[0]}"  # the first reported seed (3: 0-2 are tuning seeds)
+    assert (out / "tiny-smoke" / "mul_tokens" / first / "grpo" / "model" / "model.safetensors").exists()
     assert not (out / "tiny").exists()  # its own run dir only
-    probes = out / "tiny-smoke" / "baseline" / "seed0" / "sft" / "eval" / "probes" / "items.jsonl"
+    probes = out / "tiny-smoke" / "baseline" / first / "sft" / "eval" / "probes" / "items.jsonl"
     assert len(probes.read_text().splitlines()) == 8  # max_items: a seeded subset of every category's items
 
     # a defect in one stage's config: that node fails with its log, the rest still runs
@@ -226,7 +227,7 @@ def test_tiny_smoke_passes_and_a_broken_stage_is_reported_with_its_log(tiny, tmp
     failed = {n["node"]: n for n in r["nodes"] if n["result"] != "passed"}
     assert set(failed) == {f"{c}/seed{s}/grpo{e}" for c in ("baseline", "mul_tokens") for s in load_spec("tiny").seeds
                            for e in ("", "/eval/probes", "/eval/gsm_synthetic")}
-    log = Path(failed["baseline/seed0/grpo"]["log"])
+    log = Path(failed[f"baseline/{first}/grpo"]["log"])
     assert log.exists() and "loss_type" in log.read_text()
     assert f"FAILED ({log})" in res.stdout and "smoke: FAILED" in res.stdout
 

@@ -66,6 +66,7 @@ class Spec:
     confounds: list[str] = field(default_factory=list)
     ladder: list = field(default_factory=list)  # domtok.ladder.Rung: the study at several sizes
     learns: dict = field(default_factory=dict)  # stage, {"benchmark.metric": minimum}: see ladder.parse_learns
+    tuning_seeds: list[int] = field(default_factory=list)  # seeds whose results chose knobs: never in `seeds`
     raw: dict = field(default_factory=dict)
     path: str = ""  # the spec file it was read from (for messages)
 
@@ -77,8 +78,8 @@ class Spec:
 
 
 # The keys a spec may hold at each level; anything else is a typo, reported before a node runs.
-SPEC_KEYS = ("name", "runs_dir", "seeds", "token_set", "conditions", "tokenizer", "prepare", "stages", "evals",
-             "confounds", "ladder", "learns")
+SPEC_KEYS = ("name", "runs_dir", "seeds", "tuning_seeds", "token_set", "conditions", "tokenizer", "prepare",
+             "stages", "evals", "confounds", "ladder", "learns")
 STAGE_KEYS = ("name", "kind", "config", "set", "after")
 TOKENIZER_KEYS = ("base", "sample_docs", "split_digits")
 EVALS_KEYS = ("after", "benchmarks")
@@ -103,7 +104,8 @@ def _name_list(where: str, key: str, value, kind=str, allow_empty=False) -> list
 
 
 def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, seeds: int | None = None) -> Spec:
-    """Read and validate an experiment spec; `seeds=N` replaces the seed list by 0..N-1.
+    """Read and validate an experiment spec; `seeds=N` replaces the seed list by N seeds from its
+    first one on (tiny, `seeds: [3, 4, 5]`: `seeds=1` runs seed 3), never a `tuning_seeds` one.
 
     Validated whole, before anything runs: unknown keys at every level, types, empty lists
     (the stage configs against their dataclasses: `pipeline.check_stage_configs`).
@@ -200,14 +202,20 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     for a in evals_after:
         if a not in names:
             raise ConfigError(f"{where}: evals.after names unknown stage {a!r}")
+    seed_list = _name_list(where, "seeds", data.get("seeds", [0]), kind=int)
+    if len(set(seed_list)) != len(seed_list) or min(seed_list) < 0:
+        raise ConfigError(f"{where}: `seeds` {seed_list} must be distinct non-negative integers")
     if seeds is not None:
         if seeds < 1:
             raise ConfigError(f"--seeds {seeds}: give the number of seeds to run, at least 1")
-        seed_list = list(range(seeds))
-    else:
-        seed_list = _name_list(where, "seeds", data.get("seeds", [0]), kind=int)
-        if len(set(seed_list)) != len(seed_list) or min(seed_list) < 0:
-            raise ConfigError(f"{where}: `seeds` {seed_list} must be distinct non-negative integers")
+        seed_list = list(range(seed_list[0], seed_list[0] + seeds))  # from the spec's first seed on
+        data["seeds"] = seed_list  # the saved spec.yaml records the seeds that ran, not the file's
+    # Seeds whose results chose a knob are not evidence for it: a reported study runs others.
+    tuning_seeds = _name_list(where, "tuning_seeds", data.get("tuning_seeds", []), kind=int, allow_empty=True)
+    if set(seed_list) & set(tuning_seeds):
+        raise ConfigError(f"{where}: seeds {sorted(set(seed_list) & set(tuning_seeds))} were used for tuning "
+                          f"(tuning_seeds {tuning_seeds}); a reported study runs seeds never used for tuning: "
+                          "choose other seeds, or set tuning_seeds=[] to rerun a tuning seed on purpose")
     confounds = _name_list(where, "confounds", list(data.get("confounds") or []), allow_empty=True)
     for key in ("name", "runs_dir", "token_set"):
         if key in data and not isinstance(data[key], str):
@@ -226,7 +234,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     return Spec(name=name, conditions=conditions, seeds=seed_list,
                 tokenizer=tokenizer, prepare=prepare, stages=stages, evals_after=evals_after, benchmarks=benchmarks,
                 runs_dir=str(data.get("runs_dir", "runs")), token_set=token_set,
-                confounds=confounds, ladder=ladder, learns=learns, raw=data, path=where)
+                confounds=confounds, ladder=ladder, learns=learns, tuning_seeds=tuning_seeds, raw=data, path=where)
 
 
 def document_partner(conditions: dict[str, dict], cond: str, where: str = "spec") -> str | None:
@@ -414,6 +422,82 @@ def key_metric_text(node: Node) -> str:
     """`name=value` of the node's key metric, "" when it has none or is not finished."""
     km = key_metric(node.kind, read_summary(node))
     return f"{km[0]}={km[1]:.4g}" if km else ""
+
+
+# --------------------------------------------------------------------------- time left
+
+def kind_key(node: Node) -> tuple:
+    """Nodes that take about as long as each other: same kind, stage and benchmark."""
+    return node.kind, node.stage, node.benchmark
+
+
+def node_progress(node: Node) -> dict | None:
+    """The newest progress line of a node's log (`domtok.progress.last_progress`)."""
+    from domtok.progress import last_progress
+
+    return last_progress(node.out_dir / "log.txt")
+
+
+def time_left(pending: list[Node], running: list[tuple[Node, float]], walls: dict, jobs: int,
+              now: float | None = None) -> str:
+    """' · 1 running, 3 waiting, ~3m10s left': a running node takes the time its progress line
+    says is left (else as long as the mean finished node of its kind, less its time so far); a
+    waiting node as long as the mean finished node of its kind, or, none finished yet, as long
+    as a running one of its kind will have taken (elapsed + left). `walls` maps `kind_key` to
+    the wall times of finished nodes; `running` holds (node, start time)."""
+    import time
+
+    from domtok.progress import clock
+
+    now = time.time() if now is None else now
+    lefts, projected = {}, {}
+    for node, t0 in running:
+        p = node_progress(node)
+        if p is not None and p["left_s"] is not None:
+            lefts[node.id] = p["left_s"]
+            projected.setdefault(kind_key(node), []).append(now - t0 + p["left_s"])
+
+    def guess(node: Node) -> float | None:
+        same = (walls.get(kind_key(node)) or projected.get(kind_key(node))
+                or [w for k, ws in walls.items() if k[0] == node.kind for w in ws])
+        return sum(same) / len(same) if same else None
+
+    total, untimed = 0.0, 0
+    for node, t0 in running:
+        g = guess(node)
+        if node.id in lefts:
+            total += lefts[node.id]
+        elif g is not None:
+            total += max(0.0, g - (now - t0))
+        else:
+            untimed += 1
+    for node in pending:
+        g = guess(node)
+        total += g or 0.0
+        untimed += g is None
+    if not pending and not running:
+        return ""
+    counts = f" · {len(running)} running, {len(pending)} waiting"
+    if untimed == len(running) + len(pending):
+        return counts + ", time left known once a node has finished or written a progress line"
+    left = total / max(1, min(jobs, len(pending) + len(running)))
+    if untimed:
+        return counts + f", ~{clock(left)} left for the nodes timed so far (+ {untimed} node(s) not yet timed)"
+    return counts + f", ~{clock(left)} left"
+
+
+def running_lines(running: list[tuple[Node, float]], pending: list[Node], walls: dict, jobs: int) -> list[str]:
+    """One line per running node with its progress, then the run's time left (`time_left`)."""
+    import time
+
+    from domtok.progress import clock, describe
+
+    lines = []
+    for node, t0 in running:
+        p = node_progress(node)
+        where = describe(p) if p is not None else "no progress line yet"
+        lines.append(f"  running {node.id} ({clock(time.time() - t0)}): {where}")
+    return lines + ["  run: " + time_left(pending, running, walls, jobs).lstrip(" ·")]
 
 
 # --------------------------------------------------------------------------- reading a run directory

@@ -93,6 +93,17 @@ def my_batches(n_items: int, batch_size: int, info: DistInfo) -> list[list[int]]
     return batches(n_items, batch_size)[info.rank::info.world_size]
 
 
+def progress_batches(n_items: int, batch_size: int, info: DistInfo, desc: str):
+    """`my_batches`, with a progress line (this rank's items; rank 0 writes it) as each is done."""
+    from domtok.progress import Progress
+
+    mine = my_batches(n_items, batch_size, info)
+    with Progress(sum(len(b) for b in mine), desc, unit="items", enabled=info.is_main) as bar:
+        for b in mine:
+            yield b
+            bar.update(len(b))
+
+
 def gather_rows(rows: list[tuple[int, dict]], info: DistInfo) -> list[dict]:
     """(index, row) pairs from every rank -> all rows in index order (on every rank)."""
     if info.distributed:

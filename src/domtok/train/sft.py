@@ -22,6 +22,7 @@ val bits per byte (= summed CE / (ln 2 x UTF-8 bytes of the original assistant t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 
 from domtok.config import config_hash, save_resolved
 from domtok.errors import DomtokError
+from domtok.progress import Progress
 from domtok.train import common
 from domtok.utils import stream_index
 from domtok.train.sft_data import BuildReport, DataSource, SFTExample, build_examples, collate, load_records, split_train_val
@@ -68,6 +70,9 @@ class SFTConfig:
     keep_checkpoints: int = 2
     max_steps: int = 0            # stop after this many steps in all (0 = run every stage fully)
     compile: bool = False
+    # tracking, as transformers' TrainingArguments: none | all | tensorboard | wandb | a list
+    report_to: str | list[str] = "none"
+    run_name: str = ""            # the W&B run's name ("" = the output dir's name)
 
 
 # --- condition / tokenizer consistency -------------------------------------------------------
@@ -172,7 +177,7 @@ def _summary_from_log(rows: list[dict], stages) -> dict:
 
 
 def train_stages(model, tokenizer, stages: list[tuple[SFTStage, list[SFTExample], list[SFTExample]]],
-                 cfg: SFTConfig, out_dir: str | Path, info, resume: bool = False) -> dict:
+                 cfg: SFTConfig, out_dir: str | Path, info, resume: bool = False, desc: str = "sft") -> dict:
     """Fine-tune `model` in place through `stages`; checkpoints and metrics under out_dir.
 
     `cfg` supplies the run-wide settings (seed, device, dtype, clipping, eval/checkpoint
@@ -187,7 +192,8 @@ def train_stages(model, tokenizer, stages: list[tuple[SFTStage, list[SFTExample]
     model.train()
     raw = model
     ddp = common.wrap_ddp(common.maybe_compile(model, cfg.compile, device), info)
-    logger = common.MetricsLogger(out_dir, enabled=info.is_main)
+    logger = common.MetricsLogger(out_dir, enabled=info.is_main, report_to=cfg.report_to,
+                                  run_name=cfg.run_name or out_dir.name, config=dataclasses.asdict(cfg))
     pad_id = tokenizer.eot_id
 
     plan = [stage_steps(st, len(tr)) for st, tr, _ in stages]
@@ -209,6 +215,8 @@ def train_stages(model, tokenizer, stages: list[tuple[SFTStage, list[SFTExample]
             logger.truncate(global_step)
     summary = {"steps": global_step}
     t_start = time.time()
+    total = min(sum(plan), cfg.max_steps) if cfg.max_steps else sum(plan)
+    bar = Progress(total, desc, initial=min(global_step, total), enabled=info.is_main)
     for s in range(start_stage, len(stages)):
         stage, train, val = stages[s]
         W = info.world_size
@@ -256,6 +264,7 @@ def train_stages(model, tokenizer, stages: list[tuple[SFTStage, list[SFTExample]
             if (cfg.eval_every and global_step % cfg.eval_every == 0) or stage_end:
                 row.update(evaluate(raw, val, stage.batch_size, pad_id, info, device, dtype))
             logger.log(row)
+            bar.update(1, stage=stage.name, loss=row["train_loss"], lr=lr)
             if stage_end or (cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0):
                 save_state(out_dir, global_step, raw, tokenizer, opt,
                            {"step": global_step, "stage": s, "stage_step": k + 1, "rng": common.rng_state(),
@@ -264,6 +273,7 @@ def train_stages(model, tokenizer, stages: list[tuple[SFTStage, list[SFTExample]
         summary["steps"] = global_step
         if cfg.max_steps and global_step >= cfg.max_steps:
             break
+    bar.close()
     logger.close()
     summary.update(_summary_from_log(logger.rows(), stages))
     return summary
