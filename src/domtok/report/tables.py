@@ -205,7 +205,7 @@ def compute_table(run: Run) -> list[str]:
     matched_rows = [s for c, _, s in rows if c in conds]
     values = {k: {s.get(k) for s in matched_rows} for k in names}
     mismatched = _mismatched(matched_rows)
-    which = "conditions" if len(conds) == len(run.conditions) else f"the compute-matched conditions ({', '.join(conds)})"
+    which = "conditions" if len(conds) == len(run.conditions) else f"the conditions matched by compute (`match: tokens`: {', '.join(conds)})"
     if mismatched:
         verdict = f"- ❌ {which} are NOT compute-matched: {', '.join(mismatched)} differ (or are not recorded)."
     else:
