@@ -80,3 +80,14 @@ def test_stage_set_takes_dotted_keys_and_merges_plain_ones():
         stage_section({"name": "s", "kind": "sft", "config": "sft-gsm_sbs", "set": {"stages.5.epochs": 2}}, "spec")
     with pytest.raises(ConfigError, match="is a value, not a section"):
         stage_section({"name": "s", "kind": "sft", "config": "sft-gsm_sbs", "set": {"seed.x": 2}}, "spec")
+
+
+def test_readme_override_examples_resolve():
+    """The README's `stages.N.set.KEY=...` examples reach the stages they name in gpt2-124m-10b."""
+    from domtok.pipeline import check_stage_configs
+    from domtok.rundir import load_spec
+
+    spec = load_spec("gpt2-124m-10b", ["stages.0.set.report_to=tensorboard", "stages.5.set.beta=0.2"])
+    assert spec.stage("pretrain").config["report_to"] == "tensorboard"
+    assert spec.stage("grpo_shaped").config["beta"] == 0.2 and spec.stage("grpo_shaped_fair").config["beta"] == 0.5
+    check_stage_configs(spec)

@@ -80,13 +80,19 @@ def test_sft_reports_every_logged_row_to_wandb(fake_wandb, tmp_path):
 
     data = tmp_path / "qa.jsonl"
     data.write_text(json.dumps({"question": "What is 2 + 3?", "answer": "#### 5"}) + "\n")
-    run(SFTConfig(model=str(tiny_model_dir(tmp_path)), device="cpu", report_to="wandb", run_name="sft-test",
-                  stages=[SFTStage(data=[DataSource(kind="jsonl", path=str(data), repeat=16)], val_size=0,
-                                   max_length=64, batch_size=4, grad_accum=1)]), tmp_path / "sft")
+    s = run(SFTConfig(model=str(tiny_model_dir(tmp_path)), device="cpu", report_to="wandb", run_name="sft-test",
+                      stages=[SFTStage(data=[DataSource(kind="jsonl", path=str(data), repeat=100)], val_size=0,
+                                       max_length=64, batch_size=4, grad_accum=1, learning_rate=1e-3)]),
+            tmp_path / "sft")
     (wb,) = fake_wandb.runs
     assert wb.kwargs["name"] == "sft-test" and wb.kwargs["project"] == "domtok" and wb.finished
     rows = _rows(tmp_path / "sft" / "metrics.jsonl")
-    assert wb.logged == [(r["step"], _numbers(r)) for r in rows] and len(rows) == 4
+    assert wb.logged == [(r["step"], _numbers(r)) for r in rows] and len(rows) == 25
+    # the two train losses of the summary, named for what they are
+    losses = [r["train_loss"] for r in rows]
+    assert s["train_loss_mean"] == pytest.approx(sum(losses) / 25) == s["stages"][0]["train_loss_mean"]
+    assert s["final_train_loss"] == pytest.approx(sum(losses[-20:]) / 20) and s["final_train_loss_steps"] == 20
+    assert s["final_train_loss"] < s["train_loss_mean"]  # the loss falls, so the two differ
 
 
 def test_pretrain_reports_to_wandb(fake_wandb, tmp_path):

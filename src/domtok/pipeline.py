@@ -30,6 +30,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
+from domtok import provenance
 from domtok.config import ConfigError, atomic_write_json, atomic_write_text
 from domtok.errors import DomtokError
 from domtok.manifest import write_manifest
@@ -394,7 +395,8 @@ def run_node(node: Node, run_dir: Path, opts: RunOptions, fresh: bool) -> bool:
     manifest = {"id": node.id, "hash": node.hash, "kind": node.kind, "stage": node.stage,
                 "condition": node.condition, "seed": node.seed, "benchmark": node.benchmark,
                 "rung": node.rung, "config": node.config, "inputs": [d.id for d in node.deps], "summary": summary or {},
-                "wall_time_s": time.time() - t0, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                "wall_time_s": time.time() - t0, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "provenance": provenance.collect()}
     write_manifest(node.out_dir, manifest)
     (node.out_dir / "running.json").unlink(missing_ok=True)
     return True

@@ -66,6 +66,7 @@ class Spec:
     confounds: list[str] = field(default_factory=list)
     ladder: list = field(default_factory=list)  # domtok.ladder.Rung: the study at several sizes
     learns: dict = field(default_factory=dict)  # stage, {"benchmark.metric": minimum}: see ladder.parse_learns
+    primary: dict = field(default_factory=dict)  # benchmark, metric, stage, margin: see parse_primary
     tuning_seeds: list[int] = field(default_factory=list)  # seeds whose results chose knobs: never in `seeds`
     raw: dict = field(default_factory=dict)
     path: str = ""  # the spec file it was read from (for messages)
@@ -79,8 +80,8 @@ class Spec:
 
 # The keys a spec may hold at each level; anything else is a typo, reported before a node runs.
 SPEC_KEYS = ("name", "runs_dir", "seeds", "tuning_seeds", "token_set", "conditions", "tokenizer", "prepare",
-             "stages", "evals", "confounds", "ladder", "learns")
-STAGE_KEYS = ("name", "kind", "config", "set", "after")
+             "stages", "evals", "confounds", "ladder", "learns", "primary")
+STAGE_KEYS = ("name", "kind", "config", "set", "after", "enabled")
 TOKENIZER_KEYS = ("base", "sample_docs", "split_digits")
 EVALS_KEYS = ("after", "benchmarks")
 
@@ -161,7 +162,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
             raise ConfigError(f"{where}: tokenizer.split_digits applies to a BPE domtok trains (base: bpe-N), "
                               f"not to {tokenizer.get('base', 'gpt2')!r}; remove it or use a bpe-N base")
     stages = []
-    names = set()
+    names, disabled = set(), set()
     stage_list = need("stages", list)
     if not stage_list:
         raise ConfigError(f"{where}: `stages` is an empty list, so nothing would be trained; give at least one")
@@ -173,13 +174,21 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
             raise ConfigError(f"{where}: stages[{i}] ({s['name']}): `set` must be a mapping of keys to values")
         if s["kind"] not in TRAINING_KINDS:
             raise ConfigError(f"{where}: stages[{i}] kind {s['kind']!r}; kinds: {list(TRAINING_KINDS)}")
-        after = s.get("after", stages[-1].name if stages else None)
+        after = s.get("after", stage_list[i - 1].get("name") if i else None)  # default: the stage listed before
         if s["kind"] != "pretrain" and after is None:
             raise ConfigError(f"{where}: stage {s['name']!r} needs a stage before it (`after:`)")
+        if s["name"] in names | disabled or s["name"] in ("prepare", "tokenizer"):
+            raise ConfigError(f"{where}: stage name {s['name']!r} is used twice or reserved")
+        if not isinstance(s.get("enabled", True), bool):
+            raise ConfigError(f"{where}: stages[{i}] ({s['name']}): `enabled` must be true or false, got {s['enabled']!r}")
+        if not s.get("enabled", True):  # an optional branch, off: it and its evaluations are not nodes
+            disabled.add(s["name"])
+            continue
+        if after in disabled:
+            raise ConfigError(f"{where}: stage {s['name']!r} comes after {after!r}, which is not enabled; "
+                              f"enable {after!r} or give {s['name']!r} another `after:`")
         if after is not None and after not in names:
             raise ConfigError(f"{where}: stage {s['name']!r} comes after unknown stage {after!r}")
-        if s["name"] in names or s["name"] in ("prepare", "tokenizer"):
-            raise ConfigError(f"{where}: stage name {s['name']!r} is used twice or reserved")
         names.add(s["name"])
         stages.append(StageSpec(name=s["name"], kind=s["kind"], config=stage_section(s, where), after=after))
     evals = data.get("evals") or {}
@@ -199,6 +208,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         if b.pop("enabled", True):
             benchmarks[bname] = {"kind": kind, "config": b}
     evals_after = _name_list(where, "evals.after", list(evals.get("after") or []), allow_empty=True)
+    evals_after = [a for a in evals_after if a not in disabled]
     for a in evals_after:
         if a not in names:
             raise ConfigError(f"{where}: evals.after names unknown stage {a!r}")
@@ -227,6 +237,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     token_set, prepare = str(data.get("token_set", "mul")), need("prepare", dict)
     ladder = parse_ladder(data.get("ladder"), where, [s.name for s in stages])
     learns = parse_learns(data.get("learns"), where, evals_after, benchmarks)
+    primary = parse_primary(data.get("primary"), where, evals_after, benchmarks)
     if ladder:
         vocab_size = nominal_vocab_size(tokenizer, token_set)
         for rung in ladder:
@@ -234,7 +245,55 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     return Spec(name=name, conditions=conditions, seeds=seed_list,
                 tokenizer=tokenizer, prepare=prepare, stages=stages, evals_after=evals_after, benchmarks=benchmarks,
                 runs_dir=str(data.get("runs_dir", "runs")), token_set=token_set,
-                confounds=confounds, ladder=ladder, learns=learns, tuning_seeds=tuning_seeds, raw=data, path=where)
+                confounds=confounds, ladder=ladder, learns=learns, primary=primary, tuning_seeds=tuning_seeds,
+                raw=data, path=where)
+
+
+# The per-item field behind each metric a primary endpoint may name (a boolean per item, so
+# the report's paired test applies), per benchmark kind; probes add accuracy_<category>.
+PRIMARY_METRICS = {"gsm8k": {"accuracy_flexible": "correct_flexible", "accuracy_strict": "correct_strict"},
+                   "probes": {"accuracy_all": "correct"},
+                   "hellaswag": {"acc_norm_char": "acc_norm_char", "acc_norm_token": "acc_norm_token", "acc": "acc"}}
+
+
+def primary_field(kind: str, metric: str) -> tuple[str, str | None]:
+    """(per-item field, probe category or None) of a primary metric of a benchmark kind."""
+    if kind == "probes" and metric.startswith("accuracy_") and metric != "accuracy_all":
+        return "correct", metric[len("accuracy_"):]
+    return PRIMARY_METRICS[kind][metric], None
+
+
+def parse_primary(data, where: str, evals_after: list[str], benchmarks: dict) -> dict:
+    """The spec's `primary:` endpoint, the one test that answers the study's question:
+
+        primary: {benchmark: gsm_synthetic, metric: accuracy_flexible, stage: grpo, margin: 0.05}
+
+    The report tests it alone at alpha 0.05 (helps / hurts / equivalent within ±margin /
+    undecided); every other comparison is secondary. {} when the spec has none.
+    """
+    if data is None:
+        return {}
+    at = f"{where}: primary"
+    keys = ("benchmark", "metric", "stage", "margin")
+    if not isinstance(data, dict) or set(data) != set(keys):
+        raise ConfigError(f"{at}: give exactly {{benchmark, metric, stage, margin}}, e.g. "
+                          "{benchmark: gsm_synthetic, metric: accuracy_flexible, stage: grpo, margin: 0.05}")
+    bench, metric, stage, margin = (data[k] for k in keys)
+    if bench not in benchmarks:
+        raise ConfigError(f"{at}: benchmark {bench!r} is not an enabled benchmark ({sorted(benchmarks)})")
+    kind = benchmarks[bench]["kind"]
+    valid = list(PRIMARY_METRICS.get(kind, {}))
+    if kind == "probes":
+        from domtok.eval.probes import REFERENCE_CATEGORIES
+
+        valid += [f"accuracy_{c}" for c in benchmarks[bench]["config"].get("categories", REFERENCE_CATEGORIES)]
+    if metric not in valid:
+        raise ConfigError(f"{at}: metric {metric!r} is not one of {bench}'s per-item accuracies {valid}")
+    if stage not in evals_after:
+        raise ConfigError(f"{at}: stage {stage!r} is not evaluated; evals.after: {evals_after}")
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < 1:
+        raise ConfigError(f"{at}: margin must be a number between 0 and 1 (an accuracy difference), got {margin!r}")
+    return {"benchmark": bench, "metric": metric, "stage": stage, "margin": float(margin)}
 
 
 def document_partner(conditions: dict[str, dict], cond: str, where: str = "spec") -> str | None:

@@ -44,7 +44,8 @@ from domtok.model.checkpoint import (latest_checkpoint, load_checkpoint, load_to
                                      save_model_dir)
 from domtok.train import common
 from domtok.progress import Progress
-from domtok.train.data import TrainLoader, check_shard_ids, read_meta, val_data
+from domtok.data.shards import load_meta
+from domtok.train.data import TrainLoader, check_shard_ids, val_data
 from domtok.utils import dist_setup, dist_teardown, seed_everything
 
 
@@ -194,7 +195,7 @@ def run(cfg: PretrainConfig, out_dir: str | os.PathLike, resume: bool | None = N
 
 
 def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
-    meta = read_meta(cfg.data_dir)
+    meta = load_meta(cfg.data_dir)
     vocab_size = int(meta["vocab_size"])
     check_shard_ids(cfg.data_dir, vocab_size)  # before the out dir gets anything
     grad_accum = grad_accum_steps(cfg, info.world_size)
@@ -381,7 +382,9 @@ def _finish(cfg, out_dir: Path, model, tokenizer, meta, logger, loader, val, flo
         "total_flops": flops_per_token * tokens_trained,
         "domain_token_share": (train_meta.get("domain_tokens", 0) / train_meta["tokens"]) if train_meta.get("tokens") else None,
         "final_train_loss": final_train,
+        "final_train_loss_steps": len(last_train),  # final_train_loss: the mean of these last steps
         "final_train_loss_last_step": rows[-1]["loss"] if rows else None,
+        "train_loss_mean": sum(r["loss"] for r in rows) / len(rows) if rows else None,  # over every step
         "final_val_loss": val_rows[-1]["val_loss"] if val_rows else None,
         "final_val_bpb": val_rows[-1].get("val_bpb") if val_rows else None,
         "first_train_loss": rows[0]["loss"] if rows else None,
@@ -395,7 +398,9 @@ def _finish(cfg, out_dir: Path, model, tokenizer, meta, logger, loader, val, flo
                               f"unique training tokens (data repeated)")
         print(f"WARNING: {summary['warning']}", flush=True)
     save_model_dir(model, tokenizer, out_dir / "model",
-                   extra={"stage": "pretrain", "config_hash": summary["config_hash"], "condition": meta.get("condition")})
+                   extra={"stage": "pretrain", "config_hash": summary["config_hash"], "condition": meta.get("condition"),
+                          "seed": cfg.seed, "data": f"{meta.get('source', cfg.data_dir)}: {tokens_trained:,} "
+                                                    f"tokens trained ({epochs:.2f} epochs)"})
     atomic_write_json(out_dir / "summary.json", summary)
     print(f"pretrain: done, {tokens_trained:,} tokens ({epochs:.2f} epochs), final train loss "
           f"{final_train:.4f}, val {summary['final_val_loss']}, bpb {summary['final_val_bpb']}, "

@@ -158,6 +158,9 @@ def evaluate(model, examples: list[SFTExample], batch_size: int, pad_id: int, in
     return {"val_loss": ce / max(tok, 1), "val_bpb": ce / (math.log(2) * max(nbytes, 1)), "val_tokens": int(tok)}
 
 
+FINAL_LOSS_STEPS = 20  # final_train_loss: the mean train loss of the last 20 steps
+
+
 def _summary_from_log(rows: list[dict], stages) -> dict:
     """Per-stage validation and the final losses, read from metrics.jsonl (rank 0), so a resumed
     run reports the same numbers as an uninterrupted one."""
@@ -168,11 +171,18 @@ def _summary_from_log(rows: list[dict], stages) -> dict:
             continue  # not reached (max_steps)
         vals = [r for r in mine if "val_loss" in r]
         last_val = {k: v for k, v in vals[-1].items() if k.startswith("val_")} if vals else {}
+        losses = [r["train_loss"] for r in mine]
         out["stages"].append({"name": stage.name, "steps": mine[-1]["stage_step"], "train_examples": len(train),
-                              "val_examples": len(val), **last_val})
+                              "val_examples": len(val), "train_loss_mean": sum(losses) / len(losses), **last_val})
         out.update(final_val_loss=last_val.get("val_loss"), final_val_bpb=last_val.get("val_bpb"))
-    recent = [r["train_loss"] for r in rows if "train_loss" in r][-20:]
+    # Two train losses, named for what they are: the end of training (the mean of the last
+    # FINAL_LOSS_STEPS steps) and the whole run's mean over steps (HF Trainer's `train_loss`,
+    # the figure the reference study's tables give).
+    losses = [r["train_loss"] for r in rows if "train_loss" in r]
+    recent = losses[-FINAL_LOSS_STEPS:]
     out["final_train_loss"] = sum(recent) / len(recent) if recent else None
+    out["final_train_loss_steps"] = len(recent)
+    out["train_loss_mean"] = sum(losses) / len(losses) if losses else None
     return out
 
 
@@ -324,7 +334,9 @@ def run(cfg: SFTConfig, out_dir: str | Path, resume: bool = False) -> dict:
     summary.update({"stage": "sft", "condition": cfg.condition, "model_in": cfg.model, "config_hash": h,
                     "seed": cfg.seed, "data": reports, "wall_time_s": round(time.time() - t0, 2)})
     if info.is_main:
-        common.write_stage_outputs(out_dir, model, tokenizer, "sft", h, cfg.model, summary)
+        common.write_stage_outputs(out_dir, model, tokenizer, "sft", h, cfg.model, summary,
+                                   card={"seed": cfg.seed, "data": common.describe_data(
+                                       [d for st in cfg.stages for d in st.data])})
     barrier(info)
     return summary
 
