@@ -64,6 +64,8 @@ def stage_call(node: Node, run_dir: Path):
     if node.kind == "pretrain":
         from domtok.train.pretrain import PretrainConfig, run
         cfg["data_dir"] = str(node.deps[0].out_dir)
+        if "match_documents" in cfg:  # the partner condition's shards (rundir.document_partner)
+            cfg["match_documents"] = str(node.deps[-1].out_dir)
         cfg.pop("condition")
         return run, _build(PretrainConfig, cfg, node)
     if node.kind in ("sft", "grpo", "rft"):
