@@ -121,7 +121,7 @@ def test_replication_preset_smoke_runs_every_node(replication):
     assert "over at most 9,990,000,000 training tokens" in mul and "at least 1.001 epochs" in mul
     assert "whose x 0." in mul and "is not this corpus's" in mul
     assert "evals.gsm8k.data: hub:openai/gsm8k:main is on the hub" in checks
-    assert "disk: the real run writes ~80 GB" in checks  # 2 x 20 GB of shards + checkpoints of 8 stages
+    assert "disk: the real run writes ~107 GB" in checks  # 2 x 20 GB of shards + checkpoints of 8 training stages
     t = r["prepare_throughput"]
     assert t["workers"] == 16 and t["limit"] in ("reader", "workers") and t["projected_s"] > 0
     assert "limited by the" in res.stdout
