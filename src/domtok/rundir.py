@@ -65,6 +65,7 @@ class Spec:
     confounds: list[str] = field(default_factory=list)
     ladder: list = field(default_factory=list)  # domtok.ladder.Rung: the study at several sizes
     learns: dict = field(default_factory=dict)  # stage, {"benchmark.metric": minimum}: see ladder.parse_learns
+    sequential: dict | None = None  # {max_seeds, per_look, spending, alpha} for --seeds auto (sequential_run)
     raw: dict = field(default_factory=dict)
     path: str = ""  # the spec file it was read from (for messages)
 
@@ -77,7 +78,7 @@ class Spec:
 
 # The keys a spec may hold at each level; anything else is a typo, reported before a node runs.
 SPEC_KEYS = ("name", "runs_dir", "seeds", "token_set", "conditions", "tokenizer", "prepare", "stages", "evals",
-             "confounds", "ladder", "learns")
+             "confounds", "ladder", "learns", "sequential")
 STAGE_KEYS = ("name", "kind", "config", "set", "after")
 TOKENIZER_KEYS = ("base", "sample_docs", "split_digits")
 EVALS_KEYS = ("after", "benchmarks")
@@ -215,6 +216,8 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     token_set, prepare = str(data.get("token_set", "mul")), need("prepare", dict)
     ladder = parse_ladder(data.get("ladder"), where, [s.name for s in stages])
     learns = parse_learns(data.get("learns"), where, evals_after, benchmarks)
+    from domtok.sequential_run import parse_sequential
+    sequential = parse_sequential(data.get("sequential"), where)
     if ladder:
         vocab_size = nominal_vocab_size(tokenizer, token_set)
         for rung in ladder:
@@ -222,7 +225,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     return Spec(name=name, conditions=conditions, seeds=seed_list,
                 tokenizer=tokenizer, prepare=prepare, stages=stages, evals_after=evals_after, benchmarks=benchmarks,
                 runs_dir=str(data.get("runs_dir", "runs")), token_set=token_set,
-                confounds=confounds, ladder=ladder, learns=learns, raw=data, path=where)
+                confounds=confounds, ladder=ladder, learns=learns, sequential=sequential, raw=data, path=where)
 
 
 # --------------------------------------------------------------------------- the DAG
