@@ -276,3 +276,21 @@ def sequential_plan(effect: float, sd: float, *, per_look: int, alpha: float = 0
                                      spending=spending, sd=sd, n_sim=n_sim)
     return {**best, "per_look": per_look, "spending": spending, "alpha": alpha,
             "expected_seeds_null": null["expected_seeds"]}
+
+
+def bias_adjusted(delta: float, sd: float, *, max_seeds: int, per_look: int, alpha: float = 0.05,
+                  margin: float | None = None, spending: str = "obrien-fleming", iterations: int = 8,
+                  n_sim: int = 20_000) -> float:
+    """Whitehead's bias-adjusted estimate: the true mean delta theta whose expected estimate at
+    stopping under this design equals the observed `delta` (E[mean at stop | theta] = delta),
+    found by fixed-point iteration theta <- delta - (E[mean at stop | theta] - theta), each
+    expectation simulated (`operating_characteristics`, fixed generator seed) with the seed SD
+    `sd` taken as known. It shrinks an early stop's estimate toward zero."""
+    theta = delta
+    if not (sd > 0):
+        return delta
+    for _ in range(iterations):
+        m = operating_characteristics(theta, max_seeds=max_seeds, per_look=per_look, alpha=alpha, margin=margin,
+                                      spending=spending, sd=sd, n_sim=n_sim)["mean_estimate"]
+        theta = delta - (m - theta)
+    return float(theta)
