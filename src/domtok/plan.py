@@ -125,7 +125,7 @@ def _cost_text(seeds: float | None, cost: dict, gpu: str, mfu: float) -> str:
     if cost.get("flops"):
         parts.append(f"{seeds * cost['flops']:.2e} FLOPs")
         hours = cost.get("gpu_hours", gpu_hours(cost["flops"], gpu, mfu))
-        parts.append(f"{seeds * hours:.2f} GPU-hours on {gpu} at {mfu:.0%} MFU")
+        parts.append(f"{seeds * hours:.3g} GPU-hours on {gpu} at {mfu:.0%} MFU")
     return ", ".join(parts)
 
 
@@ -184,7 +184,8 @@ def main(args) -> int:
     else:
         sd, lo, hi = args.sd, None, None
         lines.append(f"seed SD {sd:g} (given)")
-    seq_name = f"sequential ({design['spending']}, looks of {design['per_look']})"
+    seq_name = (f"sequential ({design['spending']}, looks of {design['per_look']}"
+                + ("" if spec.sequential else "; the default plan, the spec has no `sequential:`") + ")")
     main_plan = plan(args.effect, sd, per_look=design["per_look"], spending=design["spending"], alpha=alpha,
                      power=args.power, margin=margin)
     fixed, seq = main_plan["fixed"], main_plan["sequential"]

@@ -249,7 +249,7 @@ def sequential_plan(effect: float, sd: float, *, per_look: int, alpha: float = 0
     design is above the fixed test's, so it never needs fewer seeds at most. Bisection over the
     multiples of per_look (power grows with max_seeds, up to Monte-Carlo error). None when more
     than `limit` seeds would be needed."""
-    if not (sd > 0) or effect == 0:
+    if not (sd > 0) or effect == 0 or start > limit:
         return None
 
     def oc(k: int) -> dict:
