@@ -503,6 +503,7 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
     start_round, step = 0, 0
     if resume and (ck := checkpoint.latest_checkpoint(out_dir)) is not None:
         st = checkpoint.load_checkpoint(ck, model, opt, map_location=device)
+        common.check_checkpoint_config(ck, st, config_hash(cfg))
         start_round, step = st["round"], st["step"]
         common.set_rng_state(st["rng"])
         logger.truncate(step)
@@ -523,7 +524,7 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
             logger.log(row)
         if (cfg.save_steps and step % cfg.save_steps < n_it) or r + 1 == rounds:
             if info.is_main:
-                state = {"step": step, "round": r + 1, "rng": common.rng_state()}
+                state = {"step": step, "round": r + 1, "rng": common.rng_state(), "config_hash": config_hash(cfg)}
                 checkpoint.save_checkpoint(out_dir, model, opt, state, tokenizer=tokenizer,
                                            keep_last=cfg.save_total_limit)
             common.barrier(info)
