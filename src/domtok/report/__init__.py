@@ -92,9 +92,9 @@ def write_report(run_dir: str | Path) -> Path:
                        else "- ✅ Every condition's models reach every figure.", ""]
         # The headline opens the report; the check of what the models learned follows it.
         from domtok.report.sequential import seeds_sections
-        seeds, seeds_js = seeds_sections(run)
+        looks, snr, seeds_js = seeds_sections(run)
         js.update(seeds_js)
-        body = study_sections(run, comps, run_dir / "plots", "plots", after_headline=seeds + learned)
+        body = study_sections(run, comps, run_dir / "plots", "plots", after_headline=learned + looks) + snr
     # report.json first: report.md, the file people open, is the last to appear.
     atomic_write_text(run_dir / "report.json", json.dumps(js, indent=1, allow_nan=False) + "\n")
     path = run_dir / "report.md"

@@ -99,12 +99,11 @@ def looks_lines(rec: dict) -> list[str]:
     return out
 
 
-def seeds_sections(run: Run, h: str = "##") -> tuple[list[str], dict]:
-    """report.md lines and report.json keys (`signal_to_noise`, `sequential`) of this module."""
+def seeds_sections(run: Run, h: str = "##") -> tuple[list[str], list[str], dict]:
+    """(the looks of a --seeds auto study, for right after the headline; the signal-to-noise
+    section, for the end; the report.json keys `sequential` and `signal_to_noise`)."""
     rows = signal_to_noise(run)
     rec = read_looks(run)
-    lines = []
-    if rec is not None:
-        lines += [f"{h} Sequential seeds (--seeds auto)", "", *looks_lines(rec), ""]
-    lines += [f"{h} Signal-to-noise per metric over seeds", "", *snr_lines(rows), ""]
-    return lines, {"signal_to_noise": rows, "sequential": rec}
+    looks = [f"{h} Sequential seeds (--seeds auto)", "", *looks_lines(rec), ""] if rec is not None else []
+    snr = ["", f"{h} Signal-to-noise per metric over seeds", "", *snr_lines(rows)]
+    return looks, snr, {"signal_to_noise": rows, "sequential": rec}
