@@ -35,6 +35,8 @@ import random
 import re
 from typing import Iterable
 
+from domtok.notation import iter_annotations
+
 # ---------------------------------------------------------------------------- step-by-step products
 
 def _parts(a: int) -> list[int]:
@@ -264,9 +266,8 @@ def gsm_sbs(n: int, seed: int, gsm8k: Iterable[dict] | None = None, n_rewritten:
 
 # ---------------------------------------------------------------------------- GSM8K rewritten step by step
 
-# A GSM8K calculator annotation `<<expr=result>>`, and the one kind of `expr` we rewrite: a clean
-# product of two non-negative integers (`12*15`, `12 * 15`).
-_ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>=]*)>>")
+# The one kind of annotation `expr` we rewrite (annotations: `domtok.notation`): a clean product
+# of two non-negative integers (`12*15`, `12 * 15`).
 _CLEAN_PRODUCT = re.compile(r"\s*(\d+)\s*\*\s*(\d+)\s*")
 MAX_STEP_LINES = 6  # per product; 99.5% of GSM8K train's clean products need <= 6 (98*3400 needs 7)
 
@@ -285,7 +286,7 @@ def _products_to_rewrite(answer: str) -> list[tuple[int, int]] | None:
     from domtok.calculator import evaluate
 
     out = []
-    for expr, result in _ANNOTATION.findall(answer):
+    for expr, result in iter_annotations(answer):
         try:
             value = float(result.replace(",", ""))
         except ValueError:
@@ -318,7 +319,7 @@ def rewrite_answer(answer: str) -> str | None:
     out: list[str] = []
     written: set[str] = set()
     for line in answer.split("\n"):
-        for expr, _ in _ANNOTATION.findall(line):
+        for expr, _ in iter_annotations(line):
             m = _CLEAN_PRODUCT.fullmatch(expr)
             if m and (int(m.group(1)), int(m.group(2))) in products:
                 for step in mul_steps(int(m.group(1)), int(m.group(2))):

@@ -39,9 +39,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from domtok.errors import DomtokError
+from domtok.notation import DOMAIN_TOKEN_RE, token_value
 
-# A domain token: `<MUL_6_9_54>`, `<ADD_12_30_42>`; the last field is the value it states.
-DOMAIN_TOKEN_RE = re.compile(r"<[A-Z][A-Z0-9]*((?:_-?\d+)+)>")
 # A number as people write it: optional sign, optional $, digits with optional thousands
 # commas, optional decimals. A '-' right after a digit is a minus operator, not a sign.
 _NUM = r"(?<![\d.,])-?\$?-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|(?<![\d.,])-?\$?-?\.\d+"
@@ -73,7 +72,7 @@ def _replace_tokens(text: str) -> tuple[str, list[tuple[int, int]]]:
         return text, []
     out, spans, last, n = [], [], 0, 0
     for m in DOMAIN_TOKEN_RE.finditer(text):
-        value = m.group(1).rsplit("_", 1)[1]
+        value = token_value(m.group(0))
         out.append(text[last:m.start()])
         n += m.start() - last + 1
         spans.append((n, n + len(value)))
