@@ -11,13 +11,12 @@ from domtok.rundir import load_spec
 from domtok.sequential_run import LOOKS_FILE, parse_sequential, run_sequential, seed_order
 
 # the paired per-seed deltas of a study with a clear effect (mean 0.2, SD about 0.1)
-TRUTH = {s: 0.2 + 0.1 * ((s * 7) % 5 - 2) / 2 for s in range(20)}
+TRUTH = {s: 0.2 + 0.1 * ((s * 7) % 5 - 2) / 2 for s in range(40)}
 
 
 def _spec(tmp_path, **sequential):
     spec = load_spec("tiny", [f"runs_dir={tmp_path}"])
     spec.sequential = parse_sequential(sequential or {"max_seeds": 12, "per_look": 3}, "test")
-    spec.raw["primary"] = {"benchmark": "gsm_synthetic", "metric": "accuracy_flexible", "stage": "grpo", "margin": 0.05}
     return spec
 
 
@@ -56,12 +55,12 @@ def test_stops_when_the_boundary_is_crossed_and_records_looks(tmp_path, monkeypa
     study = FakeStudy()
     assert run_sequential(spec, None, study, deltas_fn=deltas, say=lambda m: None) == 0
     rec = json.loads((tmp_path / "tiny" / LOOKS_FILE).read_text())
-    assert study.calls == [[0, 1, 2], [0, 1, 2, 3, 4, 5]]  # look 1 (|t| < 260) then look 2 decides
+    assert study.calls == [[3, 4, 5], [3, 4, 5, 6, 7, 8]]  # tiny's seeds, then the next: look 2 decides
     assert rec["decision"] == "helps" and rec["seeds_used"] == 6 and rec["biased"]
     assert [lk["n"] for lk in rec["looks"]] == [3, 6]
-    assert rec["looks"][1]["per_seed_deltas"] == [TRUTH[s] for s in range(6)]
+    assert rec["looks"][1]["per_seed_deltas"] == [TRUTH[s] for s in range(3, 9)]
     assert rec["looks"][0]["decision"] == "continue" and rec["looks"][1]["t"] >= rec["looks"][1]["boundary"]
-    assert rec["plan"]["seed_order"][:6] == [0, 1, 2, 3, 4, 5]
+    assert rec["plan"]["seed_order"][:6] == [3, 4, 5, 6, 7, 8]
 
 
 def test_killed_study_resumes_to_the_same_decision(tmp_path, monkeypatch):
@@ -91,12 +90,12 @@ def test_undecided_at_max_seeds_and_changed_results_are_refused(tmp_path, monkey
     import domtok.report
     monkeypatch.setattr(domtok.report, "write_report", lambda d: d / "report.md")
     spec = _spec(tmp_path, max_seeds=4, per_look=2)
-    noise = {0: 0.1, 1: -0.2, 2: 0.05, 3: 0.08}
+    noise = {3: 0.1, 4: -0.2, 5: 0.05, 6: 0.08}
     study = FakeStudy()
     run_sequential(spec, None, study, deltas_fn=lambda d: [noise[s] for s in deltas_seeds(d)], say=lambda m: None)
     rec = json.loads((tmp_path / "tiny" / LOOKS_FILE).read_text())
-    assert rec["decision"] == "undecided" and rec["seeds_used"] == 4 and study.calls[-1] == [0, 1, 2, 3]
-    noise[1] = 0.3
+    assert rec["decision"] == "undecided" and rec["seeds_used"] == 4 and study.calls[-1] == [3, 4, 5, 6]
+    noise[4] = 0.3
     with pytest.raises(DomtokError, match="recorded deltas"):
         run_sequential(spec, None, FakeStudy(), deltas_fn=lambda d: [noise[s] for s in deltas_seeds(d)],
                        say=lambda m: None)
@@ -117,6 +116,8 @@ def test_plan_section_is_checked(tmp_path):
     spec = load_spec("tiny", [f"runs_dir={tmp_path}"])
     spec.seeds = [4, 5, 6]
     assert seed_order(spec, 6) == [4, 5, 6, 7, 8, 9]
+    spec.seeds, spec.tuning_seeds = [0], [1, 2]
+    assert seed_order(spec, 3) == [0, 3, 4]  # never a tuning seed
     spec.sequential = None
     with pytest.raises(DomtokError, match="sequential"):
         run_sequential(spec, None, FakeStudy(), deltas_fn=deltas)

@@ -159,7 +159,7 @@ def main(args) -> int:
     alpha = args.alpha if args.alpha is not None else design["alpha"]
     if not 0 < alpha < 1:
         raise DomtokError(f"--alpha {alpha}: give a level in (0, 1)")
-    primary = (spec.raw.get("primary") or {})
+    primary = spec.primary
     margin = primary.get("margin")
     lines = [f"domtok plan {args.target}: effect {args.effect:+g} at {args.power:.0%} power, two-sided alpha {alpha}"]
     deltas = None

@@ -5,7 +5,8 @@ at most 12 seeds, looks of 3, O'Brien-Fleming-type spending). The driver runs th
 the first `per_look` seeds of every condition, reads the primary endpoint's paired per-seed
 deltas (`domtok.report.primary.primary_deltas`), asks `domtok.eval.stats.sequential_decision`,
 and either stops (`helps`, `hurts`, `equivalent`, or `undecided` at max_seeds) or runs the next
-`per_look` seeds. The seeds are 0, 1, 2, ... in order, so look k always holds the same seeds.
+`per_look` seeds. The seeds come in one order (`seed_order`: the spec's, then the next integers
+that are not tuning seeds), so look k always holds the same seeds.
 
 Every look is recorded in `<run dir>/looks.json` (written atomically after the look's test):
 {"plan": {...}, "looks": [{"look", "seeds", "n", "per_seed_deltas", "decision", "reason",
@@ -56,11 +57,13 @@ def parse_sequential(raw, where: str) -> dict | None:
 
 
 def seed_order(spec, max_seeds: int) -> list[int]:
-    """The seeds in the order the looks take them: the spec's own, then the next integers."""
+    """The seeds in the order the looks take them: the spec's own, then the next integers
+    (never a `tuning_seeds` one)."""
     seeds = list(spec.seeds)[:max_seeds]
     nxt = max(spec.seeds) + 1 if spec.seeds else 0
     while len(seeds) < max_seeds:
-        seeds.append(nxt)
+        if nxt not in spec.tuning_seeds:
+            seeds.append(nxt)
         nxt += 1
     return seeds
 
@@ -71,11 +74,10 @@ def check_plan(spec) -> float | None:
     if spec.sequential is None:
         raise DomtokError(f"{spec.path or spec.name}: --seeds auto needs a `sequential: {{max_seeds, per_look, "
                           "spending}` section in the spec; add one, or give --seeds N")
-    primary = spec.raw.get("primary")
-    if not isinstance(primary, dict):
+    if not spec.primary:
         raise DomtokError(f"{spec.path or spec.name}: --seeds auto tests the spec's primary endpoint; add "
                           "`primary: {benchmark, metric, stage, margin}`")
-    return primary.get("margin")
+    return spec.primary.get("margin")
 
 
 def read_looks(run_dir: Path) -> dict | None:

@@ -19,7 +19,9 @@ def _cell(summaries: list[dict], metric: str) -> str:
 
 
 def loss_table(run: Run) -> list[str]:
-    lines = ["| stage | condition | train loss | val loss | val bits/byte | steps |", "|---|---|---:|---:|---:|---:|"]
+    lines = ["| stage | condition | train loss, last steps | train loss, run mean | val loss | val bits/byte | steps |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    last_n: set[str] = set()
     for stage in run.stages:
         if run.spec.stage(stage).kind == "grpo":
             continue  # reported in the reward table
@@ -28,7 +30,9 @@ def loss_table(run: Run) -> list[str]:
             if not nodes:
                 continue
             cols = []
-            for key in ("final_train_loss", "final_val_loss", "final_val_bpb", "steps"):
+            last_n |= {f"{run.summary[n.id]['final_train_loss_steps']} ({stage})" for n in nodes
+                       if "final_train_loss_steps" in run.summary[n.id]}
+            for key in ("final_train_loss", "train_loss_mean", "final_val_loss", "final_val_bpb", "steps"):
                 vals = [run.summary[n.id].get(key) for n in nodes]
                 vals = [v for v in vals if isinstance(v, (int, float))]
                 if not vals:
@@ -39,7 +43,9 @@ def loss_table(run: Run) -> list[str]:
                     m, s = _mean_std(vals)
                     cols.append(f"{m:.4f} ± {s:.4f}")
             lines.append(f"| {stage} | {cond} | " + " | ".join(cols) + " |")
-    return lines
+    return lines + ["", "Train loss, last steps: the mean over the last steps of the run (how many: "
+                    + (", ".join(sorted(last_n)) or "–") + "); run mean: the mean over every step, which is what "
+                    "HF Trainer reports as `train_loss` (the reference study's tables)."]
 
 
 def reward_table(run: Run) -> list[str]:
@@ -56,6 +62,24 @@ def reward_table(run: Run) -> list[str]:
                              f"{_fmt(s.get('reward_mean_first_quarter'))} | {_fmt(s.get('reward_mean_last_quarter'))} | "
                              f"{_fmt(s.get('accuracy_last'), 3)} |")
     return lines if len(lines) > 2 else ["(no GRPO stage in this run)"]
+
+
+def rft_table(run: Run) -> list[str]:
+    """RFT stages, one row per round: samples drawn, correct, kept (unique, finished), the yield
+    (kept / sampled), the share of questions with a kept answer, and the round's SFT."""
+    lines = ["| stage | condition | seed | round | sampled | correct | kept | yield | questions solved | "
+             "SFT steps | SFT train loss, last steps |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for st in run.spec.stages:
+        if st.kind != "rft":
+            continue
+        for cond in run.conditions:
+            for n in run.training(st.name, cond):
+                for r in run.summary[n.id].get("rounds", []):
+                    sft = r.get("sft") or {}
+                    lines.append(f"| {st.name} | {cond} | {n.seed} | {r['round']} | {r['sampled']:,} | {r['correct']:,} | "
+                                 f"{r['kept']:,} | {r['yield']:.3f} | {r['questions_solved']:.3f} | "
+                                 f"{_fmt(sft.get('steps'))} | {_fmt(sft.get('final_train_loss'))} |")
+    return lines if len(lines) > 2 else []
 
 
 def matrix_metrics(run: Run, bench: str) -> list[str]:
@@ -182,6 +206,34 @@ def compute_table(run: Run) -> list[str]:
     reading = ("- Read in those steps (whole documents of one seeded order, shared by the conditions, and their "
                "original UTF-8 bytes): " + "; ".join(read) + ".")
     return lines + ["", verdict, reading] + warnings
+
+
+def method_lines(run: Run) -> list[str]:
+    """What "compute-matched" means here, and what each condition read in its pretraining
+    (mean over the seeds that finished): documents, tokens and original UTF-8 bytes."""
+    first_pre = next((s.name for s in run.spec.stages if s.kind == "pretrain"), None)
+    lines = ["- Compute-matched means: every condition and seed pretrains the same architecture (same parameter "
+             "count) for the same optimizer steps on the same number of tokens per step, so the same tokens and "
+             "training FLOPs; post-training stages run the same configs. It does not mean the same text: a tokenizer "
+             "that writes the same text in fewer tokens reads more documents in those tokens (see the rows below "
+             "and Compute matching)."]
+    if first_pre is None:
+        return lines + ["- (no pretraining stage in this run)"]
+    read = []
+    for cond in run.conditions:
+        sums = [run.summary[n.id] for n in run.training(first_pre, cond)]
+        if not sums:
+            continue
+        def mean(key):
+            vals = [s.get(key) for s in sums if isinstance(s.get(key), (int, float))]
+            return sum(vals) / len(vals) if vals else None
+        docs, toks, nbytes = mean("documents_seen"), mean("tokens_trained"), mean("bytes_seen")
+        read.append(f"`{cond}` {_fmt(round(docs) if docs is not None else None)} documents, "
+                    f"{_fmt(round(toks) if toks is not None else None)} tokens, "
+                    f"{_fmt(round(nbytes) if nbytes is not None else None)} bytes")
+    if read:
+        lines.append(f"- Read in `{first_pre}` (mean over seeds): " + "; ".join(read) + ".")
+    return lines
 
 
 # Token budgets of the stages and benchmarks that generate or cut text: (config class, key).

@@ -274,6 +274,11 @@ class Tokenizer:
         """A padding token, never EOT (pad == eos masked every EOS label in the reference)."""
         return next((c for _, c, s in self.layout_added_tokens()[1:] if s), None)
 
+    @property
+    def pad_id(self) -> int | None:
+        """The id of `pad_token` (the generation_config's pad_token_id in an HF dir)."""
+        return next((i for i, _, s in self.layout_added_tokens()[1:] if s), None)
+
     def hf_tokenizer_json(self) -> str:
         """The whole tokenizer as a `tokenizers` JSON string (HF `tokenizer.json`)."""
         return _hf_tokenizer_json(self)
@@ -284,7 +289,11 @@ class Tokenizer:
         Loadable by `transformers.AutoTokenizer.from_pretrained(dir)` (GPT2TokenizerFast).
         Note: transformers (not domtok) maps a literal "<|endoftext|>" in text to the EOT id,
         as GPT-2's own HF tokenizer does; domtok's `encode` keeps it as text.
+        `chat_template` is domtok's chat format (`domtok.chat.CHAT_TEMPLATE`), so
+        `apply_chat_template` renders the prompts the models were trained on.
         """
+        from domtok.chat import CHAT_TEMPLATE
+
         d = Path(dir)
         d.mkdir(parents=True, exist_ok=True)
         specials = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT}
@@ -304,6 +313,7 @@ class Tokenizer:
                 for i, c, s in self.layout_added_tokens()
             },
             "domtok": {"base": self.base, "condition": self.condition, "token_set": self.token_set.name},
+            "chat_template": CHAT_TEMPLATE,
         }
         atomic_write_text(d / "tokenizer.json", self.hf_tokenizer_json())
         atomic_write_json(d / "tokenizer_config.json", config)

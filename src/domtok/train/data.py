@@ -26,42 +26,23 @@ and `documents_read` says how many whole documents (and their bytes) a position 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from domtok.data.shards import read_documents, read_shard, shard_files
 from domtok.errors import DomtokError
-
-
-def read_meta(data_dir: str | Path) -> dict:
-    """`meta.json` of a shard directory; a clear error if the directory is not one."""
-    path = Path(data_dir) / "meta.json"
-    if not path.exists():
-        raise DomtokError(f"{path}: not found; point data_dir at a directory written by `domtok prepare`")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DomtokError(f"{path}: not valid JSON ({e}); re-run `domtok prepare`") from None
-    if "splits" not in meta or "vocab_size" not in meta:
-        raise DomtokError(f"{path}: missing 'splits' or 'vocab_size'; re-run `domtok prepare`")
-    return meta
 
 
 def check_shard_ids(data_dir: str | Path, vocab_size: int) -> None:
     """Every token id of every shard is below `vocab_size` (meta.json's, which the model is
     built with): an id past the embedding would crash the first forward with an IndexError, after
     the run directory was made. One read of the shards, in chunks (about a second per GB)."""
-    import numpy as np
-
     for split in ("train", "val"):
-        for path in sorted(Path(data_dir).glob(f"{split}_*.npy")):
-            try:
-                arr = np.load(path, mmap_mode="r")
-            except (OSError, ValueError) as e:
-                raise DomtokError(f"{path}: not a readable .npy shard ({e}); re-run `domtok prepare`") from None
+        for path in shard_files(data_dir, split):
+            arr = read_shard(path)
             chunk = 1 << 24
             for start in range(0, len(arr), chunk):
                 top = int(arr[start:start + chunk].max(initial=0))
@@ -69,13 +50,6 @@ def check_shard_ids(data_dir: str | Path, vocab_size: int) -> None:
                     raise DomtokError(f"{path}: holds token id {top}, but meta.json's vocab_size (the model's) is "
                                       f"{vocab_size}; these shards were not made with this tokenizer: re-run "
                                       "`domtok prepare` into a fresh directory")
-
-
-def split_files(data_dir: str | Path, split: str) -> list[Path]:
-    files = sorted(Path(data_dir).glob(f"{split}_*.npy"))
-    if not files:
-        raise DomtokError(f"{data_dir}: no {split}_*.npy shards; run `domtok prepare` for this condition first")
-    return files
 
 
 @dataclass
@@ -97,18 +71,8 @@ class SplitStream:
     """One split's tokens (memory-mapped shards, never loaded whole) and its document index."""
 
     def __init__(self, data_dir: str | Path, split: str):
-        from domtok.data.shards import read_documents
-
-        self.files = split_files(data_dir, split)
-        self.shards = []
-        for f in self.files:
-            try:
-                arr = np.load(f, mmap_mode="r")
-            except (ValueError, OSError) as e:
-                raise DomtokError(f"{f}: cannot read as a .npy token shard ({e}); re-run `domtok prepare`") from None
-            if arr.ndim != 1 or arr.dtype not in (np.uint16, np.uint32, np.int32, np.int64):
-                raise DomtokError(f"{f}: expected a 1-D uint16/uint32 token array, got {arr.dtype} {arr.shape}")
-            self.shards.append(arr)
+        self.files = shard_files(data_dir, split)
+        self.shards = [read_shard(f) for f in self.files]
         self.shard_ends = np.cumsum([len(a) for a in self.shards])
         self.num_tokens = int(self.shard_ends[-1])
         self.doc_tokens, self.doc_bytes = read_documents(data_dir, split)

@@ -23,7 +23,6 @@ loader reads the same documents in the same seeded order in every condition
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import time
@@ -32,12 +31,14 @@ from pathlib import Path
 
 import torch
 
-from domtok.config import atomic_write_json, config_hash, load_config, save_resolved, to_dict
+from domtok.config import atomic_write_json, config_hash, save_resolved, to_dict
 from domtok.errors import DomtokError
 from domtok.model.checkpoint import (latest_checkpoint, load_checkpoint, load_tokenizer_from_dir, save_checkpoint,
                                      save_model_dir)
 from domtok.train import common
-from domtok.train.data import TrainLoader, check_shard_ids, read_meta, val_data
+from domtok.progress import Progress
+from domtok.data.shards import load_meta
+from domtok.train.data import TrainLoader, check_shard_ids, val_data
 from domtok.utils import dist_setup, dist_teardown, seed_everything
 
 
@@ -72,10 +73,10 @@ class PretrainConfig:
     device: str = "auto"
     dtype: str = "auto"                # auto = bf16 autocast on CUDA, fp32 on CPU; bfloat16 = autocast on CPU too
     compile: bool = False              # torch.compile (inductor; CPU too, where compiling takes a while)
-    tensorboard: bool = False
-    wandb: bool = False
-    wandb_project: str = "domtok"
-    progress: bool = True
+    # tracking, as transformers' TrainingArguments: none | all | tensorboard | wandb | a list
+    report_to: str | list[str] = "none"
+    run_name: str = ""                 # the W&B run's name ("" = the output dir's name)
+    progress: bool = True              # a tqdm bar on a terminal (log lines are written either way: domtok.progress)
 
 
 def check_config(cfg: PretrainConfig, where: str = "pretrain config") -> None:
@@ -185,7 +186,7 @@ def run(cfg: PretrainConfig, out_dir: str | os.PathLike, resume: bool | None = N
 
 
 def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
-    meta = read_meta(cfg.data_dir)
+    meta = load_meta(cfg.data_dir)
     vocab_size = int(meta["vocab_size"])
     check_shard_ids(cfg.data_dir, vocab_size)  # before the out dir gets anything
     grad_accum = grad_accum_steps(cfg, info.world_size)
@@ -213,11 +214,11 @@ def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_resolved(cfg, out_dir)
-    logger = common.MetricsLogger(out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard, wandb=cfg.wandb,
-                                  wandb_project=cfg.wandb_project, run_name=out_dir.name, config=to_dict(cfg))
+    logger = common.MetricsLogger(out_dir, enabled=info.is_main, report_to=cfg.report_to,
+                                  run_name=cfg.run_name or out_dir.name, config=to_dict(cfg))
     logger.truncate(start_step)  # drop steps a killed run logged after its last checkpoint
     train_model = common.wrap_ddp(common.maybe_compile(model, cfg.compile, device), info)
-    bar = common.Progress(cfg.max_steps, start_step, enabled=info.is_main and cfg.progress, desc="pretrain")
+    bar = Progress(cfg.max_steps, "pretrain", initial=start_step, enabled=info.is_main, bar=cfg.progress)
     unique_tokens = loader.tokens_per_epoch
     if info.is_main:
         bar.write(f"pretrain: {model.num_params(False):,} params, {info.world_size} process(es), grad_accum "
@@ -287,7 +288,8 @@ def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
             bar.write(f"WARNING: step {done} starts epoch 2: the run has now seen all {unique_tokens:,} unique "
                       f"training tokens once and is repeating data")
         logger.log(row)
-        bar.update(train_loss, lr, tok_s, m)
+        shown = {"loss": train_loss, "lr": lr, "tok/s": round(tok_s)}
+        bar.update(1, **shown, **({"mfu": f"{100 * m:.1f}%"} if m is not None else {}))
 
         if last or (cfg.ckpt_every > 0 and done % cfg.ckpt_every == 0):
             state = {"step": done, "data": loader.state_dict(), "rng": common.rng_state(),
@@ -346,7 +348,9 @@ def _finish(cfg, out_dir: Path, model, tokenizer, meta, logger, loader, val, flo
         "total_flops": flops_per_token * tokens_trained,
         "domain_token_share": (train_meta.get("domain_tokens", 0) / train_meta["tokens"]) if train_meta.get("tokens") else None,
         "final_train_loss": final_train,
+        "final_train_loss_steps": len(last_train),  # final_train_loss: the mean of these last steps
         "final_train_loss_last_step": rows[-1]["loss"] if rows else None,
+        "train_loss_mean": sum(r["loss"] for r in rows) / len(rows) if rows else None,  # over every step
         "final_val_loss": val_rows[-1]["val_loss"] if val_rows else None,
         "final_val_bpb": val_rows[-1].get("val_bpb") if val_rows else None,
         "first_train_loss": rows[0]["loss"] if rows else None,
@@ -360,46 +364,11 @@ def _finish(cfg, out_dir: Path, model, tokenizer, meta, logger, loader, val, flo
                               f"unique training tokens (data repeated)")
         print(f"WARNING: {summary['warning']}", flush=True)
     save_model_dir(model, tokenizer, out_dir / "model",
-                   extra={"stage": "pretrain", "config_hash": summary["config_hash"], "condition": meta.get("condition")})
+                   extra={"stage": "pretrain", "config_hash": summary["config_hash"], "condition": meta.get("condition"),
+                          "seed": cfg.seed, "data": f"{meta.get('source', cfg.data_dir)}: {tokens_trained:,} "
+                                                    f"tokens trained ({epochs:.2f} epochs)"})
     atomic_write_json(out_dir / "summary.json", summary)
     print(f"pretrain: done, {tokens_trained:,} tokens ({epochs:.2f} epochs), final train loss "
           f"{final_train:.4f}, val {summary['final_val_loss']}, bpb {summary['final_val_bpb']}, "
           f"{summary['tokens_per_s'] or 0:,.0f} tokens/s -> {out_dir}", flush=True)
     return summary
-
-
-# --- CLI -----------------------------------------------------------------------------------
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    common.add_stage_arguments(parser, "pretrain", "max_steps=100 data_dir=DIR")
-    parser.add_argument("--condition", default="baseline",
-                        help="with an experiment spec and no data_dir: the condition whose data to prepare")
-
-
-def main(args: argparse.Namespace) -> int:
-    cfg = load_config(PretrainConfig, args.config, args.overrides, section="pretrain")
-    check_config(cfg, str(args.config or "pretrain config"))
-    out = args.out or os.path.join("runs", "pretrain", config_hash(cfg))
-    from domtok.outdir import claim_out_dir
-
-    claim_out_dir(out, what="--out directory")
-    if not cfg.data_dir:
-        from domtok.config import is_experiment_spec, load_yaml
-
-        if args.config is None or not is_experiment_spec(load_yaml(args.config)):
-            raise DomtokError("no data: set data_dir=DIR (shards from `domtok prepare`), or give an experiment "
-                              "spec such as configs/tiny.yaml, whose data is then prepared under --out")
-        from domtok.data.prepare import prepare_condition
-
-        cfg.data_dir = str(prepare_condition(args.config, args.condition, Path(out) / "data"))
-        print(f"pretrain: data of condition {args.condition} prepared in {cfg.data_dir}", flush=True)
-    from domtok.manifest import clear_manifest, write_verb_manifest
-
-    is_main = os.environ.get("RANK", "0") == "0"
-    if is_main:
-        clear_manifest(out)
-    summary = run(cfg, out, resume=True if args.resume else False)
-    if is_main:
-        write_verb_manifest(out, "pretrain", summary, {"data_dir": str(cfg.data_dir),
-                                                       "data_config_hash": summary.get("data_config_hash")})
-    return 0
