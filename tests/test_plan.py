@@ -51,3 +51,26 @@ def test_run_dir_measured_cost_and_errors(tmp_path, capsys):
     spec.write_text(f"extends: tiny\nruns_dir: {tmp_path / 'empty'}\n")
     rc, _ = _run(capsys, str(spec), "--effect", "0.1")  # no pilot to take the SD from, no --sd
     assert rc == 2 and "pass --sd" in _run.err
+
+
+def test_pilot_sd_from_the_primary_per_seed_deltas(tmp_path, capsys):
+    import math
+    import statistics
+
+    import numpy as np
+    from statsmodels.stats.power import TTestPower
+
+    from domtok.report import primary_deltas
+    from test_report import p_correct
+
+    rng = np.random.default_rng(4)
+    run_dir = write_fake_run(tmp_path, seeds=(0, 1, 2, 3),
+                             truth=lambda *a: min(1.0, max(0.0, p_correct(*a) + rng.uniform(-0.08, 0.08))))
+    d = primary_deltas(run_dir)
+    sd = statistics.stdev(d)
+    rc, lines = _run(capsys, str(run_dir), "--effect", "0.1")
+    assert rc == 0
+    assert f"seed SD {sd:.4f}" in lines[1] and "from 4 seeds" in lines[1]
+    fixed = max(2, math.ceil(TTestPower().solve_power(effect_size=0.1 / sd, alpha=0.05, power=0.8)))
+    assert f"fixed {fixed}," in lines[-1]
+    assert any(ln.startswith("over the SD's 95% interval: fixed ") for ln in lines)
