@@ -37,6 +37,7 @@ from domtok.errors import DomtokError
 from domtok.ladder import nominal_vocab_size, parse_ladder, parse_learns, resolve_rung
 
 TRAINING_KINDS = ("pretrain", "sft", "grpo", "rft")
+CONTROL_SET = "control"  # a condition's `token_set: control`: built by the tokenizer node (domtok.tokens.control)
 EVAL_KINDS = ("gsm8k", "hellaswag", "probes")
 
 
@@ -140,15 +141,18 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         if not isinstance(c, dict):
             raise ConfigError(f"{where}: condition {cname!r} must be a mapping such as {{token_set: mul}}, got {c!r}")
         conditions[cname] = c
-        unknown = set(c) - {"token_set", "inject_user"}
+        unknown = set(c) - {"token_set", "inject_user", "match"}
         if unknown:
             raise ConfigError(f"{where}: condition {cname!r}: unknown keys {sorted(unknown)}; "
-                              "a condition may set token_set and inject_user")
+                              "a condition may set token_set, inject_user and match")
         # Every condition shares one id layout (the baseline reserves the same ids), so a domain
-        # condition can only use the spec's token set.
-        if c.get("token_set") not in (None, data.get("token_set", "mul")):
+        # condition can only use the spec's token set, or the control set built to copy it.
+        if c.get("token_set") not in (None, data.get("token_set", "mul"), CONTROL_SET):
             raise ConfigError(f"{where}: condition {cname!r} uses token_set {c['token_set']!r} but the spec's "
-                              f"token_set (the shared id layout) is {data.get('token_set', 'mul')!r}; set them equal")
+                              f"token_set (the shared id layout) is {data.get('token_set', 'mul')!r}; set them equal "
+                              f"(or use {CONTROL_SET!r}, the compression-matched control of the spec's set)")
+    for cname in conditions:
+        document_partner(conditions, cname, where)  # an unknown partner or a cycle: refused here
     tokenizer = data.get("tokenizer") or {"base": "gpt2"}
     if not isinstance(tokenizer, dict):
         raise ConfigError(f"{where}: `tokenizer` must be a mapping such as {{base: bpe-1024}}, got {tokenizer!r}")
@@ -296,6 +300,29 @@ def parse_primary(data, where: str, evals_after: list[str], benchmarks: dict) ->
     return {"benchmark": bench, "metric": metric, "stage": stage, "margin": float(margin)}
 
 
+def document_partner(conditions: dict[str, dict], cond: str, where: str = "spec") -> str | None:
+    """The condition whose documents `cond` reads (`match: {documents: OTHER}`), None for a
+    compute-matched one (`match: tokens`, the default). A chain (A reads B's, B reads C's) ends
+    at the condition that is compute-matched: A reads C's documents too. An unknown partner
+    or a cycle is a ConfigError."""
+    seen = [cond]
+    while True:
+        match = conditions[seen[-1]].get("match", "tokens")
+        if match == "tokens":
+            return seen[-1] if len(seen) > 1 else None
+        if not (isinstance(match, dict) and set(match) == {"documents"} and isinstance(match["documents"], str)):
+            raise ConfigError(f"{where}: condition {seen[-1]!r}: match must be `tokens` or {{documents: CONDITION}}, "
+                              f"got {match!r}")
+        other = match["documents"]
+        if other not in conditions:
+            raise ConfigError(f"{where}: condition {seen[-1]!r}: match: {{documents: {other}}} names no condition; "
+                              f"conditions: {list(conditions)}")
+        if other in seen:
+            raise ConfigError(f"{where}: conditions {' -> '.join(seen + [other])} match each other's documents in a "
+                              "cycle; one of them must be `match: tokens`")
+        seen.append(other)
+
+
 # --------------------------------------------------------------------------- the DAG
 
 @dataclass
@@ -331,8 +358,10 @@ def build_nodes(spec: Spec, run_dir: Path) -> list[Node]:
         nodes.append(node)
         return node
 
-    tok = add(Node("tokenizer", "tokenizer", "tokenizer", run_dir / "tokenizer",
-                   {**spec.tokenizer, "prepare": spec.prepare}, []))
+    tok_cfg = {**spec.tokenizer, "prepare": spec.prepare}
+    if any(c.get("token_set") == CONTROL_SET for c in spec.conditions.values()):
+        tok_cfg["control_of"] = spec.token_set  # build the control set of the spec's set beside it
+    tok = add(Node("tokenizer", "tokenizer", "tokenizer", run_dir / "tokenizer", tok_cfg, []))
     prepared: dict[str, dict[str, Node]] = {}  # config hash of a prepare section -> condition -> node
 
     def prepare_nodes(prep: dict, prefix: str, rung: str | None) -> dict[str, Node]:
@@ -340,7 +369,7 @@ def build_nodes(spec: Spec, run_dir: Path) -> list[Node]:
         if h not in prepared:
             prepared[h] = {}
             for cond, c in spec.conditions.items():
-                cfg = {**prep, "condition": cond, "token_set": spec.token_set,
+                cfg = {**prep, "condition": cond, "token_set": c.get("token_set") or spec.token_set,
                        "use_domain_tokens": c.get("token_set") is not None}
                 prepared[h][cond] = add(Node(f"{prefix}{cond}/prepare", "prepare", "prepare",
                                              run_dir / prefix / cond / "prepare", cfg, [tok], condition=cond, rung=rung))
@@ -368,6 +397,10 @@ def _study_nodes(spec: Spec, stages: list[StageSpec], prepared: dict[str, Node],
                 base = base_dir / cond / f"seed{seed}"
                 deps = [prepared[cond]] if st.after is None else [trained[(st.after, cond, seed)], prepared[cond]]
                 cfg = {**st.config, "condition": cond, "seed": seed}
+                partner = document_partner(spec.conditions, cond) if st.kind == "pretrain" else None
+                if partner is not None:  # data-matched: its partner's shards say which documents
+                    cfg["match_documents"] = partner
+                    deps.append(prepared[partner])
                 if c.get("inject_user"):
                     cfg["inject_user"] = True
                 node = add(Node(f"{prefix}{cond}/seed{seed}/{st.name}", st.kind, st.name, base / st.name, cfg, deps,
@@ -509,7 +542,7 @@ def time_left(pending: list[Node], running: list[tuple[Node, float]], walls: dic
         return ""
     counts = f" · {len(running)} running, {len(pending)} waiting"
     if untimed == len(running) + len(pending):
-        return counts + ", time left known once a node has finished or written a progress line"
+        return counts + ", time left known once a node of each kind has finished or written a progress line"
     left = total / max(1, min(jobs, len(pending) + len(running)))
     if untimed:
         return counts + f", ~{clock(left)} left for the nodes timed so far (+ {untimed} node(s) not yet timed)"

@@ -35,7 +35,7 @@ from pathlib import Path
 from domtok.data import sources
 from domtok.errors import DomtokError
 from domtok.gpus import GPUS
-from domtok.rundir import pid_alive
+from domtok.rundir import document_partner, pid_alive
 
 # How far the smoke turns things down. Two optimizer steps per training stage, each with two
 # micro-batches, so gradient accumulation, the LR schedule, checkpoints and the final model
@@ -524,6 +524,11 @@ def checks(spec, smoke, run_root: Path, world: int, online: bool, gpu: str, mfu:
             msg = (f"{word}: {name} [{cond}]: {plan['tokens']:,} tokens to train over {over}{train_tokens:,.0f} training "
                    f"tokens ({how}): {at_least}{epochs:.3f} epochs")
             lines.append(msg + ("; the data repeats" if epochs > 1 else ""))
+            partner = document_partner(spec.conditions, cond) if cond in spec.conditions else None
+            if partner is not None:  # it trains on its partner's documents: fewer (or more) steps than planned
+                lines.append(f"OK: {name} [{cond}]: document-matched to {partner}: it reads {partner}'s documents in "
+                             "as many steps as they take, so its tokens and FLOPs are about those shown times "
+                             f"its text's length in tokens relative to {partner}'s")
     for cond, meta in metas.items():  # the shards: 2 bytes per token (uint16) up to 65,536 ids
         total, _ = corpus_tokens(spec.prepare, meta)
         disk += (total or 0) * (2 if vocab <= 65536 else 4)

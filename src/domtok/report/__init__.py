@@ -8,6 +8,7 @@ time, on any machine that has the run directory. The package, in the order a rep
   compare.py  every comparison and its family (`comparisons`), the secondary headline, report.json rows
   primary.py  the primary endpoint's answer, seeds needed, calibration rows, `primary_deltas`
   tables.py   the detail tables: losses, rewards, matrix, generation, compute, confounds, method
+  mechanism.py  where a difference sits: token use, the controls, per-template effects
   plots.py    the PNG plots: the primary dot plot and the forest plot among them
   study.py    one study's sections in order (a run, or one ladder rung)
   ladder.py   reading a finished ladder: per-rung compute, effect trends in log-compute
@@ -30,14 +31,20 @@ Then:
   3. the GSM-style generation table (accuracy, response length, hit-max, EOS, repetition,
      domain tokens, eval time)
   4. paired comparisons per seed: delta, bootstrap CI, exact McNemar p (descriptive)
-  5. compute matching (FLOPs, tokens, unique tokens, epochs, domain-token share)
-  6. stated confounds
+  5. mechanism (`mechanism.py`): token use vs correctness per condition, which comparison is
+     compute-matched and which data-matched, the controls (mul vs the document-matched arm,
+     mul vs the control set) and per-template effects with the no-multiplication templates
+     as negative control, Holm over the section's own tests
+  6. compute matching (FLOPs, tokens, unique tokens, epochs, domain-token share; a
+     document-matched condition is checked against its partner's documents instead)
+  7. stated confounds
 
 report.json holds the numbers for programs: `{"seeds", "primary": {...}, "calibration": [...],
 "provenance": {...}, "headline": [{"benchmark", "metric", "stage", "condition",
 "baseline_mean", "domain_mean", "delta", "ci_low", "ci_high", "p", "p_holm", "verdict",
 "family", ...}], "grpo": [...], "comparisons": size of the secondary family, "accuracy":
-{condition: {stage: {"benchmark.metric": mean over seeds}}}}`.
+{condition: {stage: {"benchmark.metric": mean over seeds}}}, "mechanism": {"usage",
+"templates", "controls", "matching", "m"}}`.
 
 A spec with `learns:` also gets the check of those figures per condition. A ladder (a spec
 with `ladder:`, see domtok.ladder) opens with each rung's primary answer, then its rungs
@@ -54,11 +61,13 @@ keys with a `rung` in every headline and grpo row, `primary` of the last rung, n
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from domtok.config import atomic_write_text
 from domtok.report.compare import comparisons, report_json
 from domtok.report.ladder import ladder_report
+from domtok.report.mechanism import mechanism
 from domtok.report.run import Run
 from domtok.report.primary import calibration, primary_deltas
 from domtok.report.study import answer_section, study_sections
@@ -88,6 +97,17 @@ def provenance(run: Run) -> dict:
     return out
 
 
+def _finite(x):
+    """JSON has no NaN: a value that could not be computed is null (as in report_json)."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
 def write_report(run_dir: str | Path) -> Path:
     """report.md (the primary endpoint's answer first), report.json and plots/ of a run
     directory; returns report.md."""
@@ -106,6 +126,7 @@ def write_report(run_dir: str | Path) -> Path:
         answer, body, js = ladder_report(run, comps)
     else:
         js = report_json(run, comps)
+        js["mechanism"] = _finite(mechanism(run))
         learned = []
         if spec.learns:
             check, misses = learn_check(spec.learns, js["accuracy"])

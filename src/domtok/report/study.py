@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from domtok.report.compare import grpo_table, headline, paired_comparisons
+from domtok.report.mechanism import mechanism_section
 from domtok.report.plots import forest_plot, plots
 from domtok.report.run import Run
 from domtok.report.primary import calibration, calibration_lines, primary_lines, primary_result
@@ -44,6 +45,7 @@ def study_sections(run: Run, comps: dict, plots_dir: Path, rel: str, h: str = "#
              "One row per seed: same items, same seed, delta = domain − baseline, paired bootstrap 95% CI, "
              "exact McNemar p.", "",
              *paired_comparisons(run, comps), "",
+             f"{h} Mechanism", "", *mechanism_section(run, h), "",
              f"{h} Compute matching", "", *compute_table(run), "",
              f"{h} Confounds", "", *confounds(run), "",
              f"{h} Plots", ""]
