@@ -282,13 +282,16 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
     running: dict[Future, tuple[Node, float]] = {}
     counter = [0]
 
-    def finish(node: Node, msg: str, ok: bool) -> None:
+    def finish(node: Node, msg: str, ok: bool, left: bool = False) -> None:
+        """Settle `node`; `left` adds the run's time left, counting this node's own wall time."""
         counter[0] += 1
         resolved.add(node.id)
         if not ok:
             failed.add(node.id)
         elif wall_time(node):
             walls.setdefault(kind_key(node), []).append(wall_time(node))
+        if left:
+            msg += time_left(pending, list(running.values()), walls, opts.jobs)
         _say(opts, f"[{counter[0]}/{len(todo)}] {node.id}: {msg}")
 
     def try_start(node: Node, pool) -> bool:
@@ -314,12 +317,12 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
             others = ", ".join(n.id for n, _ in running.values())
             _say(opts, f"start {node.id}" + (f" (also running: {others})" if others else ""))
         fresh = forced(node) or state in ("stale", "failed")
-        running[pool.submit(run_node, node, run_dir, opts, fresh)] = (node, time.time())
+        active[node.id] = (node, time.time())  # before submit: --jobs 1 runs the node inside it
+        running[pool.submit(run_node, node, run_dir, opts, fresh)] = active[node.id]
         return True
 
-    from domtok.progress import every_seconds
-
-    heartbeat = max(1.0, 4 * every_seconds())  # 60 s by default
+    active: dict[str, tuple[Node, float]] = {}  # started and not yet settled, for the heartbeat
+    stop = _heartbeat(opts, active, pending, walls)
     pool = _pool(opts)
     try:
         while pending or running:
@@ -332,13 +335,10 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
                 if pending:  # cannot happen for a valid order; never spin
                     raise AssertionError(f"no node can start: {[n.id for n in pending]}")
                 break
-            done, _ = wait(list(running), timeout=heartbeat, return_when=FIRST_COMPLETED)
-            if not done:  # a long node: where each running node is, from its log's progress line
-                for line in running_lines(list(running.values()), pending, walls, opts.jobs):
-                    _say(opts, line)
-                continue
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for fut in done:
                 node, t0 = running.pop(fut)
+                active.pop(node.id, None)
                 try:
                     ok = fut.result()
                 except BrokenProcessPool:  # the worker died (killed, out of memory): the node failed
@@ -346,16 +346,42 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
                                       {"error": "its worker process died", "log": str(node.out_dir / "log.txt")})
                     ok = False
                 if ok:
-                    finish(node, f"done in {wall_time(node):.1f}s ({key_metric_text(node)})"
-                                 + time_left(pending, list(running.values()), walls, opts.jobs), True)
+                    finish(node, f"done in {wall_time(node):.1f}s ({key_metric_text(node)})", True, left=True)
                 else:
                     finish(node, f"FAILED — see {node.out_dir / 'log.txt'}", False)
             if any(isinstance(f.exception(), BrokenProcessPool) for f in done if f.done()):
                 pool.shutdown(wait=True, cancel_futures=True)
                 pool = _pool(opts)  # a fresh pool for the rest
     finally:
+        stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
     return failed
+
+
+def _heartbeat(opts: RunOptions, active: dict, pending: list, walls: dict):
+    """A thread that prints, every 4 x $DOMTOK_PROGRESS_EVERY seconds (a minute by default)
+    while a node runs, where each running node is (its log's progress line) and the run's time
+    left, to the terminal `domtok run` started on (a node's own output goes to its log, also
+    under --jobs 1, where the node runs in this process). Returns the Event that stops it."""
+    import threading
+
+    from domtok.progress import every_seconds
+
+    stop = threading.Event()
+    out, period = sys.stdout, max(1.0, 4 * every_seconds())
+
+    def beat() -> None:
+        while not stop.wait(period):
+            try:
+                now = list(active.values())
+                waiting = [n for n in list(pending) if n.id not in active]  # --jobs 1: the running node is not yet removed
+                if now and not opts.quiet:
+                    print("\n".join(running_lines(now, waiting, walls, opts.jobs)), file=out, flush=True)
+            except Exception:  # the board is advice: never let it stop the run
+                continue
+
+    threading.Thread(target=beat, daemon=True, name="domtok-heartbeat").start()
+    return stop
 
 
 def run_node(node: Node, run_dir: Path, opts: RunOptions, fresh: bool) -> bool:

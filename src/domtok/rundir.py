@@ -538,7 +538,7 @@ def time_left(pending: list[Node], running: list[tuple[Node, float]], walls: dic
         return ""
     counts = f" · {len(running)} running, {len(pending)} waiting"
     if untimed == len(running) + len(pending):
-        return counts + ", time left known once a node has finished or written a progress line"
+        return counts + ", time left known once a node of each kind has finished or written a progress line"
     left = total / max(1, min(jobs, len(pending) + len(running)))
     if untimed:
         return counts + f", ~{clock(left)} left for the nodes timed so far (+ {untimed} node(s) not yet timed)"

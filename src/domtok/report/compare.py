@@ -290,7 +290,10 @@ def headline(run: Run, comps: dict, plots_rel: str = "plots") -> list[str]:
              f"{comps['m']} tests (helps / hurts when the Holm p < 0.05; {eq}; else undecided). Rows marked "
              "descriptive are shown with the reason they are not a test of the question and are in no family.", ""]
     secondary = [r for r in rows if r["family"] == "secondary"]
-    last = next((s for s in reversed(run.spec.evals_after) if any(r["stage"] == s for r in secondary)), None)
+    # the stage the secondary sentence speaks for: the primary endpoint's (with branches the last
+    # listed stage is one branch among several), else the last evaluated one
+    at = ([run.spec.primary["stage"]] if run.spec.primary else []) + run.spec.evals_after[::-1]
+    last = next((s for s in at if any(r["stage"] == s for r in secondary)), None)
     for rung, cond in [(rung, c) for rung, _ in views(run) for c in domain]:
         final = [r for r in secondary if r["stage"] == last and r["condition"] == cond and r["rung"] == rung]
         if not final:
