@@ -185,6 +185,11 @@ def test_every_readme_command_runs(replication, tiny, controls, tmp_path):
             assert "dev" in project["optional-dependencies"] and project["name"] == "domtok"
         elif argv == ["domtok", "run"]:  # the full tiny study takes minutes: its --smoke (fixture `tiny`)
             assert tiny[1].returncode == 0
+        elif argv[:3] == ["domtok", "run", "--seeds"]:  # the looks of a whole study: tests/test_sequential_run.py
+            assert argv[3] == "auto" and "auto" in _cli(["domtok", "run", "--help"], tmp_path).stdout
+        elif argv[:2] == ["domtok", "plan"]:  # on the smoke's run dir; its models carry no seed SD: --sd
+            out = _cli(["domtok", "plan", str(tiny[0] / "tiny-smoke"), *argv[3:], "--sd", "0.1"], tmp_path).stdout
+            assert out.strip().splitlines()[-1].startswith("seeds per condition for 80% power")
         elif argv == ["domtok", "run", "tiny-controls"]:  # minutes too: its --smoke (fixture `controls`)
             assert controls[1].returncode == 0
         elif argv[:2] == ["domtok", "run"] and "--nnodes" in argv:  # several machines: tests/test_multinode.py
