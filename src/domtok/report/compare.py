@@ -270,7 +270,7 @@ def _ci_text(r: dict) -> str:
 def _mde_text(r: dict) -> str:
     if r.get("mde") is None or math.isnan(r["mde"]):
         return "not estimable (no variation between items or seeds)"
-    if r["mde"] >= 1.0 and not lower_is_better(r["metric"]):  # an accuracy difference lies in [-1, 1]
+    if r["mde"] >= 1.0 and not lower_is_better(r.get("metric", "")):  # an accuracy difference lies in [-1, 1]
         return f"none: even a difference of 1 would be missed (computed ±{r['mde']:.2f}; too few seeds or items)"
     return f"±{r['mde']:.3f}"
 
