@@ -176,3 +176,11 @@ def test_killing_the_ray_driver_stops_its_tasks(tmp_path):
         assert all(node_state(n) != "running" for n in build_nodes(spec, run_dir))
     finally:
         with_group_gone(proc.pid)
+
+
+def test_more_gpus_than_any_machine_of_the_cluster_is_refused(tmp_path):
+    res = subprocess.run(domtok("run", "tiny", "--executor", "ray", "--gpus-per-job", "1", "--runs-dir", str(tmp_path)),
+                         env=ENV, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert "--gpus-per-job 1: no machine of the Ray cluster at this machine has that many GPUs (most: 0)" in res.stderr
+    assert not list(tmp_path.rglob("manifest.json")) and not list(tmp_path.rglob("running.json"))

@@ -181,6 +181,19 @@ class RayPool:
             else:  # a cluster of this machine's cores (and GPUs), for as long as this run
                 # "local": a new cluster even where `ray start` left the address of another one
                 ray.init(address="local", num_cpus=machine_cores(), log_to_driver=False, include_dashboard=False)
+        # A task asking for more than any one machine has would wait forever: refuse it, or ask less.
+        machines = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        self.most_cpus = max(m.get("CPU", 0) for m in machines)
+        most_gpus = max(m.get("GPU", 0) for m in machines)
+        if (opts.gpus_per_job or 0) > most_gpus:
+            self.shutdown()
+            raise DomtokError(f"--gpus-per-job {opts.gpus_per_job:g}: no machine of the Ray cluster at "
+                              f"{opts.address or 'this machine'} has that many GPUs (most: {most_gpus:g}); ask "
+                              "for fewer, or add machines with GPUs (`ray start --address HEAD:6379 --num-gpus N`)")
+        if threads > self.most_cpus:
+            self.shutdown()
+            raise DomtokError(f"--threads {threads}: no machine of the Ray cluster has that many CPUs (most: "
+                              f"{self.most_cpus:g}); ask for fewer")
         self.task = ray.remote(_ray_task)
         self.refs: dict[Future, object] = {}
 
@@ -189,7 +202,7 @@ class RayPool:
 
         cpus = self.threads
         if node.kind == "prepare":
-            cpus = max(cpus, int(node.config.get("workers") or 1))
+            cpus = max(cpus, min(int(node.config.get("workers") or 1), int(self.most_cpus)))
         gpus = float(self.opts.gpus_per_job or 0) if node.kind in TRAINING_KINDS + EVAL_KINDS else 0.0
         return {"num_cpus": cpus, "num_gpus": gpus}
 
@@ -201,10 +214,10 @@ class RayPool:
         return fut
 
     def shutdown(self, wait=True, cancel_futures=False) -> None:
-        for fut, ref in self.refs.items():
+        for fut, ref in getattr(self, "refs", {}).items():
             if not fut.done():
                 self.ray.cancel(ref, force=True)  # stops the worker process, and its torchrun with it
-        self.refs.clear()
+        self.refs = {}
         self.ray.shutdown()
 
 
