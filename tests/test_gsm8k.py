@@ -240,7 +240,7 @@ def test_run_metrics_with_stub_engine(gsm_file, tmp_path):
     assert rows[0]["prompt"] == f"User: {QUESTIONS[0][0]}\nAssistant:"
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["benchmark"] == "gsm8k" and summary["n"] == 5 and len(summary["config_hash"]) == 16
-    assert (tmp_path / "out" / "manifest.json").exists()
+    assert not (tmp_path / "out" / "manifest.json").exists()  # the caller writes it (domtok.manifest)
 
 
 def test_seeded_subset_and_errors(gsm_file, tmp_path):

@@ -124,7 +124,7 @@ def test_run_writes_items_and_summary(tiny_model, tmp_path):
     assert set(s["metrics"]) == {"acc", "acc_norm_token", "acc_norm_char"}
     assert s["metrics"]["acc"] == pytest.approx(sum(r["acc"] for r in rows) / 3)
     assert s["n"] == 3 and s["benchmark"] == "hellaswag" and len(s["ci"]["acc"]) == 2
-    assert (tmp_path / "out" / "manifest.json").exists()
+    assert not (tmp_path / "out" / "manifest.json").exists()  # the caller writes it (domtok.manifest)
     # a seeded subset is reproducible
     cfg2 = HellaSwagEvalConfig(model="tiny", data=str(data), n=2, seed=5, device="cpu")
     a = run(cfg2, tmp_path / "a", model=tiny_model, tokenizer=CharTokenizer())

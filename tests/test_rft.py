@@ -68,7 +68,7 @@ def test_rft_round_trains_on_its_correct_samples(taught, tmp_path):
     assert r1["kept"] + r1["duplicates"] + r1["too_long"] + r1["no_eos"] == r1["correct"]
     assert r1["sft"]["steps"] >= 1  # it fine-tuned on what it kept
     assert (tmp_path / "rft" / "round_1" / "metrics.jsonl").exists()
-    assert (tmp_path / "rft" / "manifest.json").exists() and (tmp_path / "rft" / "model" / "config.json").exists()
+    assert (tmp_path / "rft" / "summary.json").exists() and (tmp_path / "rft" / "model" / "config.json").exists()
 
 
 def test_torchrun_two_processes_match_one(taught, tmp_path):

@@ -35,6 +35,7 @@ from pathlib import Path
 from domtok.config import ConfigError, atomic_write_json, atomic_write_text
 from domtok.errors import DomtokError
 from domtok.executors import die_with_parent, job_gpus, machine_cores, make_pool
+from domtok.manifest import write_manifest
 # The spec and the DAG are the run directory's; they are re-exported here for `domtok run`'s callers.
 from domtok.rundir import (EVAL_KINDS, TRAINING_KINDS, Node, Spec, StageSpec, build_nodes,  # noqa: F401
                            key_metric_text, load_spec, node_state, wall_time)
@@ -406,7 +407,7 @@ def run_node(node: Node, run_dir: Path, opts: RunOptions, fresh: bool, holder: d
                 "condition": node.condition, "seed": node.seed, "benchmark": node.benchmark,
                 "rung": node.rung, "config": node.config, "inputs": [d.id for d in node.deps], "summary": summary or {},
                 "wall_time_s": time.time() - t0, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    atomic_write_json(node.manifest_path, manifest)
+    write_manifest(node.out_dir, manifest)
     (node.out_dir / "running.json").unlink(missing_ok=True)
     return True
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from domtok.data import sources
 from domtok.errors import DomtokError
+from domtok.gpus import GPUS
 from domtok.rundir import pid_alive
 
 # How far the smoke turns things down. Two optimizer steps per training stage, each with two
@@ -51,7 +52,6 @@ NEW_TOKENS = 16       # generation length in GRPO, RFT and the evaluations
 EVAL_ITEMS = 4
 
 # The projection's reference GPU and utilisation; both are printed with every projection.
-GPUS = {"H100": (989e12, 80), "H200": (989e12, 141), "A100": (312e12, 80), "4090": (165e12, 24)}
 DEFAULT_GPU = "H100"
 DEFAULT_MFU = 0.40
 

@@ -19,12 +19,13 @@ annotations and ends with `#### N`.
 - `math_web_corpus(n_docs, seed)`: text documents mixing prose, drills, word problems and
   worked multiplications, for the tiny pretraining preset.
 
-Held-out pairs (`probe_pair`): a fixed 20% of the multi-digit operand pairs of each operation
-belong to the arithmetic probes (`domtok.eval.probes`), and no training generator here (drills,
-GSM-SBS drills, the train split of the word problems, the corpus) ever asks or works one of
-them as its problem: a probe asks a sum or a product the model has never seen worked, so it
-measures the method, not recall of a memorised item. (A probe's pair may still be a step inside
-another problem's working, e.g. `90 × 7` in `98 × 7`: the method's steps are facts it uses.)
+Held-out pairs (`probe_pair`, `held_out`): a fixed 20% of the multi-digit operand pairs of each
+operation are reserved for the arithmetic probes (`domtok.eval.probes`), and no training
+generator here (drills, GSM-SBS drills, the train split of the word problems, the corpus) ever
+asks or works one of them as its problem. Some reserved pairs are still steps inside another
+problem's working (`90 × 7` in `98 × 7`, `70 + 15` in `47 + 38`); `held_out` leaves those out
+too (`training_step_pairs`), so a probe asks a sum or a product the model has never read worked
+or used, and measures the method, not recall.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import hashlib
 import random
 import re
 from typing import Iterable
+
+from domtok.notation import iter_annotations
 
 # ---------------------------------------------------------------------------- step-by-step products
 
@@ -263,9 +266,8 @@ def gsm_sbs(n: int, seed: int, gsm8k: Iterable[dict] | None = None, n_rewritten:
 
 # ---------------------------------------------------------------------------- GSM8K rewritten step by step
 
-# A GSM8K calculator annotation `<<expr=result>>`, and the one kind of `expr` we rewrite: a clean
-# product of two non-negative integers (`12*15`, `12 * 15`).
-_ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>=]*)>>")
+# The one kind of annotation `expr` we rewrite (annotations: `domtok.notation`): a clean product
+# of two non-negative integers (`12*15`, `12 * 15`).
 _CLEAN_PRODUCT = re.compile(r"\s*(\d+)\s*\*\s*(\d+)\s*")
 MAX_STEP_LINES = 6  # per product; 99.5% of GSM8K train's clean products need <= 6 (98*3400 needs 7)
 
@@ -284,7 +286,7 @@ def _products_to_rewrite(answer: str) -> list[tuple[int, int]] | None:
     from domtok.calculator import evaluate
 
     out = []
-    for expr, result in _ANNOTATION.findall(answer):
+    for expr, result in iter_annotations(answer):
         try:
             value = float(result.replace(",", ""))
         except ValueError:
@@ -317,7 +319,7 @@ def rewrite_answer(answer: str) -> str | None:
     out: list[str] = []
     written: set[str] = set()
     for line in answer.split("\n"):
-        for expr, _ in _ANNOTATION.findall(line):
+        for expr, _ in iter_annotations(line):
             m = _CLEAN_PRODUCT.fullmatch(expr)
             if m and (int(m.group(1)), int(m.group(2))) in products:
                 for step in mul_steps(int(m.group(1)), int(m.group(2))):
@@ -440,6 +442,106 @@ def word_problems(n: int, seed: int, split: str = "train", templates: tuple[str,
         item.update(template=template, params=list(params))
         out.append(item)
     return out
+
+
+# ---------------------------------------------------------------------------- held-out pairs
+
+def _pair_key(op: str, a: int, b: int) -> tuple[str, int, int]:
+    """One key per pair: `a + b` and `b + a` are one pair, so are `a × b` and `b × a`."""
+    return (op, min(a, b), max(a, b)) if op in ("+", "×") else (op, a, b)
+
+
+def step_pairs(chain: str) -> set[tuple[str, int, int]]:
+    """The sums, differences and products one worked `=` chain shows on its way, as `_pair_key`s.
+
+    Conservative on purpose: in each `=` segment (and in the parenthesised split of one, `(90 +
+    8)`), every two numbers of a sum (`40 + 7 + 30 + 8` shows 40 + 30, 7 + 8 and 40 + 7 alike),
+    the first two numbers of a difference (`85 - 20 - 7`) and the first two factors of each
+    product (`90 × 7`, `5 × 8 × 10`).
+    """
+    out = set()
+    for seg in chain.split(" = "):
+        pieces = [seg]
+        while "(" in pieces[-1]:
+            s = pieces.pop()
+            i, j = s.index("("), s.index(")")
+            pieces += [s[i + 1:j], s[:i] + "_" + s[j + 1:]]
+        for s in pieces:
+            if " - " in s:
+                x, y = s.split(" - ")[:2]
+                if x.isdigit() and y.isdigit():
+                    out.add(("-", int(x), int(y)))
+                continue
+            terms = s.split(" + ")
+            nums = [int(t) for t in terms if t.isdigit()]
+            out.update(_pair_key("+", x, y) for i, x in enumerate(nums) for y in nums[i + 1:])
+            for t in terms:
+                f = t.split(" × ")
+                if len(f) > 1 and f[0].isdigit() and f[1].isdigit():
+                    out.add(_pair_key("×", int(f[0]), int(f[1])))
+    return out
+
+
+def _training_chains() -> set[str]:
+    """Every worked chain (`mul_steps`, `add_steps`, `sub_steps` line) that a training generator
+    here can write, over each generator's whole range of operands: the drills (tier4, tier5,
+    add_100, mul_2x1), `gsm_sbs` drills (either factor first), the word-problem templates (train
+    split: a problem that works a `probe_pair` is left out) and the corpus (its worked products,
+    sums and worksheets are drills). Problems on a `probe_pair` are never asked, so never worked.
+    (GSM8K items rewritten by `gsm_sbs_rewrite` are not generated here: their products are GSM8K's.)"""
+    def asked(op, a, b):
+        return not probe_pair(op, a, b)
+
+    chains: set[str] = set()
+    for a in range(10, 100):
+        for b in range(2, 10):  # tier4 (the reference's format), mul_2x1 and the corpus (sum_steps)
+            if asked("×", a, b):
+                chains.update(mul_steps(a, b) + mul_steps(a, b, sum_steps=True))
+    for x_range, y_range in ((range(10, 21), range(10, 21)),  # tier5
+                             (range(2, 10), range(11, 26)), (range(11, 50), range(11, 30)),  # gsm_sbs
+                             (range(101, 1000), range(2, 10))):
+        for a in x_range:
+            for b in y_range:
+                if asked("×", a, b):
+                    chains.update(mul_steps(a, b) + mul_steps(b, a))
+    for a in range(2, 10):
+        for b in range(11, 50):  # the "mul" template
+            if asked("×", a, b):
+                chains.update(mul_steps(a, b, sum_steps=True))
+    for a in range(1, 101):
+        for b in range(1, 101):  # add_100, the corpus's sums, the "add" template (5..99)
+            if asked("+", a, b):
+                chains.add(add_steps(a, b))
+    for ab in {x * y for x in range(2, 10) for y in range(2, 10)}:
+        for c in range(1, 61):  # the "mul_add" template
+            if asked("+", ab, c):
+                chains.add(add_steps(ab, c))
+        for paid in range(ab + 1, 100):  # the "price_change" template
+            if asked("-", paid, ab):
+                chains.add(sub_steps(paid, ab))
+    for a in range(20, 100):
+        for b in range(1, a):  # the "sub" template
+            if asked("-", a, b):
+                chains.add(sub_steps(a, b))
+    return chains
+
+
+_STEP_PAIRS: frozenset | None = None
+
+
+def training_step_pairs() -> frozenset:
+    """Every pair (`_pair_key`) that some training generator shows as a step (computed once)."""
+    global _STEP_PAIRS
+    if _STEP_PAIRS is None:
+        _STEP_PAIRS = frozenset().union(*map(step_pairs, _training_chains()))
+    return _STEP_PAIRS
+
+
+def held_out(op: str, a: int, b: int) -> bool:
+    """True if the probes may ask `a op b`: a `probe_pair` (no training text asks or works it as
+    its problem) that no training text shows as a step either (`98 × 7` works `90 × 7`, and
+    `47 + 38` adds `70 + 15`), so a probe is never a line the model has read."""
+    return probe_pair(op, a, b) and _pair_key(op, a, b) not in training_step_pairs()
 
 
 # ---------------------------------------------------------------------------- math-web corpus

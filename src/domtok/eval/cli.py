@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from domtok.errors import DomtokError
@@ -64,7 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="show a domain-token model the questions as written, not in its training notation")
     p.add_argument("--prompt-style", choices=["answer_is", "chat", "plain"])
     p.add_argument("--n", "--n-per-category", type=int, dest="n_per_category",
-                   help="items per seeded category (default 100); under torchrun spell it --n-per-category")
+                   help="items per seeded category (default 100, capped at its pool of held-out pairs); "
+                        "under torchrun spell it --n-per-category")
+    p.add_argument("--split", choices=["dev", "test"], help="held-out pairs to ask: test (default) or dev (for tuning)")
     p.add_argument("--max-new-tokens", type=int)
 
     c = sub.add_parser("compare", help="compare two runs (paired by item) or two sets of seeds")
@@ -111,19 +114,27 @@ def main(args: argparse.Namespace) -> int:
         cfg = _config(args, mod.ProbesConfig, "eval_probes",
                       {**common_flags, "categories": "categories", "prompt_style": "prompt_style",
                        "n_per_category": "n_per_category", "max_new_tokens": "max_new_tokens",
-                       "inject_prompt": "inject_prompt"})
+                       "inject_prompt": "inject_prompt", "split": "split"})
     if not cfg.model:
         raise DomtokError(f"eval {args.eval_cmd}: no model; pass --model DIR")
     out = Path(args.out) if args.out else default_out_dir(args.eval_cmd, cfg)
     from domtok.outdir import claim_out_dir
 
     claim_out_dir(out, what="--out directory")
+    from domtok.manifest import clear_manifest, write_verb_manifest
+
+    is_main = os.environ.get("RANK", "0") == "0"
+    if is_main:
+        clear_manifest(out)
     try:
         summary = mod.run(cfg, out)
     finally:
         from domtok.utils import dist_teardown
 
         dist_teardown()
+    if summary and is_main:
+        write_verb_manifest(out, f"eval_{args.eval_cmd}", summary,
+                            {"model": cfg.model, "data": getattr(cfg, "data", None)})
     if summary:  # rank 0
         print(json.dumps({"benchmark": summary["benchmark"], "n": summary["n"], "out": str(out),
                           "metrics": summary["metrics"], "ci": summary["ci"]}))

@@ -39,9 +39,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from domtok.errors import DomtokError
+from domtok.notation import DOMAIN_TOKEN_RE, token_value
 
-# A domain token: `<MUL_6_9_54>`, `<ADD_12_30_42>`; the last field is the value it states.
-DOMAIN_TOKEN_RE = re.compile(r"<[A-Z][A-Z0-9]*((?:_-?\d+)+)>")
 # A number as people write it: optional sign, optional $, digits with optional thousands
 # commas, optional decimals. A '-' right after a digit is a minus operator, not a sign.
 _NUM = r"(?<![\d.,])-?\$?-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|(?<![\d.,])-?\$?-?\.\d+"
@@ -67,18 +66,13 @@ class Answer:
     from_token: bool = False  # the number is a domain token's value (`<MUL_7_8_56>`)
 
 
-def replace_domain_tokens(text: str) -> str:
-    """`<MUL_6_9_54>` -> ` 54 ` (the number the token states; its operands are never read)."""
-    return _replace_tokens(text)[0]
-
-
 def _replace_tokens(text: str) -> tuple[str, list[tuple[int, int]]]:
     """The text with each token replaced by ` value `, and where those values now stand."""
     if "<" not in text:
         return text, []
     out, spans, last, n = [], [], 0, 0
     for m in DOMAIN_TOKEN_RE.finditer(text):
-        value = m.group(1).rsplit("_", 1)[1]
+        value = token_value(m.group(0))
         out.append(text[last:m.start()])
         n += m.start() - last + 1
         spans.append((n, n + len(value)))
@@ -225,7 +219,8 @@ SYNTHETIC_DEFAULT_N = 200
 
 
 def load_items(cfg: GSM8KEvalConfig) -> list[dict]:
-    """The evaluated items, each with a stable id (`test-17` = line 17 of the split), in order."""
+    """The evaluated items, each with a stable id (`test-17` = line 17 of the split), in order:
+    {"id", "question", "gold" (the normalised number), "solution" (the gold worked answer)}."""
     if cfg.n < 0:
         raise DomtokError(f"GSM8K eval: n is {cfg.n}; give a number of items >= 1 (or 0 for all)")
     from domtok.data.sources import load_gsm8k, sample_records
@@ -236,16 +231,16 @@ def load_items(cfg: GSM8KEvalConfig) -> list[dict]:
         from domtok.data.synthetic import word_problems
 
         n = cfg.n or SYNTHETIC_DEFAULT_N
-        return [{"id": f"synthetic-test-{i}", "question": r["question"], "gold": parse_gold(r["answer"])}
-                for i, r in enumerate(word_problems(n, cfg.seed, split="test"))]
+        return [{"id": f"synthetic-test-{i}", "question": r["question"], "gold": parse_gold(r["answer"]),
+                 "solution": r["answer"]} for i, r in enumerate(word_problems(n, cfg.seed, split="test"))]
     records = [dict(r, _index=i) for i, r in enumerate(load_gsm8k(cfg.split, cfg.data,
                                                                                 max_bad_fraction=cfg.max_bad_fraction))]
     if not records:
         raise DomtokError(f"{cfg.data or 'hub:openai/gsm8k'}: no GSM8K records in split {cfg.split!r}")
     if cfg.n and cfg.n < len(records):
         records = sample_records(records, cfg.n, cfg.seed)
-    return [{"id": f"{cfg.split}-{r['_index']}", "question": r["question"], "gold": parse_gold(r["answer"])}
-            for r in records]
+    return [{"id": f"{cfg.split}-{r['_index']}", "question": r["question"], "gold": parse_gold(r["answer"]),
+             "solution": r["answer"]} for r in records]
 
 
 def build_prompt(question: str, tokenizer, cfg: GSM8KEvalConfig) -> str:
@@ -262,6 +257,10 @@ def build_prompt(question: str, tokenizer, cfg: GSM8KEvalConfig) -> str:
 def run(cfg: GSM8KEvalConfig, out_dir, engine=None) -> dict:
     """Evaluate a model on GSM8K; writes items.jsonl + summary.json (rank 0) and returns the summary.
 
+    Besides the generated answer, each item gets the continuous scores `gold_bpb` (the final
+    answer line) and `gold_solution_bpb` (the gold worked solution), teacher-forced after the
+    same prompt (`domtok.eval.gold`); the summary's metrics hold their means.
+
     `engine` replaces the model's Engine (tests pass a stub that answers known strings); it
     needs `.tokenizer` and `.generate(prompts, params, batch_size=...)`.
     """
@@ -269,6 +268,7 @@ def run(cfg: GSM8KEvalConfig, out_dir, engine=None) -> dict:
     from domtok.engine import SamplingParams
     from domtok.eval.common import (eval_engine, gather_rows, generation_fields, generation_metrics, is_repetitive,
                                     my_batches, write_results)
+    from domtok.eval.gold import answer_text, gold_bits_per_byte, mean_score
     from domtok.eval.stats import wilson_ci
     from domtok.utils import dist_setup, seed_everything
 
@@ -290,7 +290,10 @@ def run(cfg: GSM8KEvalConfig, out_dir, engine=None) -> dict:
     for batch in my_batches(len(items), cfg.batch_size, info):
         idx = [order[b] for b in batch]
         gens = engine.generate([prompts[i] for i in idx], params, batch_size=cfg.batch_size)
-        for i, g in zip(idx, gens):
+        batch_prompts = [prompts[i] for i in idx]
+        gold_bpb = gold_bits_per_byte(engine, batch_prompts, [answer_text(items[i]["gold"], chat=True) for i in idx])
+        solution_bpb = gold_bits_per_byte(engine, batch_prompts, [" " + items[i]["solution"] for i in idx])
+        for i, g, gb, sb in zip(idx, gens, gold_bpb, solution_bpb):
             it = items[i]
             row = {"id": it["id"], "benchmark": "gsm8k", "prompt": prompts[i], "completion": g.text,
                    "ids": list(g.ids), "gold": it["gold"],
@@ -302,7 +305,7 @@ def run(cfg: GSM8KEvalConfig, out_dir, engine=None) -> dict:
                    **generation_fields(g), "hit_max_tokens": g.finish_reason == "length",
                    "emitted_eos": g.finish_reason == "eos",
                    "domain_tokens": int(tokenizer.count_domain_tokens(g.ids)),
-                   "repetition": is_repetitive(g.text)}
+                   "repetition": is_repetitive(g.text), "gold_bpb": gb, "gold_solution_bpb": sb}
             row["correct"] = row["correct_flexible"]
             rows.append((i, row))
     out = gather_rows(rows, info)
@@ -321,6 +324,9 @@ def run(cfg: GSM8KEvalConfig, out_dir, engine=None) -> dict:
                "repetition_rate": sum(r["repetition"] for r in out) / n,
                "domain_tokens_total": dom, "domain_tokens_per_response": dom / n,
                "tokens_per_s": tokens / max(gen_time, 1e-9), **generation_metrics(out)}
+    for key in ("gold_bpb", "gold_solution_bpb"):
+        if (m := mean_score(out, key)) is not None:
+            metrics[key] = m
     ci = {"accuracy_strict": wilson_ci(k_s, n), "accuracy_flexible": wilson_ci(k_f, n)}
     return write_results(out_dir, "gsm8k", cfg, out, metrics, ci, time.time() - t0,
                          extra={"world_size": info.world_size, "device": str(info.device)})

@@ -101,14 +101,18 @@ def maybe_compile(model: nn.Module, enabled: bool, device: str) -> nn.Module:
 
 # --- throughput ----------------------------------------------------------------------------
 
-def mfu(flops_per_token: float, tokens_per_s: float, device: str, world_size: int = 1) -> float | None:
-    """Model FLOPs utilisation over all processes; None on CPU or an unknown GPU."""
-    if not str(device).startswith("cuda"):
+def mfu(flops_per_token: float, tokens_per_s: float, device: str, world_size: int = 1,
+        peak_flops: float | None = None) -> float | None:
+    """Model FLOPs utilisation over all processes (the one MFU formula: training logs, benchmarks):
+    achieved model FLOP/s over the devices' bf16 dense peak (`peak_flops`, else the device's own
+    from `device_peak_flops`). None on CPU or an unknown GPU."""
+    if peak_flops is None:
+        if not str(device).startswith("cuda"):
+            return None
+        peak_flops = device_peak_flops(torch.device(device))
+    if not peak_flops or tokens_per_s <= 0:
         return None
-    peak = device_peak_flops(torch.device(device))
-    if peak is None or tokens_per_s <= 0:
-        return None
-    return flops_per_token * tokens_per_s / (peak * world_size)
+    return flops_per_token * tokens_per_s / (peak_flops * world_size)
 
 
 # --- distributed ---------------------------------------------------------------------------
@@ -285,6 +289,14 @@ class Progress:
             self.bar.close()
 
 
+def check_checkpoint_config(ckpt, state: dict, expected_hash: str) -> None:
+    """A checkpoint resumes only the config that wrote it (its hash is saved in the checkpoint's
+    state): pretraining, SFT and GRPO alike."""
+    if state.get("config_hash") != expected_hash:
+        raise DomtokError(f"{ckpt}: written by a different config (hash {state.get('config_hash')} != "
+                          f"{expected_hash}); resume with the same config or use a new --out")
+
+
 # --- the command line of a stage verb ------------------------------------------------------
 
 def add_stage_arguments(p, kind: str, example: str, resume: bool = True) -> None:
@@ -308,23 +320,30 @@ def run_stage_verb(args, config_cls, kind: str, run_fn) -> tuple[dict, str, bool
 
     from domtok.outdir import claim_out_dir
 
+    from domtok.manifest import clear_manifest, write_verb_manifest
+
     cfg = load_config(config_cls, args.config, args.overrides, section=kind)
     out = args.out or f"runs/{kind}/{config_hash(cfg)}"
     claim_out_dir(out, what="--out directory")
+    is_main = os.environ.get("RANK", "0") == "0"
+    if is_main:
+        clear_manifest(out)
     kwargs = {"resume": args.resume} if hasattr(args, "resume") else {}
     try:
         summary = run_fn(cfg, out, **kwargs)
     finally:
         dist_teardown()
-    return summary, out, os.environ.get("RANK", "0") == "0"
+    if is_main:
+        write_verb_manifest(out, kind, summary, {"model": getattr(cfg, "model", None)})
+    return summary, out, is_main
 
 
 # --- the outputs a finished training stage leaves ---------------------------------------------
 
 def write_stage_outputs(out_dir, model, tokenizer, stage: str, config_hash: str, model_in: str,
                         summary: dict) -> None:
-    """The final model dir, summary.json, then manifest.json last (its presence means done).
-    Rank 0 only."""
+    """The final model dir, then summary.json. Rank 0 only. (The manifest that marks the
+    directory complete is written after the stage returns: `domtok.manifest`.)"""
     from pathlib import Path
 
     from domtok.config import atomic_write_json
@@ -333,6 +352,3 @@ def write_stage_outputs(out_dir, model, tokenizer, stage: str, config_hash: str,
     out_dir = Path(out_dir)
     save_model_dir(model, tokenizer, out_dir / "model", extra={"stage": stage, "config_hash": config_hash})
     atomic_write_json(out_dir / "summary.json", summary)
-    atomic_write_json(out_dir / "manifest.json", {"stage": stage, "config_hash": config_hash,
-                                                  "inputs": {"model": model_in},
-                                                  "outputs": {"model": str(out_dir / "model")}, "summary": summary})

@@ -60,9 +60,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +73,7 @@ from domtok.eval.common import eval_dtype
 from domtok.train import common
 from domtok.train.rewards import RewardConfig, make_reward_fn
 from domtok.train.sft_data import DataSource
+from domtok.utils import stream_index
 
 
 @dataclass
@@ -504,6 +503,7 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
     start_round, step = 0, 0
     if resume and (ck := checkpoint.latest_checkpoint(out_dir)) is not None:
         st = checkpoint.load_checkpoint(ck, model, opt, map_location=device)
+        common.check_checkpoint_config(ck, st, config_hash(cfg))
         start_round, step = st["round"], st["step"]
         common.set_rng_state(st["rng"])
         logger.truncate(step)
@@ -524,7 +524,7 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
             logger.log(row)
         if (cfg.save_steps and step % cfg.save_steps < n_it) or r + 1 == rounds:
             if info.is_main:
-                state = {"step": step, "round": r + 1, "rng": common.rng_state()}
+                state = {"step": step, "round": r + 1, "rng": common.rng_state(), "config_hash": config_hash(cfg)}
                 checkpoint.save_checkpoint(out_dir, model, opt, state, tokenizer=tokenizer,
                                            keep_last=cfg.save_total_limit)
             common.barrier(info)
@@ -548,15 +548,7 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
 
 def _prompt_order(n: int, seed: int, pos: int) -> int:
     """Prompt index at stream position `pos`: epoch after epoch of seeded permutations."""
-    epoch, k = divmod(pos, n)
-    return _epoch_permutation(n, seed, epoch)[k]
-
-
-@functools.lru_cache(maxsize=2)  # positions are consumed in order: one epoch, maybe the next
-def _epoch_permutation(n: int, seed: int, epoch: int) -> tuple[int, ...]:
-    perm = list(range(n))
-    random.Random(f"grpo:{seed}:{epoch}").shuffle(perm)
-    return tuple(perm)
+    return stream_index(n, pos, "grpo", seed)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

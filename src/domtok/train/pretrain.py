@@ -12,7 +12,8 @@ whole validation documents (the bytes are those of exactly the text that was sco
 Every `ckpt_every` steps and at the end: a checkpoint that resumes bit for bit (weights,
 optimizer, step, data position, RNG states). At the end: `model/` (a native model dir),
 `summary.json` (tokens, FLOPs, epochs, documents and bytes read: what a reader needs to check
-compute matching) and `manifest.json`, written last.
+compute matching). The `manifest.json` that marks the directory complete is written after
+`run` returns, by the pipeline or by the verb's `main` (`domtok.manifest`).
 
 Conditions are compute-matched by construction: the model size, vocab size, tokens per step
 and steps come from the same preset; the data directory is the only thing that differs. The
@@ -165,7 +166,7 @@ def hellaswag_hook(cfg: PretrainConfig, device: str, dtype: str):
 # --- the run -------------------------------------------------------------------------------
 
 def run(cfg: PretrainConfig, out_dir: str | os.PathLike, resume: bool | None = None) -> dict:
-    """Train, checkpoint, write model/, summary.json and manifest.json; returns the summary.
+    """Train, checkpoint, write model/ and summary.json; returns the summary.
 
     resume: True = continue from the last complete checkpoint (fresh start if there is none);
     None = the same, the default for pipelines; False = refuse to overwrite existing checkpoints.
@@ -204,9 +205,7 @@ def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
     start_step, elapsed = 0, 0.0
     if ckpt is not None:
         state = load_checkpoint(ckpt, model, optimizer, map_location=device)
-        if state.get("config_hash") != config_hash(cfg):
-            raise DomtokError(f"{ckpt}: written by a different config (hash {state.get('config_hash')} != "
-                              f"{config_hash(cfg)}); resume with the same config or use a new --out")
+        common.check_checkpoint_config(ckpt, state, config_hash(cfg))
         loader.load_state_dict(state["data"])
         common.set_rng_state(state["rng"])
         start_step, elapsed = int(state["step"]), float(state.get("elapsed_s", 0.0))
@@ -309,7 +308,7 @@ def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
 
 def _finish(cfg, out_dir: Path, model, tokenizer, meta, logger, loader, val, flops_per_token,
             grad_accum, world_size) -> dict:
-    """Final model dir, summary.json, then manifest.json (last: its presence means done)."""
+    """Final model dir, then summary.json."""
     rows = logger.rows()
     unique_tokens = loader.tokens_per_epoch
     documents_seen, bytes_seen = loader.documents_read()
@@ -363,14 +362,6 @@ def _finish(cfg, out_dir: Path, model, tokenizer, meta, logger, loader, val, flo
     save_model_dir(model, tokenizer, out_dir / "model",
                    extra={"stage": "pretrain", "config_hash": summary["config_hash"], "condition": meta.get("condition")})
     atomic_write_json(out_dir / "summary.json", summary)
-    ckpt = latest_checkpoint(out_dir)
-    atomic_write_json(out_dir / "manifest.json", {
-        "stage": "pretrain", "config_hash": summary["config_hash"],
-        "inputs": {"data_dir": str(cfg.data_dir), "data_config_hash": meta.get("config_hash")},
-        "outputs": {"model": "model", "summary": "summary.json", "metrics": "metrics.jsonl",
-                    "checkpoint": str(ckpt.relative_to(out_dir)) if ckpt else None},
-        "summary": summary,
-    })
     print(f"pretrain: done, {tokens_trained:,} tokens ({epochs:.2f} epochs), final train loss "
           f"{final_train:.4f}, val {summary['final_val_loss']}, bpb {summary['final_val_bpb']}, "
           f"{summary['tokens_per_s'] or 0:,.0f} tokens/s -> {out_dir}", flush=True)
@@ -402,5 +393,13 @@ def main(args: argparse.Namespace) -> int:
 
         cfg.data_dir = str(prepare_condition(args.config, args.condition, Path(out) / "data"))
         print(f"pretrain: data of condition {args.condition} prepared in {cfg.data_dir}", flush=True)
-    run(cfg, out, resume=True if args.resume else False)
+    from domtok.manifest import clear_manifest, write_verb_manifest
+
+    is_main = os.environ.get("RANK", "0") == "0"
+    if is_main:
+        clear_manifest(out)
+    summary = run(cfg, out, resume=True if args.resume else False)
+    if is_main:
+        write_verb_manifest(out, "pretrain", summary, {"data_dir": str(cfg.data_dir),
+                                                       "data_config_hash": summary.get("data_config_hash")})
     return 0

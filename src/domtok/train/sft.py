@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from domtok.config import config_hash, save_resolved
 from domtok.errors import DomtokError
 from domtok.train import common
+from domtok.utils import stream_index
 from domtok.train.sft_data import BuildReport, DataSource, SFTExample, build_examples, collate, load_records, split_train_val
 
 
@@ -117,25 +117,7 @@ def stage_steps(stage: SFTStage, n_train: int) -> int:
 
 def global_batch(n: int, step: int, size: int, seed: int, stage_index: int) -> list[int]:
     """Example indices of global batch `step`: an endless stream of seeded epoch permutations."""
-    out = []
-    for pos in range(step * size, (step + 1) * size):
-        epoch, k = divmod(pos, n)
-        perm = _perm(n, seed, stage_index, epoch)
-        out.append(perm[k])
-    return out
-
-
-_PERMS: dict = {}
-
-
-def _perm(n: int, seed: int, stage_index: int, epoch: int) -> list[int]:
-    key = (n, seed, stage_index, epoch)
-    if key not in _PERMS:
-        p = list(range(n))
-        random.Random(f"sft:{seed}:{stage_index}:{epoch}").shuffle(p)
-        _PERMS.clear()  # keep one; batches are consumed in order
-        _PERMS[key] = p
-    return _PERMS[key]
+    return [stream_index(n, pos, "sft", seed, stage_index) for pos in range(step * size, (step + 1) * size)]
 
 
 def token_ce_sum(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -206,6 +188,9 @@ def train_stages(model, tokenizer, stages: list[tuple[SFTStage, list[SFTExample]
     pad_id = tokenizer.eot_id
 
     plan = [stage_steps(st, len(tr)) for st, tr, _ in stages]
+    # max_steps only cuts the run short (each stage's schedule comes from its epochs), so a run
+    # cut by it may resume under another max_steps; any other change is another run
+    resume_hash = config_hash(replace(cfg, max_steps=0))
     start_stage, start_step, global_step, ckpt = 0, 0, 0, None
     if resume:
         from domtok.model import checkpoint
@@ -213,6 +198,7 @@ def train_stages(model, tokenizer, stages: list[tuple[SFTStage, list[SFTExample]
         ckpt = checkpoint.latest_checkpoint(out_dir)
         if ckpt is not None:
             st = checkpoint.load_checkpoint(ckpt, raw)
+            common.check_checkpoint_config(ckpt, st, resume_hash)
             start_stage, start_step, global_step = st["stage"], st["stage_step"], st["step"]
             if start_step >= plan[start_stage]:  # the checkpoint closed a stage: fresh optimizer
                 start_stage, start_step, ckpt = start_stage + 1, 0, None
@@ -269,7 +255,8 @@ def train_stages(model, tokenizer, stages: list[tuple[SFTStage, list[SFTExample]
             logger.log(row)
             if stage_end or (cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0):
                 save_state(out_dir, global_step, raw, tokenizer, opt,
-                           {"step": global_step, "stage": s, "stage_step": k + 1, "rng": common.rng_state()},
+                           {"step": global_step, "stage": s, "stage_step": k + 1, "rng": common.rng_state(),
+                            "config_hash": resume_hash},
                            cfg.keep_checkpoints, info)
         summary["steps"] = global_step
         if cfg.max_steps and global_step >= cfg.max_steps:
@@ -297,7 +284,7 @@ def save_state(out_dir, step, model, tokenizer, optimizer, state: dict, keep: in
 # --- stage entry point -----------------------------------------------------------------------
 
 def run(cfg: SFTConfig, out_dir: str | Path, resume: bool = False) -> dict:
-    """Fine-tune cfg.model through cfg.stages; writes out_dir/{model,summary.json,manifest.json}."""
+    """Fine-tune cfg.model through cfg.stages; writes out_dir/{model,summary.json}."""
     from domtok.model.checkpoint import load_model
     from domtok.train.common import barrier
     from domtok.utils import dist_setup, seed_everything
