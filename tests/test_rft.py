@@ -55,7 +55,7 @@ def taught(tmp_path_factory):
     return root / "sft" / "model", data
 
 
-def test_rft_round_trains_on_its_correct_samples(taught, tmp_path):
+def test_rft_round_trains_on_its_correct_samples(taught, tmp_path, capsys):
     model_dir, data = taught
     cfg = RFTConfig(model=str(model_dir), device="cpu", questions=DataSource(kind="jsonl", path=str(data)),
                     rounds=2, num_samples=8, temperature=0.7, max_new_tokens=24, seed=1,
@@ -69,6 +69,12 @@ def test_rft_round_trains_on_its_correct_samples(taught, tmp_path):
     assert r1["sft"]["steps"] >= 1  # it fine-tuned on what it kept
     assert (tmp_path / "rft" / "round_1" / "metrics.jsonl").exists()
     assert (tmp_path / "rft" / "summary.json").exists() and (tmp_path / "rft" / "model" / "config.json").exists()
+    from domtok.progress import parse_line
+
+    lines = [p for p in map(parse_line, capsys.readouterr().err.splitlines()) if p is not None]
+    ends = {p["desc"]: (p["n"], p["total"]) for p in lines}  # the last line of each phase
+    assert ends["rft round 1/2 sampling"] == (8, 8) and ends["rft round 2/2 sampling"] == (8, 8)
+    assert ends["rft round 1/2 sft"][0] == ends["rft round 1/2 sft"][1] == r1["sft"]["steps"]
 
 
 def test_torchrun_two_processes_match_one(taught, tmp_path):
@@ -88,7 +94,7 @@ def test_torchrun_two_processes_match_one(taught, tmp_path):
     questions.write_text("".join(json.dumps(r) + "\n" for r in [
         QA, {"question": "What is 3 + 2?", "answer": "#### 5"}, QA]))
     cfg = {"rft": {"model": str(model_dir), "device": "cpu", "seed": 2, "rounds": 2, "num_samples": 4,
-                   "temperature": 0.9, "max_new_tokens": 24, "generation_batch_size": 3,
+                   "temperature": 0.9, "max_new_tokens": 24, "decode_batch_size": 3,
                    "questions": {"kind": "jsonl", "path": str(questions)},
                    "sft": {"name": "rft", "epochs": 2, "learning_rate": 1e-3, "max_length": 64, "batch_size": 1,
                            "grad_accum": 2, "val_size": 0}}}

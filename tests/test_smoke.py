@@ -59,11 +59,48 @@ def tiny(tmp_path_factory):
     return (tmp, *smoke(tmp, "tiny"))
 
 
+@pytest.fixture(scope="module")
+def controls(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("controls")
+    return (tmp, *smoke(tmp, "tiny-controls", "--seeds", "1"))
+
+
+def test_controls_smoke_runs_every_node(controls):
+    """tiny-controls (one seed): the control set is built beside the tokenizer, the
+    document-matched arm reads exactly the baseline's documents, every node finishes."""
+    from domtok.rundir import build_nodes, load_spec, node_state, read_summary
+
+    out, res, _, _, _ = controls
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    run = out / "tiny-controls-smoke"
+    nodes = build_nodes(load_spec(str(run / "spec.yaml")), run)
+    assert {n.condition for n in nodes} >= {"baseline", "mul_tokens", "mul_tokens_docs", "control_tokens"}
+    assert all(node_state(n) == "done" for n in nodes)
+    pre = {n.condition: read_summary(n) for n in nodes if n.kind == "pretrain"}
+    assert pre["mul_tokens_docs"]["documents_seen"] == pre["baseline"]["documents_seen"]
+    assert pre["mul_tokens_docs"]["match"]["documents"] == pre["baseline"]["documents_seen"]
+    built = json.loads((run / "tokenizer" / "token_sets" / "control.json").read_text())["build"]
+    assert abs(built["shrink"] - built["target"]) <= 0.01
+    assert f"control by {built['shrink']:.2%}" in (run / "tokenizer" / "log.txt").read_text()  # the build prints both
+    # the report: the mechanism section with both controls, the document-matched arm's verdict
+    report = (run / "report.md").read_text()
+    for text in ("## Mechanism", "| atomic facts or more text? | mul_tokens − mul_tokens_docs |",
+                 "| facts or compression? | mul_tokens − control_tokens |",
+                 "mul_tokens_docs is document-matched (data-matched) to baseline: the same documents"):
+        assert text in report, text
+    mech = json.loads((run / "report.json").read_text())["mechanism"]
+    assert {r["question"] for r in mech["matching"]} >= {"atomic facts or more text?", "facts or compression?"}
+
+
 def test_replication_preset_smoke_runs_every_node(replication):
     tmp_path, res, r, wall, cpu = replication
     assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-3000:]
-    assert len(r["nodes"]) == 35 and all(n["result"] == "passed" for n in r["nodes"])
-    assert "| baseline/seed0/grpo/eval/gsm8k | passed |" in res.stdout
+    # the study's whole layout: 8 training nodes and 3 evaluations after each, per condition, + tokenizer and prepare
+    assert len(r["nodes"]) == 1 + 2 * (1 + 7 * 4) and all(n["result"] == "passed" for n in r["nodes"])
+    for stage in ("sft_sbs", "grpo_binary", "grpo_shaped", "grpo_shaped_fair"):
+        assert f"| baseline/seed0/{stage}/eval/gsm8k | passed |" in res.stdout
+    grpo = tmp_path / "gpt2-124m-10b-smoke" / "mul_tokens" / "seed0" / "grpo_shaped_fair"
+    assert (grpo / "completions" / "completions_00002.jsonl").exists()  # log_completions, at the smoke's last step
     # the output says how it was shrunk, and every hub source became a fixture in its schema
     assert "pretrain.max_steps: 19073 -> 2" in r["shrunk"]
     assert "pretrain.compile: true -> false" in r["shrunk"]
@@ -80,7 +117,11 @@ def test_replication_preset_smoke_runs_every_node(replication):
     assert plan["wall_s"] == pytest.approx(plan["flops"] / (989e12 * 0.4))
     checks = "\n".join(r["checks"])
     assert "OK: pretrain: tokens_per_step 524,288 = 32 x 1024 x 1 GPU(s) x grad_accum 16" in checks
-    assert "WARN: pretrain [mul_tokens]" in checks and "the data repeats" in checks  # injection shortens the corpus
+    # offline, the smoke reads a fixture, not FineWeb-Edu: the domain condition's figure is a bound, not a projection
+    # of the fixture's injection ratio
+    mul = next(c for c in r["checks"] if c.startswith("WARN: pretrain [mul_tokens]"))
+    assert "over at most 9,990,000,000 training tokens" in mul and "at least 1.001 epochs" in mul
+    assert "whose x 0." in mul and "is not this corpus's" in mul
     assert "evals.gsm8k.data: hub:openai/gsm8k:main is on the hub" in checks
     assert "disk: the real run writes ~80 GB" in checks  # 2 x 20 GB of shards + checkpoints of 8 stages
     t = r["prepare_throughput"]
@@ -131,7 +172,7 @@ SHRINK_PRETRAIN = ["max_steps=2", "seq_len=64", "micro_batch_size=2", "tokens_pe
                    "progress=false"]
 
 
-def test_every_readme_command_runs(replication, tiny, tmp_path):
+def test_every_readme_command_runs(replication, tiny, controls, tmp_path):
     """Each README command runs as written where this CPU machine can; where it needs GPUs or
     the network, its smoke / --help / local-fixture equivalent runs instead, as noted per branch."""
     rep_dir, rep_res, _, _, _ = replication
@@ -152,12 +193,16 @@ def test_every_readme_command_runs(replication, tiny, tmp_path):
 
             pins = [a.split("==")[1] for a in argv if a.startswith("torch==")]
             assert all(_torch.__version__.split("+")[0] == v for v in pins), (pins, _torch.__version__)
+            if pins:  # the pinned line is the CPU build: PyPI's torch on Linux is the CUDA one
+                assert argv[argv.index("--index-url") + 1] == "https://download.pytorch.org/whl/cpu", line
             project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
             assert "dev" in project["optional-dependencies"] and project["name"] == "domtok"
             extras = [e for a in argv for e in re.findall(r"^\.\[(\w+)\]$", a)]
             assert all(e in project["optional-dependencies"] for e in extras), extras
         elif argv == ["domtok", "run"]:  # the full tiny study takes minutes: its --smoke (fixture `tiny`)
             assert tiny[1].returncode == 0
+        elif argv == ["domtok", "run", "tiny-controls"]:  # minutes too: its --smoke (fixture `controls`)
+            assert controls[1].returncode == 0
         elif argv[:2] == ["domtok", "run"] and "--nnodes" in argv:  # several machines: tests/test_multinode.py
             assert "--rdzv" in argv and "--node-rank" in argv
         elif argv[:2] == ["domtok", "run"] and "--executor" in argv:  # a Ray cluster: tests/test_ray.py runs the
@@ -214,9 +259,10 @@ def test_tiny_smoke_passes_and_a_broken_stage_is_reported_with_its_log(tiny, tmp
 
     every = build_nodes(load_spec("tiny"), out / "tiny-smoke")  # every node of every condition and seed
     assert all(n["result"] == "passed" for n in r["nodes"]) and [n["node"] for n in r["nodes"]] == [n.id for n in every]
-    assert (out / "tiny-smoke" / "mul_tokens" / "seed0" / "grpo" / "model" / "model.safetensors").exists()
+    first = f"seed{load_spec('tiny').seeds[0]}"  # the first reported seed (3: 0-2 are tuning seeds)
+    assert (out / "tiny-smoke" / "mul_tokens" / first / "grpo" / "model" / "model.safetensors").exists()
     assert not (out / "tiny").exists()  # its own run dir only
-    probes = out / "tiny-smoke" / "baseline" / "seed0" / "sft" / "eval" / "probes" / "items.jsonl"
+    probes = out / "tiny-smoke" / "baseline" / first / "sft" / "eval" / "probes" / "items.jsonl"
     assert len(probes.read_text().splitlines()) == 8  # max_items: a seeded subset of every category's items
 
     # a defect in one stage's config: that node fails with its log, the rest still runs
@@ -225,7 +271,7 @@ def test_tiny_smoke_passes_and_a_broken_stage_is_reported_with_its_log(tiny, tmp
     failed = {n["node"]: n for n in r["nodes"] if n["result"] != "passed"}
     assert set(failed) == {f"{c}/seed{s}/grpo{e}" for c in ("baseline", "mul_tokens") for s in load_spec("tiny").seeds
                            for e in ("", "/eval/probes", "/eval/gsm_synthetic")}
-    log = Path(failed["baseline/seed0/grpo"]["log"])
+    log = Path(failed[f"baseline/{first}/grpo"]["log"])
     assert log.exists() and "loss_type" in log.read_text()
     assert f"FAILED ({log})" in res.stdout and "smoke: FAILED" in res.stdout
 

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from domtok.calculator import evaluate
-from domtok.data.synthetic import (DRILL_KINDS, MAX_STEP_LINES, TEMPLATES, add_steps, drills, gsm_sbs,
+from domtok.data.synthetic import (DRILL_KINDS, MAX_STEP_LINES, TEMPLATE_HAS_MUL, TEMPLATES, add_steps, drills, gsm_sbs,
                                     gsm_sbs_rewrite, math_web_corpus, mul_steps, rewrite_answer, sub_steps,
                                     word_problems)
 from domtok.errors import DomtokError
@@ -157,24 +157,36 @@ def test_gsm_sbs():
 
 def test_word_problems_correct_and_disjoint():
     train = word_problems(1500, seed=0, split="train")
-    test = word_problems(500, seed=0, split="test")
-    assert train == word_problems(1500, seed=0, split="train")
-    assert {t["template"] for t in train} == set(TEMPLATES)
-    for it in train + test:
+    dev = word_problems(200, seed=0, split="dev")
+    test = word_problems(200, seed=0, split="test")
+    assert train == word_problems(1500, seed=0, split="train") and test == word_problems(200, seed=0, split="test")
+    assert {t["template"] for t in train} == {t["template"] for t in test} == set(TEMPLATES) == set(TEMPLATE_HAS_MUL)
+    for it in train + dev + test:
         check_item(it)
+        # has_mul says whether the worked answer multiplies (the negative control has none)
+        assert it["has_mul"] == TEMPLATE_HAS_MUL[it["template"]] == ("×" in it["answer"])
+    assert 3 <= sum(not v for v in TEMPLATE_HAS_MUL.values()) and 3 <= sum(TEMPLATE_HAS_MUL.values())
     assert len({t["question"] for t in train}) == 1500
-    assert not {t["question"] for t in train} & {t["question"] for t in test}
     key = lambda t: (t["template"], tuple(t["params"]))  # noqa: E731
-    assert not {key(t) for t in train} & {key(t) for t in test}
-    # a different seed of the training split still never touches the test parameters
+    for a, b in ((train, dev), (train, test), (dev, test)):
+        assert not {t["question"] for t in a} & {t["question"] for t in b}
+        assert not {key(t) for t in a} & {key(t) for t in b}
+    # an evaluation split never asks the same numbers of a template twice
+    assert len({key(t) for t in dev}) == 200 and len({key(t) for t in test}) == 200
+    assert [t["template"] for t in test[:len(TEMPLATES)]] == list(TEMPLATES)  # 20 items per template
+    # a different seed of the training split still never touches the dev or test parameters
     other = word_problems(1500, seed=9, split="train")
-    assert not {key(t) for t in other} & {key(t) for t in test}
-    two_step = [t for t in train if t["template"] in ("mul_add", "price_change")]
+    assert not {key(t) for t in other} & {key(t) for t in dev + test}
+    two_step = [t for t in train if t["template"] in ("mul_add", "price_change", "bus", "add_three", "mul_sub")]
     assert all(t["answer"].count("\n") == 2 for t in two_step)  # two worked lines, then ####
     # numbers up to 99, worked with the steps the probes test
-    assert all(max(t["params"]) <= 99 for t in train + test)
+    assert all(max(t["params"]) <= 99 for t in train + dev + test)
     adds = [t for t in train if t["template"] == "add"]
     assert all(add_steps(*t["params"]) in t["answer"] for t in adds)
+    with pytest.raises(ValueError, match="ran out of distinct test items"):
+        word_problems(1000, seed=0, split="test")  # "mul" has about 31 test pairs of numbers
+    with pytest.raises(ValueError, match="split must be"):
+        word_problems(1, seed=0, split="validation")
 
 
 def test_math_web_corpus_shows_every_value_in_both_conditions():
@@ -395,7 +407,7 @@ def test_probe_pairs_are_held_out_of_every_training_generator():
     assert not any(probe_pair(*p) for p in seen)
     assert not asked & ({(op, a, b) for op, a, b in seen} | {(op, b, a) for op, a, b in seen if op != "-"})
     assert not any(probe_pair(*p) for it in train for p in _WORKED_PAIRS[it["template"]](*it["params"]))
-    test = word_problems(500, seed=0, split="test")
+    test = word_problems(200, seed=0, split="test") + word_problems(200, seed=0, split="dev")
     assert any(probe_pair(*p) for it in test for p in _WORKED_PAIRS[it["template"]](*it["params"]))
 
     # the steps: every one the texts show is known, none is asked, and some reserved pairs

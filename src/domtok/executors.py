@@ -194,6 +194,10 @@ class RayPool:
             self.shutdown()
             raise DomtokError(f"--threads {threads}: no machine of the Ray cluster has that many CPUs (most: "
                               f"{self.most_cpus:g}); ask for fewer")
+        # nodes the cluster runs at once, for the estimate of time left
+        total = ray.cluster_resources()
+        self.width = max(1, int(total.get("GPU", 0) // opts.gpus_per_job) if opts.gpus_per_job
+                         else int(total.get("CPU", 1) // threads))
         self.task = ray.remote(_ray_task)
         self.refs: dict[Future, object] = {}
 

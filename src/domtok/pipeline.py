@@ -32,13 +32,14 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
+from domtok import provenance
 from domtok.config import ConfigError, atomic_write_json, atomic_write_text
 from domtok.errors import DomtokError
 from domtok.executors import die_with_parent, job_gpus, machine_cores, make_pool
 from domtok.manifest import write_manifest
 # The spec and the DAG are the run directory's; they are re-exported here for `domtok run`'s callers.
 from domtok.rundir import (EVAL_KINDS, TRAINING_KINDS, Node, Spec, StageSpec, build_nodes,  # noqa: F401
-                           key_metric_text, load_spec, node_state, wall_time)
+                           key_metric_text, kind_key, load_spec, node_state, running_lines, time_left, wall_time)
 
 # Nodes that run in one process even in a multi-process run (node 0's alone).
 SINGLE_PROCESS = ("tokenizer", "prepare")
@@ -66,6 +67,8 @@ def stage_call(node: Node, run_dir: Path):
     if node.kind == "pretrain":
         from domtok.train.pretrain import PretrainConfig, run
         cfg["data_dir"] = str(node.deps[0].out_dir)
+        if "match_documents" in cfg:  # the partner condition's shards (rundir.document_partner)
+            cfg["match_documents"] = str(node.deps[-1].out_dir)
         cfg.pop("condition")
         return run, _build(PretrainConfig, cfg, node)
     if node.kind in ("sft", "grpo", "rft"):
@@ -253,13 +256,16 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
     running: dict[Future, tuple[Node, float]] = {}
     counter = [0]
 
-    def finish(node: Node, msg: str, ok: bool) -> None:
+    def finish(node: Node, msg: str, ok: bool, left: bool = False) -> None:
+        """Settle `node`; `left` adds the run's time left, counting this node's own wall time."""
         counter[0] += 1
         resolved.add(node.id)
         if not ok:
             failed.add(node.id)
         elif wall_time(node):
-            walls.setdefault(_kind_key(node), []).append(wall_time(node))
+            walls.setdefault(kind_key(node), []).append(wall_time(node))
+        if left:
+            msg += time_left(pending, list(running.values()), walls, opts.jobs)
         _say(opts, f"[{counter[0]}/{len(todo)}] {node.id}: {msg}")
 
     def try_start(node: Node, pool) -> bool:
@@ -291,10 +297,15 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
             others = ", ".join(n.id for n, _ in running.values())
             _say(opts, f"start {node.id}" + (f" (also running: {others})" if others else ""))
         fresh = forced(node) or state in ("stale", "failed")
-        running[pool.submit(run_node, node, run_dir, opts, fresh)] = (node, time.time())
+        active[node.id] = (node, time.time())  # before submit: --jobs 1 runs the node inside it
+        running[pool.submit(run_node, node, run_dir, opts, fresh)] = active[node.id]
         return True
 
     pool = make_pool(opts, threads_per_job(opts))
+    if not opts.jobs:  # Ray without a cap: the nodes its cluster runs at once, for the time left
+        opts = dataclasses.replace(opts, jobs=pool.width)
+    active: dict[str, tuple[Node, float]] = {}  # started and not yet settled, for the heartbeat
+    stop = _heartbeat(opts, active, pending, walls)
     try:
         while pending or running:
             for node in list(pending):
@@ -309,6 +320,7 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for fut in done:
                 node, t0 = running.pop(fut)
+                active.pop(node.id, None)
                 try:
                     ok = fut.result()
                 except BrokenProcessPool:  # the worker died (killed, out of memory): the node failed
@@ -320,51 +332,42 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
                     _say(opts, f"{node.id}: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
                     ok = False
                 if ok:
-                    finish(node, f"done in {wall_time(node):.1f}s ({key_metric_text(node)})"
-                                 + _time_left(pending, running, walls, cap), True)
+                    finish(node, f"done in {wall_time(node):.1f}s ({key_metric_text(node)})", True, left=True)
                 else:
                     finish(node, f"FAILED — see {node.out_dir / 'log.txt'}", False)
             if any(isinstance(f.exception(), BrokenProcessPool) for f in done if f.done()):
                 pool.shutdown(wait=True, cancel_futures=True)
                 pool = make_pool(opts, threads_per_job(opts))  # a fresh pool for the rest
     finally:
+        stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
     return failed
 
 
-def _kind_key(node: Node) -> tuple:
-    return node.kind, node.stage, node.benchmark
+def _heartbeat(opts: RunOptions, active: dict, pending: list, walls: dict):
+    """A thread that prints, every 4 x $DOMTOK_PROGRESS_EVERY seconds (a minute by default)
+    while a node runs, where each running node is (its log's progress line) and the run's time
+    left, to the terminal `domtok run` started on (a node's own output goes to its log, also
+    under --jobs 1, where the node runs in this process). Returns the Event that stops it."""
+    import threading
 
+    from domtok.progress import every_seconds
 
-def _time_left(pending: list[Node], running: dict, walls: dict, jobs: int) -> str:
-    """' · ~3m10s left': the nodes still to run, each as long as the mean finished node of its kind."""
-    def guess(node: Node) -> float | None:
-        same = walls.get(_kind_key(node)) or [w for k, ws in walls.items() if k[0] == node.kind for w in ws]
-        return sum(same) / len(same) if same else None
+    stop = threading.Event()
+    out, period = sys.stdout, max(1.0, 4 * every_seconds())
 
-    now, total, untimed = time.time(), 0.0, 0
-    for node, t0 in running.values():
-        g = guess(node)
-        total += max(0.0, g - (now - t0)) if g is not None else 0.0
-        untimed += g is None
-    for node in pending:
-        g = guess(node)
-        total += g or 0.0
-        untimed += g is None
-    if not pending and not running:
-        return ""
-    counts = f" · {len(running)} running, {len(pending)} waiting"
-    if untimed == len(running) + len(pending):
-        return counts + ", time left known once a node of each kind has finished"
-    left = total / max(1, min(jobs, len(pending) + len(running)))
-    if untimed:
-        return counts + f", ~{_clock(left)} left for the kinds timed so far (+ {untimed} node(s) not yet timed)"
-    return counts + f", ~{_clock(left)} left"
+    def beat() -> None:
+        while not stop.wait(period):
+            try:
+                now = list(active.values())
+                waiting = [n for n in list(pending) if n.id not in active]  # --jobs 1: the running node is not yet removed
+                if now and not opts.quiet:
+                    print("\n".join(running_lines(now, waiting, walls, opts.jobs)), file=out, flush=True)
+            except Exception:  # the board is advice: never let it stop the run
+                continue
 
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m}m{s:02d}s" if m else f"{s}s"
+    threading.Thread(target=beat, daemon=True, name="domtok-heartbeat").start()
+    return stop
 
 
 def run_node(node: Node, run_dir: Path, opts: RunOptions, fresh: bool, holder: dict | None = None) -> bool:
@@ -406,7 +409,8 @@ def run_node(node: Node, run_dir: Path, opts: RunOptions, fresh: bool, holder: d
     manifest = {"id": node.id, "hash": node.hash, "kind": node.kind, "stage": node.stage,
                 "condition": node.condition, "seed": node.seed, "benchmark": node.benchmark,
                 "rung": node.rung, "config": node.config, "inputs": [d.id for d in node.deps], "summary": summary or {},
-                "wall_time_s": time.time() - t0, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                "wall_time_s": time.time() - t0, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "provenance": provenance.collect()}
     write_manifest(node.out_dir, manifest)
     (node.out_dir / "running.json").unlink(missing_ok=True)
     return True
@@ -551,7 +555,7 @@ def add_arguments(p) -> None:
     p.add_argument("spec", nargs="?", default=None, help="experiment spec YAML (default: the tiny preset)")
     p.add_argument("overrides", nargs="*", help="dotted overrides of the spec, e.g. seeds=[0,1]")
     p.add_argument("--preset", help="a shipped spec by name (tiny, gpt2-124m-10b)")
-    p.add_argument("--seeds", type=int, help="run seeds 0..N-1 (replaces the spec's list)")
+    p.add_argument("--seeds", type=int, help="run N seeds from the spec's first seed on (tiny: 3, 4, ...; replaces the spec's list)")
     p.add_argument("--only", metavar="STAGE", help="run only this stage (its inputs must be done)")
     p.add_argument("--from", dest="from_stage", metavar="STAGE", help="re-run this stage and everything after it")
     p.add_argument("--force", action="store_true", help="re-run every node, even finished ones; with --only, replace finished nodes of a changed config")

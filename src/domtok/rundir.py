@@ -38,6 +38,7 @@ from domtok.errors import DomtokError
 from domtok.ladder import nominal_vocab_size, parse_ladder, parse_learns, resolve_rung
 
 TRAINING_KINDS = ("pretrain", "sft", "grpo", "rft")
+CONTROL_SET = "control"  # a condition's `token_set: control`: built by the tokenizer node (domtok.tokens.control)
 EVAL_KINDS = ("gsm8k", "hellaswag", "probes")
 
 
@@ -66,6 +67,8 @@ class Spec:
     confounds: list[str] = field(default_factory=list)
     ladder: list = field(default_factory=list)  # domtok.ladder.Rung: the study at several sizes
     learns: dict = field(default_factory=dict)  # stage, {"benchmark.metric": minimum}: see ladder.parse_learns
+    primary: dict = field(default_factory=dict)  # benchmark, metric, stage, margin: see parse_primary
+    tuning_seeds: list[int] = field(default_factory=list)  # seeds whose results chose knobs: never in `seeds`
     raw: dict = field(default_factory=dict)
     path: str = ""  # the spec file it was read from (for messages)
 
@@ -77,9 +80,9 @@ class Spec:
 
 
 # The keys a spec may hold at each level; anything else is a typo, reported before a node runs.
-SPEC_KEYS = ("name", "runs_dir", "seeds", "token_set", "conditions", "tokenizer", "prepare", "stages", "evals",
-             "confounds", "ladder", "learns")
-STAGE_KEYS = ("name", "kind", "config", "set", "after")
+SPEC_KEYS = ("name", "runs_dir", "seeds", "tuning_seeds", "token_set", "conditions", "tokenizer", "prepare",
+             "stages", "evals", "confounds", "ladder", "learns", "primary")
+STAGE_KEYS = ("name", "kind", "config", "set", "after", "enabled")
 TOKENIZER_KEYS = ("base", "sample_docs", "split_digits")
 EVALS_KEYS = ("after", "benchmarks")
 
@@ -103,7 +106,8 @@ def _name_list(where: str, key: str, value, kind=str, allow_empty=False) -> list
 
 
 def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, seeds: int | None = None) -> Spec:
-    """Read and validate an experiment spec; `seeds=N` replaces the seed list by 0..N-1.
+    """Read and validate an experiment spec; `seeds=N` replaces the seed list by N seeds from its
+    first one on (tiny, `seeds: [3, 4, 5]`: `seeds=1` runs seed 3), never a `tuning_seeds` one.
 
     Validated whole, before anything runs: unknown keys at every level, types, empty lists
     (the stage configs against their dataclasses: `pipeline.check_stage_configs`).
@@ -136,15 +140,18 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         if not isinstance(c, dict):
             raise ConfigError(f"{where}: condition {cname!r} must be a mapping such as {{token_set: mul}}, got {c!r}")
         conditions[cname] = c
-        unknown = set(c) - {"token_set", "inject_user"}
+        unknown = set(c) - {"token_set", "inject_user", "match"}
         if unknown:
             raise ConfigError(f"{where}: condition {cname!r}: unknown keys {sorted(unknown)}; "
-                              "a condition may set token_set and inject_user")
+                              "a condition may set token_set, inject_user and match")
         # Every condition shares one id layout (the baseline reserves the same ids), so a domain
-        # condition can only use the spec's token set.
-        if c.get("token_set") not in (None, data.get("token_set", "mul")):
+        # condition can only use the spec's token set, or the control set built to copy it.
+        if c.get("token_set") not in (None, data.get("token_set", "mul"), CONTROL_SET):
             raise ConfigError(f"{where}: condition {cname!r} uses token_set {c['token_set']!r} but the spec's "
-                              f"token_set (the shared id layout) is {data.get('token_set', 'mul')!r}; set them equal")
+                              f"token_set (the shared id layout) is {data.get('token_set', 'mul')!r}; set them equal "
+                              f"(or use {CONTROL_SET!r}, the compression-matched control of the spec's set)")
+    for cname in conditions:
+        document_partner(conditions, cname, where)  # an unknown partner or a cycle: refused here
     tokenizer = data.get("tokenizer") or {"base": "gpt2"}
     if not isinstance(tokenizer, dict):
         raise ConfigError(f"{where}: `tokenizer` must be a mapping such as {{base: bpe-1024}}, got {tokenizer!r}")
@@ -156,7 +163,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
             raise ConfigError(f"{where}: tokenizer.split_digits applies to a BPE domtok trains (base: bpe-N), "
                               f"not to {tokenizer.get('base', 'gpt2')!r}; remove it or use a bpe-N base")
     stages = []
-    names = set()
+    names, disabled = set(), set()
     stage_list = need("stages", list)
     if not stage_list:
         raise ConfigError(f"{where}: `stages` is an empty list, so nothing would be trained; give at least one")
@@ -168,13 +175,21 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
             raise ConfigError(f"{where}: stages[{i}] ({s['name']}): `set` must be a mapping of keys to values")
         if s["kind"] not in TRAINING_KINDS:
             raise ConfigError(f"{where}: stages[{i}] kind {s['kind']!r}; kinds: {list(TRAINING_KINDS)}")
-        after = s.get("after", stages[-1].name if stages else None)
+        after = s.get("after", stage_list[i - 1].get("name") if i else None)  # default: the stage listed before
         if s["kind"] != "pretrain" and after is None:
             raise ConfigError(f"{where}: stage {s['name']!r} needs a stage before it (`after:`)")
+        if s["name"] in names | disabled or s["name"] in ("prepare", "tokenizer"):
+            raise ConfigError(f"{where}: stage name {s['name']!r} is used twice or reserved")
+        if not isinstance(s.get("enabled", True), bool):
+            raise ConfigError(f"{where}: stages[{i}] ({s['name']}): `enabled` must be true or false, got {s['enabled']!r}")
+        if not s.get("enabled", True):  # an optional branch, off: it and its evaluations are not nodes
+            disabled.add(s["name"])
+            continue
+        if after in disabled:
+            raise ConfigError(f"{where}: stage {s['name']!r} comes after {after!r}, which is not enabled; "
+                              f"enable {after!r} or give {s['name']!r} another `after:`")
         if after is not None and after not in names:
             raise ConfigError(f"{where}: stage {s['name']!r} comes after unknown stage {after!r}")
-        if s["name"] in names or s["name"] in ("prepare", "tokenizer"):
-            raise ConfigError(f"{where}: stage name {s['name']!r} is used twice or reserved")
         names.add(s["name"])
         stages.append(StageSpec(name=s["name"], kind=s["kind"], config=stage_section(s, where), after=after))
     evals = data.get("evals") or {}
@@ -194,17 +209,24 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         if b.pop("enabled", True):
             benchmarks[bname] = {"kind": kind, "config": b}
     evals_after = _name_list(where, "evals.after", list(evals.get("after") or []), allow_empty=True)
+    evals_after = [a for a in evals_after if a not in disabled]
     for a in evals_after:
         if a not in names:
             raise ConfigError(f"{where}: evals.after names unknown stage {a!r}")
+    seed_list = _name_list(where, "seeds", data.get("seeds", [0]), kind=int)
+    if len(set(seed_list)) != len(seed_list) or min(seed_list) < 0:
+        raise ConfigError(f"{where}: `seeds` {seed_list} must be distinct non-negative integers")
     if seeds is not None:
         if seeds < 1:
             raise ConfigError(f"--seeds {seeds}: give the number of seeds to run, at least 1")
-        seed_list = list(range(seeds))
-    else:
-        seed_list = _name_list(where, "seeds", data.get("seeds", [0]), kind=int)
-        if len(set(seed_list)) != len(seed_list) or min(seed_list) < 0:
-            raise ConfigError(f"{where}: `seeds` {seed_list} must be distinct non-negative integers")
+        seed_list = list(range(seed_list[0], seed_list[0] + seeds))  # from the spec's first seed on
+        data["seeds"] = seed_list  # the saved spec.yaml records the seeds that ran, not the file's
+    # Seeds whose results chose a knob are not evidence for it: a reported study runs others.
+    tuning_seeds = _name_list(where, "tuning_seeds", data.get("tuning_seeds", []), kind=int, allow_empty=True)
+    if set(seed_list) & set(tuning_seeds):
+        raise ConfigError(f"{where}: seeds {sorted(set(seed_list) & set(tuning_seeds))} were used for tuning "
+                          f"(tuning_seeds {tuning_seeds}); a reported study runs seeds never used for tuning: "
+                          "choose other seeds, or set tuning_seeds=[] to rerun a tuning seed on purpose")
     confounds = _name_list(where, "confounds", list(data.get("confounds") or []), allow_empty=True)
     for key in ("name", "runs_dir", "token_set"):
         if key in data and not isinstance(data[key], str):
@@ -216,6 +238,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     token_set, prepare = str(data.get("token_set", "mul")), need("prepare", dict)
     ladder = parse_ladder(data.get("ladder"), where, [s.name for s in stages])
     learns = parse_learns(data.get("learns"), where, evals_after, benchmarks)
+    primary = parse_primary(data.get("primary"), where, evals_after, benchmarks)
     if ladder:
         vocab_size = nominal_vocab_size(tokenizer, token_set)
         for rung in ladder:
@@ -223,7 +246,78 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     return Spec(name=name, conditions=conditions, seeds=seed_list,
                 tokenizer=tokenizer, prepare=prepare, stages=stages, evals_after=evals_after, benchmarks=benchmarks,
                 runs_dir=str(data.get("runs_dir", "runs")), token_set=token_set,
-                confounds=confounds, ladder=ladder, learns=learns, raw=data, path=where)
+                confounds=confounds, ladder=ladder, learns=learns, primary=primary, tuning_seeds=tuning_seeds,
+                raw=data, path=where)
+
+
+# The per-item field behind each metric a primary endpoint may name (a boolean per item, so
+# the report's paired test applies), per benchmark kind; probes add accuracy_<category>.
+PRIMARY_METRICS = {"gsm8k": {"accuracy_flexible": "correct_flexible", "accuracy_strict": "correct_strict"},
+                   "probes": {"accuracy_all": "correct"},
+                   "hellaswag": {"acc_norm_char": "acc_norm_char", "acc_norm_token": "acc_norm_token", "acc": "acc"}}
+
+
+def primary_field(kind: str, metric: str) -> tuple[str, str | None]:
+    """(per-item field, probe category or None) of a primary metric of a benchmark kind."""
+    if kind == "probes" and metric.startswith("accuracy_") and metric != "accuracy_all":
+        return "correct", metric[len("accuracy_"):]
+    return PRIMARY_METRICS[kind][metric], None
+
+
+def parse_primary(data, where: str, evals_after: list[str], benchmarks: dict) -> dict:
+    """The spec's `primary:` endpoint, the one test that answers the study's question:
+
+        primary: {benchmark: gsm_synthetic, metric: accuracy_flexible, stage: grpo, margin: 0.05}
+
+    The report tests it alone at alpha 0.05 (helps / hurts / equivalent within ±margin /
+    undecided); every other comparison is secondary. {} when the spec has none.
+    """
+    if data is None:
+        return {}
+    at = f"{where}: primary"
+    keys = ("benchmark", "metric", "stage", "margin")
+    if not isinstance(data, dict) or set(data) != set(keys):
+        raise ConfigError(f"{at}: give exactly {{benchmark, metric, stage, margin}}, e.g. "
+                          "{benchmark: gsm_synthetic, metric: accuracy_flexible, stage: grpo, margin: 0.05}")
+    bench, metric, stage, margin = (data[k] for k in keys)
+    if bench not in benchmarks:
+        raise ConfigError(f"{at}: benchmark {bench!r} is not an enabled benchmark ({sorted(benchmarks)})")
+    kind = benchmarks[bench]["kind"]
+    valid = list(PRIMARY_METRICS.get(kind, {}))
+    if kind == "probes":
+        from domtok.eval.probes import REFERENCE_CATEGORIES
+
+        valid += [f"accuracy_{c}" for c in benchmarks[bench]["config"].get("categories", REFERENCE_CATEGORIES)]
+    if metric not in valid:
+        raise ConfigError(f"{at}: metric {metric!r} is not one of {bench}'s per-item accuracies {valid}")
+    if stage not in evals_after:
+        raise ConfigError(f"{at}: stage {stage!r} is not evaluated; evals.after: {evals_after}")
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < 1:
+        raise ConfigError(f"{at}: margin must be a number between 0 and 1 (an accuracy difference), got {margin!r}")
+    return {"benchmark": bench, "metric": metric, "stage": stage, "margin": float(margin)}
+
+
+def document_partner(conditions: dict[str, dict], cond: str, where: str = "spec") -> str | None:
+    """The condition whose documents `cond` reads (`match: {documents: OTHER}`), None for a
+    compute-matched one (`match: tokens`, the default). A chain (A reads B's, B reads C's) ends
+    at the condition that is compute-matched: A reads C's documents too. An unknown partner
+    or a cycle is a ConfigError."""
+    seen = [cond]
+    while True:
+        match = conditions[seen[-1]].get("match", "tokens")
+        if match == "tokens":
+            return seen[-1] if len(seen) > 1 else None
+        if not (isinstance(match, dict) and set(match) == {"documents"} and isinstance(match["documents"], str)):
+            raise ConfigError(f"{where}: condition {seen[-1]!r}: match must be `tokens` or {{documents: CONDITION}}, "
+                              f"got {match!r}")
+        other = match["documents"]
+        if other not in conditions:
+            raise ConfigError(f"{where}: condition {seen[-1]!r}: match: {{documents: {other}}} names no condition; "
+                              f"conditions: {list(conditions)}")
+        if other in seen:
+            raise ConfigError(f"{where}: conditions {' -> '.join(seen + [other])} match each other's documents in a "
+                              "cycle; one of them must be `match: tokens`")
+        seen.append(other)
 
 
 # --------------------------------------------------------------------------- the DAG
@@ -261,8 +355,10 @@ def build_nodes(spec: Spec, run_dir: Path) -> list[Node]:
         nodes.append(node)
         return node
 
-    tok = add(Node("tokenizer", "tokenizer", "tokenizer", run_dir / "tokenizer",
-                   {**spec.tokenizer, "prepare": spec.prepare}, []))
+    tok_cfg = {**spec.tokenizer, "prepare": spec.prepare}
+    if any(c.get("token_set") == CONTROL_SET for c in spec.conditions.values()):
+        tok_cfg["control_of"] = spec.token_set  # build the control set of the spec's set beside it
+    tok = add(Node("tokenizer", "tokenizer", "tokenizer", run_dir / "tokenizer", tok_cfg, []))
     prepared: dict[str, dict[str, Node]] = {}  # config hash of a prepare section -> condition -> node
 
     def prepare_nodes(prep: dict, prefix: str, rung: str | None) -> dict[str, Node]:
@@ -270,7 +366,7 @@ def build_nodes(spec: Spec, run_dir: Path) -> list[Node]:
         if h not in prepared:
             prepared[h] = {}
             for cond, c in spec.conditions.items():
-                cfg = {**prep, "condition": cond, "token_set": spec.token_set,
+                cfg = {**prep, "condition": cond, "token_set": c.get("token_set") or spec.token_set,
                        "use_domain_tokens": c.get("token_set") is not None}
                 prepared[h][cond] = add(Node(f"{prefix}{cond}/prepare", "prepare", "prepare",
                                              run_dir / prefix / cond / "prepare", cfg, [tok], condition=cond, rung=rung))
@@ -298,6 +394,10 @@ def _study_nodes(spec: Spec, stages: list[StageSpec], prepared: dict[str, Node],
                 base = base_dir / cond / f"seed{seed}"
                 deps = [prepared[cond]] if st.after is None else [trained[(st.after, cond, seed)], prepared[cond]]
                 cfg = {**st.config, "condition": cond, "seed": seed}
+                partner = document_partner(spec.conditions, cond) if st.kind == "pretrain" else None
+                if partner is not None:  # data-matched: its partner's shards say which documents
+                    cfg["match_documents"] = partner
+                    deps.append(prepared[partner])
                 if c.get("inject_user"):
                     cfg["inject_user"] = True
                 node = add(Node(f"{prefix}{cond}/seed{seed}/{st.name}", st.kind, st.name, base / st.name, cfg, deps,
@@ -385,6 +485,82 @@ def key_metric_text(node: Node) -> str:
     """`name=value` of the node's key metric, "" when it has none or is not finished."""
     km = key_metric(node.kind, read_summary(node))
     return f"{km[0]}={km[1]:.4g}" if km else ""
+
+
+# --------------------------------------------------------------------------- time left
+
+def kind_key(node: Node) -> tuple:
+    """Nodes that take about as long as each other: same kind, stage and benchmark."""
+    return node.kind, node.stage, node.benchmark
+
+
+def node_progress(node: Node) -> dict | None:
+    """The newest progress line of a node's log (`domtok.progress.last_progress`)."""
+    from domtok.progress import last_progress
+
+    return last_progress(node.out_dir / "log.txt")
+
+
+def time_left(pending: list[Node], running: list[tuple[Node, float]], walls: dict, jobs: int,
+              now: float | None = None) -> str:
+    """' · 1 running, 3 waiting, ~3m10s left': a running node takes the time its progress line
+    says is left (else as long as the mean finished node of its kind, less its time so far); a
+    waiting node as long as the mean finished node of its kind, or, none finished yet, as long
+    as a running one of its kind will have taken (elapsed + left). `walls` maps `kind_key` to
+    the wall times of finished nodes; `running` holds (node, start time)."""
+    import time
+
+    from domtok.progress import clock
+
+    now = time.time() if now is None else now
+    lefts, projected = {}, {}
+    for node, t0 in running:
+        p = node_progress(node)
+        if p is not None and p["left_s"] is not None:
+            lefts[node.id] = p["left_s"]
+            projected.setdefault(kind_key(node), []).append(now - t0 + p["left_s"])
+
+    def guess(node: Node) -> float | None:
+        same = (walls.get(kind_key(node)) or projected.get(kind_key(node))
+                or [w for k, ws in walls.items() if k[0] == node.kind for w in ws])
+        return sum(same) / len(same) if same else None
+
+    total, untimed = 0.0, 0
+    for node, t0 in running:
+        g = guess(node)
+        if node.id in lefts:
+            total += lefts[node.id]
+        elif g is not None:
+            total += max(0.0, g - (now - t0))
+        else:
+            untimed += 1
+    for node in pending:
+        g = guess(node)
+        total += g or 0.0
+        untimed += g is None
+    if not pending and not running:
+        return ""
+    counts = f" · {len(running)} running, {len(pending)} waiting"
+    if untimed == len(running) + len(pending):
+        return counts + ", time left known once a node of each kind has finished or written a progress line"
+    left = total / max(1, min(jobs, len(pending) + len(running)))
+    if untimed:
+        return counts + f", ~{clock(left)} left for the nodes timed so far (+ {untimed} node(s) not yet timed)"
+    return counts + f", ~{clock(left)} left"
+
+
+def running_lines(running: list[tuple[Node, float]], pending: list[Node], walls: dict, jobs: int) -> list[str]:
+    """One line per running node with its progress, then the run's time left (`time_left`)."""
+    import time
+
+    from domtok.progress import clock, describe
+
+    lines = []
+    for node, t0 in running:
+        p = node_progress(node)
+        where = describe(p) if p is not None else "no progress line yet"
+        lines.append(f"  running {node.id} ({clock(time.time() - t0)}): {where}")
+    return lines + ["  run: " + time_left(pending, running, walls, jobs).lstrip(" ·")]
 
 
 # --------------------------------------------------------------------------- reading a run directory

@@ -14,7 +14,8 @@ annotations and ends with `#### N`.
   (512 of the reference's 640) are instead real GSM8K items rewritten the same way
   (`gsm_sbs_rewrite`).
 - `word_problems(n, seed, split)`: templated word problems on numbers up to 99, worked with the
-  same steps (`add_steps`, `sub_steps`, `mul_steps`); train and test never share a
+  same steps (`add_steps`, `sub_steps`, `mul_steps`), ten templates of which five hold no
+  multiplication (`TEMPLATE_HAS_MUL`); the train, dev and test splits never share a
   (template, numbers) pair, so they never share a question.
 - `math_web_corpus(n_docs, seed)`: text documents mixing prose, drills, word problems and
   worked multiplications, for the tiny pretraining preset.
@@ -93,9 +94,9 @@ def mul_steps(a: int, b: int, sum_steps: bool = False) -> list[str]:
     base cases get their own lines first (recursively). `d·10^k × y` becomes `d × y × 10^k`.
     The reference's format adds the partial products in one step (`490 + 14 = 504`);
     `sum_steps` works a sum of two partial products by place value too (`490 + 14 = 400 + 90 +
-    10 + 4 = 400 + 100 + 4 = 504`, `add_steps`): the tiny study's format, where that one step
-    was most of a small model's errors (2-digit x 1-digit after SFT, seed 0, baseline /
-    mul_tokens: 0.33 / 0.26 without, 0.45 / 0.61 with it).
+    10 + 4 = 400 + 100 + 4 = 504`, `add_steps`): the tiny study's format, chosen because that one
+    step was most of a small model's errors (read on seed 0, a tuning seed, of an earlier
+    version of the study).
     """
     if a < 0 or b < 0:
         raise ValueError("mul_steps works on non-negative integers")
@@ -136,9 +137,9 @@ def add_steps(a: int, b: int) -> str:
     hundreds, tens with tens, units with units: `47 + 38 = 40 + 7 + 30 + 8 = 70 + 15 = 85`,
     `134 + 250 = 100 + 30 + 4 + 200 + 50 = 300 + 80 + 4 = 384`. A sum of at most two place-value
     parts is a fact: `40 + 8 = 48`, `7 + 8 = 15`. (Splitting each number right where it stands
-    is what a small model gets right: with the parts grouped by place first, `40 + 30 + 7 + 8`,
-    its errors were almost all a units digit taken from the wrong number; addition after SFT,
-    seed 0, baseline / mul_tokens: 0.74 / 0.91 grouped, 0.88 / 0.92 split in place.)
+    is what a small model got right more often: with the parts grouped by place first, `40 + 30 +
+    7 + 8`, its errors were almost all a units digit taken from the wrong number; read on seed
+    0, a tuning seed, of an earlier version of the study.)
     """
     if a < 0 or b < 0:
         raise ValueError("add_steps works on non-negative integers")
@@ -403,28 +404,91 @@ def _price_change(rng: random.Random) -> tuple[tuple, str, list[str], int]:
     return (a, b, paid), q, lines, paid - cost
 
 
-TEMPLATES = {"add": _add, "sub": _sub, "mul": _mul, "mul_add": _mul_add, "price_change": _price_change}
+def _bus(rng: random.Random) -> tuple[tuple, str, list[str], int]:
+    a = rng.randint(20, 99)
+    b, c = rng.randint(1, a - 1), rng.randint(1, 60)
+    q = f"A bus has {a} passengers. At a stop {b} of them get off and {c} get on. How many passengers are on the bus now?"
+    lines = [f"After the stop {sub_steps(a, b)} passengers are left.",
+             f"Then the bus has {add_steps(a - b, c)} passengers."]
+    return (a, b, c), q, lines, a - b + c
+
+
+def _add_three(rng: random.Random) -> tuple[tuple, str, list[str], int]:
+    a, b, c = rng.randint(5, 40), rng.randint(5, 40), rng.randint(5, 40)
+    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+    q = (f"{name} collects {a} {item} on Monday, {b} on Tuesday and {c} on Wednesday. "
+         f"How many {item} does {name} collect in all?")
+    lines = [f"Monday and Tuesday make {add_steps(a, b)} {item}.", f"In all {name} collects {add_steps(a + b, c)} {item}."]
+    return (a, b, c), q, lines, a + b + c
+
+
+def _compare(rng: random.Random) -> tuple[tuple, str, list[str], int]:
+    a = rng.randint(20, 99)
+    b = rng.randint(1, a - 1)
+    first, second = rng.sample(NAMES, 2)
+    item = rng.choice(ITEMS)
+    q = f"{first} has {a} {item} and {second} has {b} {item}. How many more {item} does {first} have than {second}?"
+    return (a, b), q, [f"{first} has {sub_steps(a, b)} more {item}."], a - b
+
+
+def _mul_sub(rng: random.Random) -> tuple[tuple, str, list[str], int]:
+    a, b = rng.randint(2, 9), rng.randint(2, 9)
+    ab = a * b
+    c = rng.randint(1, ab - 1)
+    name, item, box = rng.choice(NAMES), rng.choice(ITEMS), rng.choice(CONTAINERS)
+    q = f"{name} has {a} {box} with {b} {item} in each and gives away {c} {item}. How many {item} does {name} have left?"
+    lines = [f"The {box} hold {a} × {b} = {ab} {item}.", f"{name} has {sub_steps(ab, c)} {item} left."]
+    return (a, b, c), q, lines, ab - c
+
+
+def _two_products(rng: random.Random) -> tuple[tuple, str, list[str], int]:
+    a, b, c, d = (rng.randint(2, 9) for _ in range(4))
+    name = rng.choice(NAMES)
+    q = (f"{name} buys {a} notebooks that cost ${b} each and {c} pens that cost ${d} each. "
+         f"How many dollars does {name} spend?")
+    lines = [f"The notebooks cost {a} × {b} = {a * b} dollars.", f"The pens cost {c} × {d} = {c * d} dollars.",
+             f"{name} spends {add_steps(a * b, c * d)} dollars."]
+    return (a, b, c, d), q, lines, a * b + c * d
+
+
+# Five templates without a multiplication (the negative control of a study of multiplication
+# tokens: a gain there is not the domain tokens' doing) and five with one.
+TEMPLATES = {"add": _add, "sub": _sub, "mul": _mul, "mul_add": _mul_add, "price_change": _price_change,
+             "bus": _bus, "add_three": _add_three, "compare": _compare, "mul_sub": _mul_sub,
+             "two_products": _two_products}
+TEMPLATE_HAS_MUL = {"add": False, "sub": False, "bus": False, "add_three": False, "compare": False,
+                    "mul": True, "mul_add": True, "price_change": True, "mul_sub": True, "two_products": True}
 # The operand pairs each template works out of its numbers (params): the train split leaves out
 # every problem that works a probe's pair (`probe_pair`).
 _WORKED_PAIRS = {"add": lambda a, b: [("+", a, b)], "sub": lambda a, b: [("-", a, b)],
                  "mul": lambda a, b: [("×", a, b)], "mul_add": lambda a, b, c: [("+", a * b, c)],
-                 "price_change": lambda a, b, paid: [("-", paid, a * b)]}
-TEST_SHARE = 0.2  # share of each template's parameter space that belongs to the test split
+                 "price_change": lambda a, b, paid: [("-", paid, a * b)],
+                 "bus": lambda a, b, c: [("-", a, b), ("+", a - b, c)],
+                 "add_three": lambda a, b, c: [("+", a, b), ("+", a + b, c)],
+                 "compare": lambda a, b: [("-", a, b)], "mul_sub": lambda a, b, c: [("-", a * b, c)],
+                 "two_products": lambda a, b, c, d: [("+", a * b, c * d)]}
+# Each template's parameter space is split by a stable hash: 10% dev (tune on it), 10% test
+# (report on it), 80% train; a (template, numbers) pair is in one split only.
+SPLIT_SHARES = (("dev", 0.1), ("test", 0.2))  # (split, upper end of its share of the hash)
+SPLITS = ("train", "dev", "test")
 
 
 def _param_split(template: str, params: tuple) -> str:
     """Which split a (template, numbers) pair belongs to; a stable hash, not Python's hash()."""
-    h = hashlib.sha256(f"{template}:{params}".encode()).digest()
-    return "test" if int.from_bytes(h[:8], "big") / 2**64 < TEST_SHARE else "train"
+    h = int.from_bytes(hashlib.sha256(f"{template}:{params}".encode()).digest()[:8], "big") / 2**64
+    return next((split for split, upper in SPLIT_SHARES if h < upper), "train")
 
 
 def word_problems(n: int, seed: int, split: str = "train", templates: tuple[str, ...] | None = None) -> list[dict]:
     """`n` distinct word problems of the given split, cycling through the templates.
 
-    Items carry `template` and `params` besides the GSM fields, so disjointness can be checked.
+    Items carry `template`, `has_mul` and `params` besides the GSM fields, so disjointness can
+    be checked and inference can cluster by template. A dev or test set never asks the same
+    numbers of a template twice (each item is its own (template, numbers) pair); the train
+    split asks distinct questions and leaves out every problem that works a `probe_pair`.
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be train or test, got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     names = list(templates or TEMPLATES)
     rng = random.Random(f"word_problems/{split}/{seed}")
     out, seen = [], set()
@@ -432,14 +496,15 @@ def word_problems(n: int, seed: int, split: str = "train", templates: tuple[str,
         template = names[i % len(names)]
         for _ in range(10_000):
             params, q, lines, r = TEMPLATES[template](rng)
-            if (_param_split(template, params) == split and q not in seen
-                    and (split == "test" or not any(probe_pair(*p) for p in _WORKED_PAIRS[template](*params)))):
+            key = q if split == "train" else (template, params)
+            if (_param_split(template, params) == split and key not in seen
+                    and (split != "train" or not any(probe_pair(*p) for p in _WORKED_PAIRS[template](*params)))):
                 break
         else:
             raise ValueError(f"word_problems: template {template!r} ran out of distinct {split} items; ask for fewer")
-        seen.add(q)
+        seen.add(key)
         item = _item(f"wp-{split}", i, q, lines, r)
-        item.update(template=template, params=list(params))
+        item.update(template=template, has_mul=TEMPLATE_HAS_MUL[template], params=list(params))
         out.append(item)
     return out
 
@@ -519,10 +584,14 @@ def _training_chains() -> set[str]:
         for paid in range(ab + 1, 100):  # the "price_change" template
             if asked("-", paid, ab):
                 chains.add(sub_steps(paid, ab))
+        for c in range(1, ab):  # the "mul_sub" template
+            if asked("-", ab, c):
+                chains.add(sub_steps(ab, c))
     for a in range(20, 100):
-        for b in range(1, a):  # the "sub" template
+        for b in range(1, a):  # the "sub" and "compare" templates, the first step of "bus"
             if asked("-", a, b):
                 chains.add(sub_steps(a, b))
+    # The other sums of "bus", "add_three" and "two_products" add two numbers up to 100: add_100's.
     return chains
 
 

@@ -197,12 +197,14 @@ def is_correct(text: str, gold: str | int | float, mode: str = "flexible") -> bo
 
 @dataclass
 class GSM8KEvalConfig:
-    model: str = ""                 # domtok model dir or Hugging Face GPT-2 dir
+    model: str = ""                 # domtok model dir, Hugging Face GPT-2 dir or Hub model id (user/name)
+    condition: str | None = None    # the tokenizer of a GPT-2 dir whose files do not say (reference models)
     data: str | None = None         # local jsonl/dir in the GSM8K schema; None = hub openai/gsm8k;
-                                    # "synthetic:word_problems" = the generated test split
-    split: str = "test"
+                                    # "synthetic:word_problems" = the generated word problems
+    split: str = "test"             # the data's split; synthetic: test (report) or dev (tune)
     max_bad_fraction: float = 0.01  # malformed records of a local file tolerated before failing
     n: int = 0                      # 0 = every item; else a seeded random subset of n
+    limit: int = 0                  # 0 = off; else the first N items in dataset order (lm-eval's --limit)
     seed: int = 0                   # subset draw and sampling seed
     batch_size: int = 32
     max_new_tokens: int = 256
@@ -220,25 +222,35 @@ SYNTHETIC_DEFAULT_N = 200
 
 def load_items(cfg: GSM8KEvalConfig) -> list[dict]:
     """The evaluated items, each with a stable id (`test-17` = line 17 of the split), in order:
-    {"id", "question", "gold" (the normalised number), "solution" (the gold worked answer)}."""
-    if cfg.n < 0:
-        raise DomtokError(f"GSM8K eval: n is {cfg.n}; give a number of items >= 1 (or 0 for all)")
+    {"id", "question", "gold" (the normalised number), "solution" (the gold worked answer)},
+    and for the generated word problems `template` and `has_mul` (see `synthetic.TEMPLATE_HAS_MUL`)."""
     from domtok.data.sources import load_gsm8k, sample_records
+    from domtok.eval.common import check_subset
+
+    check_subset(cfg, "GSM8K eval")
 
     if cfg.data == SYNTHETIC_SOURCE:
-        # The generated GSM-style test split: disjoint from the train split that synthetic SFT
-        # and GRPO use, so the tiny study has a held-out GSM test without any download.
+        # The generated GSM-style dev or test split: disjoint from each other and from the train
+        # split that synthetic SFT and GRPO use, so the tiny study has a held-out GSM test (and a
+        # dev set to tune on) without any download. Items keep their template, for inference
+        # that clusters by template.
         from domtok.data.synthetic import word_problems
 
+        if cfg.split not in ("dev", "test"):
+            raise DomtokError(f"{SYNTHETIC_SOURCE}: split {cfg.split!r} is not an evaluation split; "
+                              "use split: test (report) or dev (tune)")
         n = cfg.n or SYNTHETIC_DEFAULT_N
-        return [{"id": f"synthetic-test-{i}", "question": r["question"], "gold": parse_gold(r["answer"]),
-                 "solution": r["answer"]} for i, r in enumerate(word_problems(n, cfg.seed, split="test"))]
+        return [{"id": f"synthetic-{cfg.split}-{i}", "question": r["question"], "gold": parse_gold(r["answer"]),
+                 "solution": r["answer"], "template": r["template"], "has_mul": r["has_mul"]}
+                for i, r in enumerate(word_problems(n, cfg.seed, split=cfg.split))][:cfg.limit or None]
     records = [dict(r, _index=i) for i, r in enumerate(load_gsm8k(cfg.split, cfg.data,
                                                                                 max_bad_fraction=cfg.max_bad_fraction))]
     if not records:
         raise DomtokError(f"{cfg.data or 'hub:openai/gsm8k'}: no GSM8K records in split {cfg.split!r}")
     if cfg.n and cfg.n < len(records):
         records = sample_records(records, cfg.n, cfg.seed)
+    if cfg.limit:
+        records = records[:cfg.limit]
     return [{"id": f"{cfg.split}-{r['_index']}", "question": r["question"], "gold": parse_gold(r["answer"]),
              "solution": r["answer"]} for r in records]
 
@@ -267,7 +279,7 @@ def run(cfg: GSM8KEvalConfig, out_dir, engine=None) -> dict:
     from domtok.chat import STOP_STRINGS
     from domtok.engine import SamplingParams
     from domtok.eval.common import (eval_engine, gather_rows, generation_fields, generation_metrics, is_repetitive,
-                                    my_batches, write_results)
+                                    progress_batches, write_results)
     from domtok.eval.gold import answer_text, gold_bits_per_byte, mean_score
     from domtok.eval.stats import wilson_ci
     from domtok.utils import dist_setup, seed_everything
@@ -287,7 +299,7 @@ def run(cfg: GSM8KEvalConfig, out_dir, engine=None) -> dict:
                             stop_strings=tuple(STOP_STRINGS), calculator=cfg.calculator)
     rows: list[tuple[int, dict]] = []
     t_gen = time.time()
-    for batch in my_batches(len(items), cfg.batch_size, info):
+    for batch in progress_batches(len(items), cfg.batch_size, info, "gsm8k"):
         idx = [order[b] for b in batch]
         gens = engine.generate([prompts[i] for i in idx], params, batch_size=cfg.batch_size)
         batch_prompts = [prompts[i] for i in idx]
@@ -295,7 +307,9 @@ def run(cfg: GSM8KEvalConfig, out_dir, engine=None) -> dict:
         solution_bpb = gold_bits_per_byte(engine, batch_prompts, [" " + items[i]["solution"] for i in idx])
         for i, g, gb, sb in zip(idx, gens, gold_bpb, solution_bpb):
             it = items[i]
-            row = {"id": it["id"], "benchmark": "gsm8k", "prompt": prompts[i], "completion": g.text,
+            row = {"id": it["id"], "benchmark": "gsm8k", "split": cfg.split,
+                   **{k: it[k] for k in ("template", "has_mul") if k in it},
+                   "prompt": prompts[i], "completion": g.text,
                    "ids": list(g.ids), "gold": it["gold"],
                    "answer_strict": extract_answer(g.text, "strict"),
                    "answer_flexible": extract_answer(g.text, "flexible"),
