@@ -87,12 +87,12 @@ def prepare_hash(cfg: PrepareConfig) -> str:
 def iter_texts(cfg: PrepareConfig) -> tuple[Iterator[str], object, int | None]:
     """(texts in source order, load report or None, number of texts if known)."""
     if cfg.source.startswith("synthetic:"):
-        from domtok.data import synthetic
+        from domtok.data.corpus import math_web_corpus
 
         kind = cfg.source.split(":", 1)[1]
         if kind != "math-web":
             raise DomtokError(f"source {cfg.source!r}: unknown synthetic source; use synthetic:math-web")
-        docs = synthetic.math_web_corpus(cfg.n_docs, cfg.seed)
+        docs = math_web_corpus(cfg.n_docs, cfg.seed)
         return iter(docs), None, len(docs)
     from domtok.data.sources import _need, load_records, parse_source
 
