@@ -31,10 +31,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from domtok.config import (ConfigError, deep_merge, apply_overrides, config_hash, load_yaml, resolve_config_path,
-                           stage_section)
+from domtok.config import (ConfigError, apply_overrides, check_path_name, check_value, config_hash, deep_merge,
+                           load_yaml, resolve_config_path, stage_section)
 from domtok.errors import DomtokError
 from domtok.ladder import nominal_vocab_size, parse_ladder, parse_learns, resolve_rung
+from domtok.utils import read_json_object, short_json
 
 TRAINING_KINDS = ("pretrain", "sft", "grpo", "rft")
 EVAL_KINDS = ("gsm8k", "hellaswag", "probes")
@@ -81,6 +82,11 @@ SPEC_KEYS = ("name", "runs_dir", "seeds", "token_set", "conditions", "tokenizer"
 STAGE_KEYS = ("name", "kind", "config", "set", "after")
 TOKENIZER_KEYS = ("base", "sample_docs", "split_digits")
 EVALS_KEYS = ("after", "benchmarks")
+
+
+# What a run directory holds at its top besides the condition directories (see the layout above).
+RUN_DIR_NAMES = ("tokenizer", "spec.yaml", "report.md", "report.json", "plots", "smoke.json", "smoke.md", "fixtures",
+                 "rung-*", "node*")
 
 
 def _unknown(where: str, what: str, data: dict, valid) -> None:
@@ -131,6 +137,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     if not conditions:
         raise ConfigError(f"{where}: `conditions` is empty; name at least one (baseline: {{token_set: null}})")
     for cname, c in conditions.items():
+        check_path_name(cname, where, "condition", RUN_DIR_NAMES)
         c = c or {}
         if not isinstance(c, dict):
             raise ConfigError(f"{where}: condition {cname!r} must be a mapping such as {{token_set: mul}}, got {c!r}")
@@ -172,8 +179,9 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
             raise ConfigError(f"{where}: stage {s['name']!r} needs a stage before it (`after:`)")
         if after is not None and after not in names:
             raise ConfigError(f"{where}: stage {s['name']!r} comes after unknown stage {after!r}")
-        if s["name"] in names or s["name"] in ("prepare", "tokenizer"):
-            raise ConfigError(f"{where}: stage name {s['name']!r} is used twice or reserved")
+        check_path_name(s["name"], where, f"stages[{i}]", ("prepare", "tokenizer"))
+        if s["name"] in names:
+            raise ConfigError(f"{where}: stage name {s['name']!r} is used twice")
         names.add(s["name"])
         stages.append(StageSpec(name=s["name"], kind=s["kind"], config=stage_section(s, where), after=after))
     evals = data.get("evals") or {}
@@ -184,6 +192,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         raise ConfigError(f"{where}: `evals.benchmarks` must be a mapping of names to benchmark configs")
     benchmarks = {}
     for bname, b in (evals.get("benchmarks") or {}).items():
+        check_path_name(bname, where, "benchmark")
         if not isinstance(b or {}, dict):
             raise ConfigError(f"{where}: benchmark {bname!r} must be a mapping (kind: ..., n: ...), got {b!r}")
         b = dict(b or {})
@@ -197,21 +206,20 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         if a not in names:
             raise ConfigError(f"{where}: evals.after names unknown stage {a!r}")
     if seeds is not None:
-        if seeds < 1:
-            raise ConfigError(f"--seeds {seeds}: give the number of seeds to run, at least 1")
+        if not 1 <= seeds <= 10_000:
+            raise ConfigError(f"--seeds {seeds}: give the number of seeds to run, from 1 to 10000")
         seed_list = list(range(seeds))
     else:
         seed_list = _name_list(where, "seeds", data.get("seeds", [0]), kind=int)
         if len(set(seed_list)) != len(seed_list) or min(seed_list) < 0:
             raise ConfigError(f"{where}: `seeds` {seed_list} must be distinct non-negative integers")
+        for s in seed_list:
+            check_value("seed", s, f"{where}: seeds", owner="Spec")
     confounds = _name_list(where, "confounds", list(data.get("confounds") or []), allow_empty=True)
     for key in ("name", "runs_dir", "token_set"):
         if key in data and not isinstance(data[key], str):
             raise ConfigError(f"{where}: `{key}` must be a string, got {data[key]!r}")
-    name = str(data.get("name", path.stem))
-    if not name or "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
-        raise ConfigError(f"{where}: name {name!r} must be a plain directory name (the run dir is runs_dir/name); "
-                          "use runs_dir to put runs elsewhere")
+    name = check_path_name(str(data.get("name", path.stem)), where, "spec")  # the run dir is runs_dir/name
     token_set, prepare = str(data.get("token_set", "mul")), need("prepare", dict)
     ladder = parse_ladder(data.get("ladder"), where, [s.name for s in stages])
     learns = parse_learns(data.get("learns"), where, evals_after, benchmarks)
@@ -327,13 +335,21 @@ def pid_alive(pid: int) -> bool:
 
 
 def node_state(node: Node) -> str:
-    """done | failed | running | incomplete | pending — read from files only."""
+    """done | failed | running | incomplete | pending — read from files only.
+
+    A manifest that is not what `domtok run` writes, or an evaluation whose items.jsonl holds
+    fewer rows than its summary counts, is incomplete: the run redoes it, status does not show ✅."""
     if node.manifest_path.exists():
         try:
-            m = json.loads(node.manifest_path.read_text())
-        except json.JSONDecodeError:
+            m = read_manifest(node)
+        except DomtokError:
             return "incomplete"
-        return "done" if m.get("hash") == node.hash else "stale"
+        if m.get("hash") != node.hash:
+            return "stale"
+        n = m["summary"].get("n")
+        if node.kind in EVAL_KINDS and isinstance(n, int) and count_rows(node.out_dir / "items.jsonl") != n:
+            return "incomplete"
+        return "done"
     if (node.out_dir / "failed.json").exists():
         return "failed"
     running = node.out_dir / "running.json"
@@ -351,15 +367,20 @@ def node_state(node: Node) -> str:
 
 def wall_time(node: Node) -> float:
     """Seconds the finished node took (0.0 when its manifest does not say)."""
-    return float(read_manifest(node).get("wall_time_s", 0.0))
+    t = read_manifest(node).get("wall_time_s", 0.0)
+    return float(t) if isinstance(t, (int, float)) else 0.0
 
 
 def key_metric(kind: str, summary: dict) -> tuple[str, float] | None:
     """The one number the status board shows for a finished node."""
+    def obj(d, key):  # a nested object, {} when a damaged file holds something else there
+        v = d.get(key, {})
+        return v if isinstance(v, dict) else {}
+
     if kind == "prepare":
-        tokens = summary.get("splits", {}).get("train", {}).get("tokens")
+        tokens = obj(obj(summary, "splits"), "train").get("tokens")
         return ("train_tokens", float(tokens)) if isinstance(tokens, int) else None
-    metrics = summary.get("metrics", summary)
+    metrics = obj(summary, "metrics") if "metrics" in summary else summary
     candidates = {
         "pretrain": ("final_val_bpb", "val_bpb", "final_val_loss"),
         "sft": ("final_val_loss", "val_loss", "final_train_loss"),
@@ -405,11 +426,18 @@ def load_run(run_dir: Path) -> tuple[Spec, list[Node]]:
 
 
 def read_manifest(node: Node) -> dict:
-    """The node's manifest, {} when it has none (not finished) or it cannot be read."""
-    try:
-        return json.loads(node.manifest_path.read_text())
-    except (OSError, json.JSONDecodeError):
+    """The node's manifest ({} when it has none: not finished), checked to be what `domtok run`
+    writes: an object whose `summary` is an object. Anything else is a DomtokError naming it."""
+    path = node.manifest_path
+    if not path.exists():
         return {}
+    fix = f"the node's files are damaged: remove {node.out_dir} and run `domtok run` again to redo it"
+    m = read_json_object(path, fix)
+    if not isinstance(m.get("summary", {}), dict):
+        raise DomtokError(f"{path}: `summary` holds {type(m['summary']).__name__} {short_json(m['summary'])}, "
+                          f"not an object; {fix}")
+    m.setdefault("summary", {})
+    return m
 
 
 def read_summary(node: Node) -> dict:
@@ -418,18 +446,38 @@ def read_summary(node: Node) -> dict:
 
 
 def read_items(path: Path) -> list[dict]:
-    """Rows of a jsonl file (items.jsonl, metrics.jsonl); [] when absent.
+    """Rows of a jsonl file (items.jsonl, metrics.jsonl); [] when absent. Every row must be a
+    JSON object; a line that is not is a DomtokError naming the file and the line.
 
-    A run killed mid-write leaves a torn last line; it is skipped, so a report can be made of
-    a run that is still going.
+    The one exception: a run killed mid-write leaves a torn LAST line, which is skipped, so a
+    report can be made of a run that is still going.
     """
     if not path.exists():
         return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == last:
                 continue
+            raise DomtokError(f"{path}:{i + 1}: not valid JSON ({e.msg}); the file is damaged: remove its "
+                              "directory and run again to redo it") from None
+        if not isinstance(row, dict):
+            raise DomtokError(f"{path}:{i + 1}: holds {type(row).__name__} {short_json(row)}, not a JSON object; the "
+                              "file is damaged: remove its directory and run again to redo it")
+        rows.append(row)
     return rows
+
+
+def count_rows(path: Path) -> int:
+    """Non-blank lines of a jsonl file (0 when absent): what an evaluation wrote."""
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.strip())
+    except OSError:
+        return 0

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from domtok.errors import DomtokError
 from domtok.model.gpt import GPT, GPTConfig
+from domtok.utils import read_json_object, short_json
 
 TOKENIZER_FILE = "domtok_tokenizer.json"  # written by Tokenizer.save; marks a dir with a tokenizer
 STEP_PREFIX = "step_"
@@ -104,10 +105,11 @@ def read_config(model_dir: str | os.PathLike) -> dict:
     path = Path(model_dir) / "config.json"
     if not path.exists():
         raise DomtokError(f"{path}: not found; point at a model dir written by domtok (or a Hugging Face GPT-2 dir)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DomtokError(f"{path}: not valid JSON ({e}); re-export the model") from None
+    config = read_json_object(path, "re-save or re-export the model")
+    if config.get("format") == "domtok" and not isinstance(config.get("model"), dict):
+        raise DomtokError(f"{path}: `model` must be an object of GPT fields, got {short_json(config.get('model'))}; "
+                          "re-save or re-export the model")
+    return config
 
 
 def gpt_config_from_dict(d: dict, source: str) -> GPTConfig:
