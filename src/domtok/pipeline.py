@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -171,6 +170,11 @@ def run_experiment(spec: Spec, opts: RunOptions) -> int:
     from_index = order.index(opts.from_stage) if opts.from_stage else None
     todo = [n for n in nodes if opts.only is None or n.stage == opts.only]
     check_replacements(nodes, todo, opts)
+    forced_ids = {n.id for n in todo if opts.force or (from_index is not None and order.index(n.stage) >= from_index)}
+    for n in todo:  # a node dir that is a link would be deleted through it: refuse before any work
+        if n.out_dir.is_symlink() and (n.id in forced_ids or node_state(n) != "done"):
+            from domtok.outdir import remove_tree
+            remove_tree(n.out_dir)  # raises, naming the link and its target
     # only now, with everything checked: a refused run leaves the run dir's spec as it was
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "spec.yaml", _dump_spec(spec))
@@ -180,6 +184,9 @@ def run_experiment(spec: Spec, opts: RunOptions) -> int:
             if opts.jobs > 1 or opts.threads else "1 job")
     _say(opts, f"domtok run {spec.name}: {len(todo)} nodes, conditions {list(spec.conditions)}, "
                f"seeds {spec.seeds}, run dir {run_dir}, {jobs}")
+    replaced = [n.id for n in todo if n.id not in forced_ids and node_state(n) == "stale"]
+    if replaced:  # a changed config: its finished nodes are redone; say which before any is deleted
+        _say(opts, f"replacing {len(replaced)} finished node(s) whose config changed: {', '.join(replaced)}")
     for r in spec.ladder:
         _say(opts, f"  rung {r.name}: {r.n_layer} layers x {r.n_embd} wide ({r.n_head} heads), {r.params:,} params, "
                    f"{r.steps:,} pretraining steps = {r.budget:,} tokens asked ({r.budget / r.params:.1f} per param)")
@@ -338,13 +345,22 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
                     finish(node, f"done in {wall_time(node):.1f}s ({key_metric_text(node)})"
                                  + _time_left(pending, running, walls, opts.jobs), True)
                 else:
-                    finish(node, f"FAILED — see {node.out_dir / 'log.txt'}", False)
+                    finish(node, f"FAILED: {_failure(node)} — see {node.out_dir / 'log.txt'}", False)
             if any(isinstance(f.exception(), BrokenProcessPool) for f in done if f.done()):
                 pool.shutdown(wait=True, cancel_futures=True)
                 pool = _pool(opts)  # a fresh pool for the rest
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return failed
+
+
+def _failure(node: Node) -> str:
+    """The error a failed node recorded (e.g. "No space left on device"), for its console line."""
+    try:
+        error = json.loads((node.out_dir / "failed.json").read_text())["error"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no failed.json"
+    return " ".join(str(error).split())[:300]
 
 
 def _kind_key(node: Node) -> tuple:
@@ -384,17 +400,19 @@ def _clock(seconds: float) -> str:
 
 def run_node(node: Node, run_dir: Path, opts: RunOptions, fresh: bool) -> bool:
     """Run one node in this process (or under torchrun when nproc > 1); True when it finished."""
-    if fresh and node.out_dir.exists():
-        shutil.rmtree(node.out_dir)
+    from domtok.outdir import remove_tree
+
+    if fresh and (node.out_dir.exists() or node.out_dir.is_symlink()):
+        remove_tree(node.out_dir)
     # An incomplete directory from another config must not be resumed.
     marker = node.out_dir / "node.json"
     if marker.exists():
         try:
             old = json.loads(marker.read_text()).get("hash")
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, AttributeError):
             old = None
         if old != node.hash or node.kind not in RESUMABLE:
-            shutil.rmtree(node.out_dir)
+            remove_tree(node.out_dir)
     node.out_dir.mkdir(parents=True, exist_ok=True)
     (node.out_dir / "failed.json").unlink(missing_ok=True)
     atomic_write_json(marker, {"id": node.id, "hash": node.hash, "kind": node.kind, "config": node.config})

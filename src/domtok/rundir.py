@@ -233,6 +233,25 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
                 confounds=confounds, ladder=ladder, learns=learns, raw=data, path=where)
 
 
+def foreign_entries(run_dir: Path, conditions) -> list[str]:
+    """What a run directory holds that its layout does not explain (the user's files), down to
+    the condition directories: a forced or smoke re-run may delete only the rest."""
+    import fnmatch
+
+    def ours(name: str, patterns) -> bool:
+        return any(fnmatch.fnmatchcase(name, p) for p in patterns) or ".tmp-" in name or ".old-" in name
+
+    out = []
+    if not run_dir.is_dir():
+        return out
+    for p in sorted(run_dir.iterdir()):
+        if not ours(p.name, (*RUN_DIR_NAMES, *conditions)):
+            out.append(p.name)
+        elif p.name in conditions and p.is_dir():
+            out += [f"{p.name}/{q.name}" for q in sorted(p.iterdir()) if not ours(q.name, ("prepare", "seed*"))]
+    return out
+
+
 # --------------------------------------------------------------------------- the DAG
 
 @dataclass

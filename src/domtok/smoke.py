@@ -34,7 +34,8 @@ from pathlib import Path
 
 from domtok.data import sources
 from domtok.errors import DomtokError
-from domtok.rundir import pid_alive
+from domtok.outdir import claim_out_dir, remove_tree
+from domtok.rundir import foreign_entries, pid_alive
 
 # How far the smoke turns things down. Two optimizer steps per training stage, each with two
 # micro-batches, so gradient accumulation, the LR schedule, checkpoints and the final model
@@ -657,8 +658,17 @@ def run_smoke(spec, opts, run_experiment, device: str = "cpu", gpu: str = DEFAUL
         except (OSError, KeyError, ValueError, TypeError):
             continue
         raise DomtokError(f"{running}: another smoke run is working in {smoke_dir}; wait for it to finish")
-    if smoke_dir.exists():  # a smoke result must come from the code as it is now
-        shutil.rmtree(smoke_dir)
+    # Like every verb: a folder that is not domtok's is refused, a second writer is refused,
+    # and only what a smoke run writes is removed (a smoke result must come from the code as
+    # it is now); the user's own files there are named, not deleted.
+    claim_out_dir(smoke_dir, what="smoke directory")
+    foreign = foreign_entries(smoke_dir, spec.conditions)
+    if foreign:
+        raise DomtokError(f"{smoke_dir}: holds {', '.join(foreign[:4])}{' ...' if len(foreign) > 4 else ''}, "
+                          "which a smoke run does not write; a smoke run starts from an empty folder: move "
+                          "those elsewhere")
+    if smoke_dir.exists():
+        remove_tree(smoke_dir)
     smoke, changes = smoke_spec(spec, srcs, device)
     world = opts.nproc * getattr(opts, "nnodes", 1)
     t0 = time.time()

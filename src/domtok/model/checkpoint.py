@@ -38,8 +38,12 @@ STEP_PREFIX = "step_"
 # ---------------------------------------------------------------------------- atomic dirs
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike):
-    """Yield a temporary sibling directory; on success it replaces `path` as a whole."""
+def atomic_dir(path: str | os.PathLike, only_own: bool = False):
+    """Yield a temporary sibling directory; on success it replaces `path` as a whole.
+
+    only_own: `path` is a directory the user chose (export, import, tokenizer build --force);
+    replacing it may delete only files the new output writes again. Any other file there (the
+    user's notes, a whole run directory) is named in an error and nothing is replaced."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -48,6 +52,10 @@ def atomic_dir(path: str | os.PathLike):
     tmp.mkdir()
     try:
         yield tmp
+        if only_own and path.is_dir():
+            from domtok.outdir import refuse_foreign
+
+            refuse_foreign(path, _relative_files(tmp))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -60,6 +68,10 @@ def atomic_dir(path: str | os.PathLike):
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _relative_files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
 # ---------------------------------------------------------------------------- state dicts
@@ -154,10 +166,12 @@ def _write_model_files(dst: Path, model: torch.nn.Module, tokenizer, extra: dict
     (dst / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
-def save_model_dir(model: torch.nn.Module, tokenizer, dir: str | os.PathLike, extra: dict | None = None) -> Path:
-    """Write a native model dir atomically. `extra` adds keys to config.json (e.g. the stage)."""
+def save_model_dir(model: torch.nn.Module, tokenizer, dir: str | os.PathLike, extra: dict | None = None,
+                   only_own: bool = False) -> Path:
+    """Write a native model dir atomically. `extra` adds keys to config.json (e.g. the stage);
+    `only_own` as in `atomic_dir` (a directory the user chose)."""
     dir = Path(dir)
-    with atomic_dir(dir) as tmp:
+    with atomic_dir(dir, only_own=only_own) as tmp:
         _write_model_files(tmp, model, tokenizer, extra)
     return dir
 

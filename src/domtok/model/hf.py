@@ -148,7 +148,8 @@ def load_hf_dir(hf_dir: str | os.PathLike, condition: str | None = None):
 def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, condition: str | None = None) -> Path:
     """Convert a Hugging Face GPT-2 dir into a native domtok model dir."""
     model, tokenizer = load_hf_dir(hf_dir, condition=condition)
-    return save_model_dir(model, tokenizer, out_dir, extra={"imported_from": str(Path(hf_dir).resolve())})
+    return save_model_dir(model, tokenizer, out_dir, extra={"imported_from": str(Path(hf_dir).resolve())},
+                          only_own=True)
 
 
 def hf_config(cfg: GPTConfig, eot_id: int) -> dict:
@@ -201,7 +202,7 @@ def export_hf(src: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     tokenizer = load_tokenizer_from_dir(src)
     eot_id = tokenizer.eot_id if tokenizer is not None else int(config.get("eot_id", 50256))
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, only_own=True) as tmp:
         save_weights(native_to_hf(state), tmp / "model.safetensors")
         (tmp / "config.json").write_text(json.dumps(hf_config(cfg, eot_id), indent=2) + "\n")
         # no max_length: transformers warns when it is set beside generate(max_new_tokens=...);

@@ -139,7 +139,7 @@ def build(base: str, corpus, out_dir, max_docs: int | None = None,
     texts = read_corpus(corpus, stats)
     if max_docs is not None:
         texts = itertools.islice(texts, max_docs)  # stops reading the corpus after max_docs
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, only_own=True) as tmp:
         try:
             trained = train_bpe(texts, vocab_size, tmp, name=base, split_digits=split_digits)
         except DomtokError as e:
