@@ -205,6 +205,13 @@ def load_model(dir: str | os.PathLike, device="cpu", condition: str | None = Non
         raise DomtokError(f"{dir / TOKENIZER_FILE}: tokenizer vocab_size {tokenizer.vocab_size} != model "
                           f"vocab_size {cfg.vocab_size} in config.json; the tokenizer files belong to another model, "
                           "re-save the model dir with its own tokenizer")
+    # Both conditions share one id layout, so the vocab sizes agree even when the files do not:
+    # a baseline model with a mul_tokens tokenizer would be evaluated (injected) as mul_tokens.
+    trained_as = config.get("condition")
+    if tokenizer is not None and isinstance(trained_as, str) and trained_as != tokenizer.condition:
+        raise DomtokError(f"{dir / TOKENIZER_FILE}: a {tokenizer.condition} tokenizer, but config.json says the weights "
+                          f"were trained as {trained_as}; the files disagree: restore them with `domtok tokenizer fix "
+                          f"{dir} --condition {trained_as}`")
     with torch.device("meta"):
         model = GPT(cfg)  # no random init of weights we are about to overwrite
     model = model.to_empty(device="cpu")
