@@ -211,7 +211,7 @@ def load_model(dir: str | os.PathLike, device="cpu", condition: str | None = Non
     if tokenizer is not None and isinstance(trained_as, str) and trained_as != tokenizer.condition:
         raise DomtokError(f"{dir / TOKENIZER_FILE}: a {tokenizer.condition} tokenizer, but config.json says the weights "
                           f"were trained as {trained_as}; the files disagree: restore them with `domtok tokenizer fix "
-                          f"{dir} --condition {trained_as}`")
+                          f"{dir} --condition {trained_as} --force`")
     with torch.device("meta"):
         model = GPT(cfg)  # no random init of weights we are about to overwrite
     model = model.to_empty(device="cpu")
