@@ -1,6 +1,6 @@
 """Generation speed: domtok's Engine vs transformers `generate`, same model, same run, CPU.
 
-    python benchmarks/generate.py [--layers 6 --width 384 --batch 32 --new-tokens 128]
+    python benchmarks/generate.py [--layers 6 --width 384 --batch 32 --new-tokens 128] [--quick]
 
 A GPT-2-shaped model (random weights, GPT-2 vocab) is saved as a native model dir and
 exported with `domtok.model.hf.export_hf`; the export is loaded with `GPT2LMHeadModel`.
@@ -153,7 +153,10 @@ def main() -> None:
     # 1 thread by default: on a shared, oversubscribed machine OpenMP barriers make every op
     # wait for a busy core (7x slower here); both engines get the same setting
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch's default)")
+    ap.add_argument("--quick", action="store_true", help="2 layers, 4 rows, 8 new tokens, one repeat (CI)")
     args = ap.parse_args()
+    if args.quick:
+        args.layers, args.width, args.heads, args.batch, args.new_tokens, args.repeats = 2, 64, 2, 4, 8, 1
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -169,6 +172,7 @@ def main() -> None:
         tiny = measure(load_tokenizer(str(Path(tmp) / "bpe"), "baseline"), 4, 128, 4, args)
     report["engine_vs_hf_generate_tiny_preset"] = tiny["engine_vs_hf_generate"]
     report["tiny_preset"] = tiny
+    report["quick"] = args.quick
     print(json.dumps(report))
 
 

@@ -6,7 +6,7 @@
 1. Pretraining steps of GPT-2 124M exactly as `domtok pretrain` runs them with the 10B preset:
    micro-batch 32 x 1024, bf16 autocast, torch.compile, fused AdamW (`common.configure_optimizer`),
    `common.clip_gradients`; >= 30 timed steps after warm-up -> `pretrain_tokens_per_s`, `mfu`
-   (model FLOPs per token from `GPT.flops_per_token`, peak from `device_peak_flops`).
+   (model FLOPs per token from `GPT.flops_per_token`, peak and formula from `domtok.train.common.mfu`).
 2. 1,319 GSM8K-style chat prompts (the GSM8K test questions from ../shared/data when present,
    else generated word problems) through domtok's Engine on the 124M model, 256 new tokens,
    greedy -> `engine_gsm8k_seconds`. The model has random weights and would not stop on its
@@ -55,7 +55,8 @@ def model_config(quick: bool, vocab: int):
 
 def bench_pretrain(args, device: str, vocab: int) -> dict:
     """Training steps as `domtok pretrain` runs them (same helpers), on random tokens."""
-    from domtok.model.gpt import GPT, device_peak_flops
+    from domtok.model.gpt import GPT
+    from domtok.train.common import mfu
     from domtok.train import common
 
     B, T = (4, 64) if args.quick else (32, 1024)
@@ -88,9 +89,8 @@ def bench_pretrain(args, device: str, vocab: int) -> dict:
     sync(device)
     dt = (time.perf_counter() - t0) / steps
     tok_s = B * T / dt
-    peak = device_peak_flops(torch.device(device)) if device.startswith("cuda") else None
     fpt = model.flops_per_token(T)
-    return {"pretrain_tokens_per_s": tok_s, "mfu": fpt * tok_s / peak if peak else None,
+    return {"pretrain_tokens_per_s": tok_s, "mfu": mfu(fpt, tok_s, device),
             "pretrain_step_s": dt, "pretrain_timed_steps": steps, "pretrain_warmup_and_compile_s": compile_s,
             "pretrain_shape": f"{cfg.n_layer}x{cfg.n_embd}, micro-batch {B} x {T}, bf16 autocast, compile, fused AdamW",
             "pretrain_final_loss": float(loss), "params": model.num_params(False)}

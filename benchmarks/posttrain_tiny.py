@@ -5,7 +5,8 @@
    EOS rate and accuracy on held-out drill questions (greedy, 24 tokens) before and after;
 3. GRPO (binary reward, temperature 1.5) from the SFT model on 16 multiplication prompts:
    sampled reward on those prompts before/after, and the training reward per step.
-Prints one JSON line. Usage: python benchmarks/posttrain_tiny.py [OUT_DIR]
+Prints one JSON line. Usage: python benchmarks/posttrain_tiny.py [OUT_DIR] [--quick]
+(--quick: 1 SFT epoch on 300 drills and 3 GRPO steps; proves the script runs, for CI.)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 
 
-def main(out: Path) -> dict:
+def main(out: Path, quick: bool = False) -> dict:
     from domtok.chat import qa_messages, render_conversation_text, render_prompt
     from domtok.data.synthetic import drills, gsm_sbs
     from domtok.engine import Engine, SamplingParams
@@ -49,8 +50,9 @@ def main(out: Path) -> dict:
                 "accuracy": sum(is_correct(g.text, parse_gold(r["answer"])) for g, r in zip(gens, held)) / len(gens)}
 
     before = probe(out / "init")
-    stage = sft.SFTStage(name="drills", data=[DataSource(kind="drills", n=1500, drill_kinds=["tier1", "tier2"])],
-                         val_size=200, epochs=3, learning_rate=2e-3, warmup_ratio=0.05, weight_decay=0.0,
+    stage = sft.SFTStage(name="drills", data=[DataSource(kind="drills", n=300 if quick else 1500,
+                                                         drill_kinds=["tier1", "tier2"])],
+                         val_size=50 if quick else 200, epochs=1 if quick else 3, learning_rate=2e-3, warmup_ratio=0.05, weight_decay=0.0,
                          max_length=64, batch_size=32, grad_accum=1)
     s = sft.run(sft.SFTConfig(model=str(out / "init"), device="cpu", stages=[stage], eval_every=20), out / "sft")
     rows = [json.loads(x) for x in (out / "sft" / "metrics.jsonl").read_text().splitlines()]
@@ -75,7 +77,7 @@ def main(out: Path) -> dict:
                              prompts=DataSource(kind="jsonl", path=str(prompts)), num_prompts=16,
                              reward=RewardConfig(kind="binary"), num_generations=8, per_device_train_batch_size=64,
                              gradient_accumulation_steps=1, learning_rate=1e-4, beta=0.0, temperature=1.5,
-                             max_completion_length=24, max_steps=20, seed=0), out / "grpo")
+                             max_completion_length=24, max_steps=3 if quick else 20, seed=0), out / "grpo")
     r_after = sampled_reward(out / "grpo" / "model")
     grows = [json.loads(x) for x in (out / "grpo" / "metrics.jsonl").read_text().splitlines()]
     r = [x["reward_mean"] for x in grows]
@@ -85,14 +87,15 @@ def main(out: Path) -> dict:
                       "eos_rate_after": after["eos_rate"], "drill_accuracy_before": before["accuracy"],
                       "drill_accuracy_after": after["accuracy"]},
               "grpo": {"steps": len(r), "reward_before": r_before, "reward_after": r_after,
-                       "reward_mean_first5": sum(r[:5]) / 5, "reward_mean_last5": sum(r[-5:]) / 5,
+                       "reward_mean_first5": sum(r[:5]) / len(r[:5]), "reward_mean_last5": sum(r[-5:]) / len(r[-5:]),
                        "reward_per_step": [round(x, 3) for x in r], "frac_zero_std_groups_mean":
                        sum(x["frac_zero_std_groups"] for x in grows) / len(grows)},
-              "wall_time_s": round(time.time() - t0, 1)}
+              "wall_time_s": round(time.time() - t0, 1), "quick": quick}
     return result
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)  # the CI/dev box has 2 shared cores; more threads only contend
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="posttrain_tiny_"))
-    print(json.dumps(main(out)))
+    args = [a for a in sys.argv[1:] if a != "--quick"]
+    out = Path(args[0]) if args else Path(tempfile.mkdtemp(prefix="posttrain_tiny_"))
+    print(json.dumps(main(out, quick="--quick" in sys.argv[1:])))

@@ -1,6 +1,6 @@
 """Benchmark: how fast does `domtok prepare` turn text into tokens?
 
-    python benchmarks/prepare.py [--mb 24] [--repeats 3]
+    python benchmarks/prepare.py [--mb 24] [--repeats 3] [--quick]
 
 On one text (GSM8K train answers from ../shared/data, else generated math-web text,
 replicated to --mb megabytes):
@@ -58,7 +58,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mb", type=float, default=24.0, help="megabytes of text (default 24)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="0.2 MB, one repeat: proves the script runs (CI)")
     args = ap.parse_args()
+    if args.quick:
+        args.mb, args.repeats = 0.2, 1
 
     gpt2 = shared_data_dir()
     if gpt2 and (gpt2 / "gpt2" / "vocab.bpe").exists():
@@ -77,7 +80,7 @@ def main() -> None:
     print(f"tiktoken encode_ordinary_batch: {mb / t_tik:7.2f} MB/s")
 
     # 2. ours: inject + tokenize, mul_tokens condition, one process, the worker's own code path
-    prep._init_worker("gpt2", "mul_tokens", "mul", "weak", "")
+    prep._init_worker("gpt2", "mul_tokens", "mul", "weak", False, os.environ.get("DOMTOK_GPT2_DIR", ""))
     chunk = 512
 
     def ours():
@@ -107,7 +110,8 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     speedup = times[1] / times[2]
     print(f"two workers vs one: {speedup:.2f}x")
-    print(json.dumps({"inject_tokenize_vs_tiktoken": round(t_tik / t_ours, 3), "two_workers_vs_one": round(speedup, 3)}))
+    print(json.dumps({"inject_tokenize_vs_tiktoken": round(t_tik / t_ours, 3), "two_workers_vs_one": round(speedup, 3),
+                      "quick": args.quick}))
     sys.stdout.flush()
 
 

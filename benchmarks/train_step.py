@@ -7,6 +7,7 @@ slows both alike; we report the median step time of each.
 
     python benchmarks/train_step.py            # tiny shape + 124M shape at T=128, B=4 (CPU)
     python benchmarks/train_step.py --cuda     # also 124M at T=1024, bf16 autocast + compile
+    python benchmarks/train_step.py --quick    # one timed step per shape (CI: the script still runs)
 
 Last line: one JSON object with `train_step_vs_hf` (tiny) and `train_step_vs_hf_124m`.
 """
@@ -21,7 +22,7 @@ import time
 import torch
 
 from domtok.model.gpt import GPT, config_from_preset, optimizer_param_groups
-from domtok.train.common import configure_optimizer
+from domtok.train.common import configure_optimizer, mfu
 
 
 def hf_model(cfg):
@@ -98,7 +99,7 @@ def compare(name, cfg, B, T, warmup, steps, device="cpu", amp_dtype=None, compil
     }
     res["ratio"] = res["ours_tok_s"] / res["hf_tok_s"]
     if device.startswith("cuda"):
-        res["ours_mfu"] = ours.estimate_mfu(res["ours_tok_s"], T)
+        res["ours_mfu"] = mfu(ours.flops_per_token(T), res["ours_tok_s"], device)
     print(f"{name:10s} {res['shape']}: ours {res['ours_tok_s']:,.0f} tok/s, HF ({attn_impl}) "
           f"{res['hf_tok_s']:,.0f} tok/s, ratio {res['ratio']:.2f}x", flush=True)
     del ours, hf, ours_model
@@ -112,7 +113,10 @@ def main():
     ap.add_argument("--steps-124m", type=int, default=2)
     ap.add_argument("--cuda", action="store_true", help="also the 124M T=1024 bf16+compile run on CUDA")
     ap.add_argument("--cuda-batch", type=int, default=16)
+    ap.add_argument("--quick", action="store_true", help="one timed step per shape: proves the script runs (CI)")
     args = ap.parse_args()
+    if args.quick:
+        args.steps, args.steps_124m = 1, 1
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, fp32 on CPU", flush=True)
@@ -121,7 +125,7 @@ def main():
     big = compare("124m", config_from_preset("gpt2-124m", vocab_size=50304), B=4, T=128, warmup=1,
                   steps=args.steps_124m)
     out = {"train_step_vs_hf": round(tiny["ratio"], 3), "train_step_vs_hf_124m": round(big["ratio"], 3),
-           "tiny": tiny, "gpt2_124m_T128": big, "threads": torch.get_num_threads(), "torch": torch.__version__}
+           "tiny": tiny, "gpt2_124m_T128": big, "threads": torch.get_num_threads(), "torch": torch.__version__, "quick": args.quick}
 
     if args.cuda and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -290,7 +290,7 @@ def test_sample_repl_commands(monkeypatch, capsys):
 
 
 def test_sample_cli_on_a_saved_model_dir(tmp_path, gpt2_dir, capsys):
-    tokenizer_mod = pytest.importorskip("domtok.tokens.tokenizer")
+    import domtok.tokens.tokenizer as tokenizer_mod
     from domtok import cli
     from domtok.chat import render_prompt
     from domtok.model.checkpoint import save_model_dir

@@ -117,7 +117,6 @@ def compare_imported(hf, native, vocab):
 
 
 def test_import_reference_layout_vocab_50349(tmp_path, gpt2_dir):
-    pytest.importorskip("domtok.tokens.tokenizer")
     hf = make_hf_dir(tmp_path / "ref", 50349)
     with pytest.raises(DomtokError, match="condition"):
         import_hf(tmp_path / "ref", tmp_path / "out")  # the files do not say which condition
@@ -129,7 +128,6 @@ def test_import_reference_layout_vocab_50349(tmp_path, gpt2_dir):
 
 
 def test_import_openai_layout(tmp_path, gpt2_dir):
-    pytest.importorskip("domtok.tokens.tokenizer")
     hf = make_hf_dir(tmp_path / "gpt2", 50257, seed=3, openai_layout=True)
     import_hf(tmp_path / "gpt2", tmp_path / "out")
     native, tok = load_model(tmp_path / "out")
@@ -154,7 +152,6 @@ def test_wrong_vocab_and_bad_dirs_raise_readable_errors(tmp_path):
 
 
 def test_wrong_vocab_with_tokenizer(tmp_path, gpt2_dir):
-    pytest.importorskip("domtok.tokens.tokenizer")
     make_hf_dir(tmp_path / "big", 50400)
     with pytest.raises(DomtokError, match=r"config\.json.*50400.*wrong vocabulary"):
         import_hf(tmp_path / "big", tmp_path / "out", condition="baseline")
@@ -172,7 +169,7 @@ def test_cli_export_and_import(tmp_path, capsys):
 
 
 def test_round_trip_with_tokenizer_keeps_condition(tmp_path, gpt2_dir):
-    tk = pytest.importorskip("domtok.tokens.tokenizer")
+    import domtok.tokens.tokenizer as tk
     tok = tk.load_tokenizer("gpt2", "mul_tokens", gpt2_dir=gpt2_dir)
     cfg = GPTConfig(block_size=32, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16)
     model = random_model(5, cfg)

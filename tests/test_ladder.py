@@ -13,7 +13,7 @@ import yaml
 from conftest import MICRO
 
 from domtok.errors import DomtokError
-from domtok.ladder import fit_trend, trend_lines, trends
+from domtok.report.ladder import fit_trend, trend_lines, trends
 from domtok.rundir import build_nodes, load_spec
 
 RUNGS = [{"name": "xs", "n_layer": 1, "n_head": 2, "n_embd": 32, "tokens": 4096},
@@ -214,7 +214,7 @@ def test_ladder_gpt2_rungs_share_one_corpus_at_20_tokens_per_param(tmp_path):
 
 
 def test_learns_section_is_checked_and_validated(tmp_path):
-    from domtok.ladder import learn_check
+    from domtok.report.tables import learn_check
 
     spec = load_spec(_write(tmp_path, _ladder(learns={"stage": "grpo", "minimum": {"probes.accuracy_mul_table": 0.9}})))
     assert spec.learns == {"stage": "grpo", "minimum": {"probes.accuracy_mul_table": 0.9}}

@@ -153,7 +153,8 @@ def test_presets_param_counts_and_flops():
     assert m.num_params() == n_nonemb
     T = 1024
     assert m.flops_per_token(T) == 6 * (n_nonemb + 50257 * 768) + 12 * 12 * 768 * T
-    assert m.estimate_mfu(1000.0, T, peak_flops=1e12) == pytest.approx(m.flops_per_token(T) * 1000 / 1e12)
+    from domtok.train.common import mfu
+    assert mfu(m.flops_per_token(T), 1000.0, "cpu", peak_flops=1e12) == pytest.approx(m.flops_per_token(T) * 1000 / 1e12)
     with pytest.raises(DomtokError):
         config_from_preset("gpt2-7b")
 
@@ -281,7 +282,7 @@ def test_checkpoints_resume_exactly_and_keep_last(tmp_path):
 
 
 def test_model_dir_with_real_tokenizer(tmp_path, gpt2_dir):
-    tk = pytest.importorskip("domtok.tokens.tokenizer")
+    import domtok.tokens.tokenizer as tk
     tok = tk.load_tokenizer("gpt2", "mul_tokens", gpt2_dir=gpt2_dir)
     cfg = GPTConfig(block_size=32, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16)
     save_model_dir(tiny_model(0, cfg), tok, tmp_path / "m")
@@ -292,3 +293,15 @@ def test_model_dir_with_real_tokenizer(tmp_path, gpt2_dir):
     wrong = GPTConfig(block_size=32, vocab_size=tok.vocab_size + 64, n_layer=1, n_head=2, n_embd=16)
     with pytest.raises(DomtokError, match="vocab_size"):
         save_model_dir(tiny_model(0, wrong), tok, tmp_path / "w")
+
+
+def test_gpu_peak_table_matches_device_names_in_order():
+    """One table (`domtok.gpus`) serves MFU and the smoke's projection; "L40S" must not read as
+    "L4", and the PCIe H100's lower clock is its own entry."""
+    from domtok.gpus import peak_flops_by_name
+
+    assert peak_flops_by_name("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_flops_by_name("NVIDIA H100 PCIe") == 756e12
+    assert peak_flops_by_name("NVIDIA L40S") == 362e12
+    assert peak_flops_by_name("NVIDIA L4") == 121e12
+    assert peak_flops_by_name("Tesla T4") is None

@@ -410,8 +410,7 @@ def test_preset_files_load():
 def test_end_to_end_on_prepared_shards_with_tokenizer_and_hellaswag_hook(tmp_path):
     """Real `domtok prepare` shards (trained BPE, mul tokens): bpb uses the meta's byte count of
     the uninjected text, the model dir carries the tokenizer, the HellaSwag hook is logged."""
-    prepare = pytest.importorskip("domtok.data.prepare")
-    pytest.importorskip("domtok.eval.hellaswag")
+    import domtok.data.prepare as prepare
     from domtok.model.checkpoint import load_model
 
     shards = tmp_path / "shards"

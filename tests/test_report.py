@@ -271,7 +271,7 @@ def test_the_headline_opens_the_report_before_the_learns_check(tmp_path):
 
 
 def test_an_mde_beyond_the_range_of_an_accuracy_difference_says_nothing_is_detectable():
-    from domtok.report import _mde_text
+    from domtok.report.compare import _mde_text
 
     assert _mde_text({"mde": 0.073}) == "±0.073"
     text = _mde_text({"mde": 2.418})  # 3 seeds that disagree: df 2 at Holm's strictest level

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from domtok.data import sources
 from domtok.errors import DomtokError
+from domtok.gpus import GPUS
 from domtok.outdir import claim_out_dir, remove_tree
 from domtok.rundir import foreign_entries, pid_alive
 
@@ -52,7 +53,6 @@ NEW_TOKENS = 16       # generation length in GRPO, RFT and the evaluations
 EVAL_ITEMS = 4
 
 # The projection's reference GPU and utilisation; both are printed with every projection.
-GPUS = {"H100": (989e12, 80), "H200": (989e12, 141), "A100": (312e12, 80), "4090": (165e12, 24)}
 DEFAULT_GPU = "H100"
 DEFAULT_MFU = 0.40
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -103,6 +104,23 @@ def dist_teardown() -> None:
         if sys.exc_info()[1] is None:
             dist.barrier()
         dist.destroy_process_group()
+
+
+def stream_index(n: int, pos: int, *key) -> int:
+    """Index at position `pos` of an endless stream of seeded epoch permutations of range(n):
+    epoch e is range(n) shuffled by `random.Random("k1:k2:...:e")`. The one sampler of SFT
+    examples (key "sft", seed, stage) and GRPO prompts (key "grpo", seed); a resumed run asks
+    for the same positions and gets the same items. (Pretraining orders documents with numpy's
+    generator instead, `TrainLoader.document_order`: vectorised over millions of documents.)"""
+    epoch, k = divmod(pos, n)
+    return _epoch_permutation(n, ":".join(map(str, (*key, epoch))))[k]
+
+
+@functools.lru_cache(maxsize=2)  # positions are consumed in order: one epoch, maybe the next
+def _epoch_permutation(n: int, seed: str) -> tuple[int, ...]:
+    perm = list(range(n))
+    random.Random(seed).shuffle(perm)
+    return tuple(perm)
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:

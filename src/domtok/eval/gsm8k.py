@@ -67,11 +67,6 @@ class Answer:
     from_token: bool = False  # the number is a domain token's value (`<MUL_7_8_56>`)
 
 
-def replace_domain_tokens(text: str) -> str:
-    """`<MUL_6_9_54>` -> ` 54 ` (the number the token states; its operands are never read)."""
-    return _replace_tokens(text)[0]
-
-
 def _replace_tokens(text: str) -> tuple[str, list[tuple[int, int]]]:
     """The text with each token replaced by ` value `, and where those values now stand."""
     if "<" not in text:

@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from domtok.gpus import peak_flops_by_name
+
 
 @dataclass
 class GPTConfig:
@@ -80,10 +82,6 @@ class KVCache:
         self.k = self.k.index_select(1, rows)
         self.v = self.v.index_select(1, rows)
         self.key_mask = self.key_mask.index_select(0, rows)
-
-    def reset(self) -> None:
-        self.length = 0
-        self.key_mask.zero_()
 
 
 class CausalSelfAttention(nn.Module):
@@ -248,29 +246,12 @@ class GPT(nn.Module):
         n = self.num_params(non_embedding=True) + cfg.n_embd * cfg.vocab_size
         return 6 * n + 12 * cfg.n_layer * cfg.n_embd * T
 
-    def estimate_mfu(self, tokens_per_second: float, seq_len: int | None = None,
-                     peak_flops: float | None = None) -> float | None:
-        """Model FLOPs utilisation: achieved training FLOP/s over the device's peak (bf16 dense).
-        None when the peak is unknown (CPU, unknown GPU)."""
-        if peak_flops is None:
-            peak_flops = device_peak_flops()
-        if not peak_flops:
-            return None
-        return self.flops_per_token(seq_len) * tokens_per_second / peak_flops
-
 
 def device_peak_flops(device=None) -> float | None:
-    """Peak dense bf16 FLOP/s of the current CUDA device from its name; None if unknown."""
+    """Peak dense bf16 FLOP/s of the current CUDA device (`domtok.gpus`); None if unknown or no GPU."""
     if not torch.cuda.is_available():
         return None
-    name = torch.cuda.get_device_name(device).lower()
-    if "h100" in name and "pcie" in name:
-        return 756e12
-    for key, flops in (("h200", 989e12), ("h100", 989e12), ("a100", 312e12), ("l40s", 362e12),
-                       ("4090", 165e12), ("a10g", 125e12), ("l4", 121e12), ("3090", 71e12)):
-        if key in name:
-            return flops
-    return None
+    return peak_flops_by_name(torch.cuda.get_device_name(device))
 
 
 def optimizer_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -101,14 +101,18 @@ def maybe_compile(model: nn.Module, enabled: bool, device: str) -> nn.Module:
 
 # --- throughput ----------------------------------------------------------------------------
 
-def mfu(flops_per_token: float, tokens_per_s: float, device: str, world_size: int = 1) -> float | None:
-    """Model FLOPs utilisation over all processes; None on CPU or an unknown GPU."""
-    if not str(device).startswith("cuda"):
+def mfu(flops_per_token: float, tokens_per_s: float, device: str, world_size: int = 1,
+        peak_flops: float | None = None) -> float | None:
+    """Model FLOPs utilisation over all processes (the one MFU formula: training logs, benchmarks):
+    achieved model FLOP/s over the devices' bf16 dense peak (`peak_flops`, else the device's own
+    from `device_peak_flops`). None on CPU or an unknown GPU."""
+    if peak_flops is None:
+        if not str(device).startswith("cuda"):
+            return None
+        peak_flops = device_peak_flops(torch.device(device))
+    if not peak_flops or tokens_per_s <= 0:
         return None
-    peak = device_peak_flops(torch.device(device))
-    if peak is None or tokens_per_s <= 0:
-        return None
-    return flops_per_token * tokens_per_s / (peak * world_size)
+    return flops_per_token * tokens_per_s / (peak_flops * world_size)
 
 
 # --- distributed ---------------------------------------------------------------------------

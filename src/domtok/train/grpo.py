@@ -60,9 +60,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +73,7 @@ from domtok.eval.common import eval_dtype
 from domtok.train import common
 from domtok.train.rewards import RewardConfig, make_reward_fn
 from domtok.train.sft_data import DataSource
+from domtok.utils import stream_index
 
 
 @dataclass
@@ -548,15 +547,7 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
 
 def _prompt_order(n: int, seed: int, pos: int) -> int:
     """Prompt index at stream position `pos`: epoch after epoch of seeded permutations."""
-    epoch, k = divmod(pos, n)
-    return _epoch_permutation(n, seed, epoch)[k]
-
-
-@functools.lru_cache(maxsize=2)  # positions are consumed in order: one epoch, maybe the next
-def _epoch_permutation(n: int, seed: int, epoch: int) -> tuple[int, ...]:
-    perm = list(range(n))
-    random.Random(f"grpo:{seed}:{epoch}").shuffle(perm)
-    return tuple(perm)
+    return stream_index(n, pos, "grpo", seed)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from domtok.config import config_hash, save_resolved
 from domtok.errors import DomtokError
 from domtok.train import common
+from domtok.utils import stream_index
 from domtok.train.sft_data import BuildReport, DataSource, SFTExample, build_examples, collate, load_records, split_train_val
 
 
@@ -117,25 +117,7 @@ def stage_steps(stage: SFTStage, n_train: int) -> int:
 
 def global_batch(n: int, step: int, size: int, seed: int, stage_index: int) -> list[int]:
     """Example indices of global batch `step`: an endless stream of seeded epoch permutations."""
-    out = []
-    for pos in range(step * size, (step + 1) * size):
-        epoch, k = divmod(pos, n)
-        perm = _perm(n, seed, stage_index, epoch)
-        out.append(perm[k])
-    return out
-
-
-_PERMS: dict = {}
-
-
-def _perm(n: int, seed: int, stage_index: int, epoch: int) -> list[int]:
-    key = (n, seed, stage_index, epoch)
-    if key not in _PERMS:
-        p = list(range(n))
-        random.Random(f"sft:{seed}:{stage_index}:{epoch}").shuffle(p)
-        _PERMS.clear()  # keep one; batches are consumed in order
-        _PERMS[key] = p
-    return _PERMS[key]
+    return [stream_index(n, pos, "sft", seed, stage_index) for pos in range(step * size, (step + 1) * size)]
 
 
 def token_ce_sum(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,34 @@
+"""One study's report.md sections, headline first: a whole run, or one ladder rung."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from domtok.report.compare import grpo_table, headline, paired_comparisons
+from domtok.report.plots import forest_plot, plots
+from domtok.report.run import Run
+from domtok.report.tables import compute_table, confounds, eval_matrix, generation_table, loss_table, reward_table
+
+def study_sections(run: Run, comps: dict, plots_dir: Path, rel: str, h: str = "##",
+                   after_headline: list[str] = ()) -> list[str]:
+    """Every section of one study's report, headline first (a whole run, or one ladder rung);
+    its plots go to `plots_dir`, linked as `rel/NAME`; headings at level `h`; `after_headline`
+    comes right after the headline, before the detail."""
+    figs = plots(run, plots_dir)
+    forest = forest_plot(comps, plots_dir)
+    lines = [f"{h} Headline", "", *headline(run, comps, rel), "",
+             *([f"![forest plot]({rel}/{forest})", ""] if forest else []), *after_headline,
+             f"{h} Losses", "", *loss_table(run), "",
+             f"{h} Reinforcement learning", "", *reward_table(run), "",
+             f"{h}# Does GRPO raise held-out accuracy?", "", *grpo_table(run, comps), "",
+             f"{h} Evaluation matrix", "", "Each cell: value [95% Wilson CI] for one seed; mean ± std over seeds otherwise.", "",
+             *eval_matrix(run), "",
+             f"{h} Generation (GSM-style benchmarks)", "", *generation_table(run), "",
+             f"{h} Paired comparison: domain vs baseline", "",
+             "One row per seed: same items, same seed, delta = domain − baseline, paired bootstrap 95% CI, "
+             "exact McNemar p.", "",
+             *paired_comparisons(run, comps), "",
+             f"{h} Compute matching", "", *compute_table(run), "",
+             f"{h} Confounds", "", *confounds(run), "",
+             f"{h} Plots", ""]
+    return lines + ([f"![{f}]({rel}/{f})" for f in figs] or ["(nothing to plot yet)"])
