@@ -80,14 +80,15 @@ class _Loader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
             key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
             try:
-                first = seen.setdefault(key, key_node.start_mark.line + 1)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice in one mapping (lines {seen[key]} and {line}); "
+                        "keep one", key_node.start_mark)
+                seen[key] = line
             except TypeError:
                 continue  # an unhashable key: the base class says so
-            if first != key_node.start_mark.line + 1:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice in one mapping (lines {first} and "
-                    f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
         return super().construct_mapping(node, deep=deep)
 
 
@@ -144,7 +145,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {item!r} has an empty key part")
     try:
         value = yaml.load(raw, Loader=_Loader) if raw != "" else ""
-    except yaml.YAMLError:
+    except yaml.constructor.ConstructorError as e:  # YAML, but not a value (a key twice, an unknown tag)
+        raise ConfigError(f"override {item!r}: {' '.join(str(e).split())}") from None
+    except yaml.YAMLError:  # not YAML at all: the text itself (`name=a: b`)
         value = raw
     _check_expansion(value, f"override {item!r}")
     return key.split("."), value
@@ -343,7 +346,9 @@ def check_value(key: str, value: Any, where: str, owner: str | None = None) -> N
 
 def _num(x: float) -> str:
     """A bound or value as a user would write it: 1000000000, 0.5, 1e+29."""
-    return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
+    if isinstance(x, int):
+        return str(x)
+    return str(int(x)) if x.is_integer() and abs(x) < 1e16 else f"{x:g}"
 
 
 def to_dict(cfg: Any) -> dict:

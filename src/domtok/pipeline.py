@@ -80,6 +80,7 @@ def stage_call(node: Node, run_dir: Path):
 def check_stage_configs(spec: Spec, where: str = "spec") -> None:
     """Build every node's config object as `stage_call` will, before the first node runs: a typo
     such as `stages.0.config.lrr=1` is an error now, not in a node's log after earlier stages ran."""
+    from domtok.config import tokenizer_prepare_knobs
     from domtok.data.prepare import prepare_node_config
 
     from domtok.tokens.build import parse_bpe_base
@@ -92,10 +93,11 @@ def check_stage_configs(spec: Spec, where: str = "spec") -> None:
             raise ConfigError(f"{where}: tokenizer.base: {e}") from None
     run_dir = Path(spec.runs_dir) / spec.name
     for node in build_nodes(spec, run_dir):
-        if node.kind == "tokenizer":
-            continue
         try:  # a prepare node's tokenizer is the tokenizer node's output: any valid value checks the rest
-            if node.kind == "prepare":
+            if node.kind == "tokenizer":  # its knobs are PrepareConfig's (`tokenizer.sample_docs`, ...)
+                prepare_node_config({**spec.prepare, **tokenizer_prepare_knobs(spec.tokenizer)}, "gpt2",
+                                    where="tokenizer")
+            elif node.kind == "prepare":
                 prepare_node_config(node.config, "gpt2", where=f"stage {node.id}")
             else:
                 stage_call(node, run_dir)
@@ -622,6 +624,7 @@ def main(args) -> int:
             raise DomtokError(f"{flag} {value}: give a positive number")
     opts = RunOptions(only=args.only, from_stage=args.from_stage, force=args.force, nproc=args.nproc,
                       jobs=jobs, threads=args.threads, nnodes=args.nnodes, node_rank=args.node_rank, rdzv=args.rdzv)
+    check_stage_configs(spec, where=spec.path or f"spec {spec.name}")  # the whole spec, before any dir is made
     if args.smoke:
         from domtok.smoke import run_smoke
 

@@ -647,10 +647,8 @@ def run_smoke(spec, opts, run_experiment, device: str = "cpu", gpu: str = DEFAUL
     from domtok.utils import pick_device
 
     device = pick_device(device)  # the one place a device name is checked
-    online = hub_reachable()
     run_root = Path(spec.runs_dir)
     smoke_dir = run_root / f"{spec.name}-smoke"
-    srcs = Sources(smoke_dir / "fixtures", online)
     for running in smoke_dir.rglob("running.json") if smoke_dir.exists() else []:
         try:
             if not pid_alive(int(json.loads(running.read_text())["pid"])):
@@ -669,6 +667,8 @@ def run_smoke(spec, opts, run_experiment, device: str = "cpu", gpu: str = DEFAUL
                           "those elsewhere")
     if smoke_dir.exists():
         remove_tree(smoke_dir)
+    online = hub_reachable()
+    srcs = Sources(smoke_dir / "fixtures", online)
     smoke, changes = smoke_spec(spec, srcs, device)
     world = opts.nproc * getattr(opts, "nnodes", 1)
     t0 = time.time()

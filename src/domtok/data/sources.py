@@ -314,10 +314,12 @@ def check_messages(rec: Any) -> dict | str:
 
 
 def check_conversation(rec: Any) -> dict | str:
-    """An SFT record of a jsonl file: `messages`, or a `question` with an `answer`."""
+    """A record of a jsonl file of conversations or questions (SFT data, GRPO prompts, RFT
+    questions): `messages`, or a `question` with its `answer` (`solution`, `code`: TinyGSM)."""
     if isinstance(rec, dict) and "messages" in rec:
         return check_messages(rec)
-    return _need(rec, {"question": str, "answer": str}) or rec
+    answer = next((k for k in ("answer", "solution", "code") if isinstance(rec, dict) and k in rec), "answer")
+    return _need(rec, {"question": str, answer: (str, int, float)}) or rec
 
 
 def check_gsm8k(rec: Any) -> dict | str:
