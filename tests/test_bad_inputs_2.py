@@ -117,6 +117,29 @@ def test_names_that_become_paths_are_one_plain_component(capsys, tmp_path, overr
     assert tree(victim) == {"thesis.txt": b"mine\n"} and not runs.exists()
 
 
+@pytest.mark.parametrize("rows,needle", [
+    ([{"name": "m", "repo": "u/x-m", "kind": "model", "path": "../../victim"}], "entry path part name '..'"),
+    ([{"name": "m", "repo": "u/x-m", "kind": "model", "path": "/tmp/victim"}], "entry path part name ''"),
+    ({"name": "m"}, "not a list of entries"),
+    ([["m", "u/x-m"]], "an entry is not {name, repo, kind"),
+])
+def test_a_hub_registry_cannot_write_outside_the_run_dir(capsys, tmp_path, monkeypatch, rows, needle):
+    import domtok.hub as hub
+
+    def snapshot_download(repo_id, local_dir=None, **kw):  # the Hub's answer: this registry
+        d = Path(local_dir or tmp_path / "cache")
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "registry.json").write_text(json.dumps(rows))
+        return str(d)
+
+    monkeypatch.setattr(hub, "snapshot_download", snapshot_download)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "thesis.txt").write_text("mine\n")
+    bad(capsys, "hub", "pull", "--repo-prefix", "u/x", "--out", tmp_path / "a" / "b" / "run", needles=(needle,))
+    assert tree(victim) == {"thesis.txt": b"mine\n"}
+
+
 # --------------------------------------------------------------------------- --smoke claims its folder
 
 def test_smoke_claims_its_folder_and_keeps_the_users_files(capsys, tmp_path):
@@ -365,6 +388,18 @@ def test_a_torn_last_line_is_skipped_but_not_a_torn_middle(tmp_path):
     f.write_text('{"step": 1}\n{"step": 2, "lo\n{"step": 3}\n')
     with pytest.raises(DomtokError, match="metrics.jsonl:2: not valid JSON"):
         read_items(f)
+
+
+def test_shard_meta_of_the_wrong_shape(capsys, tmp_path, micro):
+    shards = tmp_path / "shards"
+    shutil.copytree(micro["shards"], shards)
+    (shards / "meta.json").write_text("[]")
+    bad(capsys, "pretrain", "pretrain-tiny", f"data_dir={shards}", "--out", tmp_path / "pt",
+        needles=(str(shards / "meta.json"), "holds list [], not a JSON object"))
+    (shards / "meta.json").write_text('{"splits": {}}')
+    bad(capsys, "pretrain", "pretrain-tiny", f"data_dir={shards}", "--out", tmp_path / "pt",
+        needles=(str(shards / "meta.json"), "vocab_size"))
+    assert not (tmp_path / "pt" / "model").exists()
 
 
 def test_model_and_eval_files_of_the_wrong_shape(capsys, tmp_path, micro):

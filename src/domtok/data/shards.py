@@ -30,6 +30,7 @@ import numpy as np
 
 from domtok.config import atomic_write_json
 from domtok.errors import DomtokError
+from domtok.utils import read_json_object
 
 
 def shard_dtype(vocab_size: int) -> np.dtype:
@@ -91,7 +92,7 @@ def load_meta(out_dir: str | os.PathLike) -> dict:
     path = Path(out_dir) / "meta.json"
     if not path.exists():
         raise DomtokError(f"{path}: missing; the shards in {out_dir} are incomplete, run `domtok prepare` to finish them")
-    return json.loads(path.read_text())
+    return read_json_object(path, "re-run `domtok prepare` into a new directory")
 
 
 def completed_shards(out_dir: Path, split: str, config_hash: str) -> list[ShardInfo]:

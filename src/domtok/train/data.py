@@ -26,7 +26,6 @@ and `documents_read` says how many whole documents (and their bytes) a position 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 
 from domtok.errors import DomtokError
+from domtok.utils import read_json_object
 
 
 def read_meta(data_dir: str | Path) -> dict:
@@ -41,10 +41,7 @@ def read_meta(data_dir: str | Path) -> dict:
     path = Path(data_dir) / "meta.json"
     if not path.exists():
         raise DomtokError(f"{path}: not found; point data_dir at a directory written by `domtok prepare`")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DomtokError(f"{path}: not valid JSON ({e}); re-run `domtok prepare`") from None
+    meta = read_json_object(path, "re-run `domtok prepare`")
     if "splits" not in meta or "vocab_size" not in meta:
         raise DomtokError(f"{path}: missing 'splits' or 'vocab_size'; re-run `domtok prepare`")
     return meta
