@@ -274,11 +274,17 @@ def test_every_value_is_in_range_before_the_first_node(capsys, tmp_path, overrid
     (["eval", "probes", "--model", "{M}", "--batch-size", "0"], "batch_size=0 is out of range"),
     (["sample", "--model", "{M}", "--question", "q", "--temperature", "nan"], "temperature=nan is not a finite"),
     (["sample", "--model", "{M}", "--question", "q", "--seed", str(2**70)], "seed=1180591620717411303424 is out"),
+    (["eval", "compare", "{M}", "{M}", "--n-boot", "0"], "n_boot=0 is out of range"),
+    (["run", "micro.yaml", "--smoke", "--mfu", "0"], "mfu=0 is out of range"),
+    (["run", "micro.yaml", "--smoke", "--mfu", "nan"], "mfu=nan is not a finite number"),
 ])
 def test_single_verbs_check_values_before_writing(capsys, tmp_path, micro, args, needle):
     args = [a.replace("{M}", str(micro["model"])) for a in args]
+    if args[0] == "run":
+        args[1] = str(spec_file(tmp_path / "micro.yaml"))
     out = tmp_path / "out"
-    extra = [] if args[0] == "sample" else ["--out", out]
+    extra = ["--runs-dir", out] if args[0] == "run" else [] if args[0] in ("sample", "eval") and args[1] in (
+        "compare", "--model") else ["--out", out]
     bad(capsys, *args, *extra, needles=(needle,))
     assert not out.exists()
 

@@ -324,6 +324,8 @@ RANGES: dict[str, Range] = {
     "n_docs": COUNT, "max_docs": COUNT_OR_0, "bpe_sample_docs": COUNT, "shard_tokens": COUNT,
     "val_fraction": Range(0, 1, hi_open=True), "val_docs": COUNT_OR_0, "workers": Range(1, 4096),
     "chunk_docs": COUNT,
+    # command-line knobs (`sample`, `eval compare`, `run --smoke`)
+    "n_boot": Range(100, MAX_COUNT, why="fewer resamples give no usable interval"), "mfu": Range(0, 1, lo_open=True, why="a fraction of the GPU's peak"),
 }
 
 

@@ -644,6 +644,9 @@ def run_smoke(spec, opts, run_experiment, device: str = "cpu", gpu: str = DEFAUL
 
     if gpu not in GPUS:
         raise DomtokError(f"--gpu {gpu!r}: unknown; one of {sorted(GPUS)}")
+    from domtok.config import check_value
+
+    check_value("mfu", mfu, "--mfu")
     from domtok.utils import pick_device
 
     device = pick_device(device)  # the one place a device name is checked
