@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -125,7 +126,13 @@ def micro_run(tmp_path_factory):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     pretrained = [run_dir / c / "seed0" / "pretrain" / "manifest.json" for c in ("baseline", "mul_tokens")]
     deadline = time.time() + 240
-    while not all(p.exists() for p in pretrained):
+    def finished(p: Path) -> bool:  # the pipeline's manifest (with the node hash), not the stage's own
+        try:
+            return "hash" in json.loads(p.read_text())
+        except (OSError, ValueError):
+            return False
+
+    while not all(finished(p) for p in pretrained):
         if proc.poll() is not None or time.time() > deadline:
             out = proc.stdout.read().decode()
             proc.kill()

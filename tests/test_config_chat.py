@@ -60,3 +60,34 @@ def test_chat_mask_is_exact():
     assert render_prompt("What is 7 times 8?") == "User: What is 7 times 8?\nAssistant:"
     with pytest.raises(ValueError, match="alternate"):
         render_conversation_text([{"role": "assistant", "content": "x"}])
+
+
+def test_stage_set_takes_dotted_keys_and_merges_plain_ones():
+    from domtok.config import load_yaml, stage_section
+
+    preset = load_yaml("sft-gsm_sbs")["sft"]
+    cfg = stage_section({"name": "sbs", "kind": "sft", "config": "sft-gsm_sbs",
+                         "set": {"stages.0.epochs": 2, "stages.0.data.0.n": 64, "seed": 3}}, "spec")
+    st = cfg["stages"][0]
+    assert st["epochs"] == 2 and st["data"][0]["n"] == 64 and cfg["seed"] == 3
+    # every other key of the list item is the preset's (a plain `stages:` key would replace the list)
+    assert st["learning_rate"] == preset["stages"][0]["learning_rate"] and st["data"][0]["kind"] == "gsm_sbs"
+    assert load_yaml("sft-gsm_sbs")["sft"]["stages"][0]["epochs"] == 10  # the preset itself is untouched
+    merged = stage_section({"name": "g", "kind": "grpo", "config": "grpo-shaped",
+                            "set": {"reward": {"kind": "shaped_fair"}}}, "spec")
+    assert merged["reward"]["kind"] == "shaped_fair" and merged["reward"]["domain"] == 0.2  # mapping merged
+    with pytest.raises(ConfigError, match=r"set stages\.5\.epochs: '5' is not an index of a list of 1"):
+        stage_section({"name": "s", "kind": "sft", "config": "sft-gsm_sbs", "set": {"stages.5.epochs": 2}}, "spec")
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        stage_section({"name": "s", "kind": "sft", "config": "sft-gsm_sbs", "set": {"seed.x": 2}}, "spec")
+
+
+def test_readme_override_examples_resolve():
+    """The README's `stages.N.set.KEY=...` examples reach the stages they name in gpt2-124m-10b."""
+    from domtok.pipeline import check_stage_configs
+    from domtok.rundir import load_spec
+
+    spec = load_spec("gpt2-124m-10b", ["stages.0.set.report_to=tensorboard", "stages.5.set.beta=0.2"])
+    assert spec.stage("pretrain").config["report_to"] == "tensorboard"
+    assert spec.stage("grpo_shaped").config["beta"] == 0.2 and spec.stage("grpo_shaped_fair").config["beta"] == 0.5
+    check_stage_configs(spec)

@@ -276,7 +276,8 @@ def test_grpo_run_logs_checkpoints_and_resumes_identically(workdir, tmp_path, mo
 
     base["prompts"] = DataSource(kind="jsonl", path=str(data))
     s = run(GRPOConfig(**base, max_steps=4), tmp_path / "full")
-    assert s["steps"] == 4 and (tmp_path / "full" / "manifest.json").exists()
+    assert s["steps"] == 4 and (tmp_path / "full" / "summary.json").exists()
+    assert not (tmp_path / "full" / "manifest.json").exists()  # the caller writes it (domtok.manifest)
     rows = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     for key in ("reward_mean", "reward_std", "reward/len_mean", "reward/first_std", "frac_zero_std_groups",
                 "completion_length", "hit_max_rate", "kl", "clip_fraction", "accuracy", "loss", "lr"):
@@ -303,6 +304,8 @@ def test_grpo_run_logs_checkpoints_and_resumes_identically(workdir, tmp_path, mo
         run(GRPOConfig(**base, max_steps=4), tmp_path / "cut")
     monkeypatch.setattr(ck, "save_checkpoint", real_save)
     assert not (tmp_path / "cut" / "manifest.json").exists()
+    with pytest.raises(DomtokError, match="written by a different config"):  # as pretraining refuses
+        run(GRPOConfig(**{**base, "learning_rate": 2e-3}, max_steps=4), tmp_path / "cut", resume=True)
     run(GRPOConfig(**base, max_steps=4), tmp_path / "cut", resume=True)
     a, _ = load_model(tmp_path / "full" / "model")
     b, _ = load_model(tmp_path / "cut" / "model")

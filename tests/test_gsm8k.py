@@ -240,7 +240,31 @@ def test_run_metrics_with_stub_engine(gsm_file, tmp_path):
     assert rows[0]["prompt"] == f"User: {QUESTIONS[0][0]}\nAssistant:"
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["benchmark"] == "gsm8k" and summary["n"] == 5 and len(summary["config_hash"]) == 16
-    assert (tmp_path / "out" / "manifest.json").exists()
+    assert not (tmp_path / "out" / "manifest.json").exists()  # the caller writes it (domtok.manifest)
+
+
+def test_synthetic_word_problems_carry_template_and_split(tmp_path):
+    """gsm_synthetic rows say their template, whether it multiplies, and their split; dev and
+    test share no question; an unknown split is a clear error."""
+    from domtok.data.synthetic import TEMPLATE_HAS_MUL, word_problems
+    from domtok.eval.gsm8k import SYNTHETIC_SOURCE, load_items
+
+    test = load_items(GSM8KEvalConfig(data=SYNTHETIC_SOURCE, n=40))
+    dev = load_items(GSM8KEvalConfig(data=SYNTHETIC_SOURCE, n=40, split="dev"))
+    assert [it["question"] for it in test] == [r["question"] for r in word_problems(40, 0, "test")]
+    assert not {it["question"] for it in test} & {it["question"] for it in dev}
+    assert test[0]["id"] == "synthetic-test-0" and dev[0]["id"] == "synthetic-dev-0"
+    assert {it["template"] for it in test} == set(TEMPLATE_HAS_MUL)
+    assert all(it["has_mul"] == TEMPLATE_HAS_MUL[it["template"]] for it in test + dev)
+    answers = {it["question"]: (f"#### {it['gold']}" if it["has_mul"] else "#### 0", "eos", [0]) for it in dev}
+    s = run(GSM8KEvalConfig(model="stub", data=SYNTHETIC_SOURCE, n=40, split="dev", device="cpu"), tmp_path / "o",
+            engine=StubEngine(answers))
+    rows = [json.loads(line) for line in (tmp_path / "o" / "items.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["template"], r["has_mul"]) for r in rows] == [(it["id"], it["template"], it["has_mul"]) for it in dev]
+    assert {r["split"] for r in rows} == {"dev"} and all(r["correct"] == r["has_mul"] for r in rows)
+    assert s["metrics"]["accuracy_flexible"] == 0.5
+    with pytest.raises(DomtokError, match="not an evaluation split"):
+        load_items(GSM8KEvalConfig(data=SYNTHETIC_SOURCE, split="train"))
 
 
 def test_seeded_subset_and_errors(gsm_file, tmp_path):

@@ -114,7 +114,7 @@ def test_hook_restores_mode(tiny_model):
     assert r["n"] == 3 and 0 <= r["acc_norm_char"] <= 1
 
 
-def test_run_writes_items_and_summary(tiny_model, tmp_path):
+def test_run_writes_items_and_summary(tiny_model, tmp_path, capsys):
     data = tmp_path / "hellaswag_val.jsonl"
     data.write_text("".join(json.dumps(it) + "\n" for it in ITEMS))
     cfg = HellaSwagEvalConfig(model="tiny", data=str(data), batch_size=2, device="cpu")
@@ -124,7 +124,11 @@ def test_run_writes_items_and_summary(tiny_model, tmp_path):
     assert set(s["metrics"]) == {"acc", "acc_norm_token", "acc_norm_char"}
     assert s["metrics"]["acc"] == pytest.approx(sum(r["acc"] for r in rows) / 3)
     assert s["n"] == 3 and s["benchmark"] == "hellaswag" and len(s["ci"]["acc"]) == 2
-    assert (tmp_path / "out" / "manifest.json").exists()
+    assert not (tmp_path / "out" / "manifest.json").exists()  # the caller writes it (domtok.manifest)
+    from domtok.progress import parse_line
+
+    last = [p for p in map(parse_line, capsys.readouterr().err.splitlines()) if p][-1]
+    assert (last["desc"], last["n"], last["total"], last["unit"]) == ("hellaswag", 3, 3, "items")
     # a seeded subset is reproducible
     cfg2 = HellaSwagEvalConfig(model="tiny", data=str(data), n=2, seed=5, device="cpu")
     a = run(cfg2, tmp_path / "a", model=tiny_model, tokenizer=CharTokenizer())

@@ -123,3 +123,81 @@ def test_nproc2_matches_single_process(tmp_path):
                 assert two[key] == pytest.approx(one[key], abs=1e-5), (node, key)
         if "/eval/" in node:
             assert two["metrics"] == pytest.approx(one["metrics"], abs=1e-9), node
+
+
+def test_saved_spec_records_the_seeds_that_ran(tmp_path):
+    """`domtok run --seeds 1` saves seeds [0] in the run's spec.yaml, so status and report count its nodes."""
+    from domtok.pipeline import _dump_spec
+    from domtok.rundir import load_run
+
+    p = tmp_path / "micro.yaml"
+    p.write_text(yaml.safe_dump(dict(MICRO, seeds=[0, 1, 2])))
+    spec = load_spec(str(p), seeds=1)
+    run_dir = tmp_path / "runs" / "micro"
+    run_dir.mkdir(parents=True)
+    (run_dir / "spec.yaml").write_text(_dump_spec(spec))
+    saved, nodes = load_run(run_dir)
+    assert saved.seeds == [0] and yaml.safe_load((run_dir / "spec.yaml").read_text())["seeds"] == [0]
+    assert len(nodes) == len(build_nodes(spec, run_dir)) and all(n.seed in (None, 0) for n in nodes)
+
+
+def test_every_loop_of_the_run_wrote_progress_lines(micro_run):
+    """Pretraining, SFT, GRPO and the generating evaluations each end their log with a progress
+    line at 100%, the line `domtok status` reads."""
+    from domtok.progress import last_progress
+
+    spec, run_dir = micro_run["spec"], micro_run["run_dir"]
+    seen = set()
+    for n in build_nodes(spec, run_dir):
+        if n.kind in ("pretrain", "sft", "grpo", "probes", "gsm8k") and node_state(n) == "done":
+            p = last_progress(n.out_dir / "log.txt")
+            assert p is not None and p["n"] == p["total"] > 0 and p["desc"] == n.kind, (n.id, p)
+            seen.add(n.kind)
+    assert seen == {"pretrain", "sft", "grpo", "probes", "gsm8k"}
+
+
+def test_replication_preset_is_the_studys_whole_layout(tmp_path):
+    """gpt2-124m-10b: Tulu SFT -> GSM8K SFT -> GSM-SBS (2 epochs) -> three GRPO branches from the
+    same start (the study's binary and shaped runs, and shaped_fair), RFT an optional branch,
+    evaluations after every stage; figures from ../shared/reference (INVENTORY.md, the log)."""
+    spec = load_spec("gpt2-124m-10b")
+    assert [(s.name, s.kind, s.after) for s in spec.stages] == [
+        ("pretrain", "pretrain", None), ("sft_instruct", "sft", "pretrain"), ("sft_gsm8k", "sft", "sft_instruct"),
+        ("sft_sbs", "sft", "sft_gsm8k"), ("grpo_binary", "grpo", "sft_sbs"), ("grpo_shaped", "grpo", "sft_sbs"),
+        ("grpo_shaped_fair", "grpo", "sft_sbs")]
+    assert spec.evals_after == [s.name for s in spec.stages]
+    sbs = spec.stage("sft_sbs").config["stages"][0]
+    assert sbs["epochs"] == 2 and sbs["data"][0]["kind"] == "gsm_sbs" and sbs["learning_rate"] == 1e-5
+    want = {"grpo_binary": ("binary", 0.1, 8, 4, 1e-6), "grpo_shaped": ("shaped", 0.5, 4, 8, 5e-7),
+            "grpo_shaped_fair": ("shaped_fair", 0.5, 4, 8, 5e-7)}
+    for name, (reward, beta, gens, prompts_per_step, lr) in want.items():
+        c = spec.stage(name).config
+        assert (c["reward"]["kind"], c["beta"], c["num_generations"], c["learning_rate"]) == (reward, beta, gens, lr)
+        assert c["per_device_train_batch_size"] * c["gradient_accumulation_steps"] // gens == prompts_per_step
+        assert (c["num_prompts"], c["prompts"]["kind"], c["temperature"], c["max_completion_length"],
+                c["num_train_epochs"], c["log_completions"]) == (1000, "gsm8k", 0.7, 256, 1, True)
+    # the two shaped branches differ only in the reward's kind
+    a, b = spec.stage("grpo_shaped").config, spec.stage("grpo_shaped_fair").config
+    assert {k for k in a if a[k] != b[k]} == {"reward"} and {k for k in a["reward"] if a["reward"][k] != b["reward"][k]} == {"kind"}
+    nodes = build_nodes(spec, tmp_path)
+    sbs_model = {n.id: n for n in nodes}["mul_tokens/seed0/sft_sbs"]
+    for name in want:  # every branch starts from the same warm-start model
+        assert {n.id: n for n in nodes}[f"mul_tokens/seed0/{name}"].deps[0] is sbs_model
+    with_rft = load_spec("gpt2-124m-10b", ["stages.7.enabled=true"])
+    assert with_rft.stage("rft").after == "sft_sbs" and with_rft.evals_after[-1] == "rft"
+    # rft and its 3 evaluations, per condition
+    assert len(build_nodes(with_rft, tmp_path)) - len(nodes) == 2 * (1 + len(spec.benchmarks))
+
+
+def test_a_stage_after_a_disabled_one_is_an_error(tmp_path):
+    from domtok.errors import DomtokError
+
+    stages = [dict(MICRO["stages"][0]), dict(MICRO["stages"][1], enabled=False), dict(MICRO["stages"][2])]
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(dict(MICRO, stages=stages)))
+    with pytest.raises(DomtokError, match="comes after 'sft', which is not enabled"):
+        load_spec(str(p))
+    stages[2]["after"] = "pretrain"  # the branch skips it: fine, and sft's evaluations go too
+    p.write_text(yaml.safe_dump(dict(MICRO, stages=stages, evals={**MICRO["evals"], "after": ["sft", "grpo"]})))
+    spec = load_spec(str(p))
+    assert [s.name for s in spec.stages] == ["pretrain", "grpo"] and spec.evals_after == ["grpo"]

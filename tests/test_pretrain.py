@@ -329,8 +329,7 @@ def test_pretrain_loss_falls_and_writes_outputs(shards, tmp_path, capsys):
     assert summary["domain_token_share"] == pytest.approx(6 / train_tokens)
     assert "warning" not in summary and "WARNING" not in capsys.readouterr().out
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["config_hash"] == summary["config_hash"]
+    assert not (out / "manifest.json").exists()  # the pipeline or the verb writes it (domtok.manifest)
     assert (out / "config.yaml").read_text().startswith(f"# config_hash: {summary['config_hash']}")
     # keep-last-2 checkpoints, the final model dir loads and reproduces the val loss
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000060", "step_000090"]

@@ -21,10 +21,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_reference_suite_shape_and_determinism():
+    from domtok.eval.probes import pool
+
     items = make_probes()
     cats = [it["category"] for it in items]
-    assert len(items) == 281 and cats.count("mul_table") == 81 and cats.count("mul_multidigit") == 100
-    assert cats.count("addition") == 100 and len({it["id"] for it in items}) == 281
+    # the seeded categories ask min(100, pool) distinct pairs: mul_multidigit's test pool is smaller
+    n_mul = len(pool("mul_multidigit", "test"))
+    assert 40 < n_mul < 100 and len(pool("addition", "test")) > 100
+    assert cats.count("mul_table") == 81 and cats.count("mul_multidigit") == n_mul and cats.count("addition") == 100
+    assert len(items) == 181 + n_mul and len({it["id"] for it in items}) == len(items)
     table = {it["question"]: it["gold"] for it in items if it["category"] == "mul_table"}
     assert table["What is 7 times 8?"] == "56" and table["What is 8 times 7?"] == "56"
     for it in items:
@@ -42,6 +47,41 @@ def test_reference_suite_shape_and_determinism():
     assert all(int(it["gold"]) >= 0 for it in more if it["category"] == "subtraction")
     with pytest.raises(DomtokError, match="unknown probe categories"):
         make_probes(["division"])
+    with pytest.raises(DomtokError, match="unknown split"):
+        make_probes(split="validation")
+
+
+def _pair(it):
+    a, _, b = it["question"].rstrip("?").split()[2:5]
+    a, b = int(a), int(b)
+    return (it["category"], min(a, b), max(a, b)) if it["category"] in ("addition", "mul_2digit") else (it["category"], a, b)
+
+
+def test_probes_are_drawn_without_replacement_and_dev_is_disjoint_from_test():
+    """No pair is asked twice (not even as b + a for a + b), n is capped at the pool, and the dev
+    and test splits share no seeded pair; the table facts are the same in both."""
+    from domtok.eval.probes import pool
+
+    seeded = ("mul_multidigit", "addition", "subtraction", "mul_2digit")
+    splits = {s: make_probes(("mul_table",) + seeded, 1000, split=s) for s in ("dev", "test")}
+    for split, items in splits.items():
+        pairs = [_pair(it) for it in items if it["category"] in seeded]
+        assert len(pairs) == len(set(pairs))  # distinct pairs, not only distinct strings
+        for cat in seeded:  # n = 1000 asks the whole pool
+            asked = sorted(p[1:] for p in pairs if p[0] == cat)
+            assert asked == sorted(pool(cat, split)) and len(asked) > 20
+        # with a smaller n, a seeded sample of the pool, still distinct
+        few = make_probes(seeded, 20, seed=7, split=split)
+        assert len({_pair(it) for it in few}) == len(few) == 80
+    dev = {_pair(it) for it in splits["dev"] if it["category"] in seeded}
+    test = {_pair(it) for it in splits["test"] if it["category"] in seeded}
+    assert not dev & test and 0.2 < len(dev) / (len(dev) + len(test)) < 0.4
+    assert [it for it in splits["dev"] if it["category"] == "mul_table"] == \
+        [it for it in splits["test"] if it["category"] == "mul_table"]
+    # both orders of a sum are asked across items (the pool holds each pair once)
+    adds = [it for it in splits["test"] if it["category"] == "addition"]
+    firsts = [int(it["question"].split()[2]) > int(it["question"].rstrip("?").split()[4]) for it in adds]
+    assert 0.35 < sum(firsts) / len(firsts) < 0.65
 
 
 def test_prompt_styles():
@@ -163,20 +203,29 @@ class GoldOnMulTable:
 
 
 def test_accuracy_per_category_with_stub(tmp_path):
+    from domtok.eval.probes import pool
+
     s = run(ProbesConfig(model="stub", batch_size=50, device="cpu"), tmp_path, engine=GoldOnMulTable())
     m = s["metrics"]
+    n = len(make_probes())
     assert m["accuracy_mul_table"] == 1.0 and m["accuracy_mul_multidigit"] == 0.0
-    assert m["accuracy_addition"] == 0.0 and m["accuracy_all"] == pytest.approx(81 / 281)
-    assert m["answer_from_token_rate"] == pytest.approx(45 / 281)
-    assert m["domain_tokens_per_response"] == pytest.approx(45 / 281)
+    assert m["accuracy_addition"] == 0.0 and m["accuracy_all"] == pytest.approx(81 / n)
+    assert m["answer_from_token_rate"] == pytest.approx(45 / n)
+    assert m["domain_tokens_per_response"] == pytest.approx(45 / n)
+    n_mul = len(pool("mul_multidigit", "test"))
+    assert s["split"] == "test" and s["items_per_category"] == {"mul_table": 81, "mul_multidigit": n_mul,
+                                                                 "addition": 100}
+    assert s["pool_per_category"] == {"mul_table": 81, "mul_multidigit": n_mul,
+                                      "addition": len(pool("addition", "test"))}
     lo, hi = s["ci"]["accuracy_mul_table"]
     assert hi == 1.0 and 0.95 < lo < 1.0
     rows = [json.loads(line) for line in (tmp_path / "items.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == [it["id"] for it in make_probes()]
+    assert {r["split"] for r in rows} == {"test"}
     assert {"id", "category", "prompt", "completion", "ids", "answer", "gold", "correct",
             "response_tokens", "domain_tokens", "answer_from_token", "answer_rule", "answer_span"} <= set(rows[0])
     assert s["notation"] == {"condition": None, "injected": False, "injection": None,
-                             "prompts_changed": 0, "prompts": 281}
+                             "prompts_changed": 0, "prompts": n}
 
 
 # ---- a tiny real model through the real engine, the CLI and torchrun ----

@@ -228,7 +228,7 @@ def test_a_ladder_reports_each_rung(tmp_path):
     over the comparisons of every rung."""
     ladder = [{"name": "small", "n_layer": 1, "n_head": 1, "n_embd": 8, "tokens": 8192},
               {"name": "big", "n_layer": 1, "n_head": 1, "n_embd": 16, "tokens": 8192}]
-    run_dir = write_fake_run(tmp_path, seeds=(0, 1), ladder=ladder)
+    run_dir = write_fake_run(tmp_path, seeds=(0, 1, 2), ladder=ladder)
     write_report(run_dir)
     report = json.loads((run_dir / "report.json").read_text())
     rows = {(r["rung"], r["stage"]): r for r in report["headline"] if r["metric"] == "accuracy_mul_multidigit"}
@@ -236,11 +236,11 @@ def test_a_ladder_reports_each_rung(tmp_path):
     for stage in ("sft", "grpo"):
         assert rows["big", stage]["verdict"] == "helps" and rows["small", stage]["verdict"] == "no detectable difference"
         assert rows["small", stage]["delta"] == pytest.approx(0.0)
-    assert report["comparisons"] == 2 * (8 + 2 + 2 * 2 * 2)  # per rung: headline, GRPO, per-seed rows
+    assert report["comparisons"] == 2 * (8 + 2 + 2 * 2 * 3)  # per rung: headline, GRPO, per-seed rows
     assert {g["rung"] for g in report["grpo"]} == {"small", "big"}
     assert "rung-big/probes.accuracy_mul_multidigit" in report["accuracy"]["mul_tokens"]["sft"]
     md = (run_dir / "report.md").read_text()
-    assert "**Answer (rung `small`, after `grpo`, 2 seed(s)).**" in md and "**Answer (rung `big`, after `grpo`" in md
+    assert "**Answer (rung `small`, after `grpo`, 3 seed(s)).**" in md and "**Answer (rung `big`, after `grpo`" in md
 
 
 def test_a_metric_nobody_learned_is_not_called_a_null_result(tmp_path):

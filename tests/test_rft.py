@@ -55,7 +55,7 @@ def taught(tmp_path_factory):
     return root / "sft" / "model", data
 
 
-def test_rft_round_trains_on_its_correct_samples(taught, tmp_path):
+def test_rft_round_trains_on_its_correct_samples(taught, tmp_path, capsys):
     model_dir, data = taught
     cfg = RFTConfig(model=str(model_dir), device="cpu", questions=DataSource(kind="jsonl", path=str(data)),
                     rounds=2, num_samples=8, temperature=0.7, max_new_tokens=24, seed=1,
@@ -68,7 +68,13 @@ def test_rft_round_trains_on_its_correct_samples(taught, tmp_path):
     assert r1["kept"] + r1["duplicates"] + r1["too_long"] + r1["no_eos"] == r1["correct"]
     assert r1["sft"]["steps"] >= 1  # it fine-tuned on what it kept
     assert (tmp_path / "rft" / "round_1" / "metrics.jsonl").exists()
-    assert (tmp_path / "rft" / "manifest.json").exists() and (tmp_path / "rft" / "model" / "config.json").exists()
+    assert (tmp_path / "rft" / "summary.json").exists() and (tmp_path / "rft" / "model" / "config.json").exists()
+    from domtok.progress import parse_line
+
+    lines = [p for p in map(parse_line, capsys.readouterr().err.splitlines()) if p is not None]
+    ends = {p["desc"]: (p["n"], p["total"]) for p in lines}  # the last line of each phase
+    assert ends["rft round 1/2 sampling"] == (8, 8) and ends["rft round 2/2 sampling"] == (8, 8)
+    assert ends["rft round 1/2 sft"][0] == ends["rft round 1/2 sft"][1] == r1["sft"]["steps"]
 
 
 def test_torchrun_two_processes_match_one(taught, tmp_path):

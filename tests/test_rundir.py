@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 import domtok
+from domtok.errors import DomtokError
 
 SRC = Path(domtok.__file__).parent
 
@@ -72,3 +74,24 @@ def test_prepare_condition_makes_the_runs_prepare_node(tmp_path):
     stamp = (out / "meta.json").stat().st_mtime_ns
     assert prepare_condition(str(path), "mul_tokens", root) == out  # finished work is reused
     assert (out / "meta.json").stat().st_mtime_ns == stamp
+
+
+def test_reported_seeds_are_never_tuning_seeds_and_evaluations_score_test():
+    """tiny reports seeds 3-5 (0-2 chose its knobs); `--seeds N` counts from the spec's first
+    seed; a tuning seed runs only when `tuning_seeds=[]` says so, e.g. a dev-split tuning run."""
+    from domtok.rundir import build_nodes, load_spec
+
+    tiny = load_spec("tiny")
+    assert tiny.seeds == [3, 4, 5] and tiny.tuning_seeds == [0, 1, 2]
+    assert load_spec("tiny", seeds=1).seeds == [3] and load_spec("tiny", seeds=4).seeds == [3, 4, 5, 6]
+    assert load_spec("ladder-cpu").seeds == [3, 4] and load_spec("ladder-cpu").tuning_seeds == [0, 1, 2]
+    with pytest.raises(DomtokError, match=r"seeds \[0\] were used for tuning"):
+        load_spec("tiny", ["seeds=[0,3]"])
+    with pytest.raises(DomtokError, match="tuning_seeds"):
+        load_spec("tiny", ["tuning_seeds=zero"])
+    evals = [n for n in build_nodes(tiny, Path("/nonexistent/run")) if "/eval/" in n.id]
+    assert evals and {n.config["split"] for n in evals if n.id.endswith(("probes", "gsm_synthetic"))} == {"test"}
+    dev = load_spec("tiny", ["name=tiny-dev", "seeds=[0]", "tuning_seeds=[]", "evals.benchmarks.probes.split=dev",
+                             "evals.benchmarks.gsm_synthetic.split=dev"])  # the spec comment's tuning run
+    nodes = [n for n in build_nodes(dev, Path("/nonexistent/run")) if n.id.endswith(("probes", "gsm_synthetic"))]
+    assert nodes and all(n.config["split"] == "dev" and "/seed0/" in n.id for n in nodes)

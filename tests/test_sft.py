@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -266,7 +267,7 @@ def test_resume_reaches_identical_weights(workdir):
                    batch_size=4, grad_accum=2)
     cfg = SFTConfig(model=str(src), device="cpu", stages=[stage], checkpoint_every=2)
     full = run(cfg, workdir / "full")
-    assert full["steps"] == 4 and (workdir / "full" / "manifest.json").exists()
+    assert full["steps"] == 4 and (workdir / "full" / "summary.json").exists()
 
     cfg_cut = SFTConfig(model=str(src), device="cpu", stages=[stage], checkpoint_every=2, max_steps=2)
     run(cfg_cut, workdir / "cut")  # killed after step 2 (its checkpoint)
@@ -326,3 +327,16 @@ def test_domain_condition_run_injects_assistant_text(workdir):
     with pytest.raises(DomtokError, match="uses domain tokens"):
         run(SFTConfig(model=str(src), condition="baseline", device="cpu", stages=[stage]), workdir / "bad")
     assert not (workdir / "bad" / "manifest.json").exists()
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(workdir):
+    """Like pretraining: a checkpoint resumes only the config that wrote it (max_steps, which
+    only cuts the run short, may differ)."""
+    src = tiny_model_dir(workdir)
+    stage = _stage(data=[DataSource(kind="drills", n=24, drill_kinds=["tier1"])], val_size=8, epochs=2,
+                   batch_size=4, grad_accum=2)
+    run(SFTConfig(model=str(src), device="cpu", stages=[stage], checkpoint_every=2, max_steps=2), workdir / "x")
+    other = SFTConfig(model=str(src), device="cpu", stages=[replace(stage, learning_rate=stage.learning_rate * 2)],
+                      checkpoint_every=2)
+    with pytest.raises(DomtokError, match="written by a different config"):
+        run(other, workdir / "x", resume=True)

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from domtok.calculator import evaluate
-from domtok.data.synthetic import (DRILL_KINDS, MAX_STEP_LINES, TEMPLATES, add_steps, drills, gsm_sbs,
+from domtok.data.synthetic import (DRILL_KINDS, MAX_STEP_LINES, TEMPLATE_HAS_MUL, TEMPLATES, add_steps, drills, gsm_sbs,
                                     gsm_sbs_rewrite, math_web_corpus, mul_steps, rewrite_answer, sub_steps,
                                     word_problems)
 from domtok.errors import DomtokError
@@ -157,24 +157,36 @@ def test_gsm_sbs():
 
 def test_word_problems_correct_and_disjoint():
     train = word_problems(1500, seed=0, split="train")
-    test = word_problems(500, seed=0, split="test")
-    assert train == word_problems(1500, seed=0, split="train")
-    assert {t["template"] for t in train} == set(TEMPLATES)
-    for it in train + test:
+    dev = word_problems(200, seed=0, split="dev")
+    test = word_problems(200, seed=0, split="test")
+    assert train == word_problems(1500, seed=0, split="train") and test == word_problems(200, seed=0, split="test")
+    assert {t["template"] for t in train} == {t["template"] for t in test} == set(TEMPLATES) == set(TEMPLATE_HAS_MUL)
+    for it in train + dev + test:
         check_item(it)
+        # has_mul says whether the worked answer multiplies (the negative control has none)
+        assert it["has_mul"] == TEMPLATE_HAS_MUL[it["template"]] == ("×" in it["answer"])
+    assert 3 <= sum(not v for v in TEMPLATE_HAS_MUL.values()) and 3 <= sum(TEMPLATE_HAS_MUL.values())
     assert len({t["question"] for t in train}) == 1500
-    assert not {t["question"] for t in train} & {t["question"] for t in test}
     key = lambda t: (t["template"], tuple(t["params"]))  # noqa: E731
-    assert not {key(t) for t in train} & {key(t) for t in test}
-    # a different seed of the training split still never touches the test parameters
+    for a, b in ((train, dev), (train, test), (dev, test)):
+        assert not {t["question"] for t in a} & {t["question"] for t in b}
+        assert not {key(t) for t in a} & {key(t) for t in b}
+    # an evaluation split never asks the same numbers of a template twice
+    assert len({key(t) for t in dev}) == 200 and len({key(t) for t in test}) == 200
+    assert [t["template"] for t in test[:len(TEMPLATES)]] == list(TEMPLATES)  # 20 items per template
+    # a different seed of the training split still never touches the dev or test parameters
     other = word_problems(1500, seed=9, split="train")
-    assert not {key(t) for t in other} & {key(t) for t in test}
-    two_step = [t for t in train if t["template"] in ("mul_add", "price_change")]
+    assert not {key(t) for t in other} & {key(t) for t in dev + test}
+    two_step = [t for t in train if t["template"] in ("mul_add", "price_change", "bus", "add_three", "mul_sub")]
     assert all(t["answer"].count("\n") == 2 for t in two_step)  # two worked lines, then ####
     # numbers up to 99, worked with the steps the probes test
-    assert all(max(t["params"]) <= 99 for t in train + test)
+    assert all(max(t["params"]) <= 99 for t in train + dev + test)
     adds = [t for t in train if t["template"] == "add"]
     assert all(add_steps(*t["params"]) in t["answer"] for t in adds)
+    with pytest.raises(ValueError, match="ran out of distinct test items"):
+        word_problems(1000, seed=0, split="test")  # "mul" has about 31 test pairs of numbers
+    with pytest.raises(ValueError, match="split must be"):
+        word_problems(1, seed=0, split="validation")
 
 
 def test_math_web_corpus_shows_every_value_in_both_conditions():
@@ -339,11 +351,13 @@ def test_sft_source_gsm_sbs_uses_gsm8k_path(tmp_path):
 
 
 def test_probe_pairs_are_held_out_of_every_training_generator():
-    """The probes ask sums and products that no generated training text asks or works as its
-    problem: every question's operand pair, and every line that starts working a pair, is
-    outside `probe_pair`; the probes draw only inside it, and the word problems' test split is
-    not filtered (it is a test)."""
-    from domtok.data.synthetic import _WORKED_PAIRS, probe_pair
+    """The probes ask sums and products that no generated training text asks, works, or shows as
+    a step of another problem: every question's operand pair and every line that starts working a
+    pair is outside `probe_pair`; every sum, difference and product inside a worked chain
+    (`90 × 7` of `98 × 7`, `70 + 15` of `47 + 38`, `65 - 7` of `85 - 27`), read here by a
+    test-local parser, is one `training_step_pairs` knows, and no probe asks one; the word
+    problems' test split is not filtered (it is a test)."""
+    from domtok.data.synthetic import _WORKED_PAIRS, held_out, probe_pair, training_step_pairs
     from domtok.eval.probes import make_probes
 
     ops = {"plus": "+", "times": "×", "minus": "-", "+": "+", "×": "×", "-": "-"}
@@ -355,19 +369,32 @@ def test_probe_pairs_are_held_out_of_every_training_generator():
     assert 0.17 < share < 0.23
 
     probes = make_probes(("mul_multidigit", "addition", "subtraction", "mul_2digit"), 100)
+    probes += make_probes(("mul_multidigit", "addition", "subtraction", "mul_2digit"), 100, split="dev")
     for it in probes:
         a, word, b = re.fullmatch(r"What is (\d+) (\w+) (\d+)\?", it["question"]).groups()
-        assert probe_pair(ops[word], int(a), int(b)), it
+        assert probe_pair(ops[word], int(a), int(b)) and held_out(ops[word], int(a), int(b)), it
     asked = {(ops[w], int(a), int(b)) for a, w, b in
              (re.fullmatch(r"What is (\d+) (\w+) (\d+)\?", it["question"]).groups() for it in probes)}
+    asked |= {(op, b, a) for op, a, b in asked if op != "-"}
 
     def pairs_in(text):  # the problems a text poses: its questions and the sums/differences it works
-        # (a product's working starts with its steps, `90 × 7 = ...` for `98 × 7`: steps are facts
-        # of the method, which a probe's pair may coincide with; the problem is in its question)
         found = re.findall(r"What is (\d+) (plus|times|minus|\+|×|-) (\d+)\?", text)
         found += [(a, "×", b) for a, b in re.findall(r"How to multiply (\d+) by (\d+)", text)]
         found += re.findall(r"(?m)^(?:\w+ has |The change is |In total \w+ has )?(\d+) ([+-]) (\d+) = ", text)
         return {(ops[w], int(a), int(b)) for a, w, b in found}
+
+    def steps_in(text):  # every operation a worked chain shows: the first two numbers of a product
+        # or difference in a `=` segment (`85 - 20 - 7` computes 85 - 20 first), or two numbers of
+        # one sum (`40 + 7 + 30 + 8` adds 40 + 30)
+        found = set()
+        for chain in re.findall(r"\d[\d ()+\-×]*(?: = [\d ()+\-×]+)+", text):
+            for seg in chain.split(" = "):
+                for a, op, b in re.findall(r"(?=(?<![\d×-] )(?<!\d)(\d+) ([×-]) (\d+)(?!\d))", seg):
+                    found.add((op, int(a), int(b)))
+                for group in re.findall(r"\(([^()]*)\)", seg) + [re.sub(r"\([^()]*\)", "_", seg)]:
+                    terms = [int(t) for t in group.split(" + ") if t.strip().isdigit()]
+                    found |= {("+", x, y) for x in terms for y in terms if x != y or terms.count(x) > 1}
+        return found
 
     texts = [it["question"] + "\n" + it["answer"] for k in ("tier3", "tier4", "tier5", "add_100", "mul_2x1")
              for it in drills(k, 2000, seed=0)]
@@ -380,5 +407,16 @@ def test_probe_pairs_are_held_out_of_every_training_generator():
     assert not any(probe_pair(*p) for p in seen)
     assert not asked & ({(op, a, b) for op, a, b in seen} | {(op, b, a) for op, a, b in seen if op != "-"})
     assert not any(probe_pair(*p) for it in train for p in _WORKED_PAIRS[it["template"]](*it["params"]))
-    test = word_problems(500, seed=0, split="test")
+    test = word_problems(200, seed=0, split="test") + word_problems(200, seed=0, split="dev")
     assert any(probe_pair(*p) for it in test for p in _WORKED_PAIRS[it["template"]](*it["params"]))
+
+    # the steps: every one the texts show is known, none is asked, and some reserved pairs
+    # (`probe_pair`) are shown as steps, e.g. 50 × 8 of 58 × 8: those are not held out
+    steps = set().union(*map(steps_in, texts))
+    known = training_step_pairs()
+    key = lambda op, a, b: (op, min(a, b), max(a, b)) if op != "-" else (op, a, b)  # noqa: E731
+    assert len(steps) > 3000 and {key(*p) for p in steps} <= known
+    assert not asked & steps
+    reserved_steps = [p for p in steps if probe_pair(*p)]
+    assert len(reserved_steps) > 50 and not any(held_out(*p) for p in reserved_steps)
+    assert ("×", 50, 8) in steps and probe_pair("×", 50, 8) and not held_out("×", 50, 8)

@@ -16,20 +16,17 @@ import ast
 import math
 import re
 
+from domtok.notation import DOMAIN_TOKEN_RE, OPEN_ANNOTATION_RE
+
 MAX_EXPR_CHARS = 200       # GSM8K's longest annotation is far shorter
 MAX_NODES = 100            # AST nodes, so a deeply nested input cannot cost much
 MAX_MAGNITUDE = 1e15       # every literal and intermediate result stays below this
 DECIMALS = 4               # floats are rounded to this many decimals when formatted
 
-# `<MUL_6_9_54>`-style token texts: a capitalised name and underscore-separated integers.
-DOMAIN_TOKEN_RE = re.compile(r"<[A-Z][A-Z0-9]*(?:_-?\d+)+>")
 # Symbols GSM8K text and models use for the four operations.
 _NORMALISE = str.maketrans({"×": "*", "÷": "/", "−": "-", "–": "-", "·": "*"})
 _NUMBER_COMMAS = re.compile(r"(?<=\d),(?=\d{3}\b)")  # 1,000 -> 1000
 
-# An annotation the model has opened and not yet answered: `<<expr=` at the very end of the
-# text. The expr may hold domain tokens, whose own `<`/`>` must not be taken for the `<<`.
-_OPEN_ANNOTATION = re.compile(r"<<((?:" + DOMAIN_TOKEN_RE.pattern + r"|[^<>=\n])*)=$")
 
 _BINOPS = {
     ast.Add: lambda a, b: a + b,
@@ -81,7 +78,7 @@ def open_annotation(text: str) -> str | None:
     """
     if not text.endswith("="):
         return None
-    m = _OPEN_ANNOTATION.search(text[-(MAX_EXPR_CHARS + 3):])
+    m = OPEN_ANNOTATION_RE.search(text[-(MAX_EXPR_CHARS + 3):])
     return m.group(1) if m else None
 
 

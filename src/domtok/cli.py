@@ -20,7 +20,7 @@ VERBS = [
     ("tokenize", "domtok.tokens.tokenizer", "print the token ids of a text as JSON"),
     ("tokenizer", "domtok.tokens.build", "build a BPE tokenizer (tokenizer build) or re-write a model dir's tokenizer files (tokenizer fix)"),
     ("prepare", "domtok.data.prepare", "turn a text source into token shards for one condition"),
-    ("pretrain", "domtok.train.pretrain", "pretrain a GPT-2 model on token shards (CPU, GPU, torchrun)"),
+    ("pretrain", "domtok.train.pretrain_cli", "pretrain a GPT-2 model on token shards (CPU, GPU, torchrun)"),
     ("export", "domtok.model.export_cli", "export a checkpoint to a Hugging Face GPT2LMHeadModel directory"),
     ("import", "domtok.model.import_cli", "import a GPT-2-format Hugging Face directory into a domtok checkpoint"),
     ("sample", "domtok.sample", "sample answers from a model (single question or --interactive)"),

@@ -158,28 +158,31 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
     out = json.loads(json.dumps(data))
     for item in overrides or []:
         keys, value = parse_override(item)
-        node = out
-        for depth, k in enumerate(keys):
-            last = depth == len(keys) - 1
-            if isinstance(node, list):  # `stages.1.config.lr=...`: a list is indexed by number
-                if not k.isdigit() or int(k) >= len(node):
-                    raise ConfigError(f"override {item!r}: {k!r} is not an index of a list of {len(node)}")
-                k = int(k)
-                if last:
-                    node[k] = value
-                else:
-                    node = node[k]
-                continue
-            if last:
-                node[k] = value
-                break
-            nxt = node.get(k)
-            if nxt is None:
-                nxt = node[k] = {}
-            if not isinstance(nxt, (dict, list)):
-                raise ConfigError(f"override {item!r}: {k!r} is a value, not a section")
-            node = nxt
+        set_dotted(out, keys, value, f"override {item!r}")
     return out
+
+
+def set_dotted(data: dict, keys: list[str], value: Any, where: str) -> None:
+    """Set `data[k0][k1]...` = value in place, creating missing mappings; a list is indexed by
+    number (`stages.1.config.lr`). The one rule for command-line overrides and a stage's `set:`."""
+    node: Any = data
+    for depth, k in enumerate(keys):
+        last = depth == len(keys) - 1
+        if isinstance(node, list):
+            if not k.isdigit() or int(k) >= len(node):
+                raise ConfigError(f"{where}: {k!r} is not an index of a list of {len(node)}")
+            k = int(k)
+        elif last:
+            node[k] = value
+            return
+        elif node.get(k) is None:
+            node[k] = {}
+        if last:
+            node[k] = value
+            return
+        if not isinstance(node[k], (dict, list)):
+            raise ConfigError(f"{where}: {k!r} is a value, not a section")
+        node = node[k]
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
@@ -397,8 +400,10 @@ def spec_prepare_section(spec: dict, where: str) -> dict:
 def stage_section(stage: dict, where: str) -> dict:
     """A spec stage's config: inline, or the `<kind>:` section of a preset/file, then `set:` on top.
 
-        config: sft-gsm8k            # configs/sft-gsm8k.yaml, section `sft:`
-        set: {stages: ...}           # deep-merged over it
+        config: sft-gsm_sbs          # configs/sft-gsm_sbs.yaml, section `sft:`
+        set:
+          stages.0.epochs: 2         # a dotted key sets one value, indexing lists by number
+          reward: {kind: binary}     # a plain key is deep-merged: mappings key by key, a list replaced whole
     """
     cfg = stage.get("config") or {}
     if isinstance(cfg, str):
@@ -408,7 +413,15 @@ def stage_section(stage: dict, where: str) -> dict:
         cfg = data[stage["kind"]]
     elif not isinstance(cfg, dict):
         raise ConfigError(f"{where}: stage {stage['name']!r}: config must be a mapping or a preset name")
-    return deep_merge(cfg, stage.get("set") or {})
+    cfg = json.loads(json.dumps(cfg))  # a copy: `set:` never edits a preset's cached data
+    for key, value in (stage.get("set") or {}).items():
+        if "." in str(key):
+            if any(not part for part in str(key).split(".")):
+                raise ConfigError(f"{where}: stage {stage['name']!r}: set key {key!r} has an empty part")
+            set_dotted(cfg, str(key).split("."), value, f"{where}: stage {stage['name']!r}: set {key}")
+        else:
+            cfg = deep_merge(cfg, {key: value})
+    return cfg
 
 
 def deep_merge(base: dict, top: dict) -> dict:

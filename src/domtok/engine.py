@@ -171,12 +171,13 @@ class Engine:
 
     @torch.inference_mode()
     def generate(self, prompts, params: SamplingParams | None = None, num_samples: int = 1,
-                 batch_size: int = 32, only=None) -> list[Generation]:
+                 batch_size: int = 32, only=None, progress=None) -> list[Generation]:
         """Generations in prompt order, then sample order.
 
         `only`: generate for these prompt indices alone (a torchrun rank's share). Indices stay
         global, so a row's random stream, seeded by (seed, prompt index, sample index), is the
-        same whichever process draws it.
+        same whichever process draws it. `progress(n)` is called after each chunk with its
+        number of rows (a `domtok.progress.Progress.update`).
         """
         params = params or SamplingParams()
         if num_samples < 1 or batch_size < 1:
@@ -198,6 +199,8 @@ class Engine:
             for g in self._generate_chunk(prompt_ids, rows[start:start + batch_size], params):
                 g.prompt_truncated = cut[g.prompt_index]
                 results[(g.prompt_index, g.sample_index)] = g
+            if progress is not None:
+                progress(len(rows[start:start + batch_size]))
         return [results[(p, s)] for p in wanted for s in range(num_samples)]
 
     # ---------------------------------------------------------------- one chunk

@@ -31,9 +31,10 @@ from pathlib import Path
 
 from domtok.config import ConfigError, atomic_write_json, atomic_write_text
 from domtok.errors import DomtokError
+from domtok.manifest import write_manifest
 # The spec and the DAG are the run directory's; they are re-exported here for `domtok run`'s callers.
 from domtok.rundir import (EVAL_KINDS, TRAINING_KINDS, Node, Spec, StageSpec, build_nodes,  # noqa: F401
-                           key_metric_text, load_spec, node_state, wall_time)
+                           key_metric_text, kind_key, load_spec, node_state, running_lines, time_left, wall_time)
 
 # Nodes that run in one process even in a multi-process run (node 0's alone).
 SINGLE_PROCESS = ("tokenizer", "prepare")
@@ -293,7 +294,7 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
         if not ok:
             failed.add(node.id)
         elif wall_time(node):
-            walls.setdefault(_kind_key(node), []).append(wall_time(node))
+            walls.setdefault(kind_key(node), []).append(wall_time(node))
         _say(opts, f"[{counter[0]}/{len(todo)}] {node.id}: {msg}")
 
     def try_start(node: Node, pool) -> bool:
@@ -322,6 +323,9 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
         running[pool.submit(run_node, node, run_dir, opts, fresh)] = (node, time.time())
         return True
 
+    from domtok.progress import every_seconds
+
+    heartbeat = max(1.0, 4 * every_seconds())  # 60 s by default
     pool = _pool(opts)
     try:
         while pending or running:
@@ -334,7 +338,11 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
                 if pending:  # cannot happen for a valid order; never spin
                     raise AssertionError(f"no node can start: {[n.id for n in pending]}")
                 break
-            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            done, _ = wait(list(running), timeout=heartbeat, return_when=FIRST_COMPLETED)
+            if not done:  # a long node: where each running node is, from its log's progress line
+                for line in running_lines(list(running.values()), pending, walls, opts.jobs):
+                    _say(opts, line)
+                continue
             for fut in done:
                 node, t0 = running.pop(fut)
                 try:
@@ -345,7 +353,7 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
                     ok = False
                 if ok:
                     finish(node, f"done in {wall_time(node):.1f}s ({key_metric_text(node)})"
-                                 + _time_left(pending, running, walls, opts.jobs), True)
+                                 + time_left(pending, list(running.values()), walls, opts.jobs), True)
                 else:
                     finish(node, f"FAILED: {_failure(node)} — see {node.out_dir / 'log.txt'}", False)
             if any(isinstance(f.exception(), BrokenProcessPool) for f in done if f.done()):
@@ -363,41 +371,6 @@ def _failure(node: Node) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         return "no failed.json"
     return " ".join(str(error).split())[:300]
-
-
-def _kind_key(node: Node) -> tuple:
-    return node.kind, node.stage, node.benchmark
-
-
-def _time_left(pending: list[Node], running: dict, walls: dict, jobs: int) -> str:
-    """' · ~3m10s left': the nodes still to run, each as long as the mean finished node of its kind."""
-    def guess(node: Node) -> float | None:
-        same = walls.get(_kind_key(node)) or [w for k, ws in walls.items() if k[0] == node.kind for w in ws]
-        return sum(same) / len(same) if same else None
-
-    now, total, untimed = time.time(), 0.0, 0
-    for node, t0 in running.values():
-        g = guess(node)
-        total += max(0.0, g - (now - t0)) if g is not None else 0.0
-        untimed += g is None
-    for node in pending:
-        g = guess(node)
-        total += g or 0.0
-        untimed += g is None
-    if not pending and not running:
-        return ""
-    counts = f" · {len(running)} running, {len(pending)} waiting"
-    if untimed == len(running) + len(pending):
-        return counts + ", time left known once a node of each kind has finished"
-    left = total / max(1, min(jobs, len(pending) + len(running)))
-    if untimed:
-        return counts + f", ~{_clock(left)} left for the kinds timed so far (+ {untimed} node(s) not yet timed)"
-    return counts + f", ~{_clock(left)} left"
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 def run_node(node: Node, run_dir: Path, opts: RunOptions, fresh: bool) -> bool:
@@ -440,7 +413,7 @@ def run_node(node: Node, run_dir: Path, opts: RunOptions, fresh: bool) -> bool:
                 "condition": node.condition, "seed": node.seed, "benchmark": node.benchmark,
                 "rung": node.rung, "config": node.config, "inputs": [d.id for d in node.deps], "summary": summary or {},
                 "wall_time_s": time.time() - t0, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    atomic_write_json(node.manifest_path, manifest)
+    write_manifest(node.out_dir, manifest)
     (node.out_dir / "running.json").unlink(missing_ok=True)
     return True
 
@@ -582,7 +555,7 @@ def add_arguments(p) -> None:
     p.add_argument("spec", nargs="?", default=None, help="experiment spec YAML (default: the tiny preset)")
     p.add_argument("overrides", nargs="*", help="dotted overrides of the spec, e.g. seeds=[0,1]")
     p.add_argument("--preset", help="a shipped spec by name (tiny, gpt2-124m-10b)")
-    p.add_argument("--seeds", type=int, help="run seeds 0..N-1 (replaces the spec's list)")
+    p.add_argument("--seeds", type=int, help="run N seeds from the spec's first seed on (tiny: 3, 4, ...; replaces the spec's list)")
     p.add_argument("--only", metavar="STAGE", help="run only this stage (its inputs must be done)")
     p.add_argument("--from", dest="from_stage", metavar="STAGE", help="re-run this stage and everything after it")
     p.add_argument("--force", action="store_true", help="re-run every node, even finished ones; with --only, replace finished nodes of a changed config")

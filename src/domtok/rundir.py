@@ -66,6 +66,7 @@ class Spec:
     confounds: list[str] = field(default_factory=list)
     ladder: list = field(default_factory=list)  # domtok.ladder.Rung: the study at several sizes
     learns: dict = field(default_factory=dict)  # stage, {"benchmark.metric": minimum}: see ladder.parse_learns
+    tuning_seeds: list[int] = field(default_factory=list)  # seeds whose results chose knobs: never in `seeds`
     raw: dict = field(default_factory=dict)
     path: str = ""  # the spec file it was read from (for messages)
 
@@ -77,9 +78,9 @@ class Spec:
 
 
 # The keys a spec may hold at each level; anything else is a typo, reported before a node runs.
-SPEC_KEYS = ("name", "runs_dir", "seeds", "token_set", "conditions", "tokenizer", "prepare", "stages", "evals",
-             "confounds", "ladder", "learns")
-STAGE_KEYS = ("name", "kind", "config", "set", "after")
+SPEC_KEYS = ("name", "runs_dir", "seeds", "tuning_seeds", "token_set", "conditions", "tokenizer", "prepare",
+             "stages", "evals", "confounds", "ladder", "learns")
+STAGE_KEYS = ("name", "kind", "config", "set", "after", "enabled")
 TOKENIZER_KEYS = ("base", "sample_docs", "split_digits")
 EVALS_KEYS = ("after", "benchmarks")
 
@@ -108,7 +109,8 @@ def _name_list(where: str, key: str, value, kind=str, allow_empty=False) -> list
 
 
 def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, seeds: int | None = None) -> Spec:
-    """Read and validate an experiment spec; `seeds=N` replaces the seed list by 0..N-1.
+    """Read and validate an experiment spec; `seeds=N` replaces the seed list by N seeds from its
+    first one on (tiny, `seeds: [3, 4, 5]`: `seeds=1` runs seed 3), never a `tuning_seeds` one.
 
     Validated whole, before anything runs: unknown keys at every level, types, empty lists
     (the stage configs against their dataclasses: `pipeline.check_stage_configs`).
@@ -162,7 +164,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
             raise ConfigError(f"{where}: tokenizer.split_digits applies to a BPE domtok trains (base: bpe-N), "
                               f"not to {tokenizer.get('base', 'gpt2')!r}; remove it or use a bpe-N base")
     stages = []
-    names = set()
+    names, disabled = set(), set()
     stage_list = need("stages", list)
     if not stage_list:
         raise ConfigError(f"{where}: `stages` is an empty list, so nothing would be trained; give at least one")
@@ -174,14 +176,22 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
             raise ConfigError(f"{where}: stages[{i}] ({s['name']}): `set` must be a mapping of keys to values")
         if s["kind"] not in TRAINING_KINDS:
             raise ConfigError(f"{where}: stages[{i}] kind {s['kind']!r}; kinds: {list(TRAINING_KINDS)}")
-        after = s.get("after", stages[-1].name if stages else None)
+        after = s.get("after", stage_list[i - 1].get("name") if i else None)  # default: the stage listed before
         if s["kind"] != "pretrain" and after is None:
             raise ConfigError(f"{where}: stage {s['name']!r} needs a stage before it (`after:`)")
+        check_path_name(s["name"], where, f"stages[{i}]", ("prepare", "tokenizer"))
+        if s["name"] in names | disabled:
+            raise ConfigError(f"{where}: stage name {s['name']!r} is used twice")
+        if not isinstance(s.get("enabled", True), bool):
+            raise ConfigError(f"{where}: stages[{i}] ({s['name']}): `enabled` must be true or false, got {s['enabled']!r}")
+        if not s.get("enabled", True):  # an optional branch, off: it and its evaluations are not nodes
+            disabled.add(s["name"])
+            continue
+        if after in disabled:
+            raise ConfigError(f"{where}: stage {s['name']!r} comes after {after!r}, which is not enabled; "
+                              f"enable {after!r} or give {s['name']!r} another `after:`")
         if after is not None and after not in names:
             raise ConfigError(f"{where}: stage {s['name']!r} comes after unknown stage {after!r}")
-        check_path_name(s["name"], where, f"stages[{i}]", ("prepare", "tokenizer"))
-        if s["name"] in names:
-            raise ConfigError(f"{where}: stage name {s['name']!r} is used twice")
         names.add(s["name"])
         stages.append(StageSpec(name=s["name"], kind=s["kind"], config=stage_section(s, where), after=after))
     evals = data.get("evals") or {}
@@ -202,19 +212,26 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         if b.pop("enabled", True):
             benchmarks[bname] = {"kind": kind, "config": b}
     evals_after = _name_list(where, "evals.after", list(evals.get("after") or []), allow_empty=True)
+    evals_after = [a for a in evals_after if a not in disabled]
     for a in evals_after:
         if a not in names:
             raise ConfigError(f"{where}: evals.after names unknown stage {a!r}")
+    seed_list = _name_list(where, "seeds", data.get("seeds", [0]), kind=int)
+    if len(set(seed_list)) != len(seed_list) or min(seed_list) < 0:
+        raise ConfigError(f"{where}: `seeds` {seed_list} must be distinct non-negative integers")
     if seeds is not None:
         if not 1 <= seeds <= 10_000:
             raise ConfigError(f"--seeds {seeds}: give the number of seeds to run, from 1 to 10000")
-        seed_list = list(range(seeds))
-    else:
-        seed_list = _name_list(where, "seeds", data.get("seeds", [0]), kind=int)
-        if len(set(seed_list)) != len(seed_list) or min(seed_list) < 0:
-            raise ConfigError(f"{where}: `seeds` {seed_list} must be distinct non-negative integers")
-        for s in seed_list:
-            check_value("seed", s, f"{where}: seeds", owner="Spec")
+        seed_list = list(range(seed_list[0], seed_list[0] + seeds))  # from the spec's first seed on
+        data["seeds"] = seed_list  # the saved spec.yaml records the seeds that ran, not the file's
+    for s in seed_list:
+        check_value("seed", s, f"{where}: seeds", owner="Spec")
+    # Seeds whose results chose a knob are not evidence for it: a reported study runs others.
+    tuning_seeds = _name_list(where, "tuning_seeds", data.get("tuning_seeds", []), kind=int, allow_empty=True)
+    if set(seed_list) & set(tuning_seeds):
+        raise ConfigError(f"{where}: seeds {sorted(set(seed_list) & set(tuning_seeds))} were used for tuning "
+                          f"(tuning_seeds {tuning_seeds}); a reported study runs seeds never used for tuning: "
+                          "choose other seeds, or set tuning_seeds=[] to rerun a tuning seed on purpose")
     confounds = _name_list(where, "confounds", list(data.get("confounds") or []), allow_empty=True)
     for key in ("name", "runs_dir", "token_set"):
         if key in data and not isinstance(data[key], str):
@@ -230,7 +247,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     return Spec(name=name, conditions=conditions, seeds=seed_list,
                 tokenizer=tokenizer, prepare=prepare, stages=stages, evals_after=evals_after, benchmarks=benchmarks,
                 runs_dir=str(data.get("runs_dir", "runs")), token_set=token_set,
-                confounds=confounds, ladder=ladder, learns=learns, raw=data, path=where)
+                confounds=confounds, ladder=ladder, learns=learns, tuning_seeds=tuning_seeds, raw=data, path=where)
 
 
 def foreign_entries(run_dir: Path, conditions) -> list[str]:
@@ -421,6 +438,82 @@ def key_metric_text(node: Node) -> str:
     """`name=value` of the node's key metric, "" when it has none or is not finished."""
     km = key_metric(node.kind, read_summary(node))
     return f"{km[0]}={km[1]:.4g}" if km else ""
+
+
+# --------------------------------------------------------------------------- time left
+
+def kind_key(node: Node) -> tuple:
+    """Nodes that take about as long as each other: same kind, stage and benchmark."""
+    return node.kind, node.stage, node.benchmark
+
+
+def node_progress(node: Node) -> dict | None:
+    """The newest progress line of a node's log (`domtok.progress.last_progress`)."""
+    from domtok.progress import last_progress
+
+    return last_progress(node.out_dir / "log.txt")
+
+
+def time_left(pending: list[Node], running: list[tuple[Node, float]], walls: dict, jobs: int,
+              now: float | None = None) -> str:
+    """' · 1 running, 3 waiting, ~3m10s left': a running node takes the time its progress line
+    says is left (else as long as the mean finished node of its kind, less its time so far); a
+    waiting node as long as the mean finished node of its kind, or, none finished yet, as long
+    as a running one of its kind will have taken (elapsed + left). `walls` maps `kind_key` to
+    the wall times of finished nodes; `running` holds (node, start time)."""
+    import time
+
+    from domtok.progress import clock
+
+    now = time.time() if now is None else now
+    lefts, projected = {}, {}
+    for node, t0 in running:
+        p = node_progress(node)
+        if p is not None and p["left_s"] is not None:
+            lefts[node.id] = p["left_s"]
+            projected.setdefault(kind_key(node), []).append(now - t0 + p["left_s"])
+
+    def guess(node: Node) -> float | None:
+        same = (walls.get(kind_key(node)) or projected.get(kind_key(node))
+                or [w for k, ws in walls.items() if k[0] == node.kind for w in ws])
+        return sum(same) / len(same) if same else None
+
+    total, untimed = 0.0, 0
+    for node, t0 in running:
+        g = guess(node)
+        if node.id in lefts:
+            total += lefts[node.id]
+        elif g is not None:
+            total += max(0.0, g - (now - t0))
+        else:
+            untimed += 1
+    for node in pending:
+        g = guess(node)
+        total += g or 0.0
+        untimed += g is None
+    if not pending and not running:
+        return ""
+    counts = f" · {len(running)} running, {len(pending)} waiting"
+    if untimed == len(running) + len(pending):
+        return counts + ", time left known once a node has finished or written a progress line"
+    left = total / max(1, min(jobs, len(pending) + len(running)))
+    if untimed:
+        return counts + f", ~{clock(left)} left for the nodes timed so far (+ {untimed} node(s) not yet timed)"
+    return counts + f", ~{clock(left)} left"
+
+
+def running_lines(running: list[tuple[Node, float]], pending: list[Node], walls: dict, jobs: int) -> list[str]:
+    """One line per running node with its progress, then the run's time left (`time_left`)."""
+    import time
+
+    from domtok.progress import clock, describe
+
+    lines = []
+    for node, t0 in running:
+        p = node_progress(node)
+        where = describe(p) if p is not None else "no progress line yet"
+        lines.append(f"  running {node.id} ({clock(time.time() - t0)}): {where}")
+    return lines + ["  run: " + time_left(pending, running, walls, jobs).lstrip(" ·")]
 
 
 # --------------------------------------------------------------------------- reading a run directory

@@ -144,6 +144,7 @@ class Sources:
     online: bool
     notes: list[str] = field(default_factory=list)
     _made: dict = field(default_factory=dict)
+    fixtures: set = field(default_factory=set)  # sources the smoke replaced by a fixture (not their real text)
 
     def get(self, kind: str, source: str | None, split: str, n: int = RECORDS) -> str:
         """A local jsonl path holding `n` records of `source` (None = the loader's hub default)."""
@@ -165,6 +166,7 @@ class Sources:
                 self.notes.append(f"{source}: could not be read ({e}); using a fixture")
         if how is None:
             recs = fixture_records(kind, n, split=spec.split or split)
+            self.fixtures.add(source)
             how = f"a {len(recs)}-record fixture in its schema (hub not reachable)"
         from domtok.utils import write_jsonl
 
@@ -299,6 +301,8 @@ class Shrinker:
         self.cap(cfg, "generation_batch_size", 8, w, default=32)
         if cfg.get("save_steps"):
             self.set(cfg, "save_steps", 0, w)
+        if cfg.get("log_completions"):  # one sample of rollouts in the smoke too
+            self.cap(cfg, "logging_steps", STEPS, w, default=10)
         self.run_settings(cfg, w)
 
     def rft(self, cfg: dict, w: str) -> None:
@@ -447,8 +451,10 @@ def corpus_tokens(prepare_cfg: dict, smoke_meta: dict) -> tuple[float | None, st
     return None, f"{source}: size unknown before it is prepared"
 
 
-def checks(spec, smoke, run_root: Path, world: int, online: bool, gpu: str, mfu: float) -> tuple[list[dict], list[str]]:
-    """(per-pretrain-stage plans, check lines 'OK/WARN/FAIL: ...') for the real spec."""
+def checks(spec, smoke, run_root: Path, world: int, online: bool, gpu: str, mfu: float,
+           fixtures: set | None = None) -> tuple[list[dict], list[str]]:
+    """(per-pretrain-stage plans, check lines 'OK/WARN/FAIL: ...') for the real spec.
+    `fixtures`: the sources the smoke read as fixtures (None: every hub source when offline)."""
     from domtok.config import from_dict
     from domtok.train.pretrain import PretrainConfig
 
@@ -495,18 +501,29 @@ def checks(spec, smoke, run_root: Path, world: int, online: bool, gpu: str, mfu:
             if total is None:
                 lines.append(f"WARN: {name} [{cond}]: cannot check the data volume: {how}")
                 continue
+            at_least = ""
             if cond != "baseline" and "baseline" in metas and how.endswith("(its dataset card)"):
-                # a known hub size counts GPT-2 tokens without injection: scale by the measured ratio
-                b = metas["baseline"]["splits"]["train"]
-                c = meta["splits"]["train"]
-                total *= (c["tokens"] / c["bytes"]) / (b["tokens"] / b["bytes"])
-                how += f"; x {(c['tokens'] / c['bytes']) / (b['tokens'] / b['bytes']):.3f} for injection (measured on the smoke text)"
+                # a known hub size counts GPT-2 tokens without injection; the injection shortens the
+                # text by a ratio the smoke measures on the text it read
+                b, c = metas["baseline"]["splits"]["train"], meta["splits"]["train"]
+                ratio = (c["tokens"] / c["bytes"]) / (b["tokens"] / b["bytes"])
+                src = str(prepare.get("source"))
+                if (src in fixtures) if fixtures is not None else not online:
+                    # the smoke read a fixture, not this corpus: its ratio says nothing about the real
+                    # text. What is known: injection only shortens text, so the card's count is a bound.
+                    at_least = "at least "
+                    how += (f"; injection shortens it by a ratio known once `prepare` has read the corpus (the smoke "
+                            f"read a fixture, whose x {ratio:.3f} is not this corpus's)")
+                else:
+                    total *= ratio
+                    how += f"; x {ratio:.3f} for injection (measured on the first documents of the corpus)"
             val = prepare.get("val_fraction", 0.02) if not prepare.get("val_docs") else 0.0
             train_tokens = total * (1 - val)
             epochs = plan["tokens"] / train_tokens
             word = "WARN" if epochs > 1 else "OK"
-            msg = (f"{word}: {name} [{cond}]: {plan['tokens']:,} tokens to train over ~{train_tokens:,.0f} training "
-                   f"tokens ({how}): {epochs:.3f} epochs")
+            over = "at most " if at_least else "~"
+            msg = (f"{word}: {name} [{cond}]: {plan['tokens']:,} tokens to train over {over}{train_tokens:,.0f} training "
+                   f"tokens ({how}): {at_least}{epochs:.3f} epochs")
             lines.append(msg + ("; the data repeats" if epochs > 1 else ""))
     for cond, meta in metas.items():  # the shards: 2 bytes per token (uint16) up to 65,536 ids
         total, _ = corpus_tokens(spec.prepare, meta)
@@ -690,7 +707,7 @@ def run_smoke(spec, opts, run_experiment, device: str = "cpu", gpu: str = DEFAUL
             secs = None
         rows.append({"node": node.id, "result": "passed" if state == "done" else "failed",
                      "log": None if state == "done" else str(node.out_dir / "log.txt"), "seconds": secs})
-    plans, check_lines = checks(spec, smoke, run_root, world, online, gpu, mfu)
+    plans, check_lines = checks(spec, smoke, run_root, world, online, gpu, mfu, fixtures=srcs.fixtures)
     thr = prepare_throughput(smoke, spec, online)
     failed = [r for r in rows if r["result"] != "passed"]
     result = {"spec": spec.name, "smoke_dir": str(smoke_dir), "device": device, "wall_s": wall, "nodes": rows,

@@ -14,17 +14,19 @@ annotations and ends with `#### N`.
   (512 of the reference's 640) are instead real GSM8K items rewritten the same way
   (`gsm_sbs_rewrite`).
 - `word_problems(n, seed, split)`: templated word problems on numbers up to 99, worked with the
-  same steps (`add_steps`, `sub_steps`, `mul_steps`); train and test never share a
+  same steps (`add_steps`, `sub_steps`, `mul_steps`), ten templates of which five hold no
+  multiplication (`TEMPLATE_HAS_MUL`); the train, dev and test splits never share a
   (template, numbers) pair, so they never share a question.
 - `math_web_corpus(n_docs, seed)`: text documents mixing prose, drills, word problems and
   worked multiplications, for the tiny pretraining preset.
 
-Held-out pairs (`probe_pair`): a fixed 20% of the multi-digit operand pairs of each operation
-belong to the arithmetic probes (`domtok.eval.probes`), and no training generator here (drills,
-GSM-SBS drills, the train split of the word problems, the corpus) ever asks or works one of
-them as its problem: a probe asks a sum or a product the model has never seen worked, so it
-measures the method, not recall of a memorised item. (A probe's pair may still be a step inside
-another problem's working, e.g. `90 × 7` in `98 × 7`: the method's steps are facts it uses.)
+Held-out pairs (`probe_pair`, `held_out`): a fixed 20% of the multi-digit operand pairs of each
+operation are reserved for the arithmetic probes (`domtok.eval.probes`), and no training
+generator here (drills, GSM-SBS drills, the train split of the word problems, the corpus) ever
+asks or works one of them as its problem. Some reserved pairs are still steps inside another
+problem's working (`90 × 7` in `98 × 7`, `70 + 15` in `47 + 38`); `held_out` leaves those out
+too (`training_step_pairs`), so a probe asks a sum or a product the model has never read worked
+or used, and measures the method, not recall.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import hashlib
 import random
 import re
 from typing import Iterable
+
+from domtok.notation import iter_annotations
 
 # ---------------------------------------------------------------------------- step-by-step products
 
@@ -263,9 +267,8 @@ def gsm_sbs(n: int, seed: int, gsm8k: Iterable[dict] | None = None, n_rewritten:
 
 # ---------------------------------------------------------------------------- GSM8K rewritten step by step
 
-# A GSM8K calculator annotation `<<expr=result>>`, and the one kind of `expr` we rewrite: a clean
-# product of two non-negative integers (`12*15`, `12 * 15`).
-_ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>=]*)>>")
+# The one kind of annotation `expr` we rewrite (annotations: `domtok.notation`): a clean product
+# of two non-negative integers (`12*15`, `12 * 15`).
 _CLEAN_PRODUCT = re.compile(r"\s*(\d+)\s*\*\s*(\d+)\s*")
 MAX_STEP_LINES = 6  # per product; 99.5% of GSM8K train's clean products need <= 6 (98*3400 needs 7)
 
@@ -284,7 +287,7 @@ def _products_to_rewrite(answer: str) -> list[tuple[int, int]] | None:
     from domtok.calculator import evaluate
 
     out = []
-    for expr, result in _ANNOTATION.findall(answer):
+    for expr, result in iter_annotations(answer):
         try:
             value = float(result.replace(",", ""))
         except ValueError:
@@ -317,7 +320,7 @@ def rewrite_answer(answer: str) -> str | None:
     out: list[str] = []
     written: set[str] = set()
     for line in answer.split("\n"):
-        for expr, _ in _ANNOTATION.findall(line):
+        for expr, _ in iter_annotations(line):
             m = _CLEAN_PRODUCT.fullmatch(expr)
             if m and (int(m.group(1)), int(m.group(2))) in products:
                 for step in mul_steps(int(m.group(1)), int(m.group(2))):
@@ -401,28 +404,91 @@ def _price_change(rng: random.Random) -> tuple[tuple, str, list[str], int]:
     return (a, b, paid), q, lines, paid - cost
 
 
-TEMPLATES = {"add": _add, "sub": _sub, "mul": _mul, "mul_add": _mul_add, "price_change": _price_change}
+def _bus(rng: random.Random) -> tuple[tuple, str, list[str], int]:
+    a = rng.randint(20, 99)
+    b, c = rng.randint(1, a - 1), rng.randint(1, 60)
+    q = f"A bus has {a} passengers. At a stop {b} of them get off and {c} get on. How many passengers are on the bus now?"
+    lines = [f"After the stop {sub_steps(a, b)} passengers are left.",
+             f"Then the bus has {add_steps(a - b, c)} passengers."]
+    return (a, b, c), q, lines, a - b + c
+
+
+def _add_three(rng: random.Random) -> tuple[tuple, str, list[str], int]:
+    a, b, c = rng.randint(5, 40), rng.randint(5, 40), rng.randint(5, 40)
+    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+    q = (f"{name} collects {a} {item} on Monday, {b} on Tuesday and {c} on Wednesday. "
+         f"How many {item} does {name} collect in all?")
+    lines = [f"Monday and Tuesday make {add_steps(a, b)} {item}.", f"In all {name} collects {add_steps(a + b, c)} {item}."]
+    return (a, b, c), q, lines, a + b + c
+
+
+def _compare(rng: random.Random) -> tuple[tuple, str, list[str], int]:
+    a = rng.randint(20, 99)
+    b = rng.randint(1, a - 1)
+    first, second = rng.sample(NAMES, 2)
+    item = rng.choice(ITEMS)
+    q = f"{first} has {a} {item} and {second} has {b} {item}. How many more {item} does {first} have than {second}?"
+    return (a, b), q, [f"{first} has {sub_steps(a, b)} more {item}."], a - b
+
+
+def _mul_sub(rng: random.Random) -> tuple[tuple, str, list[str], int]:
+    a, b = rng.randint(2, 9), rng.randint(2, 9)
+    ab = a * b
+    c = rng.randint(1, ab - 1)
+    name, item, box = rng.choice(NAMES), rng.choice(ITEMS), rng.choice(CONTAINERS)
+    q = f"{name} has {a} {box} with {b} {item} in each and gives away {c} {item}. How many {item} does {name} have left?"
+    lines = [f"The {box} hold {a} × {b} = {ab} {item}.", f"{name} has {sub_steps(ab, c)} {item} left."]
+    return (a, b, c), q, lines, ab - c
+
+
+def _two_products(rng: random.Random) -> tuple[tuple, str, list[str], int]:
+    a, b, c, d = (rng.randint(2, 9) for _ in range(4))
+    name = rng.choice(NAMES)
+    q = (f"{name} buys {a} notebooks that cost ${b} each and {c} pens that cost ${d} each. "
+         f"How many dollars does {name} spend?")
+    lines = [f"The notebooks cost {a} × {b} = {a * b} dollars.", f"The pens cost {c} × {d} = {c * d} dollars.",
+             f"{name} spends {add_steps(a * b, c * d)} dollars."]
+    return (a, b, c, d), q, lines, a * b + c * d
+
+
+# Five templates without a multiplication (the negative control of a study of multiplication
+# tokens: a gain there is not the domain tokens' doing) and five with one.
+TEMPLATES = {"add": _add, "sub": _sub, "mul": _mul, "mul_add": _mul_add, "price_change": _price_change,
+             "bus": _bus, "add_three": _add_three, "compare": _compare, "mul_sub": _mul_sub,
+             "two_products": _two_products}
+TEMPLATE_HAS_MUL = {"add": False, "sub": False, "bus": False, "add_three": False, "compare": False,
+                    "mul": True, "mul_add": True, "price_change": True, "mul_sub": True, "two_products": True}
 # The operand pairs each template works out of its numbers (params): the train split leaves out
 # every problem that works a probe's pair (`probe_pair`).
 _WORKED_PAIRS = {"add": lambda a, b: [("+", a, b)], "sub": lambda a, b: [("-", a, b)],
                  "mul": lambda a, b: [("×", a, b)], "mul_add": lambda a, b, c: [("+", a * b, c)],
-                 "price_change": lambda a, b, paid: [("-", paid, a * b)]}
-TEST_SHARE = 0.2  # share of each template's parameter space that belongs to the test split
+                 "price_change": lambda a, b, paid: [("-", paid, a * b)],
+                 "bus": lambda a, b, c: [("-", a, b), ("+", a - b, c)],
+                 "add_three": lambda a, b, c: [("+", a, b), ("+", a + b, c)],
+                 "compare": lambda a, b: [("-", a, b)], "mul_sub": lambda a, b, c: [("-", a * b, c)],
+                 "two_products": lambda a, b, c, d: [("+", a * b, c * d)]}
+# Each template's parameter space is split by a stable hash: 10% dev (tune on it), 10% test
+# (report on it), 80% train; a (template, numbers) pair is in one split only.
+SPLIT_SHARES = (("dev", 0.1), ("test", 0.2))  # (split, upper end of its share of the hash)
+SPLITS = ("train", "dev", "test")
 
 
 def _param_split(template: str, params: tuple) -> str:
     """Which split a (template, numbers) pair belongs to; a stable hash, not Python's hash()."""
-    h = hashlib.sha256(f"{template}:{params}".encode()).digest()
-    return "test" if int.from_bytes(h[:8], "big") / 2**64 < TEST_SHARE else "train"
+    h = int.from_bytes(hashlib.sha256(f"{template}:{params}".encode()).digest()[:8], "big") / 2**64
+    return next((split for split, upper in SPLIT_SHARES if h < upper), "train")
 
 
 def word_problems(n: int, seed: int, split: str = "train", templates: tuple[str, ...] | None = None) -> list[dict]:
     """`n` distinct word problems of the given split, cycling through the templates.
 
-    Items carry `template` and `params` besides the GSM fields, so disjointness can be checked.
+    Items carry `template`, `has_mul` and `params` besides the GSM fields, so disjointness can
+    be checked and inference can cluster by template. A dev or test set never asks the same
+    numbers of a template twice (each item is its own (template, numbers) pair); the train
+    split asks distinct questions and leaves out every problem that works a `probe_pair`.
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be train or test, got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     names = list(templates or TEMPLATES)
     rng = random.Random(f"word_problems/{split}/{seed}")
     out, seen = [], set()
@@ -430,16 +496,121 @@ def word_problems(n: int, seed: int, split: str = "train", templates: tuple[str,
         template = names[i % len(names)]
         for _ in range(10_000):
             params, q, lines, r = TEMPLATES[template](rng)
-            if (_param_split(template, params) == split and q not in seen
-                    and (split == "test" or not any(probe_pair(*p) for p in _WORKED_PAIRS[template](*params)))):
+            key = q if split == "train" else (template, params)
+            if (_param_split(template, params) == split and key not in seen
+                    and (split != "train" or not any(probe_pair(*p) for p in _WORKED_PAIRS[template](*params)))):
                 break
         else:
             raise ValueError(f"word_problems: template {template!r} ran out of distinct {split} items; ask for fewer")
-        seen.add(q)
+        seen.add(key)
         item = _item(f"wp-{split}", i, q, lines, r)
-        item.update(template=template, params=list(params))
+        item.update(template=template, has_mul=TEMPLATE_HAS_MUL[template], params=list(params))
         out.append(item)
     return out
+
+
+# ---------------------------------------------------------------------------- held-out pairs
+
+def _pair_key(op: str, a: int, b: int) -> tuple[str, int, int]:
+    """One key per pair: `a + b` and `b + a` are one pair, so are `a × b` and `b × a`."""
+    return (op, min(a, b), max(a, b)) if op in ("+", "×") else (op, a, b)
+
+
+def step_pairs(chain: str) -> set[tuple[str, int, int]]:
+    """The sums, differences and products one worked `=` chain shows on its way, as `_pair_key`s.
+
+    Conservative on purpose: in each `=` segment (and in the parenthesised split of one, `(90 +
+    8)`), every two numbers of a sum (`40 + 7 + 30 + 8` shows 40 + 30, 7 + 8 and 40 + 7 alike),
+    the first two numbers of a difference (`85 - 20 - 7`) and the first two factors of each
+    product (`90 × 7`, `5 × 8 × 10`).
+    """
+    out = set()
+    for seg in chain.split(" = "):
+        pieces = [seg]
+        while "(" in pieces[-1]:
+            s = pieces.pop()
+            i, j = s.index("("), s.index(")")
+            pieces += [s[i + 1:j], s[:i] + "_" + s[j + 1:]]
+        for s in pieces:
+            if " - " in s:
+                x, y = s.split(" - ")[:2]
+                if x.isdigit() and y.isdigit():
+                    out.add(("-", int(x), int(y)))
+                continue
+            terms = s.split(" + ")
+            nums = [int(t) for t in terms if t.isdigit()]
+            out.update(_pair_key("+", x, y) for i, x in enumerate(nums) for y in nums[i + 1:])
+            for t in terms:
+                f = t.split(" × ")
+                if len(f) > 1 and f[0].isdigit() and f[1].isdigit():
+                    out.add(_pair_key("×", int(f[0]), int(f[1])))
+    return out
+
+
+def _training_chains() -> set[str]:
+    """Every worked chain (`mul_steps`, `add_steps`, `sub_steps` line) that a training generator
+    here can write, over each generator's whole range of operands: the drills (tier4, tier5,
+    add_100, mul_2x1), `gsm_sbs` drills (either factor first), the word-problem templates (train
+    split: a problem that works a `probe_pair` is left out) and the corpus (its worked products,
+    sums and worksheets are drills). Problems on a `probe_pair` are never asked, so never worked.
+    (GSM8K items rewritten by `gsm_sbs_rewrite` are not generated here: their products are GSM8K's.)"""
+    def asked(op, a, b):
+        return not probe_pair(op, a, b)
+
+    chains: set[str] = set()
+    for a in range(10, 100):
+        for b in range(2, 10):  # tier4 (the reference's format), mul_2x1 and the corpus (sum_steps)
+            if asked("×", a, b):
+                chains.update(mul_steps(a, b) + mul_steps(a, b, sum_steps=True))
+    for x_range, y_range in ((range(10, 21), range(10, 21)),  # tier5
+                             (range(2, 10), range(11, 26)), (range(11, 50), range(11, 30)),  # gsm_sbs
+                             (range(101, 1000), range(2, 10))):
+        for a in x_range:
+            for b in y_range:
+                if asked("×", a, b):
+                    chains.update(mul_steps(a, b) + mul_steps(b, a))
+    for a in range(2, 10):
+        for b in range(11, 50):  # the "mul" template
+            if asked("×", a, b):
+                chains.update(mul_steps(a, b, sum_steps=True))
+    for a in range(1, 101):
+        for b in range(1, 101):  # add_100, the corpus's sums, the "add" template (5..99)
+            if asked("+", a, b):
+                chains.add(add_steps(a, b))
+    for ab in {x * y for x in range(2, 10) for y in range(2, 10)}:
+        for c in range(1, 61):  # the "mul_add" template
+            if asked("+", ab, c):
+                chains.add(add_steps(ab, c))
+        for paid in range(ab + 1, 100):  # the "price_change" template
+            if asked("-", paid, ab):
+                chains.add(sub_steps(paid, ab))
+        for c in range(1, ab):  # the "mul_sub" template
+            if asked("-", ab, c):
+                chains.add(sub_steps(ab, c))
+    for a in range(20, 100):
+        for b in range(1, a):  # the "sub" and "compare" templates, the first step of "bus"
+            if asked("-", a, b):
+                chains.add(sub_steps(a, b))
+    # The other sums of "bus", "add_three" and "two_products" add two numbers up to 100: add_100's.
+    return chains
+
+
+_STEP_PAIRS: frozenset | None = None
+
+
+def training_step_pairs() -> frozenset:
+    """Every pair (`_pair_key`) that some training generator shows as a step (computed once)."""
+    global _STEP_PAIRS
+    if _STEP_PAIRS is None:
+        _STEP_PAIRS = frozenset().union(*map(step_pairs, _training_chains()))
+    return _STEP_PAIRS
+
+
+def held_out(op: str, a: int, b: int) -> bool:
+    """True if the probes may ask `a op b`: a `probe_pair` (no training text asks or works it as
+    its problem) that no training text shows as a step either (`98 × 7` works `90 × 7`, and
+    `47 + 38` adds `70 + 15`), so a probe is never a line the model has read."""
+    return probe_pair(op, a, b) and _pair_key(op, a, b) not in training_step_pairs()
 
 
 # ---------------------------------------------------------------------------- math-web corpus

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from domtok.errors import DomtokError
@@ -42,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--data", help="local GSM8K jsonl or dir (default: hub openai/gsm8k)")
     g.add_argument("--n", "--num-items", type=int, dest="n",
                    help="seeded random subset of N items (default: all); under torchrun spell it --num-items")
+    g.add_argument("--split", help="the data's split (default test); with --data synthetic:word_problems "
+                   "test or dev (for tuning)")
     g.add_argument("--max-new-tokens", type=int)
     g.add_argument("--calculator", action="store_true", default=None, help="evaluate <<expr= annotations")
     g.add_argument("--inject-prompt", action="store_true", default=None,
@@ -64,7 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="show a domain-token model the questions as written, not in its training notation")
     p.add_argument("--prompt-style", choices=["answer_is", "chat", "plain"])
     p.add_argument("--n", "--n-per-category", type=int, dest="n_per_category",
-                   help="items per seeded category (default 100); under torchrun spell it --n-per-category")
+                   help="items per seeded category (default 100, capped at its pool of held-out pairs); "
+                        "under torchrun spell it --n-per-category")
+    p.add_argument("--split", choices=["dev", "test"], help="held-out pairs to ask: test (default) or dev (for tuning)")
     p.add_argument("--max-new-tokens", type=int)
 
     c = sub.add_parser("compare", help="compare two runs (paired by item) or two sets of seeds")
@@ -96,7 +101,7 @@ def main(args: argparse.Namespace) -> int:
         from domtok.eval import gsm8k as mod
 
         cfg = _config(args, mod.GSM8KEvalConfig, "eval_gsm8k",
-                      {**common_flags, "data": "data", "n": "n", "max_new_tokens": "max_new_tokens",
+                      {**common_flags, "data": "data", "n": "n", "split": "split", "max_new_tokens": "max_new_tokens",
                        "calculator": "calculator", "inject_prompt": "inject_prompt"})
     elif args.eval_cmd == "hellaswag":
         from domtok.eval import hellaswag as mod
@@ -111,19 +116,27 @@ def main(args: argparse.Namespace) -> int:
         cfg = _config(args, mod.ProbesConfig, "eval_probes",
                       {**common_flags, "categories": "categories", "prompt_style": "prompt_style",
                        "n_per_category": "n_per_category", "max_new_tokens": "max_new_tokens",
-                       "inject_prompt": "inject_prompt"})
+                       "inject_prompt": "inject_prompt", "split": "split"})
     if not cfg.model:
         raise DomtokError(f"eval {args.eval_cmd}: no model; pass --model DIR")
     out = Path(args.out) if args.out else default_out_dir(args.eval_cmd, cfg)
     from domtok.outdir import claim_out_dir
 
     claim_out_dir(out, what="--out directory")
+    from domtok.manifest import clear_manifest, write_verb_manifest
+
+    is_main = os.environ.get("RANK", "0") == "0"
+    if is_main:
+        clear_manifest(out)
     try:
         summary = mod.run(cfg, out)
     finally:
         from domtok.utils import dist_teardown
 
         dist_teardown()
+    if summary and is_main:
+        write_verb_manifest(out, f"eval_{args.eval_cmd}", summary,
+                            {"model": cfg.model, "data": getattr(cfg, "data", None)})
     if summary:  # rank 0
         print(json.dumps({"benchmark": summary["benchmark"], "n": summary["n"], "out": str(out),
                           "metrics": summary["metrics"], "ci": summary["ci"]}))

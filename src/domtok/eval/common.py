@@ -6,17 +6,16 @@ prompts (same padding, same shapes) whatever the number of processes, and the ga
 results are identical to a one-process run -- not merely close (a different batch mix would
 change padding and, with it, the last bits of the logits and sometimes a greedy argmax).
 
-Output of every benchmark (only rank 0 writes; `manifest.json` is written last, atomically):
+Output of every benchmark (only rank 0 writes):
     out_dir/items.jsonl    one JSON object per item, in dataset order, always with `id`
     out_dir/summary.json   {"benchmark", "model", "n", "seed", "config_hash", "metrics", "ci", "wall_time_s", ...}
     out_dir/config.yaml    the resolved config and its hash
-    out_dir/manifest.json  written last: the directory is complete
+    out_dir/manifest.json  written last, after `run` returns, by the pipeline or the verb (domtok.manifest)
 """
 
 from __future__ import annotations
 
 import re
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -94,6 +93,17 @@ def my_batches(n_items: int, batch_size: int, info: DistInfo) -> list[list[int]]
     return batches(n_items, batch_size)[info.rank::info.world_size]
 
 
+def progress_batches(n_items: int, batch_size: int, info: DistInfo, desc: str):
+    """`my_batches`, with a progress line (this rank's items; rank 0 writes it) as each is done."""
+    from domtok.progress import Progress
+
+    mine = my_batches(n_items, batch_size, info)
+    with Progress(sum(len(b) for b in mine), desc, unit="items", enabled=info.is_main) as bar:
+        for b in mine:
+            yield b
+            bar.update(len(b))
+
+
 def gather_rows(rows: list[tuple[int, dict]], info: DistInfo) -> list[dict]:
     """(index, row) pairs from every rank -> all rows in index order (on every rank)."""
     if info.distributed:
@@ -111,12 +121,10 @@ def gather_rows(rows: list[tuple[int, dict]], info: DistInfo) -> list[dict]:
 
 def write_results(out_dir: str | Path, benchmark: str, cfg, items: list[dict], metrics: dict, ci: dict,
                   wall_time_s: float, extra: dict | None = None) -> dict:
-    """Write items.jsonl, summary.json, config.yaml, then manifest.json last. Returns the summary."""
+    """Write items.jsonl, summary.json and config.yaml. Returns the summary. (The manifest that
+    marks the directory complete is written after the stage returns: `domtok.manifest`.)"""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = out / "manifest.json"
-    if manifest.exists():
-        manifest.unlink()  # the directory is being rewritten: incomplete until the new manifest
     h = save_resolved(cfg, out)
     write_jsonl(out / "items.jsonl", items)
     summary = {"benchmark": benchmark, "model": getattr(cfg, "model", ""), "n": len(items),
@@ -124,10 +132,6 @@ def write_results(out_dir: str | Path, benchmark: str, cfg, items: list[dict], m
                "ci": {k: list(v) for k, v in ci.items()}, "wall_time_s": round(wall_time_s, 3)}
     summary.update(extra or {})
     atomic_write_json(out / "summary.json", summary)
-    atomic_write_json(manifest, {"stage": f"eval_{benchmark}", "config_hash": h, "created": time.time(),
-                                 "outputs": ["items.jsonl", "summary.json", "config.yaml"],
-                                 "inputs": {"model": getattr(cfg, "model", ""), "data": getattr(cfg, "data", None)},
-                                 "summary": summary})
     return summary
 
 

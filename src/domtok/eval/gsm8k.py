@@ -39,9 +39,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from domtok.errors import DomtokError
+from domtok.notation import DOMAIN_TOKEN_RE, token_value
 
-# A domain token: `<MUL_6_9_54>`, `<ADD_12_30_42>`; the last field is the value it states.
-DOMAIN_TOKEN_RE = re.compile(r"<[A-Z][A-Z0-9]*((?:_-?\d+)+)>")
 # A number as people write it: optional sign, optional $, digits with optional thousands
 # commas, optional decimals. A '-' right after a digit is a minus operator, not a sign.
 _NUM = r"(?<![\d.,])-?\$?-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|(?<![\d.,])-?\$?-?\.\d+"
@@ -73,7 +72,7 @@ def _replace_tokens(text: str) -> tuple[str, list[tuple[int, int]]]:
         return text, []
     out, spans, last, n = [], [], 0, 0
     for m in DOMAIN_TOKEN_RE.finditer(text):
-        value = m.group(1).rsplit("_", 1)[1]
+        value = token_value(m.group(0))
         out.append(text[last:m.start()])
         n += m.start() - last + 1
         spans.append((n, n + len(value)))
@@ -200,8 +199,8 @@ def is_correct(text: str, gold: str | int | float, mode: str = "flexible") -> bo
 class GSM8KEvalConfig:
     model: str = ""                 # domtok model dir or Hugging Face GPT-2 dir
     data: str | None = None         # local jsonl/dir in the GSM8K schema; None = hub openai/gsm8k;
-                                    # "synthetic:word_problems" = the generated test split
-    split: str = "test"
+                                    # "synthetic:word_problems" = the generated word problems
+    split: str = "test"             # the data's split; synthetic: test (report) or dev (tune)
     max_bad_fraction: float = 0.01  # malformed records of a local file tolerated before failing
     n: int = 0                      # 0 = every item; else a seeded random subset of n
     seed: int = 0                   # subset draw and sampling seed
@@ -220,27 +219,35 @@ SYNTHETIC_DEFAULT_N = 200
 
 
 def load_items(cfg: GSM8KEvalConfig) -> list[dict]:
-    """The evaluated items, each with a stable id (`test-17` = line 17 of the split), in order."""
+    """The evaluated items, each with a stable id (`test-17` = line 17 of the split), in order:
+    {"id", "question", "gold" (the normalised number), "solution" (the gold worked answer)},
+    and for the generated word problems `template` and `has_mul` (see `synthetic.TEMPLATE_HAS_MUL`)."""
     if cfg.n < 0:
         raise DomtokError(f"GSM8K eval: n is {cfg.n}; give a number of items >= 1 (or 0 for all)")
     from domtok.data.sources import load_gsm8k, sample_records
 
     if cfg.data == SYNTHETIC_SOURCE:
-        # The generated GSM-style test split: disjoint from the train split that synthetic SFT
-        # and GRPO use, so the tiny study has a held-out GSM test without any download.
+        # The generated GSM-style dev or test split: disjoint from each other and from the train
+        # split that synthetic SFT and GRPO use, so the tiny study has a held-out GSM test (and a
+        # dev set to tune on) without any download. Items keep their template, for inference
+        # that clusters by template.
         from domtok.data.synthetic import word_problems
 
+        if cfg.split not in ("dev", "test"):
+            raise DomtokError(f"{SYNTHETIC_SOURCE}: split {cfg.split!r} is not an evaluation split; "
+                              "use split: test (report) or dev (tune)")
         n = cfg.n or SYNTHETIC_DEFAULT_N
-        return [{"id": f"synthetic-test-{i}", "question": r["question"], "gold": parse_gold(r["answer"])}
-                for i, r in enumerate(word_problems(n, cfg.seed, split="test"))]
+        return [{"id": f"synthetic-{cfg.split}-{i}", "question": r["question"], "gold": parse_gold(r["answer"]),
+                 "solution": r["answer"], "template": r["template"], "has_mul": r["has_mul"]}
+                for i, r in enumerate(word_problems(n, cfg.seed, split=cfg.split))]
     records = [dict(r, _index=i) for i, r in enumerate(load_gsm8k(cfg.split, cfg.data,
                                                                                 max_bad_fraction=cfg.max_bad_fraction))]
     if not records:
         raise DomtokError(f"{cfg.data or 'hub:openai/gsm8k'}: no GSM8K records in split {cfg.split!r}")
     if cfg.n and cfg.n < len(records):
         records = sample_records(records, cfg.n, cfg.seed)
-    return [{"id": f"{cfg.split}-{r['_index']}", "question": r["question"], "gold": parse_gold(r["answer"])}
-            for r in records]
+    return [{"id": f"{cfg.split}-{r['_index']}", "question": r["question"], "gold": parse_gold(r["answer"]),
+             "solution": r["answer"]} for r in records]
 
 
 def build_prompt(question: str, tokenizer, cfg: GSM8KEvalConfig) -> str:
@@ -257,13 +264,18 @@ def build_prompt(question: str, tokenizer, cfg: GSM8KEvalConfig) -> str:
 def run(cfg: GSM8KEvalConfig, out_dir, engine=None) -> dict:
     """Evaluate a model on GSM8K; writes items.jsonl + summary.json (rank 0) and returns the summary.
 
+    Besides the generated answer, each item gets the continuous scores `gold_bpb` (the final
+    answer line) and `gold_solution_bpb` (the gold worked solution), teacher-forced after the
+    same prompt (`domtok.eval.gold`); the summary's metrics hold their means.
+
     `engine` replaces the model's Engine (tests pass a stub that answers known strings); it
     needs `.tokenizer` and `.generate(prompts, params, batch_size=...)`.
     """
     from domtok.chat import STOP_STRINGS
     from domtok.engine import SamplingParams
     from domtok.eval.common import (eval_engine, gather_rows, generation_fields, generation_metrics, is_repetitive,
-                                    my_batches, write_results)
+                                    progress_batches, write_results)
+    from domtok.eval.gold import answer_text, gold_bits_per_byte, mean_score
     from domtok.eval.stats import wilson_ci
     from domtok.utils import dist_setup, seed_everything
 
@@ -282,12 +294,17 @@ def run(cfg: GSM8KEvalConfig, out_dir, engine=None) -> dict:
                             stop_strings=tuple(STOP_STRINGS), calculator=cfg.calculator)
     rows: list[tuple[int, dict]] = []
     t_gen = time.time()
-    for batch in my_batches(len(items), cfg.batch_size, info):
+    for batch in progress_batches(len(items), cfg.batch_size, info, "gsm8k"):
         idx = [order[b] for b in batch]
         gens = engine.generate([prompts[i] for i in idx], params, batch_size=cfg.batch_size)
-        for i, g in zip(idx, gens):
+        batch_prompts = [prompts[i] for i in idx]
+        gold_bpb = gold_bits_per_byte(engine, batch_prompts, [answer_text(items[i]["gold"], chat=True) for i in idx])
+        solution_bpb = gold_bits_per_byte(engine, batch_prompts, [" " + items[i]["solution"] for i in idx])
+        for i, g, gb, sb in zip(idx, gens, gold_bpb, solution_bpb):
             it = items[i]
-            row = {"id": it["id"], "benchmark": "gsm8k", "prompt": prompts[i], "completion": g.text,
+            row = {"id": it["id"], "benchmark": "gsm8k", "split": cfg.split,
+                   **{k: it[k] for k in ("template", "has_mul") if k in it},
+                   "prompt": prompts[i], "completion": g.text,
                    "ids": list(g.ids), "gold": it["gold"],
                    "answer_strict": extract_answer(g.text, "strict"),
                    "answer_flexible": extract_answer(g.text, "flexible"),
@@ -297,7 +314,7 @@ def run(cfg: GSM8KEvalConfig, out_dir, engine=None) -> dict:
                    **generation_fields(g), "hit_max_tokens": g.finish_reason == "length",
                    "emitted_eos": g.finish_reason == "eos",
                    "domain_tokens": int(tokenizer.count_domain_tokens(g.ids)),
-                   "repetition": is_repetitive(g.text)}
+                   "repetition": is_repetitive(g.text), "gold_bpb": gb, "gold_solution_bpb": sb}
             row["correct"] = row["correct_flexible"]
             rows.append((i, row))
     out = gather_rows(rows, info)
@@ -316,6 +333,9 @@ def run(cfg: GSM8KEvalConfig, out_dir, engine=None) -> dict:
                "repetition_rate": sum(r["repetition"] for r in out) / n,
                "domain_tokens_total": dom, "domain_tokens_per_response": dom / n,
                "tokens_per_s": tokens / max(gen_time, 1e-9), **generation_metrics(out)}
+    for key in ("gold_bpb", "gold_solution_bpb"):
+        if (m := mean_score(out, key)) is not None:
+            metrics[key] = m
     ci = {"accuracy_strict": wilson_ci(k_s, n), "accuracy_flexible": wilson_ci(k_f, n)}
     return write_results(out_dir, "gsm8k", cfg, out, metrics, ci, time.time() - t0,
                          extra={"world_size": info.world_size, "device": str(info.device)})

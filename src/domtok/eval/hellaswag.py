@@ -186,7 +186,7 @@ def run(cfg: HellaSwagEvalConfig, out_dir, model=None, tokenizer=None) -> dict:
     """Evaluate on HellaSwag; writes items.jsonl + summary.json (rank 0) and returns the summary."""
     if cfg.n < 0:
         raise DomtokError(f"HellaSwag eval: n is {cfg.n}; give a number of items >= 1 (or 0 for all)")
-    from domtok.eval.common import eval_dtype, gather_rows, load_eval_model, my_batches, write_results
+    from domtok.eval.common import eval_dtype, gather_rows, load_eval_model, progress_batches, write_results
     from domtok.eval.stats import wilson_ci
     from domtok.utils import dist_setup
 
@@ -199,7 +199,7 @@ def run(cfg: HellaSwagEvalConfig, out_dir, model=None, tokenizer=None) -> dict:
     model.eval()
     items = load_items(cfg)
     rows = []
-    for batch in my_batches(len(items), cfg.batch_size, info):
+    for batch in progress_batches(len(items), cfg.batch_size, info, "hellaswag"):
         chunk = [items[i] for i in batch]
         res = score_items(model, tokenizer, chunk, info.device, cfg.style, items_per_batch=cfg.batch_size,
                           dtype=eval_dtype(info.device, cfg.dtype))

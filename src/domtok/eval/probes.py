@@ -1,12 +1,13 @@
 """Arithmetic probes: short questions with one number as the answer, per category.
 
-The reference suite (281 items) plus categories that test the notation the model was trained on:
+The reference suite (mul_table, mul_multidigit, addition) plus categories that test the notation
+the model was trained on:
 
     mul_table        81  every ordered pair a, b in 1..9: "What is a times b?"
-    mul_multidigit  100  a in 10..99, b in 2..9 (seeded, held out)
-    addition        100  a, b in 1..100, not both single digits (seeded, held out)
-    subtraction     100  a in 10..100, b in 1..a (seeded, held out; answers are >= 0)
-    mul_2digit      100  a, b in 10..99 (seeded, held out)
+    mul_multidigit  ≤100 a in 10..99, b in 2..9 (seeded, held out)
+    addition        ≤100 a, b in 1..100, not both single digits (seeded, held out)
+    subtraction     ≤100 a in 10..100, b in 1..a (seeded, held out; answers are >= 0)
+    mul_2digit      ≤100 a, b in 10..99 (seeded, held out)
     symbolic         81  "a × b =" for every ordered pair 1..9
     symbolic_context 81  "c × d = cd, so a × b =": a given fact (never with the asked product),
                          then the asked one
@@ -17,11 +18,24 @@ The reference suite (281 items) plus categories that test the notation the model
 
 The reference categories are the default; the rest are opt-in with `categories`.
 
-Held out: the seeded categories ask only pairs that `domtok.data.synthetic.probe_pair` reserves
-for them (a fixed 20% of each operation's multi-digit pairs), which no drill, SFT set, GRPO
-prompt or pretraining document that domtok generates ever works: they test the method on
-sums and products the model has not seen worked. The single-digit facts (mul_table and the
-symbolic categories) are the facts themselves, trained on purpose.
+Held out: a seeded category asks only pairs that `domtok.data.synthetic.held_out` allows: the
+pairs `probe_pair` reserves for the probes (a fixed 20% of each operation's multi-digit pairs,
+which no drill, SFT set, GRPO prompt or pretraining document that domtok generates asks or
+works as its problem), less every pair that such text shows as a step of another problem
+(`90 × 7` in `98 × 7`, `70 + 15` in `47 + 38`, `65 - 7` in `85 - 27`): they test the method on
+sums and products the model has never read. That leaves few small products: the 2-digit ×
+1-digit pool holds only a >= 50 (`gsm_sbs` works every 1-digit × 11..49 as a step). The
+single-digit facts (mul_table and the symbolic categories) are the facts themselves, trained
+on purpose.
+
+Items are drawn WITHOUT replacement: a seeded category asks min(n, pool size) distinct pairs
+(a sum or a product of two 2-digit numbers once, in a seeded order of its operands), and the
+summary records `items_per_category` and `pool_per_category`.
+
+Splits: the held-out pairs of each seeded category are split by a stable hash (`probe_split`)
+into `dev` (30%: tune on these) and `test` (the default: report these); the two never share a
+pair. The table categories ask the 81 trained facts in both splits: they are training items,
+not held-out ones.
 
 Notation. Each condition is probed in the notation its training text used, through one
 mechanism: the question goes through `Tokenizer.inject` -- the condition's injector with the
@@ -51,6 +65,8 @@ it was read from (`answer_span`) and whether it was a domain token's value (`ans
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import random
 import time
 from dataclasses import dataclass, field
@@ -73,6 +89,7 @@ class ProbesConfig:
     n_per_category: int = 100       # for the seeded categories (the tables are always complete)
     max_items: int = 0              # > 0: a seeded subset of this many items of all categories (smoke runs)
     seed: int = 42                  # the reference suite's seed
+    split: str = "test"             # test (report) | dev (tune): disjoint held-out pairs
     prompt_style: str = "answer_is"
     inject_prompt: bool = True      # questions in the model's training notation (Tokenizer.inject)
     batch_size: int = 64
@@ -81,11 +98,49 @@ class ProbesConfig:
     dtype: str = "auto"             # bf16 autocast on CUDA, fp32 on CPU; or float32 / bfloat16 / float16
 
 
-def make_probes(categories=REFERENCE_CATEGORIES, n: int = 100, seed: int = 42) -> list[dict]:
+# The seeded categories: their operation, its word, and every operand pair they may ask (each
+# pair of a commutative operation once, smaller first).
+SEEDED = {"mul_multidigit": ("×", "times"), "mul_2digit": ("×", "times"), "addition": ("+", "plus"),
+          "subtraction": ("-", "minus")}
+OPS = {"×": lambda a, b: a * b, "+": lambda a, b: a + b, "-": lambda a, b: a - b}
+SPLITS = ("dev", "test")
+DEV_SHARE = 0.3  # share of each seeded category's held-out pairs that only the dev split asks
+
+
+def _domain(cat: str):
+    if cat == "mul_multidigit":
+        return ((a, b) for a in range(10, 100) for b in range(2, 10))
+    if cat == "mul_2digit":
+        return ((a, b) for a in range(10, 100) for b in range(a, 100))
+    if cat == "addition":
+        return ((a, b) for a in range(1, 101) for b in range(max(a, 10), 101))
+    return ((a, b) for a in range(10, 101) for b in range(1, a + 1))  # subtraction: answers >= 0
+
+
+def probe_split(op: str, a: int, b: int) -> str:
+    """"dev" or "test": a stable hash of the pair, independent of the one that holds it out."""
+    x, y = (min(a, b), max(a, b)) if op in "+×" else (a, b)
+    h = hashlib.sha256(f"probe-split:{op}:{x}:{y}".encode()).digest()
+    return "dev" if int.from_bytes(h[:8], "big") / 2**64 < DEV_SHARE else "test"
+
+
+@functools.lru_cache(maxsize=None)
+def pool(cat: str, split: str = "test") -> list[tuple[int, int]]:
+    """Every pair a seeded category may ask in `split`: inside its range, `held_out` (never asked,
+    worked or shown as a step by training text) and of that split, in a fixed order."""
+    from domtok.data.synthetic import held_out
+
+    op = SEEDED[cat][0]
+    return [(a, b) for a, b in _domain(cat) if held_out(op, a, b) and probe_split(op, a, b) == split]
+
+
+def make_probes(categories=REFERENCE_CATEGORIES, n: int = 100, seed: int = 42, split: str = "test") -> list[dict]:
     """The probe items: {"id", "category", "question", "gold"}; same seed, same items.
 
-    Each seeded category draws from its own `random.Random(f"{seed}-{category}")`, so adding a
-    category never changes the items of another.
+    A seeded category asks `n` distinct pairs of its `pool` (all of them when the pool is
+    smaller), drawn without replacement by its own `random.Random(f"{seed}-{category}")`, so
+    adding a category never changes the items of another. The table categories ask the 81
+    facts, the same in both splits.
     """
     unknown = [c for c in categories if c not in ALL_CATEGORIES]
     if unknown:
@@ -94,7 +149,8 @@ def make_probes(categories=REFERENCE_CATEGORIES, n: int = 100, seed: int = 42) -
         raise DomtokError(f"probes: n_per_category is {n}; give at least 1 item per category (--n 1 or more)")
     if not categories:
         raise DomtokError("probes: no categories; give at least one (--categories mul_table,addition)")
-    from domtok.data.synthetic import draw_pair
+    if split not in SPLITS:
+        raise DomtokError(f"probes: unknown split {split!r}; choose dev (for tuning) or test")
 
     items = []
 
@@ -129,19 +185,12 @@ def make_probes(categories=REFERENCE_CATEGORIES, n: int = 100, seed: int = 42) -
                         c, d = rng.randint(1, 9), rng.randint(1, 9)
                     add(cat, f"{a}x{b}", f"{c} × {d} = {c * d}, so {a} × {b} =", a * b)
         else:
-            for k in range(n):
-                if cat == "mul_multidigit":
-                    a, b = draw_pair("×", lambda: (rng.randint(10, 99), rng.randint(2, 9)), held_out=True)
-                    add(cat, f"{k}-{a}x{b}", f"What is {a} times {b}?", a * b)
-                elif cat == "mul_2digit":
-                    a, b = draw_pair("×", lambda: (rng.randint(10, 99), rng.randint(10, 99)), held_out=True)
-                    add(cat, f"{k}-{a}x{b}", f"What is {a} times {b}?", a * b)
-                elif cat == "addition":
-                    a, b = draw_pair("+", lambda: (rng.randint(1, 100), rng.randint(1, 100)), held_out=True)
-                    add(cat, f"{k}-{a}+{b}", f"What is {a} plus {b}?", a + b)
-                elif cat == "subtraction":
-                    a, b = draw_pair("-", lambda: (a := rng.randint(10, 100), rng.randint(1, a)), held_out=True)
-                    add(cat, f"{k}-{a}-{b}", f"What is {a} minus {b}?", a - b)
+            op, word = SEEDED[cat]
+            pairs = pool(cat, split)
+            for a, b in rng.sample(pairs, min(n, len(pairs))):  # without replacement
+                if cat in ("mul_2digit", "addition") and rng.random() < 0.5:
+                    a, b = b, a  # the pool holds each pair once, smaller first; ask either way
+                add(cat, f"{a}{'x' if op == '×' else op}{b}", f"What is {a} {word} {b}?", OPS[op](a, b))
     return items
 
 
@@ -179,8 +228,18 @@ def notation(tokenizer, items: list[dict], prompts: list[str], inject: bool) -> 
             "prompts_changed": changed, "prompts": len(prompts)}
 
 
+def item_counts(rows: list[dict], split: str) -> dict:
+    """How many distinct questions each category asked (the report prints it: item-level
+    intervals assume distinct items) and how many its pool holds (tables: 81)."""
+    cats = sorted({r["category"] for r in rows}, key=ALL_CATEGORIES.index)
+    return {"items_per_category": {c: len({r["question"] for r in rows if r["category"] == c}) for c in cats},
+            "pool_per_category": {c: len(pool(c, split)) if c in SEEDED else 81 for c in cats}}
+
+
 def summarize(rows: list[dict]) -> tuple[dict, dict]:
-    """Per-category and overall accuracy (metrics) with Wilson 95% intervals (ci)."""
+    """Per-category and overall accuracy (metrics) with Wilson 95% intervals (ci), and the mean
+    `gold_bpb` per category and overall (`gold_bpb_<category>`, `gold_bpb_all`) where scored."""
+    from domtok.eval.gold import mean_score
     from domtok.eval.stats import wilson_ci
 
     metrics, ci = {}, {}
@@ -190,20 +249,26 @@ def summarize(rows: list[dict]) -> tuple[dict, dict]:
         k = sum(r["correct"] for r in sel)
         metrics[f"accuracy_{name}"] = k / len(sel)
         ci[f"accuracy_{name}"] = wilson_ci(k, len(sel))
+        if (m := mean_score(sel, "gold_bpb")) is not None:
+            metrics[f"gold_bpb_{name}"] = m
     metrics["domain_tokens_per_response"] = sum(r["domain_tokens"] for r in rows) / len(rows)
     metrics["answer_from_token_rate"] = sum(r["answer_from_token"] for r in rows) / len(rows)
     return metrics, ci
 
 
 def run(cfg: ProbesConfig, out_dir, engine=None) -> dict:
-    """Run the probes through the Engine (greedy); writes items.jsonl + summary.json (rank 0)."""
+    """Run the probes through the Engine (greedy); writes items.jsonl + summary.json (rank 0).
+
+    Each item also gets `gold_bpb`: bits per byte of the gold answer teacher-forced after the
+    same prompt (`domtok.eval.gold`: `" #### N"` for chat prompts, `" N"` for the others)."""
     from domtok.chat import STOP_STRINGS
     from domtok.engine import SamplingParams
-    from domtok.eval.common import eval_engine, gather_rows, generation_fields, generation_metrics, my_batches, write_results
+    from domtok.eval.common import eval_engine, gather_rows, generation_fields, generation_metrics, progress_batches, write_results
+    from domtok.eval.gold import answer_text, gold_bits_per_byte
     from domtok.utils import dist_setup, seed_everything
 
     t0 = time.time()
-    items = make_probes(cfg.categories, cfg.n_per_category, cfg.seed)  # checks the config before a model loads
+    items = make_probes(cfg.categories, cfg.n_per_category, cfg.seed, cfg.split)  # checks the config before a model loads
     info = dist_setup(cfg.device)
     seed_everything(cfg.seed)
     engine = eval_engine(cfg, info, engine)
@@ -218,16 +283,19 @@ def run(cfg: ProbesConfig, out_dir, engine=None) -> dict:
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0, seed=cfg.seed,
                             stop_strings=tuple(STOP_STRINGS))
     rows = []
-    for batch in my_batches(len(items), cfg.batch_size, info):
+    for batch in progress_batches(len(items), cfg.batch_size, info, "probes"):
         idx = [order[b] for b in batch]
         gens = engine.generate([prompts[i] for i in idx], params, batch_size=cfg.batch_size)
         scored = score([items[i] for i in idx], [g.text for g in gens], cfg.prompt_style)
-        for i, g, s in zip(idx, gens, scored):
-            rows.append((i, {"id": items[i]["id"], "benchmark": "probes", "category": items[i]["category"],
+        gold_bpb = gold_bits_per_byte(engine, [prompts[i] for i in idx],
+                                      [answer_text(items[i]["gold"], chat=cfg.prompt_style == "chat") for i in idx])
+        for i, g, s, gb in zip(idx, gens, scored, gold_bpb):
+            rows.append((i, {"id": items[i]["id"], "benchmark": "probes", "split": cfg.split,
+                             "category": items[i]["category"],
                              "question": items[i]["question"], "prompt": prompts[i], "completion": g.text,
                              "ids": list(g.ids), "gold": items[i]["gold"], **s,
                              **generation_fields(g),
-                             "domain_tokens": int(tok.count_domain_tokens(g.ids))}))
+                             "domain_tokens": int(tok.count_domain_tokens(g.ids)), "gold_bpb": gb}))
     out = gather_rows(rows, info)
     if not info.is_main:
         return {}
@@ -235,4 +303,5 @@ def run(cfg: ProbesConfig, out_dir, engine=None) -> dict:
     metrics.update(generation_metrics(out))
     return write_results(out_dir, "probes", cfg, out, metrics, ci, time.time() - t0,
                          extra={"world_size": info.world_size, "prompt_style": cfg.prompt_style,
-                                "notation": notation(tok, items, prompts, cfg.inject_prompt)})
+                                "notation": notation(tok, items, prompts, cfg.inject_prompt),
+                                "split": cfg.split, **item_counts(out, cfg.split)})

@@ -19,8 +19,11 @@ Two runs on the same items (one seed)
 Several seeds
 - `across_seeds(values_a, values_b)`: mean ± std over seeds; Welch's t-test (`ttest_ind`)
   between conditions, or a paired t-test on per-seed differences (`ttest_1samp`).
-- `seed_item_test(a_by_seed, b_by_seed)`: the headline test of domain − baseline, whose
-  95% CI accounts for both seed and item variation (see its docstring for the model).
+- `seed_item_test(a_by_seed, b_by_seed)`: the test of domain − baseline: a paired t-test on
+  the per-seed deltas, K − 1 degrees of freedom (see its docstring for why and its checks).
+- `tost(delta, se, df, margin)`: equivalence within ±margin by two one-sided tests.
+- `sd_interval(sd, df)`, `seeds_for_power(sd, effect)`: how uncertain a seed SD is, and the
+  seeds a decision would take at 80% power.
 - `min_detectable_effect(se, df)`: the smallest true difference the same design detects
   with 80% power (noncentral t, `scipy.stats.nct`).
 - `holm(p_values)`: Holm's step-down correction over every comparison a report makes.
@@ -147,45 +150,52 @@ def across_seeds(values: Sequence[float], values_b: Sequence[float] | None = Non
     return out
 
 
-def seed_item_test(a_by_seed: Sequence[Mapping], b_by_seed: Sequence[Mapping], alpha: float = 0.05) -> dict:
-    """Mean over seeds of mean(a) - mean(b), with a CI and p that cover seed AND item variation.
+def seed_item_test(a_by_seed: Sequence[Mapping], b_by_seed: Sequence[Mapping], alpha: float = 0.05,
+                   clusters: Mapping | None = None) -> dict:
+    """Mean over seeds of mean(a) - mean(b): a paired t-test on the per-seed deltas, K - 1 df.
 
     Input: per seed, {item id: value} of each condition (booleans count as 0/1); seed k of A is
-    paired with seed k of B (same initialisation and data order), item i with item i.
+    paired with seed k of B (same initialisation and data order). `clusters` ({item id: group},
+    e.g. a word problem's template) matters only with one seed (below).
 
-    Why this test. The question is whether the domain condition is better *in general*: for
-    another seed and for other items of the same kind. Both are random samples, so both are
-    random effects, and an interval that ignores either is too narrow (Clark 1973, "the
-    language-as-fixed-effect fallacy"). A t-interval on the per-seed deltas alone misses the
-    item variation: every seed is scored on the SAME items, so the luck of which items were
-    drawn is shared by all seeds and invisible between them. A paired test over items alone
-    (McNemar) misses the seed variation. With K seeds x I items of per-item differences
-    d[k, i] = a - b, the crossed random-effects model d = mu + s_k + u_i + e_ki gives
-        Var(mean d) = s2_seed / K + s2_item / I + s2_resid / (K I),
-    estimated from the two-way ANOVA mean squares as
-        (MS_seed + MS_item - MS_resid) / (K I)
-    (unbiased; a negative variance component is then set to 0, i.e. MS_seed or MS_item is
-    raised to MS_resid, which errs on the high side). The t reference distribution has
-    Satterthwaite's degrees of freedom for that combination of mean squares; CI and p come
-    from `scipy.stats.t`. So when the seeds agree within item noise (MS_seed <= MS_resid) they
-    are pooled and df is about I - 1; when they disagree, the seed variance enters with its
-    K - 1 degrees of freedom (2 for 3 seeds) and only large effects can be detected: that is
-    the price of three seeds, and `min_detectable_effect` shows it. Checked by simulation
-    (tests/test_stats.py): with 3 seeds the 95% intervals cover at least 92% of the time
-    (about 93% when seed variation dominates), where a test over items alone rejects a true
-    null in about half the runs once seeds vary. This is an analytic two-way (pigeonhole) design rather than a
-    bootstrap: with three seeds a bootstrap over seeds has only 10 distinct resamples and
-    understates the seed variance by a third.
+    Why this test. A trained network is one draw from the training process; the question is
+    whether the condition changes what that process gives, so the unit of replication is the
+    seed. Per seed k, D_k = mean over items of a - b; the test is the one-sample t-test of the
+    D_k against 0 with K - 1 degrees of freedom (`scipy.stats.ttest_1samp`), and the CI is its
+    t-interval. It never uses more degrees of freedom for seed-to-seed variation than the seeds
+    give: with 2 seeds the t quantile is 12.7 and only large effects are found, as they should
+    be. Its inference is about THESE items (the enumerated probe pools, the fixed test split):
+    item variation that is the same in every seed (an item that is hard in both conditions)
+    cancels in D_k; a condition x item interaction does not enter the interval, and a claim
+    about other items of the same kind needs the per-template (or per-category) table beside it.
+    An earlier version added an item variance component with Satterthwaite's df; a null
+    simulation with such an interaction rejected 6.7% at alpha 0.05 and 0.67% at 0.001 with 2
+    seeds (nominal 5% and 0.1%), so it is not used. Checked by simulation
+    (tests/test_stats.py, numbers in its docstrings): at 2, 3, 5 and 10 seeds, binary items of
+    varied difficulty and a per-model offset, the false-positive rate at 0.05 and 0.001 is
+    within Monte-Carlo error of nominal or below, and the 95% CI covers the truth >= 94%.
+
+    Ties. With binary items every D_k lies on a grid of step 1/I, so two seeds can agree
+    exactly (2.5% of null runs with 2 seeds and 200 items in that simulation), and a t-test
+    would divide by a zero spread and call any mean significant. The per-seed spread is
+    therefore never taken below the grid's rounding error, step / sqrt(12) (it only acts on
+    exact ties: the smallest non-zero spread of two seeds is step / sqrt(2)). This makes the
+    2-seed test conservative at alpha 0.001 (no rejection at all in the simulation).
 
     Values in [0, 1] (accuracies) have a difference of means in [-1, 1], so the interval is
-    intersected with [-1, 1] (with 2 degrees of freedom a t-interval can reach past it); the
-    true difference always lies there, so the coverage is unchanged. `ci_unbounded` keeps the
-    t-interval itself.
+    intersected with [-1, 1]; the true difference always lies there, so coverage is unchanged.
+    `ci_unbounded` keeps the t-interval itself.
 
     Special cases, each named in `method`:
-    - one seed: seed variation cannot be estimated; paired t-test over items (`ttest_rel`).
-    - seeds scored on different items: items are nested in seeds, so the per-seed deltas
-      already vary with the items; t-test on the per-seed deltas (`ttest_1samp`, df = K - 1).
+    - one seed: seed variation cannot be estimated; paired t-test over items (`ttest_rel`,
+      df I - 1), or with `clusters` over cluster totals (cluster-robust variance, df C - 1):
+      items that share a template are not independent evidence. It says whether these two
+      networks differ, not whether the condition does.
+    - no item differs in any seed (both conditions answer every item alike): delta 0, CI
+      [0, 0], p 1; there is no difference to test.
+
+    Returns delta, se, df, ci, ci_unbounded, p, method, a_mean, b_mean, n_seeds, n_items,
+    per_seed_deltas (and n_clusters with one seed and clusters).
     """
     if len(a_by_seed) != len(b_by_seed) or not a_by_seed:
         raise ValueError(f"seed_item_test: need the same seeds in both conditions, got {len(a_by_seed)} "
@@ -193,71 +203,147 @@ def seed_item_test(a_by_seed: Sequence[Mapping], b_by_seed: Sequence[Mapping], a
     for ka, kb in zip(a_by_seed, b_by_seed):
         if set(ka) != set(kb) or not ka:
             raise ValueError("seed_item_test: seed k of A and of B must hold the same (non-empty) items")
-    ids = sorted(a_by_seed[0], key=str)
-    crossed = all(set(k) == set(ids) for k in a_by_seed)
     K = len(a_by_seed)
-    if crossed:
-        d = np.array([[float(ka[i]) - float(kb[i]) for i in ids] for ka, kb in zip(a_by_seed, b_by_seed)])
-        out = _crossed(d) if K > 1 else _items_only(d[0])
+    diffs = [np.array([float(ka[i]) - float(kb[i]) for i in sorted(ka, key=str)]) for ka, kb in zip(a_by_seed, b_by_seed)]
+    deltas = np.array([d.mean() for d in diffs])
+    binary = all(float(v) in (0.0, 1.0) for k in (*a_by_seed, *b_by_seed) for v in k.values())
+    if not any(d.any() for d in diffs):
+        out = {"delta": 0.0, "se": 0.0, "df": float(max(K - 1, 1)), "ci": (0.0, 0.0), "p": 1.0,
+               "method": "no item differs in any seed (nothing to test)"}
+    elif K == 1:
+        out = _items_test(diffs[0], sorted(a_by_seed[0], key=str), clusters, alpha)
     else:
-        deltas = np.array([np.mean([float(ka[i]) - float(kb[i]) for i in ka]) for ka, kb in zip(a_by_seed, b_by_seed)])
-        out = _seeds_only(deltas)
+        step = 1.0 / min(len(d) for d in diffs) if binary else 0.0
+        r = seed_t(deltas[None, :], alpha, step)
+        out = {k: float(v[0]) for k, v in r.items()}
+        out["ci"] = (out.pop("ci_low"), out.pop("ci_high"))
+        out["method"] = f"paired t-test on the {K} per-seed deltas (df {K - 1})"
     out["a_mean"] = float(np.mean([np.mean([float(v) for v in k.values()]) for k in a_by_seed]))
     out["b_mean"] = float(np.mean([np.mean([float(v) for v in k.values()]) for k in b_by_seed]))
-    out.update(_t_ci_p(out["delta"], out["se"], out["df"], alpha))
     out["ci_unbounded"] = out["ci"]
     if all(0.0 <= float(v) <= 1.0 for k in (*a_by_seed, *b_by_seed) for v in k.values()):
         out["ci"] = (max(out["ci"][0], -1.0), min(out["ci"][1], 1.0))
-    out["n_seeds"], out["n_items"] = K, len(ids) if crossed else int(np.mean([len(k) for k in a_by_seed]))
+    out["n_seeds"], out["n_items"] = K, int(round(np.mean([len(d) for d in diffs])))
+    out["per_seed_deltas"] = [float(x) for x in deltas]
     return out
 
 
-def _crossed(d: np.ndarray) -> dict:
-    K, I = d.shape
-    grand = d.mean()
-    seed_means, item_means = d.mean(axis=1), d.mean(axis=0)
-    ms_seed = I * np.sum((seed_means - grand) ** 2) / (K - 1)
-    if I == 1:  # one item: nothing but seed variation
-        return {"delta": float(grand), "se": float(math.sqrt(ms_seed / K)), "df": float(K - 1),
-                "method": "t-test on per-seed deltas (one item)", "ms": {"seed": float(ms_seed)}}
-    ms_item = K * np.sum((item_means - grand) ** 2) / (I - 1)
-    resid = d - seed_means[:, None] - item_means[None, :] + grand
-    ms_resid = np.sum(resid ** 2) / ((K - 1) * (I - 1))
-    # Var(mean) * K * I = MS_seed' + MS_item' - MS_resid, with MS' = max(MS, MS_resid) (no
-    # negative variance component); each term with its degrees of freedom for Satterthwaite.
-    terms = [(max(ms_seed, ms_resid), K - 1 if ms_seed >= ms_resid else (K - 1) * (I - 1)),
-             (max(ms_item, ms_resid), I - 1 if ms_item >= ms_resid else (K - 1) * (I - 1)),
-             (-ms_resid, (K - 1) * (I - 1))]
-    total = sum(m for m, _ in terms)
-    se = math.sqrt(max(total, 0.0) / (K * I))
-    denom = sum(m * m / df for m, df in terms)
-    df = float(total * total / denom) if denom > 0 else float((K - 1) * (I - 1))
-    return {"delta": float(grand), "se": se, "df": df,
-            "method": "crossed seeds x items (ANOVA variance components, Satterthwaite df)",
-            "ms": {"seed": float(ms_seed), "item": float(ms_item), "resid": float(ms_resid)}}
+def seed_t(deltas: np.ndarray, alpha: float = 0.05, step: float = 0.0) -> dict:
+    """The seed-level t-test, vectorised over rows: deltas (n, K) -> arrays delta, se, df, p,
+    ci_low, ci_high (`seed_item_test`'s arithmetic; the null simulations call it on many rows).
+
+    `step`: the grid the deltas lie on (1 / items for binary items, else 0): the spread is
+    never taken below step / sqrt(12), the rounding error of a value on that grid.
+    """
+    deltas = np.asarray(deltas, dtype=np.float64)
+    K = deltas.shape[1]
+    mean = deltas.mean(axis=1)
+    sd = np.maximum(deltas.std(axis=1, ddof=1), step / math.sqrt(12))
+    se = sd / math.sqrt(K)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(se > 0, np.abs(mean) / se, np.where(mean == 0, 0.0, np.inf))
+    p = 2 * stats.t.sf(t, K - 1)
+    half = stats.t.ppf(1 - alpha / 2, K - 1) * se
+    return {"delta": mean, "se": se, "df": np.full(len(mean), float(K - 1)), "p": p,
+            "ci_low": mean - half, "ci_high": mean + half}
 
 
-def _items_only(d: np.ndarray) -> dict:
-    I = len(d)
-    se = float(d.std(ddof=1) / math.sqrt(I)) if I > 1 else 0.0
-    return {"delta": float(d.mean()), "se": se, "df": float(I - 1),
-            "method": "paired t-test over items (one seed: seed variation not estimable)"}
+def _items_test(d: np.ndarray, ids: list, clusters: Mapping | None, alpha: float) -> dict:
+    """One seed: t-test of the mean item difference, over items or over clusters of items."""
+    n = len(d)
+    if clusters is None:
+        groups = np.arange(n)
+    else:
+        missing = [i for i in ids if i not in clusters]
+        if missing:
+            raise ValueError(f"seed_item_test: clusters name no group for items {missing[:3]}")
+        names = {c: j for j, c in enumerate(dict.fromkeys(clusters[i] for i in ids))}
+        groups = np.array([names[clusters[i]] for i in ids])
+    C = int(groups.max()) + 1
+    # cluster-robust variance of the mean: the sum of squared cluster totals of the deviations
+    totals = np.bincount(groups, weights=d - d.mean(), minlength=C)
+    var = C / (C - 1) * float(np.sum(totals ** 2)) / n ** 2 if C > 1 else 0.0
+    se, df = math.sqrt(var), float(C - 1)
+    delta = float(d.mean())
+    if se > 0:
+        p = float(2 * stats.t.sf(abs(delta) / se, df))
+        half = float(stats.t.ppf(1 - alpha / 2, df)) * se
+        ci = (delta - half, delta + half)
+    else:  # one cluster, or every item differs alike: no spread to test the mean against
+        p, ci = 1.0, (-math.inf, math.inf)
+    if clusters is None:
+        method = "paired t-test over items (one seed: seed variation not estimable)"
+    else:
+        method = f"t-test over {C} item clusters (one seed: seed variation not estimable)"
+    out = {"delta": delta, "se": se, "df": df, "ci": ci, "p": p, "method": method}
+    if clusters is not None:
+        out["n_clusters"] = C
+    return out
 
 
-def _seeds_only(deltas: np.ndarray) -> dict:
-    K = len(deltas)
-    se = float(deltas.std(ddof=1) / math.sqrt(K)) if K > 1 else 0.0
-    return {"delta": float(deltas.mean()), "se": se, "df": float(K - 1),
-            "method": "t-test on per-seed deltas (seeds scored on different items)"}
+def tost(delta: float, se: float, df: float, margin: float, alpha: float = 0.05) -> dict:
+    """Two one-sided t-tests of |true difference| < margin (equivalence), at level alpha.
+
+    Equivalence is shown when both one-sided tests reject, i.e. when the (1 - 2 alpha) CI
+    (90% for alpha 0.05) lies inside (-margin, +margin). Returns p (the larger one-sided p),
+    the 90% CI and `equivalent`.
+    """
+    if not (margin > 0):
+        raise ValueError(f"tost: margin must be positive, got {margin!r}")
+    if not (se > 0 and df > 0):
+        return {"p": 1.0, "ci90": (-math.inf, math.inf), "equivalent": False}
+    p = max(float(stats.t.sf((delta + margin) / se, df)), float(stats.t.cdf((delta - margin) / se, df)))
+    half = float(stats.t.ppf(1 - alpha, df)) * se
+    ci = (delta - half, delta + half)
+    return {"p": p, "ci90": ci, "equivalent": bool(p < alpha)}
 
 
-def _t_ci_p(delta: float, se: float, df: float, alpha: float) -> dict:
-    if se == 0 or not df > 0:
-        # No spread at all: every seed and item shows the same difference (0 when both
-        # conditions answer every item alike), so there is no noise to test it against.
-        return {"ci": (delta, delta), "p": 1.0 if delta == 0 else 0.0}
-    half = stats.t.ppf(1 - alpha / 2, df) * se
-    return {"ci": (float(delta - half), float(delta + half)), "p": float(2 * stats.t.sf(abs(delta) / se, df))}
+def sd_interval(sd: float, df: float, level: float = 0.95) -> tuple[float, float]:
+    """Chi-square confidence interval of a normal standard deviation estimated on df degrees
+    of freedom: how uncertain a seed SD from a few seeds is (with 2 seeds the 95% interval
+    runs from 0.45 to 32 times the estimate)."""
+    if not df > 0:
+        return (math.nan, math.nan)
+    lo = sd * math.sqrt(df / stats.chi2.ppf(0.5 + level / 2, df))
+    hi = sd * math.sqrt(df / stats.chi2.ppf(0.5 - level / 2, df))
+    return (float(lo), float(hi))
+
+
+MAX_SEEDS = 10_000
+
+
+def seeds_for_power(sd: float, effect: float, alpha: float = 0.05, power: float = 0.8,
+                    equivalence: bool = False) -> int | None:
+    """Seeds a paired t-test on per-seed deltas needs for `power`, if their SD is `sd`.
+
+    equivalence=False: to find a true difference of `effect` (two-sided, level alpha; the
+    noncentral t, `scipy.stats.nct`). equivalence=True: to show |difference| < `effect` by
+    TOST when the true difference is 0 (power 1 - 2 P(T' <= t_{1-alpha}), T' noncentral with
+    effect sqrt(n) / sd; the usual approximation, close for power >= 0.5). None when more than
+    MAX_SEEDS would be needed; 2 at least (a t-test needs two).
+    """
+    if not (sd > 0):
+        return 2
+    def achieved(n: int) -> float:
+        df, nc = n - 1, effect * math.sqrt(n) / sd
+        if equivalence:
+            return 1 - 2 * float(stats.nct.cdf(stats.t.ppf(1 - alpha, df), df, nc))
+        crit = stats.t.ppf(1 - alpha / 2, df)
+        return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    lo, hi = 2, 2
+    while achieved(hi) < power:  # doubling, then bisection: power grows with n
+        lo, hi = hi, hi * 2
+        if hi > MAX_SEEDS:
+            return None if achieved(MAX_SEEDS) < power else _bisect(achieved, lo, MAX_SEEDS, power)
+    return _bisect(achieved, lo, hi, power) if hi > 2 else 2
+
+
+def _bisect(achieved, lo: int, hi: int, power: float) -> int:
+    """The smallest n in (lo, hi] with achieved(n) >= power (achieved(hi) does)."""
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if achieved(mid) >= power else (mid, hi)
+    return hi
 
 
 def min_detectable_effect(se: float, df: float, alpha: float = 0.05, power: float = 0.8) -> float:
@@ -364,3 +450,6 @@ def compare_items(items_a: list[dict], items_b: list[dict], key: str = "id", n_b
             row.update(p=mc["p"], test="mcnemar_exact", a_only=mc["a_only"], b_only=mc["b_only"])
         metrics[f] = row
     return {"n": len(ids), "benchmark": (sorted(bench_a) or [None])[0], "metrics": metrics}
+
+
+from domtok.eval.sequential import sequential_decision  # noqa: E402,F401  (the group-sequential seed test)

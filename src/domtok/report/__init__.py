@@ -16,7 +16,7 @@ report.md opens with the answer:
 
   0. headline: the study's question in one sentence; for each main metric (each probe
      category, each GSM-style test) after each evaluated stage, domain − baseline as the mean
-     over seeds with a 95% CI that counts seed and item variation, p and Holm p (over every
+     over seeds with a 95% CI from the seeds (t-test on the per-seed deltas), p and Holm p (over every
      comparison in the report), a verdict (helps / hurts / no detectable difference) and the
      minimum detectable effect; whether GRPO raised held-out accuracy above its start; a
      forest plot of every effect (plots/forest.png)

@@ -251,14 +251,13 @@ def headline(run: Run, comps: dict, plots_rel: str = "plots") -> list[str]:
                      f"{_mde_text(r)}.")
     methods = sorted({r["method"] for r in rows + [g for g in comps["grpo"] if "p" in g]})
     lines += ["", f"Method: Δ is the mean over seeds of the per-seed accuracy difference on the same items. "
-              f"Its 95% CI and p come from {'; '.join(methods)} — a t-interval whose variance counts both seed and "
-              "item variation, intersected with [-1, 1] where no accuracy difference can lie outside it "
-              "(`domtok.eval.stats.seed_item_test`). Holm's correction runs over every p-value in "
-              f"this report (m = {comps['m']}: this table, the GRPO checks and the per-seed paired table). MDE: the "
-              "smallest true difference this design detects with 80% power at Holm's strictest level α/m "
-              "(noncentral t with the design's own standard error and degrees of freedom). df: when the seeds "
-              "disagree more than item noise explains, the seed variance enters the CI with K − 1 degrees of "
-              "freedom (2 for 3 seeds), and only large effects can be detected; otherwise the seeds are pooled. "
+              f"Its 95% CI and p come from {'; '.join(methods)}: the seed is the unit of replication, so the "
+              "t-interval has K − 1 degrees of freedom (2 for 3 seeds) and says how the difference varies from "
+              "one training run to another on these items, intersected with [-1, 1] where no accuracy "
+              "difference can lie outside it (`domtok.eval.stats.seed_item_test`). Holm's correction runs over "
+              f"every p-value in this report (m = {comps['m']}: this table, the GRPO checks and the per-seed "
+              "paired table). MDE: the smallest true difference this design detects with 80% power at Holm's "
+              "strictest level α/m (noncentral t with the design's own standard error and degrees of freedom). "
               f"Forest plot: `{plots_rel}/forest.png`."]
     return lines
 
@@ -296,7 +295,7 @@ def paired_comparisons(run: Run, comps: dict | None = None) -> list[str]:
     if len(lines) == 2:
         return ["(no pair of finished evaluations to compare yet)"]
     return lines + ["", f"Holm p: corrected over all {comps['m']} comparisons in this report. Each row is one seed; "
-                        "the headline's test pools the seeds and counts both seed and item variation."]
+                        "the headline's test compares the per-seed differences across seeds."]
 
 
 def _num(x):

@@ -7,7 +7,8 @@ from pathlib import Path
 from domtok.report.compare import grpo_table, headline, paired_comparisons
 from domtok.report.plots import forest_plot, plots
 from domtok.report.run import Run
-from domtok.report.tables import compute_table, confounds, eval_matrix, generation_table, loss_table, reward_table
+from domtok.report.tables import (compute_table, confounds, eval_matrix, generation_table, loss_table, reward_table,
+                                  rft_table)
 
 def study_sections(run: Run, comps: dict, plots_dir: Path, rel: str, h: str = "##",
                    after_headline: list[str] = ()) -> list[str]:
@@ -21,6 +22,7 @@ def study_sections(run: Run, comps: dict, plots_dir: Path, rel: str, h: str = "#
              f"{h} Losses", "", *loss_table(run), "",
              f"{h} Reinforcement learning", "", *reward_table(run), "",
              f"{h}# Does GRPO raise held-out accuracy?", "", *grpo_table(run, comps), "",
+             *([f"{h}# Rejection sampling (RFT): yield per round", "", *rft, ""] if (rft := rft_table(run)) else []),
              f"{h} Evaluation matrix", "", "Each cell: value [95% Wilson CI] for one seed; mean ± std over seeds otherwise.", "",
              *eval_matrix(run), "",
              f"{h} Generation (GSM-style benchmarks)", "", *generation_table(run), "",

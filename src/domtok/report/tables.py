@@ -19,7 +19,9 @@ def _cell(summaries: list[dict], metric: str) -> str:
 
 
 def loss_table(run: Run) -> list[str]:
-    lines = ["| stage | condition | train loss | val loss | val bits/byte | steps |", "|---|---|---:|---:|---:|---:|"]
+    lines = ["| stage | condition | train loss, last steps | train loss, run mean | val loss | val bits/byte | steps |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    last_n: set[str] = set()
     for stage in run.stages:
         if run.spec.stage(stage).kind == "grpo":
             continue  # reported in the reward table
@@ -28,7 +30,9 @@ def loss_table(run: Run) -> list[str]:
             if not nodes:
                 continue
             cols = []
-            for key in ("final_train_loss", "final_val_loss", "final_val_bpb", "steps"):
+            last_n |= {f"{run.summary[n.id]['final_train_loss_steps']} ({stage})" for n in nodes
+                       if "final_train_loss_steps" in run.summary[n.id]}
+            for key in ("final_train_loss", "train_loss_mean", "final_val_loss", "final_val_bpb", "steps"):
                 vals = [run.summary[n.id].get(key) for n in nodes]
                 vals = [v for v in vals if isinstance(v, (int, float))]
                 if not vals:
@@ -39,7 +43,9 @@ def loss_table(run: Run) -> list[str]:
                     m, s = _mean_std(vals)
                     cols.append(f"{m:.4f} ± {s:.4f}")
             lines.append(f"| {stage} | {cond} | " + " | ".join(cols) + " |")
-    return lines
+    return lines + ["", "Train loss, last steps: the mean over the last steps of the run (how many: "
+                    + (", ".join(sorted(last_n)) or "–") + "); run mean: the mean over every step, which is what "
+                    "HF Trainer reports as `train_loss` (the reference study's tables)."]
 
 
 def reward_table(run: Run) -> list[str]:
@@ -56,6 +62,24 @@ def reward_table(run: Run) -> list[str]:
                              f"{_fmt(s.get('reward_mean_first_quarter'))} | {_fmt(s.get('reward_mean_last_quarter'))} | "
                              f"{_fmt(s.get('accuracy_last'), 3)} |")
     return lines if len(lines) > 2 else ["(no GRPO stage in this run)"]
+
+
+def rft_table(run: Run) -> list[str]:
+    """RFT stages, one row per round: samples drawn, correct, kept (unique, finished), the yield
+    (kept / sampled), the share of questions with a kept answer, and the round's SFT."""
+    lines = ["| stage | condition | seed | round | sampled | correct | kept | yield | questions solved | "
+             "SFT steps | SFT train loss, last steps |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for st in run.spec.stages:
+        if st.kind != "rft":
+            continue
+        for cond in run.conditions:
+            for n in run.training(st.name, cond):
+                for r in run.summary[n.id].get("rounds", []):
+                    sft = r.get("sft") or {}
+                    lines.append(f"| {st.name} | {cond} | {n.seed} | {r['round']} | {r['sampled']:,} | {r['correct']:,} | "
+                                 f"{r['kept']:,} | {r['yield']:.3f} | {r['questions_solved']:.3f} | "
+                                 f"{_fmt(sft.get('steps'))} | {_fmt(sft.get('final_train_loss'))} |")
+    return lines if len(lines) > 2 else []
 
 
 def matrix_metrics(run: Run, bench: str) -> list[str]:

@@ -71,6 +71,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from domtok.errors import DomtokError
+from domtok.notation import ANNOTATION_RE, iter_annotations, stray_brackets
 from domtok.tokens.sets import DomainToken, DomainTokenSet, get_token_set
 
 MODES = ("weak", "strict")
@@ -103,10 +104,8 @@ _RIGHT_WORDS = (("times", 2), ("multiplied by", 2), ("divided by", 2), ("plus", 
 _ATTACHED = 9
 _VALUE_END = ")]}_"   # a char (besides letters/digits) that ends a value: a minus after it is binary
 
-# Any domain token text (`<MUL_6_9_54>`), so annotations that already hold tokens still parse.
-_TOKEN = r"<[A-Z][A-Z0-9]*(?:_-?[0-9]+)+>"
-_ANNOTATION = re.compile(r"<<((?:" + _TOKEN + r"|[^<>\n])*)>>")
-_ANNOTATION_AFTER = re.compile(r"\$?(<<((?:" + _TOKEN + r"|[^<>\n])*)>>)[ \t]*")
+# An annotation right after an `=` in prose (`= $<<9*2=18>>18`): `$`, the annotation, blanks.
+_ANNOTATION_AFTER = re.compile(r"\$?(" + ANNOTATION_RE.pattern + r")[ \t]*")
 _NUMBER = re.compile(r"[0-9]+")
 
 
@@ -315,7 +314,7 @@ def _scan(text: str, rules: _Rules, mode: str, inner: bool = False) -> tuple[str
             break
         i = hit.start()
         if text[i] == "<":   # `<<`: an annotation
-            a = _ANNOTATION.match(text, i)
+            a = ANNOTATION_RE.match(text, i)
             if a is None:
                 pos = i + 1
                 continue
@@ -392,13 +391,6 @@ def expand_domain_tokens(text: str, token_set: str | DomainTokenSet = "mul") -> 
 
 # ----------------------------------------------------------------------------- annotations
 
-def iter_annotations(text: str) -> Iterable[tuple[str, str]]:
-    """(expr, result) of each `<<expr=result>>`, token-aware; result "" when there is no `=`."""
-    for m in _ANNOTATION.finditer(text):
-        expr, _, res = m.group(1).rpartition("=")
-        yield (expr, res) if _ else (m.group(1), "")
-
-
 def check_annotations(text: str, token_set: str | DomainTokenSet = "mul") -> list[str]:
     """Problems with the `<<expr=result>>` annotations of `text` ([] when all are fine).
 
@@ -424,8 +416,7 @@ def check_annotations(text: str, token_set: str | DomainTokenSet = "mul") -> lis
             problems.append(f"<<{expr}={res}>>: expression does not evaluate")
         elif abs(value - expected) > 1e-6 * max(1.0, abs(expected)):
             problems.append(f"<<{expr}={res}>>: evaluates to {value}")
-    rest = _ANNOTATION.sub("", text)
-    if "<<" in rest or ">>" in rest:
+    if stray_brackets(text):
         problems.append("unbalanced '<<' or '>>' outside any annotation")
     return problems
 

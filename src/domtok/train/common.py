@@ -1,7 +1,7 @@
 """Helpers every training loop shares (pretrain, SFT, GRPO, RFT): one copy of each.
 
 Optimizer, learning-rate schedule, clipping, autocast, compile, DDP plumbing, RNG state for
-exact resume, metrics logging and the progress bar. Each is small and does one thing; the
+exact resume, metrics logging (progress: domtok.progress). Each is small and does one thing; the
 loops themselves stay readable top to bottom.
 """
 
@@ -13,7 +13,6 @@ import json
 import math
 import os
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -191,15 +190,37 @@ def set_rng_state(state: dict) -> None:
 # --- metrics -------------------------------------------------------------------------------
 
 LOSS_KEYS = ("loss", "train_loss", "val_loss")  # the loss columns of every loop's metrics rows
+TRACKERS = ("tensorboard", "wandb")
+
+
+def report_targets(report_to, where: str = "report_to") -> list[str]:
+    """The trackers a stage's `report_to` asks for, as in transformers' TrainingArguments:
+    "none" (the default), "all" (every installed one of tensorboard and wandb), one name, or a
+    list of names. A named tracker that is not installed is an error before training starts."""
+    import importlib.util
+
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    if names in ([], ["none"]):
+        return []
+    if names == ["all"]:
+        return [t for t in TRACKERS if importlib.util.find_spec(t) is not None]
+    for n in names:
+        if n not in TRACKERS:
+            raise DomtokError(f"{where}: {n!r} is not a tracker domtok reports to; use none, all, "
+                              f"or a list of {', '.join(TRACKERS)}")
+        if importlib.util.find_spec(n) is None:
+            raise DomtokError(f"{where}: {n} is not installed; pip install 'domtok[tracking]' (or {n}), "
+                              "or set report_to=none")
+    return names
 
 
 class MetricsLogger:
-    """Appends one JSON line per step to `metrics.jsonl`; mirrors scalars to TensorBoard and
-    Weights & Biases when they are installed and switched on. Only rank 0 should create one
-    with enabled=True; the others get a silent logger."""
+    """Appends one JSON line per step to `metrics.jsonl`; mirrors its numbers to TensorBoard
+    (`out_dir/tensorboard/`) and Weights & Biases (project $WANDB_PROJECT, default "domtok";
+    files under `out_dir/wandb/`) for the trackers of `report_to` (`report_targets`). Only
+    rank 0 should create one with enabled=True; the others get a silent logger."""
 
-    def __init__(self, out_dir: str | Path, enabled: bool = True, tensorboard: bool = False,
-                 wandb: bool = False, wandb_project: str = "domtok", run_name: str | None = None,
+    def __init__(self, out_dir: str | Path, enabled: bool = True, report_to="none", run_name: str | None = None,
                  config: dict | None = None):
         self.path = Path(out_dir) / "metrics.jsonl"
         self.enabled = enabled
@@ -207,21 +228,16 @@ class MetricsLogger:
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+        targets = report_targets(report_to)
+        if "tensorboard" in targets:
+            from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(Path(out_dir) / "tensorboard"))
-            except ImportError:
-                print("warning: tensorboard requested but not installed (pip install tensorboard); skipping",
-                      file=sys.stderr)
-        if wandb:
-            try:
-                import wandb as wandb_mod
+            self.tb = SummaryWriter(str(Path(out_dir) / "tensorboard"))
+        if "wandb" in targets:
+            import wandb
 
-                self.wb = wandb_mod.init(project=wandb_project, name=run_name, config=config, dir=str(out_dir))
-            except ImportError:
-                print("warning: wandb requested but not installed (pip install wandb); skipping", file=sys.stderr)
+            self.wb = wandb.init(project=os.environ.get("WANDB_PROJECT", "domtok"), name=run_name, config=config,
+                                 dir=str(out_dir))
 
     def truncate(self, step: int) -> None:
         """Drop rows after `step`: a killed run may have logged steps past its last checkpoint,
@@ -268,35 +284,12 @@ class MetricsLogger:
             self.wb.finish()
 
 
-class Progress:
-    """A tqdm bar over optimizer steps showing loss, lr, tokens/s and (on GPU) MFU."""
-
-    def __init__(self, total: int, initial: int = 0, enabled: bool = True, desc: str = "train"):
-        self.bar = None
-        if enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True,
-                            disable=not sys.stderr.isatty() and os.environ.get("DOMTOK_PROGRESS") != "1")
-
-    def update(self, loss: float, lr: float, tokens_per_s: float, mfu_value: float | None = None) -> None:
-        if self.bar is None:
-            return
-        post = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "tok/s": f"{tokens_per_s:,.0f}"}
-        if mfu_value is not None:
-            post["mfu"] = f"{100 * mfu_value:.1f}%"
-        self.bar.set_postfix(post, refresh=False)
-        self.bar.update(1)
-
-    def write(self, msg: str) -> None:
-        if self.bar is not None:
-            self.bar.write(msg)
-        else:
-            print(msg, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+def check_checkpoint_config(ckpt, state: dict, expected_hash: str) -> None:
+    """A checkpoint resumes only the config that wrote it (its hash is saved in the checkpoint's
+    state): pretraining, SFT and GRPO alike."""
+    if state.get("config_hash") != expected_hash:
+        raise DomtokError(f"{ckpt}: written by a different config (hash {state.get('config_hash')} != "
+                          f"{expected_hash}); resume with the same config or use a new --out")
 
 
 # --- the command line of a stage verb ------------------------------------------------------
@@ -322,23 +315,30 @@ def run_stage_verb(args, config_cls, kind: str, run_fn) -> tuple[dict, str, bool
 
     from domtok.outdir import claim_out_dir
 
+    from domtok.manifest import clear_manifest, write_verb_manifest
+
     cfg = load_config(config_cls, args.config, args.overrides, section=kind)
     out = args.out or f"runs/{kind}/{config_hash(cfg)}"
     claim_out_dir(out, what="--out directory")
+    is_main = os.environ.get("RANK", "0") == "0"
+    if is_main:
+        clear_manifest(out)
     kwargs = {"resume": args.resume} if hasattr(args, "resume") else {}
     try:
         summary = run_fn(cfg, out, **kwargs)
     finally:
         dist_teardown()
-    return summary, out, os.environ.get("RANK", "0") == "0"
+    if is_main:
+        write_verb_manifest(out, kind, summary, {"model": getattr(cfg, "model", None)})
+    return summary, out, is_main
 
 
 # --- the outputs a finished training stage leaves ---------------------------------------------
 
 def write_stage_outputs(out_dir, model, tokenizer, stage: str, config_hash: str, model_in: str,
                         summary: dict) -> None:
-    """The final model dir, summary.json, then manifest.json last (its presence means done).
-    Rank 0 only."""
+    """The final model dir, then summary.json. Rank 0 only. (The manifest that marks the
+    directory complete is written after the stage returns: `domtok.manifest`.)"""
     from pathlib import Path
 
     from domtok.config import atomic_write_json
@@ -347,6 +347,3 @@ def write_stage_outputs(out_dir, model, tokenizer, stage: str, config_hash: str,
     out_dir = Path(out_dir)
     save_model_dir(model, tokenizer, out_dir / "model", extra={"stage": stage, "config_hash": config_hash})
     atomic_write_json(out_dir / "summary.json", summary)
-    atomic_write_json(out_dir / "manifest.json", {"stage": stage, "config_hash": config_hash,
-                                                  "inputs": {"model": model_in},
-                                                  "outputs": {"model": str(out_dir / "model")}, "summary": summary})

@@ -61,6 +61,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,7 @@ import torch
 from domtok.config import config_hash, save_resolved
 from domtok.errors import DomtokError
 from domtok.eval.common import eval_dtype
+from domtok.progress import Progress
 from domtok.train import common
 from domtok.train.rewards import RewardConfig, make_reward_fn
 from domtok.train.sft_data import DataSource
@@ -118,6 +120,14 @@ class GRPOConfig:
     save_total_limit: int = 2
     device: str = "auto"
     dtype: str = "auto"
+    # logging, with TRL's names and meanings: every logging_steps steps, log_completions saves the
+    # step's rollout (prompt, completion, reward terms, advantage) to completions/completions_<step>.jsonl
+    # and prints num_completions_to_print of them (None = all) to the log
+    log_completions: bool = False
+    num_completions_to_print: int | None = None
+    logging_steps: int = 10
+    report_to: str | list[str] = "none"  # none | all | tensorboard | wandb | a list (transformers' meaning)
+    run_name: str = ""                   # the W&B run's name ("" = the output dir's name)
 
 
 # --- pure pieces (tested directly) -----------------------------------------------------------
@@ -262,10 +272,11 @@ class Rollout:
     advantages: torch.Tensor       # (N*G,)
     stats: dict
     truncated: list[bool] = field(default_factory=list)  # hit max_completion_length (finish "length")
+    rows: list[dict] = field(default_factory=list)  # per completion, for log_completions: texts, reward terms
 
 
 def generate_shard(engine, prompt_ids: list[list[int]], params, num_samples: int, batch_size: int,
-                   info=None) -> list:
+                   info=None, progress=None) -> list:
     """This rank's share of `engine.generate(prompt_ids, params, num_samples, batch_size)`.
 
     Rank r of W takes prompts r, r+W, ... with their GLOBAL indices, so each row's generator
@@ -275,8 +286,9 @@ def generate_shard(engine, prompt_ids: list[list[int]], params, num_samples: int
     """
     W = info.world_size if info is not None else 1
     rank = info.rank if info is not None else 0
+    kwargs = {"progress": progress} if progress is not None else {}  # test stubs take no progress
     return engine.generate(prompt_ids, params, num_samples=num_samples, batch_size=batch_size,
-                           only=range(rank, len(prompt_ids), W))
+                           only=range(rank, len(prompt_ids), W), **kwargs)
 
 
 def all_gather_rows(rows: list, info=None) -> list:
@@ -315,7 +327,7 @@ def make_rollout(engine, tokenizer, questions: list[str], golds: list[str], rewa
         ids = scored_ids(g.ids, g.text, g.finish_reason, tokenizer)
         scored.append((g.prompt_index, g.sample_index, ids, g.finish_reason,
                        reward_fn(g.text, golds[g.prompt_index], ids, tokenizer, question=questions[g.prompt_index]),
-                       float(is_correct(g.text, golds[g.prompt_index])), g.prompt_truncated))
+                       float(is_correct(g.text, golds[g.prompt_index])), g.prompt_truncated, g.text))
     scored = sorted(all_gather_rows(scored, info), key=lambda row: (row[0], row[1]))
     if len(scored) != len(questions) * G:
         raise DomtokError(f"grpo: rollout has {len(scored)} rows, expected {len(questions) * G}")
@@ -339,9 +351,12 @@ def make_rollout(engine, tokenizer, questions: list[str], golds: list[str], rewa
         col = table[:, j]
         stats[f"reward/{k}_mean"] = float(col.mean())
         stats[f"reward/{k}_std"] = float(col.std()) if len(col) > 1 else 0.0
+    rows = [{"prompt": texts[row[0]], "completion": row[7], "gold": golds[row[0]], "reward": float(rewards[k]),
+             "reward_terms": row[4], "advantage": float(adv[k]), "correct": bool(row[5]), "finish_reason": row[3]}
+            for k, row in enumerate(scored)]
     # the policy is trained on the prompt the engine saw: cut from the left to fit the context
     return Rollout([prompt_ids[row[0]][row[6]:] for row in scored], [row[2] for row in scored], rewards, adv, stats,
-                   truncated=[row[3] in ("length", "context") for row in scored])
+                   truncated=[row[3] in ("length", "context") for row in scored], rows=rows)
 
 
 def train_on_rollout(model, ref_model, optimizer, rollout: Rollout, cfg: GRPOConfig, device, dtype,
@@ -499,16 +514,19 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
         h = save_resolved(cfg, out_dir)
     else:
         h = config_hash(cfg)
-    logger = common.MetricsLogger(out_dir, enabled=info.is_main)
+    logger = common.MetricsLogger(out_dir, enabled=info.is_main, report_to=cfg.report_to,
+                                  run_name=cfg.run_name or out_dir.name, config=dataclasses.asdict(cfg))
     start_round, step = 0, 0
     if resume and (ck := checkpoint.latest_checkpoint(out_dir)) is not None:
         st = checkpoint.load_checkpoint(ck, model, opt, map_location=device)
+        common.check_checkpoint_config(ck, st, config_hash(cfg))
         start_round, step = st["round"], st["step"]
         common.set_rng_state(st["rng"])
         logger.truncate(step)
     ddp = common.wrap_ddp(model, info)  # after loading: DDP broadcasts rank 0's weights once
     engine = Engine(model, tokenizer, device=device, dtype=eval_dtype(device, dtype))
     t0 = time.time()
+    bar = Progress(total_steps, "grpo", initial=step, enabled=info.is_main)
     for r in range(start_round, rounds):
         idx = [_prompt_order(len(questions), cfg.seed, pos) for pos in range(r * P, (r + 1) * P)]
         rollout = make_rollout(engine, tokenizer, [questions[i] for i in idx], [golds[i] for i in idx], reward_fn,
@@ -521,12 +539,16 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
             step += 1
             row = {"step": step, "round": r + 1, **rollout.stats, **s, "elapsed_s": round(time.time() - t0, 3)}
             logger.log(row)
+            bar.update(1, reward=rollout.stats["reward_mean"], accuracy=rollout.stats["accuracy"], loss=s["loss"])
+            if cfg.log_completions and info.is_main and cfg.logging_steps > 0 and step % cfg.logging_steps == 0:
+                log_completions(out_dir, step, rollout.rows, cfg.num_completions_to_print, cfg.seed, bar)
         if (cfg.save_steps and step % cfg.save_steps < n_it) or r + 1 == rounds:
             if info.is_main:
-                state = {"step": step, "round": r + 1, "rng": common.rng_state()}
+                state = {"step": step, "round": r + 1, "rng": common.rng_state(), "config_hash": config_hash(cfg)}
                 checkpoint.save_checkpoint(out_dir, model, opt, state, tokenizer=tokenizer,
                                            keep_last=cfg.save_total_limit)
             common.barrier(info)
+    bar.close()
     logger.close()
     history = logger.rows()  # the whole run, also across a resume (rank 0)
     first = [h_["reward_mean"] for h_ in history[:max(1, len(history) // 4)]]
@@ -543,6 +565,24 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
         common.write_stage_outputs(out_dir, model, tokenizer, "grpo", h, cfg.model, summary)
     common.barrier(info)
     return summary
+
+
+def log_completions(out_dir: Path, step: int, rows: list[dict], n_print: int | None, seed: int, bar) -> Path:
+    """TRL's `log_completions`: the step's whole rollout to completions/completions_<step>.jsonl
+    (one JSON per completion: prompt, completion, gold, reward, reward_terms, advantage, correct,
+    finish_reason), and `n_print` of them, drawn at random (seeded by seed and step; None = all),
+    as text in the log."""
+    from domtok.utils import write_jsonl
+
+    path = out_dir / "completions" / f"completions_{step:05d}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(path, [{"step": step, **r} for r in rows])
+    shown = rows if n_print is None else random.Random(f"completions:{seed}:{step}").sample(rows, min(n_print, len(rows)))
+    for r in shown:
+        terms = ", ".join(f"{k} {v:+.2f}" for k, v in sorted(r["reward_terms"].items()))
+        bar.write(f"completion at step {step} (reward {r['reward']:.2f}: {terms}; advantage {r['advantage']:+.2f}):\n"
+                  f"{r['prompt']}{r['completion']}\n---")
+    return path
 
 
 def _prompt_order(n: int, seed: int, pos: int) -> int:

@@ -12,7 +12,8 @@ whole validation documents (the bytes are those of exactly the text that was sco
 Every `ckpt_every` steps and at the end: a checkpoint that resumes bit for bit (weights,
 optimizer, step, data position, RNG states). At the end: `model/` (a native model dir),
 `summary.json` (tokens, FLOPs, epochs, documents and bytes read: what a reader needs to check
-compute matching) and `manifest.json`, written last.
+compute matching). The `manifest.json` that marks the directory complete is written after
+`run` returns, by the pipeline or by the verb's `main` (`domtok.manifest`).
 
 Conditions are compute-matched by construction: the model size, vocab size, tokens per step
 and steps come from the same preset; the data directory is the only thing that differs. The
@@ -22,7 +23,6 @@ loader reads the same documents in the same seeded order in every condition
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import time
@@ -31,11 +31,12 @@ from pathlib import Path
 
 import torch
 
-from domtok.config import atomic_write_json, config_hash, load_config, save_resolved, to_dict
+from domtok.config import atomic_write_json, config_hash, save_resolved, to_dict
 from domtok.errors import DomtokError
 from domtok.model.checkpoint import (latest_checkpoint, load_checkpoint, load_tokenizer_from_dir, save_checkpoint,
                                      save_model_dir)
 from domtok.train import common
+from domtok.progress import Progress
 from domtok.train.data import TrainLoader, check_shard_ids, read_meta, val_data
 from domtok.utils import dist_setup, dist_teardown, seed_everything
 
@@ -71,10 +72,10 @@ class PretrainConfig:
     device: str = "auto"
     dtype: str = "auto"                # auto = bf16 autocast on CUDA, fp32 on CPU; bfloat16 = autocast on CPU too
     compile: bool = False              # torch.compile (inductor; CPU too, where compiling takes a while)
-    tensorboard: bool = False
-    wandb: bool = False
-    wandb_project: str = "domtok"
-    progress: bool = True
+    # tracking, as transformers' TrainingArguments: none | all | tensorboard | wandb | a list
+    report_to: str | list[str] = "none"
+    run_name: str = ""                 # the W&B run's name ("" = the output dir's name)
+    progress: bool = True              # a tqdm bar on a terminal (log lines are written either way: domtok.progress)
 
 
 def check_config(cfg: PretrainConfig, where: str = "pretrain config") -> None:
@@ -165,7 +166,7 @@ def hellaswag_hook(cfg: PretrainConfig, device: str, dtype: str):
 # --- the run -------------------------------------------------------------------------------
 
 def run(cfg: PretrainConfig, out_dir: str | os.PathLike, resume: bool | None = None) -> dict:
-    """Train, checkpoint, write model/, summary.json and manifest.json; returns the summary.
+    """Train, checkpoint, write model/ and summary.json; returns the summary.
 
     resume: True = continue from the last complete checkpoint (fresh start if there is none);
     None = the same, the default for pipelines; False = refuse to overwrite existing checkpoints.
@@ -204,9 +205,7 @@ def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
     start_step, elapsed = 0, 0.0
     if ckpt is not None:
         state = load_checkpoint(ckpt, model, optimizer, map_location=device)
-        if state.get("config_hash") != config_hash(cfg):
-            raise DomtokError(f"{ckpt}: written by a different config (hash {state.get('config_hash')} != "
-                              f"{config_hash(cfg)}); resume with the same config or use a new --out")
+        common.check_checkpoint_config(ckpt, state, config_hash(cfg))
         loader.load_state_dict(state["data"])
         common.set_rng_state(state["rng"])
         start_step, elapsed = int(state["step"]), float(state.get("elapsed_s", 0.0))
@@ -214,11 +213,11 @@ def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_resolved(cfg, out_dir)
-    logger = common.MetricsLogger(out_dir, enabled=info.is_main, tensorboard=cfg.tensorboard, wandb=cfg.wandb,
-                                  wandb_project=cfg.wandb_project, run_name=out_dir.name, config=to_dict(cfg))
+    logger = common.MetricsLogger(out_dir, enabled=info.is_main, report_to=cfg.report_to,
+                                  run_name=cfg.run_name or out_dir.name, config=to_dict(cfg))
     logger.truncate(start_step)  # drop steps a killed run logged after its last checkpoint
     train_model = common.wrap_ddp(common.maybe_compile(model, cfg.compile, device), info)
-    bar = common.Progress(cfg.max_steps, start_step, enabled=info.is_main and cfg.progress, desc="pretrain")
+    bar = Progress(cfg.max_steps, "pretrain", initial=start_step, enabled=info.is_main, bar=cfg.progress)
     unique_tokens = loader.tokens_per_epoch
     if info.is_main:
         bar.write(f"pretrain: {model.num_params(False):,} params, {info.world_size} process(es), grad_accum "
@@ -288,7 +287,8 @@ def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
             bar.write(f"WARNING: step {done} starts epoch 2: the run has now seen all {unique_tokens:,} unique "
                       f"training tokens once and is repeating data")
         logger.log(row)
-        bar.update(train_loss, lr, tok_s, m)
+        shown = {"loss": train_loss, "lr": lr, "tok/s": round(tok_s)}
+        bar.update(1, **shown, **({"mfu": f"{100 * m:.1f}%"} if m is not None else {}))
 
         if last or (cfg.ckpt_every > 0 and done % cfg.ckpt_every == 0):
             state = {"step": done, "data": loader.state_dict(), "rng": common.rng_state(),
@@ -309,7 +309,7 @@ def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
 
 def _finish(cfg, out_dir: Path, model, tokenizer, meta, logger, loader, val, flops_per_token,
             grad_accum, world_size) -> dict:
-    """Final model dir, summary.json, then manifest.json (last: its presence means done)."""
+    """Final model dir, then summary.json."""
     rows = logger.rows()
     unique_tokens = loader.tokens_per_epoch
     documents_seen, bytes_seen = loader.documents_read()
@@ -347,7 +347,9 @@ def _finish(cfg, out_dir: Path, model, tokenizer, meta, logger, loader, val, flo
         "total_flops": flops_per_token * tokens_trained,
         "domain_token_share": (train_meta.get("domain_tokens", 0) / train_meta["tokens"]) if train_meta.get("tokens") else None,
         "final_train_loss": final_train,
+        "final_train_loss_steps": len(last_train),  # final_train_loss: the mean of these last steps
         "final_train_loss_last_step": rows[-1]["loss"] if rows else None,
+        "train_loss_mean": sum(r["loss"] for r in rows) / len(rows) if rows else None,  # over every step
         "final_val_loss": val_rows[-1]["val_loss"] if val_rows else None,
         "final_val_bpb": val_rows[-1].get("val_bpb") if val_rows else None,
         "first_train_loss": rows[0]["loss"] if rows else None,
@@ -363,44 +365,7 @@ def _finish(cfg, out_dir: Path, model, tokenizer, meta, logger, loader, val, flo
     save_model_dir(model, tokenizer, out_dir / "model",
                    extra={"stage": "pretrain", "config_hash": summary["config_hash"], "condition": meta.get("condition")})
     atomic_write_json(out_dir / "summary.json", summary)
-    ckpt = latest_checkpoint(out_dir)
-    atomic_write_json(out_dir / "manifest.json", {
-        "stage": "pretrain", "config_hash": summary["config_hash"],
-        "inputs": {"data_dir": str(cfg.data_dir), "data_config_hash": meta.get("config_hash")},
-        "outputs": {"model": "model", "summary": "summary.json", "metrics": "metrics.jsonl",
-                    "checkpoint": str(ckpt.relative_to(out_dir)) if ckpt else None},
-        "summary": summary,
-    })
     print(f"pretrain: done, {tokens_trained:,} tokens ({epochs:.2f} epochs), final train loss "
           f"{final_train:.4f}, val {summary['final_val_loss']}, bpb {summary['final_val_bpb']}, "
           f"{summary['tokens_per_s'] or 0:,.0f} tokens/s -> {out_dir}", flush=True)
     return summary
-
-
-# --- CLI -----------------------------------------------------------------------------------
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    common.add_stage_arguments(parser, "pretrain", "max_steps=100 data_dir=DIR")
-    parser.add_argument("--condition", default="baseline",
-                        help="with an experiment spec and no data_dir: the condition whose data to prepare")
-
-
-def main(args: argparse.Namespace) -> int:
-    cfg = load_config(PretrainConfig, args.config, args.overrides, section="pretrain")
-    check_config(cfg, str(args.config or "pretrain config"))
-    out = args.out or os.path.join("runs", "pretrain", config_hash(cfg))
-    from domtok.outdir import claim_out_dir
-
-    claim_out_dir(out, what="--out directory")
-    if not cfg.data_dir:
-        from domtok.config import is_experiment_spec, load_yaml
-
-        if args.config is None or not is_experiment_spec(load_yaml(args.config)):
-            raise DomtokError("no data: set data_dir=DIR (shards from `domtok prepare`), or give an experiment "
-                              "spec such as configs/tiny.yaml, whose data is then prepared under --out")
-        from domtok.data.prepare import prepare_condition
-
-        cfg.data_dir = str(prepare_condition(args.config, args.condition, Path(out) / "data"))
-        print(f"pretrain: data of condition {args.condition} prepared in {cfg.data_dir}", flush=True)
-    run(cfg, out, resume=True if args.resume else False)
-    return 0

@@ -29,6 +29,7 @@ from domtok.config import config_hash, save_resolved
 from domtok.errors import DomtokError
 from domtok.eval.common import eval_dtype
 from domtok.train import common
+from domtok.progress import Progress
 from domtok.train.sft import SFTConfig, SFTStage
 from domtok.train.sft_data import DataSource, SFTExample
 
@@ -54,6 +55,10 @@ class RFTConfig:
     device: str = "auto"
     dtype: str = "auto"
     grad_clip: float = 1.0
+    # tracking, as transformers' TrainingArguments (none | all | tensorboard | wandb | a list): each
+    # round's SFT reports as run `<run_name>-round<k>`, the rounds' yields as run `<run_name>`
+    report_to: str | list[str] = "none"
+    run_name: str = ""                # "" = the output dir's name
 
 
 def _norm(text: str) -> str:
@@ -129,15 +134,20 @@ def run(cfg: RFTConfig, out_dir: str | Path) -> dict:
                                                       inject_user=cfg.inject_user), tokenizer, token_set)
     sft_cfg = SFTConfig(model=cfg.model, condition=cfg.condition, seed=cfg.seed, device=cfg.device, dtype=cfg.dtype,
                         grad_clip=cfg.grad_clip,
-                        keep_checkpoints=0)  # RFT does not resume: its rounds write no checkpoints
+                        keep_checkpoints=0,  # RFT does not resume: its rounds write no checkpoints
+                        report_to=cfg.report_to)
+    common.report_targets(cfg.report_to, "rft: report_to")  # a missing tracker fails before any sampling
+    run_name = cfg.run_name or out_dir.name
     t0 = time.time()
     rounds = []
     for r in range(cfg.rounds):
         engine = Engine(model, tokenizer, device=device, dtype=eval_dtype(device, dtype))  # bf16 sampling on GPU
         params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                                 top_p=cfg.top_p, seed=cfg.seed * 1_000_003 + r, stop_strings=STOP_STRINGS)
-        gens = generate_shard(engine, [tokenizer.encode(t) for t in texts], params, cfg.num_samples,
-                              cfg.generation_batch_size, info)
+        mine = len(range(info.rank, len(texts), info.world_size)) * cfg.num_samples
+        with Progress(mine, f"rft round {r + 1}/{cfg.rounds} sampling", unit="samples", enabled=info.is_main) as bar:
+            gens = generate_shard(engine, [tokenizer.encode(t) for t in texts], params, cfg.num_samples,
+                                  cfg.generation_batch_size, info, progress=bar.update)
         if info.distributed:  # every rank needs every sample, in one order, to keep the same set
             gens = sorted(all_gather_rows(gens, info), key=lambda g: (g.prompt_index, g.sample_index))
         kept, counts = select_correct(gens, questions, golds, cfg.max_completion_tokens, cfg.require_eos)
@@ -145,14 +155,18 @@ def run(cfg: RFTConfig, out_dir: str | Path) -> dict:
         examples = kept_examples(kept, questions, tokenizer, cfg.sft.max_length)
         if examples:
             train, val = split_train_val(examples, cfg.sft.val_size, cfg.seed + r) if len(examples) > 1 else (examples, [])
-            s = train_stages(model, tokenizer, [(replace(cfg.sft, name=f"rft_round{r + 1}"), train, val)], sft_cfg,
-                             out_dir / f"round_{r + 1}", info)
+            s = train_stages(model, tokenizer, [(replace(cfg.sft, name=f"rft_round{r + 1}"), train, val)],
+                             replace(sft_cfg, run_name=f"{run_name}-round{r + 1}"),
+                             out_dir / f"round_{r + 1}", info, desc=f"rft round {r + 1}/{cfg.rounds} sft")
             row["sft"] = {**s["stages"][0], "final_train_loss": s["final_train_loss"]}
         else:
             row["sft"] = None  # nothing correct to learn from this round
-        common.MetricsLogger(out_dir, enabled=info.is_main).log({"step": r + 1,
-                                                                 **{k: v for k, v in row.items() if k != "sft"}})
         rounds.append(row)
+    # the rounds' yields, once every round's SFT has closed its own tracker run
+    logger = common.MetricsLogger(out_dir, enabled=info.is_main, report_to=cfg.report_to, run_name=run_name)
+    for row in rounds:
+        logger.log({"step": row["round"], **{k: v for k, v in row.items() if k != "sft"}})
+    logger.close()
     summary = {"stage": "rft", "condition": cfg.condition, "model_in": cfg.model, "config_hash": h, "seed": cfg.seed,
                "questions": len(questions), "rounds": rounds, "wall_time_s": round(time.time() - t0, 2)}
     if info.is_main:

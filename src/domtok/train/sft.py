@@ -22,9 +22,10 @@ val bits per byte (= summed CE / (ln 2 x UTF-8 bytes of the original assistant t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 
 from domtok.config import config_hash, save_resolved
 from domtok.errors import DomtokError
+from domtok.progress import Progress
 from domtok.train import common
 from domtok.utils import stream_index
 from domtok.train.sft_data import BuildReport, DataSource, SFTExample, build_examples, collate, load_records, split_train_val
@@ -68,6 +70,9 @@ class SFTConfig:
     keep_checkpoints: int = 2
     max_steps: int = 0            # stop after this many steps in all (0 = run every stage fully)
     compile: bool = False
+    # tracking, as transformers' TrainingArguments: none | all | tensorboard | wandb | a list
+    report_to: str | list[str] = "none"
+    run_name: str = ""            # the W&B run's name ("" = the output dir's name)
 
 
 # --- condition / tokenizer consistency -------------------------------------------------------
@@ -150,6 +155,9 @@ def evaluate(model, examples: list[SFTExample], batch_size: int, pad_id: int, in
     return {"val_loss": ce / max(tok, 1), "val_bpb": ce / (math.log(2) * max(nbytes, 1)), "val_tokens": int(tok)}
 
 
+FINAL_LOSS_STEPS = 20  # final_train_loss: the mean train loss of the last 20 steps
+
+
 def _summary_from_log(rows: list[dict], stages) -> dict:
     """Per-stage validation and the final losses, read from metrics.jsonl (rank 0), so a resumed
     run reports the same numbers as an uninterrupted one."""
@@ -160,16 +168,23 @@ def _summary_from_log(rows: list[dict], stages) -> dict:
             continue  # not reached (max_steps)
         vals = [r for r in mine if "val_loss" in r]
         last_val = {k: v for k, v in vals[-1].items() if k.startswith("val_")} if vals else {}
+        losses = [r["train_loss"] for r in mine]
         out["stages"].append({"name": stage.name, "steps": mine[-1]["stage_step"], "train_examples": len(train),
-                              "val_examples": len(val), **last_val})
+                              "val_examples": len(val), "train_loss_mean": sum(losses) / len(losses), **last_val})
         out.update(final_val_loss=last_val.get("val_loss"), final_val_bpb=last_val.get("val_bpb"))
-    recent = [r["train_loss"] for r in rows if "train_loss" in r][-20:]
+    # Two train losses, named for what they are: the end of training (the mean of the last
+    # FINAL_LOSS_STEPS steps) and the whole run's mean over steps (HF Trainer's `train_loss`,
+    # the figure the reference study's tables give).
+    losses = [r["train_loss"] for r in rows if "train_loss" in r]
+    recent = losses[-FINAL_LOSS_STEPS:]
     out["final_train_loss"] = sum(recent) / len(recent) if recent else None
+    out["final_train_loss_steps"] = len(recent)
+    out["train_loss_mean"] = sum(losses) / len(losses) if losses else None
     return out
 
 
 def train_stages(model, tokenizer, stages: list[tuple[SFTStage, list[SFTExample], list[SFTExample]]],
-                 cfg: SFTConfig, out_dir: str | Path, info, resume: bool = False) -> dict:
+                 cfg: SFTConfig, out_dir: str | Path, info, resume: bool = False, desc: str = "sft") -> dict:
     """Fine-tune `model` in place through `stages`; checkpoints and metrics under out_dir.
 
     `cfg` supplies the run-wide settings (seed, device, dtype, clipping, eval/checkpoint
@@ -184,10 +199,14 @@ def train_stages(model, tokenizer, stages: list[tuple[SFTStage, list[SFTExample]
     model.train()
     raw = model
     ddp = common.wrap_ddp(common.maybe_compile(model, cfg.compile, device), info)
-    logger = common.MetricsLogger(out_dir, enabled=info.is_main)
+    logger = common.MetricsLogger(out_dir, enabled=info.is_main, report_to=cfg.report_to,
+                                  run_name=cfg.run_name or out_dir.name, config=dataclasses.asdict(cfg))
     pad_id = tokenizer.eot_id
 
     plan = [stage_steps(st, len(tr)) for st, tr, _ in stages]
+    # max_steps only cuts the run short (each stage's schedule comes from its epochs), so a run
+    # cut by it may resume under another max_steps; any other change is another run
+    resume_hash = config_hash(replace(cfg, max_steps=0))
     start_stage, start_step, global_step, ckpt = 0, 0, 0, None
     if resume:
         from domtok.model import checkpoint
@@ -195,6 +214,7 @@ def train_stages(model, tokenizer, stages: list[tuple[SFTStage, list[SFTExample]
         ckpt = checkpoint.latest_checkpoint(out_dir)
         if ckpt is not None:
             st = checkpoint.load_checkpoint(ckpt, raw)
+            common.check_checkpoint_config(ckpt, st, resume_hash)
             start_stage, start_step, global_step = st["stage"], st["stage_step"], st["step"]
             if start_step >= plan[start_stage]:  # the checkpoint closed a stage: fresh optimizer
                 start_stage, start_step, ckpt = start_stage + 1, 0, None
@@ -202,6 +222,8 @@ def train_stages(model, tokenizer, stages: list[tuple[SFTStage, list[SFTExample]
             logger.truncate(global_step)
     summary = {"steps": global_step}
     t_start = time.time()
+    total = min(sum(plan), cfg.max_steps) if cfg.max_steps else sum(plan)
+    bar = Progress(total, desc, initial=min(global_step, total), enabled=info.is_main)
     for s in range(start_stage, len(stages)):
         stage, train, val = stages[s]
         W = info.world_size
@@ -249,13 +271,16 @@ def train_stages(model, tokenizer, stages: list[tuple[SFTStage, list[SFTExample]
             if (cfg.eval_every and global_step % cfg.eval_every == 0) or stage_end:
                 row.update(evaluate(raw, val, stage.batch_size, pad_id, info, device, dtype))
             logger.log(row)
+            bar.update(1, stage=stage.name, loss=row["train_loss"], lr=lr)
             if stage_end or (cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0):
                 save_state(out_dir, global_step, raw, tokenizer, opt,
-                           {"step": global_step, "stage": s, "stage_step": k + 1, "rng": common.rng_state()},
+                           {"step": global_step, "stage": s, "stage_step": k + 1, "rng": common.rng_state(),
+                            "config_hash": resume_hash},
                            cfg.keep_checkpoints, info)
         summary["steps"] = global_step
         if cfg.max_steps and global_step >= cfg.max_steps:
             break
+    bar.close()
     logger.close()
     summary.update(_summary_from_log(logger.rows(), stages))
     return summary
@@ -279,7 +304,7 @@ def save_state(out_dir, step, model, tokenizer, optimizer, state: dict, keep: in
 # --- stage entry point -----------------------------------------------------------------------
 
 def run(cfg: SFTConfig, out_dir: str | Path, resume: bool = False) -> dict:
-    """Fine-tune cfg.model through cfg.stages; writes out_dir/{model,summary.json,manifest.json}."""
+    """Fine-tune cfg.model through cfg.stages; writes out_dir/{model,summary.json}."""
     from domtok.model.checkpoint import load_model
     from domtok.train.common import barrier
     from domtok.utils import dist_setup, seed_everything

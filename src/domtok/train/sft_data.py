@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import os
 import random
-import re
 from dataclasses import dataclass, field
 
 import torch
 
 from domtok.chat import qa_messages, render_conversation
-from domtok.calculator import DOMAIN_TOKEN_RE as _DOMAIN_RE
+from domtok.notation import ANNOTATION_RE, split_annotation
 from domtok.errors import DomtokError
 
 
@@ -132,16 +131,19 @@ def split_train_val(records: list, val_size: float, seed: int) -> tuple[list, li
 
 # --- injection policy ------------------------------------------------------------------------
 
-# A GSM8K calculator annotation `<<48/2=24>>`. Domain tokens inside (`<MUL_6_9_54>`) are
-# replaced by a placeholder first so their brackets do not confuse the match.
-ANNOTATION_RE = re.compile(r"<<([^<>]*)=([^<>=]*)>>")
-
-
 def annotations(text: str) -> tuple[list[str], int]:
-    """(results of the well-formed `<<expr=result>>` annotations, count of stray '<<'/'>>')."""
-    t = _DOMAIN_RE.sub("T", text)
-    results = [m.group(2) for m in ANNOTATION_RE.finditer(t)]
-    rest = ANNOTATION_RE.sub("", t)
+    """(results of the well-formed `<<expr=result>>` annotations, count of stray '<<'/'>>'; an
+    annotation without `=` counts as two strays). Notation: `domtok.notation`."""
+    results: list[str] = []
+
+    def take(m):
+        parts = split_annotation(m.group(1))
+        if parts is None:
+            return m.group(0)
+        results.append(parts[1])
+        return ""
+
+    rest = ANNOTATION_RE.sub(take, text)
     return results, rest.count("<<") + rest.count(">>")
 
 

@@ -1,0 +1,104 @@
+"""Progress lines: the format every loop writes and `domtok status` / `domtok run` read back."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+import yaml
+
+from domtok import progress
+from domtok.progress import Progress, clock, last_progress, parse_clock, parse_line
+
+
+def test_line_round_trips_and_counts_rate_and_eta(monkeypatch, capsys):
+    monkeypatch.setenv("DOMTOK_PROGRESS_EVERY", "0")  # a line at every update
+    now = [1000.0]
+    monkeypatch.setattr(progress.time, "time", lambda: now[0])
+    bar = Progress(100, "sft", initial=20)  # resumed at step 20: the rate counts this process's steps
+    now[0] += 40.0
+    bar.update(20, loss=1.5)                # 20 steps in 40 s: 0.5 steps/s, 60 left -> 120 s
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["progress sft: 40/100 steps (40.0%) · 0.5 steps/s · elapsed 40s · ETA 2m00s · loss 1.5"]
+    p = parse_line(err[0])
+    assert p == {"desc": "sft", "n": 40, "total": 100, "unit": "steps", "rate": 0.5, "elapsed_s": 40.0,
+                 "eta_s": 120.0}
+    assert parse_line("step 40: train 1.2 val 1.3") is None
+
+
+def test_lines_come_at_the_interval_and_at_the_end(monkeypatch, capsys):
+    monkeypatch.setenv("DOMTOK_PROGRESS_EVERY", "15")
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "time", lambda: now[0])
+    with Progress(10, "grpo") as bar:
+        for _ in range(10):
+            now[0] += 4.0  # a step every 4 s: lines at steps 1 (first), 5 (20 s after it), 9, then 10 (the end)
+            bar.update()
+    steps = [parse_line(x)["n"] for x in capsys.readouterr().err.splitlines()]
+    assert steps == [1, 5, 9, 10]
+
+
+def test_a_loop_that_stops_early_says_where(monkeypatch, capsys):
+    monkeypatch.setenv("DOMTOK_PROGRESS_EVERY", "1000")
+    bar = Progress(10, "sft")
+    bar.update()
+    bar.update()
+    bar.close()
+    assert [parse_line(x)["n"] for x in capsys.readouterr().err.splitlines()] == [1, 2]
+
+
+def test_disabled_rank_writes_nothing(monkeypatch, capsys):
+    monkeypatch.setenv("DOMTOK_PROGRESS_EVERY", "0")
+    bar = Progress(3, "gsm8k", unit="items", enabled=False)
+    bar.update(3)
+    bar.write("hello")
+    bar.close()
+    assert capsys.readouterr() == ("", "")
+
+
+def test_clock_round_trips():
+    for s in (0, 9, 60, 61, 3599, 3600, 7384):
+        assert parse_clock(clock(s)) == s
+    assert clock(7384) == "2h03m04s" and clock(212) == "3m32s" and clock(12) == "12s"
+
+
+def test_last_progress_reads_the_newest_line_and_counts_down(tmp_path):
+    log = tmp_path / "log.txt"
+    log.write_text("pretrain: 1,000 params\n"
+                   "progress pretrain: 10/100 steps (10.0%) · 1 steps/s · elapsed 10s · ETA 1m30s\n"
+                   "step 10: train 2.1\n"
+                   "progress pretrain: 20/100 steps (20.0%) · 1 steps/s · elapsed 20s · ETA 1m20s · loss 2.0\n"
+                   "step 20: train 2.0\n")
+    t = time.time() - 30  # the log was last written 30 s ago
+    os.utime(log, (t, t))
+    p = last_progress(log)
+    assert p["n"] == 20 and p["eta_s"] == 80.0 and 49 <= p["left_s"] <= 50.5
+    assert last_progress(tmp_path / "missing.txt") is None
+    assert progress.describe(p).startswith("pretrain 20/100 steps (20%), ~")
+
+
+def test_status_shows_a_running_nodes_progress_and_the_runs_time_left(tmp_path):
+    """A running node (its running.json names a live process) shows its percentage on the board
+    and, under it, its progress line and the run's time left."""
+    from conftest import MICRO
+    from domtok.rundir import build_nodes, load_spec
+    from domtok.status import board
+
+    run_dir = tmp_path / "runs" / "micro"
+    run_dir.mkdir(parents=True)
+    (run_dir / "spec.yaml").write_text(yaml.safe_dump(MICRO))
+    spec = load_spec(str(run_dir / "spec.yaml"))
+    node = next(n for n in build_nodes(spec, run_dir) if n.id == "baseline/seed0/pretrain")
+    node.out_dir.mkdir(parents=True)
+    (node.out_dir / "running.json").write_text(json.dumps({"pid": os.getpid(), "started": time.time() - 60}))
+    (node.out_dir / "log.txt").write_text(
+        "progress pretrain: 2/8 steps (25.0%) · 0.0333 steps/s · elapsed 1m00s · ETA 3m00s · loss 5.1\n")
+    text = board(run_dir)
+    row = next(ln for ln in text.splitlines() if ln.startswith("| pretrain |"))
+    assert "⏳ running 25%" in row
+    assert "running baseline/seed0/pretrain (1m00s): pretrain 2/8 steps (25%), ~3m00s left" in text
+    # the other pretraining is timed from this one (1 + 3 minutes); the rest is not yet timed
+    run_line = next(ln for ln in text.splitlines() if ln.startswith("  run: "))
+    assert "1 running" in run_line and "not yet timed" in run_line
