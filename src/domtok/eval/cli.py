@@ -147,11 +147,12 @@ def main(args: argparse.Namespace) -> int:
 
 def compare_main(args: argparse.Namespace) -> int:
     from domtok.config import atomic_write_json, check_value
+
+    check_value("n_boot", args.n_boot, "eval compare --n-boot")  # before scipy is imported: a refusal is instant
+    check_value("seed", args.seed, "eval compare --seed")
     from domtok.eval.common import read_items, read_summary
     from domtok.eval.stats import across_seeds, compare_items
 
-    check_value("n_boot", args.n_boot, "eval compare --n-boot")
-    check_value("seed", args.seed, "eval compare --seed")
     runs_a = [r for r in args.run_a.split(",") if r]
     runs_b = [r for r in args.run_b.split(",") if r]
     if len(runs_a) == 1 and len(runs_b) == 1:
