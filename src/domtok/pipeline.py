@@ -175,7 +175,9 @@ def run_experiment(spec: Spec, opts: RunOptions) -> int:
     check_replacements(nodes, todo, opts)
     forced_ids = {n.id for n in todo if opts.force or (from_index is not None and order.index(n.stage) >= from_index)}
     for n in todo:  # a node dir that is a link would be deleted through it: refuse before any work
-        if n.out_dir.is_symlink() and (n.id in forced_ids or node_state(n) != "done"):
+        state = node_state(n) if n.out_dir.is_symlink() else "done"
+        if n.out_dir.is_symlink() and (n.id in forced_ids or state in ("stale", "failed")
+                                       or (state != "done" and _other_config(n))):
             from domtok.outdir import remove_tree
             remove_tree(n.out_dir)  # raises, naming the link and its target
     # only now, with everything checked: a refused run leaves the run dir's spec as it was
@@ -373,21 +375,27 @@ def _failure(node: Node) -> str:
     return " ".join(str(error).split())[:300]
 
 
+def _other_config(node: Node) -> bool:
+    """The node's directory was started by another config (or is not resumable): it is redone from empty."""
+    marker = node.out_dir / "node.json"
+    if not marker.exists():
+        return False
+    try:
+        old = json.loads(marker.read_text()).get("hash")
+    except (json.JSONDecodeError, AttributeError):
+        old = None
+    return old != node.hash or node.kind not in RESUMABLE
+
+
 def run_node(node: Node, run_dir: Path, opts: RunOptions, fresh: bool) -> bool:
     """Run one node in this process (or under torchrun when nproc > 1); True when it finished."""
     from domtok.outdir import remove_tree
 
     if fresh and (node.out_dir.exists() or node.out_dir.is_symlink()):
         remove_tree(node.out_dir)
-    # An incomplete directory from another config must not be resumed.
+    if _other_config(node):  # an incomplete directory from another config must not be resumed
+        remove_tree(node.out_dir)
     marker = node.out_dir / "node.json"
-    if marker.exists():
-        try:
-            old = json.loads(marker.read_text()).get("hash")
-        except (json.JSONDecodeError, AttributeError):
-            old = None
-        if old != node.hash or node.kind not in RESUMABLE:
-            remove_tree(node.out_dir)
     node.out_dir.mkdir(parents=True, exist_ok=True)
     (node.out_dir / "failed.json").unlink(missing_ok=True)
     atomic_write_json(marker, {"id": node.id, "hash": node.hash, "kind": node.kind, "config": node.config})
