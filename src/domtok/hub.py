@@ -212,7 +212,9 @@ def _entry(x, where: str) -> Entry:
     fields = {f.name for f in dataclasses.fields(Entry)}
     if not isinstance(x, dict) or set(x) - fields or not {"name", "repo", "kind"} <= set(x):
         raise DomtokError(f"{where}: an entry is not {{name, repo, kind, ...}}: {str(x)[:80]}; push the run again")
-    for part in (x.get("path") or "").split("/") if x.get("path") else []:
+    for part in str(x.get("path") or ".").split("/"):
+        if part == ".":  # the run directory itself (the results entry)
+            continue
         try:
             check_path_name(part, where, "entry path part")
         except ConfigError as e:
