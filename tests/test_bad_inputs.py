@@ -135,14 +135,14 @@ def test_grpo_and_rft_sample_past_the_context(micro, tmp_path):
     cfg.write_text(yaml.safe_dump({"grpo": {
         "model": str(micro["model"]), "prompts": {"kind": "gsm8k", "path": str(micro["gsm"])}, "num_prompts": 10,
         "num_generations": 2, "max_completion_length": 8, "per_device_train_batch_size": 20,
-        "generation_batch_size": 20, "max_steps": 1, "device": "cpu", "temperature": 1.0}}))
+        "decode_batch_size": 20, "max_steps": 1, "device": "cpu", "temperature": 1.0}}))
     ok(domtok("grpo", cfg, "--out", tmp_path / "grpo"))
     row = json.loads((tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()[0])
     assert row["prompts_truncated"] == 4 and row["context_rate"] > 0  # 2 prompts x 2 generations
     rft = tmp_path / "rft.yaml"
     rft.write_text(yaml.safe_dump({"rft": {
         "model": str(micro["model"]), "questions": {"kind": "gsm8k", "path": str(micro["gsm"])},
-        "num_samples": 2, "max_new_tokens": 8, "generation_batch_size": 20, "device": "cpu",
+        "num_samples": 2, "max_new_tokens": 8, "decode_batch_size": 20, "device": "cpu",
         "require_eos": False}}))
     r = domtok("rft", rft, "--out", tmp_path / "rft")
     assert "IndexError" not in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
@@ -346,9 +346,9 @@ def test_tokenizer_fix_condition_change_needs_force_and_rewrites_every_file(tmp_
     bad(domtok("tokenizer", "fix", hf, "--condition", "mul_tokens"), str(hf), "--force", "baseline")
     assert {p: p.read_bytes() for p in hf.rglob("*") if p.is_file()} == before
     ok(domtok("tokenizer", "fix", hf, "--condition", "mul_tokens", "--force"))
-    for f in (hf / "domtok_tokenizer.json", hf / "domtok" / "domtok_tokenizer.json"):
-        assert json.loads(f.read_text())["condition"] == "mul_tokens", f
-    assert json.loads((hf / "domtok" / "config.json").read_text())["condition"] == "mul_tokens"
+    assert json.loads((hf / "domtok_tokenizer.json").read_text())["condition"] == "mul_tokens"
+    assert json.loads((hf / "config.json").read_text())["condition"] == "mul_tokens"
+    assert "| condition | mul_tokens" in (hf / "README.md").read_text()  # the model card follows
 
 
 # --------------------------------------------------------------------------- messages that mislead

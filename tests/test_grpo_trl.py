@@ -230,8 +230,33 @@ DIFFERS_ON_PURPOSE = {
     "max_steps": "0 = unset (transformers: -1 = unset)",
     "save_steps": "0 = checkpoint at the end only (transformers: every 500 steps)",
     "save_total_limit": "2 checkpoints kept (transformers: all)",
-    "generation_batch_size": "Engine rows decoded together (TRL: completions per rollout)",
 }
+
+
+def test_batch_knobs_have_trls_meaning_and_decode_batch_size_is_domtoks(tmp_path):
+    """TRL's generation_batch_size counts the completions of one rollout; domtok's rollout is
+    per_device_train_batch_size x gradient_accumulation_steps completions, as TRL's default
+    (steps_per_generation = gradient_accumulation_steps). The Engine's decode rows are
+    domtok's own knob under a name TRL does not have; the old name says where it went."""
+    import dataclasses
+
+    import trl
+
+    from domtok.config import ConfigError, from_dict
+
+    trl_names = {f.name for f in dataclasses.fields(trl.GRPOConfig)}
+    assert "decode_batch_size" not in trl_names and "generation_batch_size" in trl_names
+    assert "generation_batch_size" not in {f.name for f in dataclasses.fields(GRPOConfig)}
+    for pd, ga, g in [(4, 2, 4), (8, 1, 8), (2, 8, 4)]:
+        trl_cfg = trl.GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=pd,
+                                 gradient_accumulation_steps=ga, num_generations=g, report_to="none",
+                                 use_cpu=True, bf16=False)
+        ours = GRPOConfig(per_device_train_batch_size=pd, gradient_accumulation_steps=ga, num_generations=g)
+        rollout = ours.per_device_train_batch_size * ours.gradient_accumulation_steps  # grpo.run's C, one process
+        assert trl_cfg.generation_batch_size == rollout
+        assert trl_cfg.generation_batch_size // trl_cfg.num_generations == rollout // ours.num_generations  # prompts
+    with pytest.raises(ConfigError, match="generation_batch_size is now decode_batch_size"):
+        from_dict(GRPOConfig, {"generation_batch_size": 8}, "grpo")
 
 
 def test_defaults_are_trls():

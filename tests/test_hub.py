@@ -130,3 +130,67 @@ def test_unknown_group_and_bad_prefix(micro_run):
         hub.select(reg, ["nope"])
     with pytest.raises(DomtokError, match="USER/name"):
         hub.build_registry(micro_run["run_dir"], "no-slash")
+
+
+# --------------------------------------------------------------------------- one model, exact repo
+
+def test_select_takes_the_reference_studys_names():
+    E = hub.Entry
+    entries = [E("results", "u/r-results", "results")] + [
+        E(f"{c}-s{s}-{st}", f"u/r-{c}-s{s}-{st}", "model", st, c, s)
+        for c in ("baseline", "mul_tokens") for s in (0, 1) for st in ("pretrain", "sft_instruct", "sft_gsm8k")]
+    names = lambda wanted: sorted(e.name for e in hub.select(entries, wanted))  # noqa: E731
+    assert names(["pretrained"]) == names(["pretrain"]) == [
+        "baseline-s0-pretrain", "baseline-s1-pretrain", "mul_tokens-s0-pretrain", "mul_tokens-s1-pretrain"]
+    assert names(["sft_tulu"]) == names(["sft_instruct"])
+    assert names(["hf_mul_tokens_10b"]) == ["mul_tokens-s0-pretrain", "mul_tokens-s1-pretrain"]
+    assert names(["sft_tulu_baseline", "sft_gsm8k_mul_tokens"]) == [
+        "baseline-s0-sft_instruct", "baseline-s1-sft_instruct", "mul_tokens-s0-sft_gsm8k", "mul_tokens-s1-sft_gsm8k"]
+    with pytest.raises(hub.DomtokError, match="sft_tulu_nobody"):
+        hub.select(entries, ["pretrained", "sft_tulu_nobody"])
+
+
+def test_push_one_model_dir_to_an_exact_repo_with_its_card(micro_run, fake_hub, tmp_path, capsys):
+    import json
+
+    from domtok.cli import main
+
+    node = micro_run["run_dir"] / "mul_tokens" / "seed0" / "grpo"
+    results = {p.parent.name: json.loads(p.read_text())["metrics"] for p in node.glob("eval/*/summary.json")}
+    assert results  # the micro study evaluates after grpo
+    assert main(["hub", "push", str(node), "--repo", "alice/domain-token-gpt2-sft-mul-tokens"]) == 0
+    assert fake_hub.uploads == ["alice/domain-token-gpt2-sft-mul-tokens"]
+    repo = fake_hub.path("alice/domain-token-gpt2-sft-mul-tokens")
+    card = (repo / "README.md").read_text()
+    assert "| condition | mul_tokens" in card and "| stage | grpo |" in card and "| seed | 0 |" in card
+    bench, metrics = next(iter(results.items()))
+    metric, value = next((k, v) for k, v in metrics.items() if isinstance(v, float))
+    assert f"| {bench} | {metric} | {value:.4f} |" in card
+    assert 'from_pretrained("alice/domain-token-gpt2-sft-mul-tokens")' in card
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert AutoModelForCausalLM.from_pretrained(repo) is not None
+    assert AutoTokenizer.from_pretrained(repo).pad_token == "<|padding_0|>"
+    # the model dir itself works as PATH too
+    assert main(["hub", "push", str(node / "model"), "--repo", "alice/m2"]) == 0
+    # a run dir is not one model; a model dir is not a run
+    assert main(["hub", "push", str(micro_run["run_dir"]), "--repo", "alice/x"]) == 2
+    assert "--repo-prefix" in capsys.readouterr().err
+    assert main(["hub", "push", str(node), "--repo-prefix", "alice/x"]) == 2
+    assert "--repo USER/name" in capsys.readouterr().err
+    assert main(["hub", "push", str(node), "--repo", "not-a-repo"]) == 2
+    assert main(["hub", "push", str(node)]) == 2
+    assert TOKEN not in capsys.readouterr().err
+
+
+def test_pull_by_the_reference_group_name(micro_run, fake_hub, tmp_path):
+    from domtok.cli import main
+
+    run_dir = micro_run["run_dir"]
+    assert main(["hub", "push", str(run_dir), "--repo-prefix", "bob/micro", "--models", "pretrained", "results"]) == 0
+    assert sorted(fake_hub.uploads) == ["bob/micro-baseline-s0-pretrain", "bob/micro-mul_tokens-s0-pretrain",
+                                        "bob/micro-results"]
+    out = tmp_path / "pulled"
+    assert main(["hub", "pull", "--repo-prefix", "bob/micro", "--out", str(out), "--models", "hf_baseline_10b"]) == 0
+    assert (out / "baseline/seed0/pretrain/model/config.json").exists()
+    assert not (out / "mul_tokens/seed0/pretrain/model").exists()

@@ -13,7 +13,7 @@ import yaml
 from conftest import MICRO
 
 from domtok.errors import DomtokError
-from domtok.report.ladder import fit_trend, trend_lines, trends
+from domtok.report.ladder import seed_trend, trend_lines, trends
 from domtok.rundir import build_nodes, load_spec
 
 RUNGS = [{"name": "xs", "n_layer": 1, "n_head": 2, "n_embd": 32, "tokens": 4096},
@@ -128,43 +128,52 @@ def test_nominal_vocab_is_the_real_tokenizers(gpt2_dir):
 
 # --------------------------------------------------------------------------- the trend
 
-@pytest.mark.parametrize("delta, scattered", [([0.01, 0.03, 0.04, 0.06, 0.085], False),  # chi2/dof < 1
-                                               ([0.01, 0.09, 0.0, 0.12, 0.03], True)])     # chi2/dof > 1
-def test_trend_fit_matches_scipy_curve_fit(delta, scattered):
-    from scipy.optimize import curve_fit
+def test_seed_trend_is_a_t_test_over_per_seed_slopes():
+    """The trend: per seed, a least-squares slope over the rungs (numpy's polyfit); then
+    scipy's one-sample t-test of those slopes, K - 1 df."""
+    from scipy import stats
 
+    rng = np.random.default_rng(3)
     flops = [1e12, 3e12, 1e13, 4e13, 1e14]
-    se = np.array([0.02, 0.015, 0.02, 0.01, 0.03])
-    fit = fit_trend(flops, delta, list(se))
     x = np.log10(flops)
-    line = lambda x, a, b: a + b * x  # noqa: E731
-    (a, b), cov_abs = curve_fit(line, x, delta, sigma=se, absolute_sigma=True)
-    _, cov_rel = curve_fit(line, x, delta, sigma=se, absolute_sigma=False)  # scaled by chi2 / dof
-    assert fit["slope_per_decade"] == pytest.approx(b, rel=1e-6) and fit["intercept"] == pytest.approx(a, rel=1e-6)
-    b_exact, _ = np.polyfit(x, delta, 1, w=1 / se)  # closed form, for the slope to machine precision
-    assert fit["slope_per_decade"] == pytest.approx(b_exact, rel=1e-12)
-    ratio = fit["chi2"] / fit["dof"]
-    assert (ratio > 1) == scattered and fit["variance_scale"] == max(1.0, ratio)
-    want = cov_rel if ratio > 1 else cov_abs
-    assert fit["se"] == pytest.approx(math.sqrt(want[1, 1]), rel=1e-5)
-    assert fit["ci_low"] == pytest.approx(b - 1.959963984540054 * fit["se"], rel=1e-5)
-    assert np.allclose(fit["cov"], want, rtol=1e-5)
+    deltas = 0.02 * x[:, None] - 0.2 + rng.normal(0, 0.02, (5, 4))  # (rungs, seeds)
+    fit = seed_trend(flops, deltas.tolist())
+    slopes = [np.polyfit(x, deltas[:, k], 1)[0] for k in range(4)]
+    ref = stats.ttest_1samp(slopes, 0.0)
+    assert fit["per_seed_slopes"] == pytest.approx(slopes, rel=1e-9)
+    assert fit["slope_per_decade"] == pytest.approx(np.mean(slopes), rel=1e-12) and fit["df"] == 3
+    assert fit["p"] == pytest.approx(ref.pvalue, rel=1e-9)
+    assert (fit["ci_low"], fit["ci_high"]) == pytest.approx(tuple(ref.confidence_interval(0.95)), rel=1e-9)
+    assert fit["decades"] == pytest.approx(2.0) and fit["exploratory"] is False
+    # the band at a rung is the t-interval of the per-seed fitted values there
+    mid, lo, hi = __import__("domtok.report.ladder", fromlist=["trend_band"]).trend_band(fit, [x[2]])
+    fitted = [np.polyval(np.polyfit(x, deltas[:, k], 1), x[2]) for k in range(4)]
+    assert mid[0] == pytest.approx(np.mean(fitted)) and (lo[0], hi[0]) == pytest.approx(
+        tuple(stats.ttest_1samp(fitted, 0).confidence_interval(0.95)), rel=1e-9)
+    # half a decade: exploratory; one seed or one rung: not estimable
+    assert seed_trend([1e12, 3e12], [[0.0, 0.1], [0.1, 0.1]])["exploratory"] is True
+    assert seed_trend([1e12, 1e14], [[0.0], [0.2]]) is None and seed_trend([1e12], [[0.1, 0.2]]) is None
 
 
-def test_trend_of_two_rungs_uses_their_own_uncertainty():
-    # two rungs: the line goes through both points; the slope's SE comes from their CIs
-    se_point = 0.05
-    fit = fit_trend([1e12, 1e14], [0.0, 0.2], [se_point, se_point])
-    assert fit["slope_per_decade"] == pytest.approx(0.1)
-    assert fit["se"] == pytest.approx(math.sqrt(2) * se_point / 2)
-    assert fit["dof"] == 0 and fit["p_fit"] is None
-    assert fit_trend([1e12], [0.1], [0.05]) is None
+def test_trend_null_simulation_rungs_sharing_items():
+    """No trend, 3 rungs that share their items and 3 seeds, each seed with its own offset
+    common to its rungs: the slope test rejects at about its nominal 5%."""
+    rng = np.random.default_rng(11)
+    n = 4000
+    item = rng.normal(0, 0.03, (n, 1, 1))   # shared by every rung and seed: the items drawn
+    seed = rng.normal(0, 0.02, (n, 1, 3))   # seed k's offset, common to its rungs
+    noise = rng.normal(0, 0.02, (n, 3, 3))
+    deltas = item + seed + noise
+    flops = [1e12, 1e13, 1e14]
+    rate = np.mean([seed_trend(flops, d.tolist())["p"] < 0.05 for d in deltas])
+    assert abs(rate - 0.05) < 3 * np.sqrt(0.05 * 0.95 / n)
 
 
-def _row(rung, flops, delta, lo, hi):
+def _row(rung, flops, delta, lo, hi, deltas=(0.0, 0.0)):
     return {"rung": rung, "flops": flops, "headline": [
         {"benchmark": "probes", "metric": "accuracy_mul_table", "stage": "sft", "condition": "mul_tokens",
-         "delta": delta, "ci_low": lo, "ci_high": hi, "p": 0.5, "p_holm": 1.0}]}
+         "delta": delta, "ci_low": lo, "ci_high": hi, "p": 0.5, "p_holm": 1.0, "seeds": [0, 1],
+         "per_seed_deltas": list(deltas)}]}
 
 
 def test_smallest_rung_whose_ci_excludes_zero():
@@ -172,9 +181,12 @@ def test_smallest_rung_whose_ci_excludes_zero():
     t = trends(rows)
     assert t[0]["first_rung_excluding_zero"] == "m"
     assert "smallest rung whose 95% CI excludes zero for some headline effect is `m`" in "\n".join(trend_lines(rows, t))
-    null = [_row("s", 1e12, 0.01, -0.05, 0.07), _row("m", 1e13, -0.02, -0.09, 0.05)]
+    null = [_row("s", 1e12, 0.01, -0.05, 0.07, (0.0, 0.02)), _row("m", 1e13, -0.02, -0.09, 0.05, (-0.03, -0.01))]
     text = "\n".join(trend_lines(null, trends(null)))
     assert "No rung's 95% CI excludes zero for any headline effect" in text
+    assert "The rungs span 1.00 decades of training compute per model." in text
+    short = [_row("s", 1e12, 0.01, -0.05, 0.07), _row("m", 5e12, -0.02, -0.09, 0.05)]
+    assert "less than one decade, so any trend here is exploratory" in "\n".join(trend_lines(short, trends(short)))
 
 
 # --------------------------------------------------------------------------- presets
@@ -340,11 +352,10 @@ def test_adding_a_rung_to_a_finished_ladder_runs_only_its_nodes(micro_ladder, tm
     assert sorted({Path(k).relative_to(runs / "microladder").parts[0] for k in set(after) - set(stamps)}) == ["rung-m"]
 
 
-def test_trend_of_rungs_without_variation():
-    # a rung where both conditions answer alike (se 0) takes the most precise other rung's se
-    fit = fit_trend([1e12, 1e13, 1e14], [0.0, 0.1, 0.2], [0.0, 0.05, 0.02])
-    assert fit == fit_trend([1e12, 1e13, 1e14], [0.0, 0.1, 0.2], [0.02, 0.05, 0.02])
-    assert fit_trend([1e12, 1e14], [0.0, 0.0], [0.0, 0.0]) is None  # nothing to weigh: not estimable
+def test_trend_of_seeds_with_the_same_slope():
+    # every seed moves alike: the slope has no spread to be tested against
+    fit = seed_trend([1e12, 1e13, 1e14], [[0.0, 0.0], [0.1, 0.1], [0.2, 0.2]])
+    assert fit["slope_per_decade"] == pytest.approx(0.1) and fit["p"] == 1.0 and fit["ci_low"] is None
 
 
 def test_planted_ladder_effect_is_found_from_its_first_rung(tmp_path):
@@ -357,7 +368,7 @@ def test_planted_ladder_effect_is_found_from_its_first_rung(tmp_path):
     ladder = [{"name": "small", "n_layer": 1, "n_head": 1, "n_embd": 8, "tokens": 8192},
               {"name": "mid", "n_layer": 1, "n_head": 1, "n_embd": 16, "tokens": 8192},
               {"name": "big", "n_layer": 1, "n_head": 1, "n_embd": 32, "tokens": 8192}]
-    run_dir = write_fake_run(tmp_path, seeds=(0, 1), ladder=ladder)
+    run_dir = write_fake_run(tmp_path, seeds=(0, 1, 2), ladder=ladder)
     spec_path = run_dir / "spec.yaml"
     spec_data = yaml.safe_load(spec_path.read_text())
     spec_data["learns"] = {"stage": "sft", "minimum": {"probes.accuracy_mul_multidigit": 0.5}}
@@ -377,11 +388,12 @@ def test_planted_ladder_effect_is_found_from_its_first_rung(tmp_path):
     helped = trend["accuracy_mul_multidigit", "sft"]
     assert helped["first_rung_excluding_zero"] == "mid"
     assert trend["accuracy_mul_table", "sft"]["first_rung_excluding_zero"] is None
-    # the slope is the weighted fit of the report's own per-rung effects and standard errors
+    # the slope is the mean of the per-seed slopes of the report's own per-rung, per-seed effects
     rows = [next(h for h in r["headline"] if h["metric"] == "accuracy_mul_multidigit" and h["stage"] == "sft")
             for r in report["ladder"]]
-    b, _ = np.polyfit([12, 13, 14], [h["delta"] for h in rows], 1, w=[1 / h["se"] for h in rows])
-    assert helped["trend"]["slope_per_decade"] == pytest.approx(b) and b > 0.1
+    slopes = [np.polyfit([12, 13, 14], [h["per_seed_deltas"][k] for h in rows], 1)[0] for k in range(3)]
+    assert helped["trend"]["slope_per_decade"] == pytest.approx(np.mean(slopes)) and np.mean(slopes) > 0.1
+    assert helped["trend"]["n_seeds"] == 3 and helped["trend"]["decades"] == pytest.approx(2.0)
     md = (run_dir / "report.md").read_text()
     line = next(ln for ln in md.splitlines() if ln.startswith("| probes.accuracy_mul_multidigit after sft"))
     assert line.endswith("| mid |")

@@ -226,7 +226,7 @@ def test_model_dir_shape_mismatch_names_file(tmp_path):
 def test_failed_save_leaves_nothing(tmp_path):
     class Boom:
         vocab_size = CFG.vocab_size
-        condition, base, eot_id = "baseline", "fake", 0
+        condition, base, eot_id, pad_id = "baseline", "fake", 0, 1
 
         def save(self, d):
             raise RuntimeError("disk full")

@@ -272,3 +272,20 @@ def test_cli(tmp_path, gpt2_dir, capsys):
     assert main(["prepare", "n_docs=40", "shard_tokens=100000", "--out", str(tmp_path / "c")]) == 0
     assert "train" in capsys.readouterr().out and (tmp_path / "c" / "meta.json").exists()
     assert main(["prepare", "n_docs=40", "source=/nope", "--out", str(tmp_path / "d")]) == 2
+
+
+def test_readers_refuse_a_shard_without_its_sidecar(baseline_dir, tmp_path):
+    """One reader (data/shards.py) for training, validation and the id check: a shard is complete
+    once its sidecar exists, and a reader never uses an incomplete one."""
+    import shutil
+
+    from domtok.train.data import SplitStream, check_shard_ids
+
+    d = tmp_path / "copy"
+    shutil.copytree(baseline_dir, d)
+    assert SplitStream(d, "train").num_tokens == load_meta(d)["splits"]["train"]["tokens"]
+    (d / "train_000000.json").unlink()
+    with pytest.raises(DomtokError, match="train_000000.npy: incomplete shard"):
+        SplitStream(d, "train")
+    with pytest.raises(DomtokError, match="incomplete shard"):
+        check_shard_ids(d, load_meta(d)["vocab_size"])

@@ -102,3 +102,35 @@ def test_status_shows_a_running_nodes_progress_and_the_runs_time_left(tmp_path):
     # the other pretraining is timed from this one (1 + 3 minutes); the rest is not yet timed
     run_line = next(ln for ln in text.splitlines() if ln.startswith("  run: "))
     assert "1 running" in run_line and "not yet timed" in run_line
+
+
+def test_domtok_run_prints_running_nodes_while_one_runs_in_process(tmp_path, monkeypatch, capsys):
+    """--jobs 1 runs a node inside `domtok run`; its heartbeat still reaches the terminal with
+    the node's progress (read from its log) and the run's time left. The nodes are stand-ins
+    that write a progress line and a manifest: this tests the scheduler, not the stages."""
+    from conftest import MICRO
+    from domtok import pipeline
+    from domtok.pipeline import RunOptions, load_spec, run_experiment
+
+    monkeypatch.setenv("DOMTOK_PROGRESS_EVERY", "0.25")  # a heartbeat every second
+
+    def fake_node(node, run_dir, opts, fresh):
+        node.out_dir.mkdir(parents=True, exist_ok=True)
+        (node.out_dir / "log.txt").write_text(
+            f"progress {node.kind}: 3/10 steps (30.0%) · 1 steps/s · elapsed 3s · ETA 7s\n")
+        if node.kind == "pretrain":
+            time.sleep(2.5)
+        (node.out_dir / "manifest.json").write_text(json.dumps({"hash": node.hash, "wall_time_s": 1.0}))
+        return True
+
+    monkeypatch.setattr(pipeline, "run_node", fake_node)
+    p = tmp_path / "one.yaml"
+    p.write_text(yaml.safe_dump(dict(MICRO, conditions={"baseline": {"token_set": None}}, stages=MICRO["stages"][:1],
+                                     evals={"after": [], "benchmarks": {}})))
+    spec = load_spec(str(p))
+    spec.runs_dir = str(tmp_path / "runs")
+    monkeypatch.setattr("domtok.report.write_report", lambda run_dir: run_dir / "report.md")
+    assert run_experiment(spec, RunOptions(jobs=1)) == 0
+    out = capsys.readouterr().out
+    assert "  running baseline/seed0/pretrain (" in out and "): pretrain 3/10 steps (30%), ~" in out, out
+    assert "  run: 1 running, 0 waiting, ~" in out  # the node runs inside `domtok run`: counted once

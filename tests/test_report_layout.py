@@ -50,3 +50,18 @@ def test_report_names_both_train_losses_and_shows_rfts_yield(tmp_path: Path):
     assert "Rejection sampling (RFT): yield per round" in md
     assert "| rft | baseline | 0 | 1 | 400 | 120 | 100 | 0.250 | 0.400 | 7 | 0.9000 |" in md
     assert "| rft | mul_tokens | 0 | 2 | 400 | 10 | 0 | 0.000 | 0.000 | – | – |" in md
+
+
+def test_the_secondary_sentence_speaks_for_the_primary_stage_not_the_last_listed(tmp_path: Path):
+    """With branches the last stage in evals.after is one branch among several: the headline's
+    secondary sentence answers after the spec's primary stage."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_report import write_fake_run
+
+    primary = {"benchmark": "gsm_synthetic", "metric": "accuracy_flexible", "stage": "sft", "margin": 0.05}
+    run_dir = write_fake_run(tmp_path, primary=primary)
+    write_report(run_dir)
+    md = (run_dir / "report.md").read_text()
+    assert "**Secondary (after `sft`, 3 seed(s)).**" in md and "**Secondary (after `grpo`" not in md

@@ -94,7 +94,7 @@ def test_torchrun_two_processes_match_one(taught, tmp_path):
     questions.write_text("".join(json.dumps(r) + "\n" for r in [
         QA, {"question": "What is 3 + 2?", "answer": "#### 5"}, QA]))
     cfg = {"rft": {"model": str(model_dir), "device": "cpu", "seed": 2, "rounds": 2, "num_samples": 4,
-                   "temperature": 0.9, "max_new_tokens": 24, "generation_batch_size": 3,
+                   "temperature": 0.9, "max_new_tokens": 24, "decode_batch_size": 3,
                    "questions": {"kind": "jsonl", "path": str(questions)},
                    "sft": {"name": "rft", "epochs": 2, "learning_rate": 1e-3, "max_length": 64, "batch_size": 1,
                            "grad_accum": 2, "val_size": 0}}}

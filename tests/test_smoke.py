@@ -57,6 +57,39 @@ def tiny(tmp_path_factory):
     return (tmp, *smoke(tmp, "tiny"))
 
 
+@pytest.fixture(scope="module")
+def controls(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("controls")
+    return (tmp, *smoke(tmp, "tiny-controls", "--seeds", "1"))
+
+
+def test_controls_smoke_runs_every_node(controls):
+    """tiny-controls (one seed): the control set is built beside the tokenizer, the
+    document-matched arm reads exactly the baseline's documents, every node finishes."""
+    from domtok.rundir import build_nodes, load_spec, node_state, read_summary
+
+    out, res, _, _, _ = controls
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    run = out / "tiny-controls-smoke"
+    nodes = build_nodes(load_spec(str(run / "spec.yaml")), run)
+    assert {n.condition for n in nodes} >= {"baseline", "mul_tokens", "mul_tokens_docs", "control_tokens"}
+    assert all(node_state(n) == "done" for n in nodes)
+    pre = {n.condition: read_summary(n) for n in nodes if n.kind == "pretrain"}
+    assert pre["mul_tokens_docs"]["documents_seen"] == pre["baseline"]["documents_seen"]
+    assert pre["mul_tokens_docs"]["match"]["documents"] == pre["baseline"]["documents_seen"]
+    built = json.loads((run / "tokenizer" / "token_sets" / "control.json").read_text())["build"]
+    assert abs(built["shrink"] - built["target"]) <= 0.01
+    assert f"control by {built['shrink']:.2%}" in (run / "tokenizer" / "log.txt").read_text()  # the build prints both
+    # the report: the mechanism section with both controls, the document-matched arm's verdict
+    report = (run / "report.md").read_text()
+    for text in ("## Mechanism", "| atomic facts or more text? | mul_tokens − mul_tokens_docs |",
+                 "| facts or compression? | mul_tokens − control_tokens |",
+                 "mul_tokens_docs is document-matched (data-matched) to baseline: the same documents"):
+        assert text in report, text
+    mech = json.loads((run / "report.json").read_text())["mechanism"]
+    assert {r["question"] for r in mech["matching"]} >= {"atomic facts or more text?", "facts or compression?"}
+
+
 def test_replication_preset_smoke_runs_every_node(replication):
     tmp_path, res, r, wall, cpu = replication
     assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-3000:]
@@ -125,7 +158,7 @@ SHRINK_PRETRAIN = ["max_steps=2", "seq_len=64", "micro_batch_size=2", "tokens_pe
                    "progress=false"]
 
 
-def test_every_readme_command_runs(replication, tiny, tmp_path):
+def test_every_readme_command_runs(replication, tiny, controls, tmp_path):
     """Each README command runs as written where this CPU machine can; where it needs GPUs or
     the network, its smoke / --help / local-fixture equivalent runs instead, as noted per branch."""
     rep_dir, rep_res, _, _, _ = replication
@@ -152,6 +185,8 @@ def test_every_readme_command_runs(replication, tiny, tmp_path):
             assert "dev" in project["optional-dependencies"] and project["name"] == "domtok"
         elif argv == ["domtok", "run"]:  # the full tiny study takes minutes: its --smoke (fixture `tiny`)
             assert tiny[1].returncode == 0
+        elif argv == ["domtok", "run", "tiny-controls"]:  # minutes too: its --smoke (fixture `controls`)
+            assert controls[1].returncode == 0
         elif argv[:2] == ["domtok", "run"] and "--nnodes" in argv:  # several machines: tests/test_multinode.py
             assert "--rdzv" in argv and "--node-rank" in argv
         elif argv[:2] == ["domtok", "run"]:  # GPUs: the --smoke of the same spec (fixture `replication`)

@@ -26,6 +26,22 @@ TURN_SEPARATOR = "\n"  # between an assistant's EOS and the next "User: "
 # A sample that starts a new user turn has gone past its answer: generation stops here.
 STOP_STRINGS = ("\nUser:",)
 
+# The same format as a Jinja chat template, for `transformers`' `tokenizer.apply_chat_template`
+# (written into every tokenizer_config.json domtok saves). With the tokenizer's eos_token
+# "<|endoftext|>" it renders exactly `render_conversation_text`; tests/test_hf_native.py
+# compares the two, text and ids. "Assistant:" follows every user message, so the prompt
+# ends the same with or without `add_generation_prompt`.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'system' -%}{{ message['content'] }}{{ '\\n\\n' }}"
+    "{%- elif message['role'] == 'user' -%}"
+    "{%- if loop.index0 > 0 and messages[loop.index0 - 1]['role'] == 'assistant' %}{{ '\\n' }}{% endif -%}"
+    "{{ 'User: ' }}{{ message['content'] }}{{ '\\nAssistant:' }}"
+    "{%- elif message['role'] == 'assistant' -%}{{ ' ' }}{{ message['content'] }}{{ eos_token }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+)
+
 
 def render_prompt(question: str, system: str | None = None, history: list[dict] | None = None) -> str:
     """Text the model continues to answer `question` (ends with "Assistant:")."""

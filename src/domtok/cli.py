@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # verb, module, one line of help
@@ -33,12 +34,16 @@ VERBS = [
 
 
 def build_parser(load_verb: str | None = None) -> argparse.ArgumentParser:
+    from domtok import __version__
+
     parser = argparse.ArgumentParser(
         prog="domtok",
         description="Domain-token experiments on GPT-2-class language models.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run `domtok VERB --help` for the options of a verb.",
     )
+    parser.add_argument("--version", action="version", version=f"domtok {__version__}",
+                        help="print domtok's version and exit")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb, module, help_line in VERBS:
         p = sub.add_parser(verb, help=help_line, description=help_line)
@@ -58,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     # so overrides after options come back here; they are overrides all the same.
     if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
         args.overrides = list(args.overrides or []) + extra
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    elif extra:  # the usage of the (sub-)verb the flag was given to, not domtok's own
+        innermost_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     if not args.verb:
         parser.print_help()
         return 0
@@ -69,6 +74,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         rc = module.main(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the boundary, not at exit
+    except BrokenPipeError:
+        # the reader of stdout went away (`domtok status RUN | head`): stop quietly, as `cat`
+        # does (exit 141 = 128 + SIGPIPE); stdout goes to devnull so the interpreter's final
+        # flush does not complain either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except DomtokError as e:
         print(f"domtok {args.verb}: error: {_one_line(e)}", file=sys.stderr)
         return 2
@@ -83,6 +95,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         release_locks()
     return int(rc or 0)
+
+
+def innermost_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the deepest sub-verb chosen in `args` (`domtok hub push` -> push's parser)."""
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = getattr(args, subs[0].dest, None) if subs else None
+        if chosen not in (subs[0].choices if subs else {}):
+            return parser
+        parser = subs[0].choices[chosen]
 
 
 def _one_line(e: BaseException) -> str:

@@ -242,12 +242,20 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+# Keys that were renamed: the error names the new key
+RENAMED = {"generation_batch_size": "decode_batch_size (Engine rows decoded together; TRL's "
+                                    "generation_batch_size means completions per rollout)"}
+
+
 def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     """Build dataclass `cls` from a nested dict; unknown keys are an error naming the valid ones,
     and every value must lie in its knob's range (`RANGES`)."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
+    renamed = [f"{k} is now {RENAMED[k]}" for k in unknown if k in RENAMED and RENAMED[k].split()[0] in fields]
+    if renamed:
+        raise ConfigError(f"{where}: {'; '.join(renamed)}")
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(fields)}")
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}

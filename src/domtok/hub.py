@@ -10,8 +10,16 @@ One run becomes several Hub repos under a prefix `USER/name`:
 `registry.json` (in the results repo) maps each name to its repo, stage, condition and seed,
 so `domtok hub pull --repo-prefix USER/name --models baseline` on a fresh machine knows what
 to fetch. Groups: a stage name (`pretrain`, `sft`), a condition (`baseline`, `mul_tokens`),
-`models`, `all`. Intermediate training checkpoints are large and stay local unless
+`models`, `all`; and the reference study's download names for the same things: the groups
+`pretrained` (= pretrain) and `sft_tulu` (= sft_instruct), and the model names
+`hf_<condition>_10b`, `sft_tulu_<condition>`, `sft_gsm8k_<condition>` (that stage and
+condition, every seed). Intermediate training checkpoints are large and stay local unless
 `--include-checkpoints`. What is already there (same node hash) is skipped unless `--force`.
+
+One model dir goes to one repo of an exact name, as the reference study pushed them:
+`domtok hub push runs/x/mul_tokens/seed0/sft --repo USER/domain-token-gpt2-sft-mul-tokens`
+(a stage's node dir or its `model/`). Every pushed model carries its model card (README.md,
+domtok.model.card) with the run's evaluation results of that model, when it has any.
 
 The token comes from the environment (HF_TOKEN) or the saved HF login, resolved by
 huggingface_hub itself; domtok never reads it into a variable it could print.
@@ -32,6 +40,10 @@ from pathlib import Path
 from domtok.errors import DomtokError
 
 RESULT_PATTERNS = ("*.json", "*.jsonl", "*.md", "*.yaml", "*.png", "log.txt")
+# The reference study's download names (its scripts/load_from_hf.py) for domtok's stages
+STAGE_ALIASES = {"pretrained": "pretrain", "sft_tulu": "sft_instruct"}
+REFERENCE_MODEL = re.compile(r"^(hf|sft_tulu|sft_gsm8k)_(.+?)(_10b)?$")
+REFERENCE_MODEL_STAGES = {"hf": "pretrain", "sft_tulu": "sft_instruct", "sft_gsm8k": "sft_gsm8k"}
 
 
 @dataclass
@@ -56,6 +68,25 @@ def snapshot_download(**kwargs):
     from huggingface_hub import snapshot_download as _sd
 
     return _sd(**kwargs)
+
+
+# `user/name` or `user/name@revision`; a path that exists locally is always the path
+HUB_MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+
+
+def resolve_model(model: str) -> str:
+    """A local model dir as given, or a Hub model id (`user/name`, `user/name@revision`) fetched
+    into the Hugging Face cache with huggingface_hub's snapshot_download (which returns the
+    cached snapshot without a request when HF_HUB_OFFLINE=1)."""
+    if Path(model).exists() or not HUB_MODEL_ID.match(model):
+        return model
+    repo, _, revision = model.partition("@")
+    try:
+        return snapshot_download(repo_id=repo, revision=revision or None)
+    except Exception as e:  # not found, offline without a cached copy, network down
+        detail = " ".join(str(e).split())[:200]
+        raise DomtokError(f"{model}: no such local directory, and no Hugging Face Hub model {repo} could be fetched "
+                          f"({type(e).__name__}: {detail}); check the path, or the repo id and the network") from None
 
 
 def _repo_name(prefix: str, suffix: str) -> str:
@@ -83,19 +114,24 @@ def build_registry(run_dir: Path, prefix: str) -> list[Entry]:
     return entries
 
 
+def matches(e: Entry, want: str) -> bool:
+    """Whether `want` (a name, a group, or a reference-study alias) covers entry `e`."""
+    if want in {e.name, e.kind, e.stage, e.condition} or (want == "models" and e.kind == "model"):
+        return True
+    if e.kind == "model" and STAGE_ALIASES.get(want) == e.stage:
+        return True
+    m = REFERENCE_MODEL.match(want)
+    return bool(m and e.kind == "model" and e.stage == REFERENCE_MODEL_STAGES[m[1]] and e.condition == m[2])
+
+
 def select(entries: list[Entry], wanted: list[str] | None) -> list[Entry]:
-    """Entries matching names or groups (stage, condition, `models`, `all`); default all."""
+    """Entries matching names, groups (stage, condition, `models`, `all`) or aliases; default all."""
     if not wanted or "all" in wanted:
         return entries
-    out = []
-    for e in entries:
-        keys = {e.name, e.kind, e.stage, e.condition, "models" if e.kind == "model" else None}
-        if keys & set(wanted):
-            out.append(e)
-    unknown = set(wanted) - {k for e in entries for k in (e.name, e.kind, e.stage, e.condition, "models")}
+    unknown = [w for w in wanted if not any(matches(e, w) for e in entries)]
     if unknown:
         raise DomtokError(f"unknown model(s) or group(s) {sorted(unknown)}; see `domtok hub list`")
-    return out
+    return [e for e in entries if any(matches(e, w) for w in wanted)]
 
 
 def _require_token() -> None:
@@ -136,6 +172,9 @@ def push(run_dir: Path, prefix: str, wanted: list[str] | None = None, include_ch
     # the run dir first (build_registry reads it): a wrong path is the likelier mistake, and
     # needs no token to report
     _repo_name(prefix, "results")
+    if not (run_dir / "spec.yaml").exists() and any((run_dir / p).exists() for p in ("config.json", "model/config.json")):
+        raise DomtokError(f"{run_dir}: one model dir, not a run directory; push it with --repo USER/name "
+                          "(--repo-prefix pushes a whole run)")
     registry = build_registry(run_dir, prefix)
     _require_token()
     api = HfApi()
@@ -176,10 +215,69 @@ def _stage_folder(run_dir: Path, e: Entry, registry: list[Entry], tmp: Path, inc
         from domtok.model.hf import export_hf
 
         export_hf(src / "model", out)
+        write_card(out, node_results(src), e.name, e.repo)
         if include_checkpoints and (src / "checkpoints").is_dir():
             shutil.copytree(src / "checkpoints", out / "checkpoints")
     (out / "domtok_node.json").write_text(json.dumps(asdict(e), indent=2))
     return out
+
+
+def node_results(node_dir: Path) -> dict:
+    """{benchmark: metrics} of the run's evaluations of the model in `node_dir` (its `eval/*/`)."""
+    out = {}
+    for summary in sorted(Path(node_dir).glob("eval/*/summary.json")):
+        try:
+            out[summary.parent.name] = json.loads(summary.read_text())["metrics"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # an unfinished or unreadable evaluation says nothing
+    return out
+
+
+def write_card(model_dir: Path, results: dict, name: str, repo: str) -> None:
+    """The model card of a dir about to be pushed: its facts, results, and how to load it from `repo`."""
+    from domtok.model.card import model_card
+
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "README.md").write_text(model_card(config, results, name=name, load_path=repo))
+
+
+def _check_repo(repo: str) -> None:
+    if repo.count("/") != 1 or not all(repo.split("/")) or not HUB_MODEL_ID.match(repo) or "@" in repo:
+        raise DomtokError(f"--repo {repo!r} must look like USER/name (letters, digits, '.', '_', '-')")
+
+
+def push_model(path: Path, repo: str, private: bool = True, include_checkpoints: bool = False,
+               log=print) -> str:
+    """Push one model dir (or a stage's node dir holding `model/`) to the exact repo `repo`."""
+    from domtok.model.checkpoint import read_config
+
+    _check_repo(repo)
+    path = Path(path)
+    node_dir = path
+    if (path / "model" / "config.json").exists() and not (path / "config.json").exists():
+        path = path / "model"
+    else:
+        node_dir = path.parent
+    if (path / "spec.yaml").exists():
+        raise DomtokError(f"{path}: a run directory; --repo pushes one model dir (e.g. RUN/<condition>/seed0/sft), "
+                          "--repo-prefix USER/name pushes a whole run")
+    if read_config(path).get("format") != "domtok":
+        raise DomtokError(f"{path / 'config.json'}: not a domtok model dir; push what a domtok stage, "
+                          "`domtok export` or `domtok import` wrote")
+    _require_token()
+    api = HfApi()
+    _hub_call(repo, api.create_repo, repo, private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        from domtok.model.hf import export_hf
+
+        out = export_hf(path, Path(tmp) / "repo")
+        write_card(out, node_results(node_dir), repo.split("/")[1], repo)
+        if include_checkpoints and (node_dir / "checkpoints").is_dir():
+            shutil.copytree(node_dir / "checkpoints", out / "checkpoints")
+        _hub_call(repo, api.upload_folder, repo_id=repo, folder_path=str(out),
+                  commit_message=f"domtok: {path}")
+    log(f"pushed {path} -> {repo}")
+    return repo
 
 
 def fetch_registry(prefix: str, cache: Path | None = None) -> list[Entry]:
@@ -257,16 +355,20 @@ def format_registry(entries: list[Entry]) -> str:
 
 def add_arguments(p) -> None:
     sub = p.add_subparsers(dest="hub_cmd", metavar="{push,pull,list}", required=True)
-    ps = sub.add_parser("push", help="upload a run's models, tokenizer and results")
-    ps.add_argument("run_dir")
+    ps = sub.add_parser("push", help="upload a run's models, tokenizer and results (--repo-prefix), or one model "
+                                     "dir to one repo (--repo)")
+    ps.add_argument("run_dir", metavar="PATH", help="run directory (with --repo-prefix), or one model dir / stage "
+                                                   "dir holding model/ (with --repo)")
+    ps.add_argument("--repo", help="USER/name: push PATH, one model dir, to exactly this repo (with its model card)")
     pl = sub.add_parser("pull", help="download results and chosen models of a pushed run")
     pl.add_argument("--out", default=None, help="run directory to fill (default runs/<name>)")
     ls = sub.add_parser("list", help="show the registry of a run (local RUN_DIR or --repo-prefix)")
-    ls.add_argument("run_dir", nargs="?")
+    ls.add_argument("run_dir", nargs="?", help="local run directory (or give --repo-prefix)")
     for q in (ps, pl, ls):
-        q.add_argument("--repo-prefix", required=q is not ls, help="USER/name; repos are USER/name-<suffix>")
+        q.add_argument("--repo-prefix", required=q is pl, help="USER/name; repos are USER/name-<suffix>")
     for q in (ps, pl):
-        q.add_argument("--models", nargs="*", help="names or groups (stage, condition, models, all)")
+        q.add_argument("--models", nargs="*", help="names or groups (stage, condition, models, all; the reference "
+                                                   "study's pretrained, sft_tulu, hf_<condition>_10b, ...)")
         q.add_argument("--all", action="store_true", help="everything in the registry")
         q.add_argument("--include-checkpoints", action="store_true",
                        help="also intermediate training checkpoints (large; off by default)")
@@ -286,6 +388,16 @@ def main(args) -> int:
         return 0
     wanted = None if args.all else args.models
     if args.hub_cmd == "push":
+        if bool(args.repo) == bool(args.repo_prefix):
+            raise DomtokError("hub push: give --repo USER/name (one model dir) or --repo-prefix USER/name (a run), "
+                              "not both or neither")
+        if args.repo:
+            if args.models or args.all:
+                raise DomtokError("hub push --repo pushes the one model dir PATH; --models/--all choose from a run "
+                                  "(use --repo-prefix)")
+            push_model(Path(args.run_dir), args.repo, private=not args.public,
+                       include_checkpoints=args.include_checkpoints)
+            return 0
         push(Path(args.run_dir), args.repo_prefix, wanted, args.include_checkpoints, args.force,
              private=not args.public)
     else:

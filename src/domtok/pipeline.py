@@ -29,6 +29,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
+from domtok import provenance
 from domtok.config import ConfigError, atomic_write_json, atomic_write_text
 from domtok.errors import DomtokError
 from domtok.manifest import write_manifest
@@ -62,6 +63,8 @@ def stage_call(node: Node, run_dir: Path):
     if node.kind == "pretrain":
         from domtok.train.pretrain import PretrainConfig, run
         cfg["data_dir"] = str(node.deps[0].out_dir)
+        if "match_documents" in cfg:  # the partner condition's shards (rundir.document_partner)
+            cfg["match_documents"] = str(node.deps[-1].out_dir)
         cfg.pop("condition")
         return run, _build(PretrainConfig, cfg, node)
     if node.kind in ("sft", "grpo", "rft"):
@@ -290,13 +293,16 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
     running: dict[Future, tuple[Node, float]] = {}
     counter = [0]
 
-    def finish(node: Node, msg: str, ok: bool) -> None:
+    def finish(node: Node, msg: str, ok: bool, left: bool = False) -> None:
+        """Settle `node`; `left` adds the run's time left, counting this node's own wall time."""
         counter[0] += 1
         resolved.add(node.id)
         if not ok:
             failed.add(node.id)
         elif wall_time(node):
             walls.setdefault(kind_key(node), []).append(wall_time(node))
+        if left:
+            msg += time_left(pending, list(running.values()), walls, opts.jobs)
         _say(opts, f"[{counter[0]}/{len(todo)}] {node.id}: {msg}")
 
     def try_start(node: Node, pool) -> bool:
@@ -322,12 +328,12 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
             others = ", ".join(n.id for n, _ in running.values())
             _say(opts, f"start {node.id}" + (f" (also running: {others})" if others else ""))
         fresh = forced(node) or state in ("stale", "failed")
-        running[pool.submit(run_node, node, run_dir, opts, fresh)] = (node, time.time())
+        active[node.id] = (node, time.time())  # before submit: --jobs 1 runs the node inside it
+        running[pool.submit(run_node, node, run_dir, opts, fresh)] = active[node.id]
         return True
 
-    from domtok.progress import every_seconds
-
-    heartbeat = max(1.0, 4 * every_seconds())  # 60 s by default
+    active: dict[str, tuple[Node, float]] = {}  # started and not yet settled, for the heartbeat
+    stop = _heartbeat(opts, active, pending, walls)
     pool = _pool(opts)
     try:
         while pending or running:
@@ -340,13 +346,10 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
                 if pending:  # cannot happen for a valid order; never spin
                     raise AssertionError(f"no node can start: {[n.id for n in pending]}")
                 break
-            done, _ = wait(list(running), timeout=heartbeat, return_when=FIRST_COMPLETED)
-            if not done:  # a long node: where each running node is, from its log's progress line
-                for line in running_lines(list(running.values()), pending, walls, opts.jobs):
-                    _say(opts, line)
-                continue
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for fut in done:
                 node, t0 = running.pop(fut)
+                active.pop(node.id, None)
                 try:
                     ok = fut.result()
                 except BrokenProcessPool:  # the worker died (killed, out of memory): the node failed
@@ -354,14 +357,14 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
                                       {"error": "its worker process died", "log": str(node.out_dir / "log.txt")})
                     ok = False
                 if ok:
-                    finish(node, f"done in {wall_time(node):.1f}s ({key_metric_text(node)})"
-                                 + time_left(pending, list(running.values()), walls, opts.jobs), True)
+                    finish(node, f"done in {wall_time(node):.1f}s ({key_metric_text(node)})", True, left=True)
                 else:
                     finish(node, f"FAILED: {_failure(node)} — see {node.out_dir / 'log.txt'}", False)
             if any(isinstance(f.exception(), BrokenProcessPool) for f in done if f.done()):
                 pool.shutdown(wait=True, cancel_futures=True)
                 pool = _pool(opts)  # a fresh pool for the rest
     finally:
+        stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
     return failed
 
@@ -385,6 +388,32 @@ def _other_config(node: Node) -> bool:
     except (json.JSONDecodeError, AttributeError):
         old = None
     return old != node.hash or node.kind not in RESUMABLE
+
+
+def _heartbeat(opts: RunOptions, active: dict, pending: list, walls: dict):
+    """A thread that prints, every 4 x $DOMTOK_PROGRESS_EVERY seconds (a minute by default)
+    while a node runs, where each running node is (its log's progress line) and the run's time
+    left, to the terminal `domtok run` started on (a node's own output goes to its log, also
+    under --jobs 1, where the node runs in this process). Returns the Event that stops it."""
+    import threading
+
+    from domtok.progress import every_seconds
+
+    stop = threading.Event()
+    out, period = sys.stdout, max(1.0, 4 * every_seconds())
+
+    def beat() -> None:
+        while not stop.wait(period):
+            try:
+                now = list(active.values())
+                waiting = [n for n in list(pending) if n.id not in active]  # --jobs 1: the running node is not yet removed
+                if now and not opts.quiet:
+                    print("\n".join(running_lines(now, waiting, walls, opts.jobs)), file=out, flush=True)
+            except Exception:  # the board is advice: never let it stop the run
+                continue
+
+    threading.Thread(target=beat, daemon=True, name="domtok-heartbeat").start()
+    return stop
 
 
 def run_node(node: Node, run_dir: Path, opts: RunOptions, fresh: bool) -> bool:
@@ -420,7 +449,8 @@ def run_node(node: Node, run_dir: Path, opts: RunOptions, fresh: bool) -> bool:
     manifest = {"id": node.id, "hash": node.hash, "kind": node.kind, "stage": node.stage,
                 "condition": node.condition, "seed": node.seed, "benchmark": node.benchmark,
                 "rung": node.rung, "config": node.config, "inputs": [d.id for d in node.deps], "summary": summary or {},
-                "wall_time_s": time.time() - t0, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                "wall_time_s": time.time() - t0, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "provenance": provenance.collect()}
     write_manifest(node.out_dir, manifest)
     (node.out_dir / "running.json").unlink(missing_ok=True)
     return True

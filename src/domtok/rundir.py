@@ -38,6 +38,7 @@ from domtok.ladder import nominal_vocab_size, parse_ladder, parse_learns, resolv
 from domtok.utils import read_json_object, short_json
 
 TRAINING_KINDS = ("pretrain", "sft", "grpo", "rft")
+CONTROL_SET = "control"  # a condition's `token_set: control`: built by the tokenizer node (domtok.tokens.control)
 EVAL_KINDS = ("gsm8k", "hellaswag", "probes")
 
 
@@ -66,6 +67,7 @@ class Spec:
     confounds: list[str] = field(default_factory=list)
     ladder: list = field(default_factory=list)  # domtok.ladder.Rung: the study at several sizes
     learns: dict = field(default_factory=dict)  # stage, {"benchmark.metric": minimum}: see ladder.parse_learns
+    primary: dict = field(default_factory=dict)  # benchmark, metric, stage, margin: see parse_primary
     tuning_seeds: list[int] = field(default_factory=list)  # seeds whose results chose knobs: never in `seeds`
     raw: dict = field(default_factory=dict)
     path: str = ""  # the spec file it was read from (for messages)
@@ -79,7 +81,7 @@ class Spec:
 
 # The keys a spec may hold at each level; anything else is a typo, reported before a node runs.
 SPEC_KEYS = ("name", "runs_dir", "seeds", "tuning_seeds", "token_set", "conditions", "tokenizer", "prepare",
-             "stages", "evals", "confounds", "ladder", "learns")
+             "stages", "evals", "confounds", "ladder", "learns", "primary")
 STAGE_KEYS = ("name", "kind", "config", "set", "after", "enabled")
 TOKENIZER_KEYS = ("base", "sample_docs", "split_digits")
 EVALS_KEYS = ("after", "benchmarks")
@@ -144,15 +146,18 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         if not isinstance(c, dict):
             raise ConfigError(f"{where}: condition {cname!r} must be a mapping such as {{token_set: mul}}, got {c!r}")
         conditions[cname] = c
-        unknown = set(c) - {"token_set", "inject_user"}
+        unknown = set(c) - {"token_set", "inject_user", "match"}
         if unknown:
             raise ConfigError(f"{where}: condition {cname!r}: unknown keys {sorted(unknown)}; "
-                              "a condition may set token_set and inject_user")
+                              "a condition may set token_set, inject_user and match")
         # Every condition shares one id layout (the baseline reserves the same ids), so a domain
-        # condition can only use the spec's token set.
-        if c.get("token_set") not in (None, data.get("token_set", "mul")):
+        # condition can only use the spec's token set, or the control set built to copy it.
+        if c.get("token_set") not in (None, data.get("token_set", "mul"), CONTROL_SET):
             raise ConfigError(f"{where}: condition {cname!r} uses token_set {c['token_set']!r} but the spec's "
-                              f"token_set (the shared id layout) is {data.get('token_set', 'mul')!r}; set them equal")
+                              f"token_set (the shared id layout) is {data.get('token_set', 'mul')!r}; set them equal "
+                              f"(or use {CONTROL_SET!r}, the compression-matched control of the spec's set)")
+    for cname in conditions:
+        document_partner(conditions, cname, where)  # an unknown partner or a cycle: refused here
     tokenizer = data.get("tokenizer") or {"base": "gpt2"}
     if not isinstance(tokenizer, dict):
         raise ConfigError(f"{where}: `tokenizer` must be a mapping such as {{base: bpe-1024}}, got {tokenizer!r}")
@@ -240,6 +245,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     token_set, prepare = str(data.get("token_set", "mul")), need("prepare", dict)
     ladder = parse_ladder(data.get("ladder"), where, [s.name for s in stages])
     learns = parse_learns(data.get("learns"), where, evals_after, benchmarks)
+    primary = parse_primary(data.get("primary"), where, evals_after, benchmarks)
     if ladder:
         vocab_size = nominal_vocab_size(tokenizer, token_set)
         for rung in ladder:
@@ -247,7 +253,78 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     return Spec(name=name, conditions=conditions, seeds=seed_list,
                 tokenizer=tokenizer, prepare=prepare, stages=stages, evals_after=evals_after, benchmarks=benchmarks,
                 runs_dir=str(data.get("runs_dir", "runs")), token_set=token_set,
-                confounds=confounds, ladder=ladder, learns=learns, tuning_seeds=tuning_seeds, raw=data, path=where)
+                confounds=confounds, ladder=ladder, learns=learns, primary=primary, tuning_seeds=tuning_seeds,
+                raw=data, path=where)
+
+
+# The per-item field behind each metric a primary endpoint may name (a boolean per item, so
+# the report's paired test applies), per benchmark kind; probes add accuracy_<category>.
+PRIMARY_METRICS = {"gsm8k": {"accuracy_flexible": "correct_flexible", "accuracy_strict": "correct_strict"},
+                   "probes": {"accuracy_all": "correct"},
+                   "hellaswag": {"acc_norm_char": "acc_norm_char", "acc_norm_token": "acc_norm_token", "acc": "acc"}}
+
+
+def primary_field(kind: str, metric: str) -> tuple[str, str | None]:
+    """(per-item field, probe category or None) of a primary metric of a benchmark kind."""
+    if kind == "probes" and metric.startswith("accuracy_") and metric != "accuracy_all":
+        return "correct", metric[len("accuracy_"):]
+    return PRIMARY_METRICS[kind][metric], None
+
+
+def parse_primary(data, where: str, evals_after: list[str], benchmarks: dict) -> dict:
+    """The spec's `primary:` endpoint, the one test that answers the study's question:
+
+        primary: {benchmark: gsm_synthetic, metric: accuracy_flexible, stage: grpo, margin: 0.05}
+
+    The report tests it alone at alpha 0.05 (helps / hurts / equivalent within ±margin /
+    undecided); every other comparison is secondary. {} when the spec has none.
+    """
+    if data is None:
+        return {}
+    at = f"{where}: primary"
+    keys = ("benchmark", "metric", "stage", "margin")
+    if not isinstance(data, dict) or set(data) != set(keys):
+        raise ConfigError(f"{at}: give exactly {{benchmark, metric, stage, margin}}, e.g. "
+                          "{benchmark: gsm_synthetic, metric: accuracy_flexible, stage: grpo, margin: 0.05}")
+    bench, metric, stage, margin = (data[k] for k in keys)
+    if bench not in benchmarks:
+        raise ConfigError(f"{at}: benchmark {bench!r} is not an enabled benchmark ({sorted(benchmarks)})")
+    kind = benchmarks[bench]["kind"]
+    valid = list(PRIMARY_METRICS.get(kind, {}))
+    if kind == "probes":
+        from domtok.eval.probes import REFERENCE_CATEGORIES
+
+        valid += [f"accuracy_{c}" for c in benchmarks[bench]["config"].get("categories", REFERENCE_CATEGORIES)]
+    if metric not in valid:
+        raise ConfigError(f"{at}: metric {metric!r} is not one of {bench}'s per-item accuracies {valid}")
+    if stage not in evals_after:
+        raise ConfigError(f"{at}: stage {stage!r} is not evaluated; evals.after: {evals_after}")
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < 1:
+        raise ConfigError(f"{at}: margin must be a number between 0 and 1 (an accuracy difference), got {margin!r}")
+    return {"benchmark": bench, "metric": metric, "stage": stage, "margin": float(margin)}
+
+
+def document_partner(conditions: dict[str, dict], cond: str, where: str = "spec") -> str | None:
+    """The condition whose documents `cond` reads (`match: {documents: OTHER}`), None for a
+    compute-matched one (`match: tokens`, the default). A chain (A reads B's, B reads C's) ends
+    at the condition that is compute-matched: A reads C's documents too. An unknown partner
+    or a cycle is a ConfigError."""
+    seen = [cond]
+    while True:
+        match = conditions[seen[-1]].get("match", "tokens")
+        if match == "tokens":
+            return seen[-1] if len(seen) > 1 else None
+        if not (isinstance(match, dict) and set(match) == {"documents"} and isinstance(match["documents"], str)):
+            raise ConfigError(f"{where}: condition {seen[-1]!r}: match must be `tokens` or {{documents: CONDITION}}, "
+                              f"got {match!r}")
+        other = match["documents"]
+        if other not in conditions:
+            raise ConfigError(f"{where}: condition {seen[-1]!r}: match: {{documents: {other}}} names no condition; "
+                              f"conditions: {list(conditions)}")
+        if other in seen:
+            raise ConfigError(f"{where}: conditions {' -> '.join(seen + [other])} match each other's documents in a "
+                              "cycle; one of them must be `match: tokens`")
+        seen.append(other)
 
 
 def foreign_entries(run_dir: Path, conditions) -> list[str]:
@@ -304,8 +381,10 @@ def build_nodes(spec: Spec, run_dir: Path) -> list[Node]:
         nodes.append(node)
         return node
 
-    tok = add(Node("tokenizer", "tokenizer", "tokenizer", run_dir / "tokenizer",
-                   {**spec.tokenizer, "prepare": spec.prepare}, []))
+    tok_cfg = {**spec.tokenizer, "prepare": spec.prepare}
+    if any(c.get("token_set") == CONTROL_SET for c in spec.conditions.values()):
+        tok_cfg["control_of"] = spec.token_set  # build the control set of the spec's set beside it
+    tok = add(Node("tokenizer", "tokenizer", "tokenizer", run_dir / "tokenizer", tok_cfg, []))
     prepared: dict[str, dict[str, Node]] = {}  # config hash of a prepare section -> condition -> node
 
     def prepare_nodes(prep: dict, prefix: str, rung: str | None) -> dict[str, Node]:
@@ -313,7 +392,7 @@ def build_nodes(spec: Spec, run_dir: Path) -> list[Node]:
         if h not in prepared:
             prepared[h] = {}
             for cond, c in spec.conditions.items():
-                cfg = {**prep, "condition": cond, "token_set": spec.token_set,
+                cfg = {**prep, "condition": cond, "token_set": c.get("token_set") or spec.token_set,
                        "use_domain_tokens": c.get("token_set") is not None}
                 prepared[h][cond] = add(Node(f"{prefix}{cond}/prepare", "prepare", "prepare",
                                              run_dir / prefix / cond / "prepare", cfg, [tok], condition=cond, rung=rung))
@@ -341,6 +420,10 @@ def _study_nodes(spec: Spec, stages: list[StageSpec], prepared: dict[str, Node],
                 base = base_dir / cond / f"seed{seed}"
                 deps = [prepared[cond]] if st.after is None else [trained[(st.after, cond, seed)], prepared[cond]]
                 cfg = {**st.config, "condition": cond, "seed": seed}
+                partner = document_partner(spec.conditions, cond) if st.kind == "pretrain" else None
+                if partner is not None:  # data-matched: its partner's shards say which documents
+                    cfg["match_documents"] = partner
+                    deps.append(prepared[partner])
                 if c.get("inject_user"):
                     cfg["inject_user"] = True
                 node = add(Node(f"{prefix}{cond}/seed{seed}/{st.name}", st.kind, st.name, base / st.name, cfg, deps,
@@ -495,7 +578,7 @@ def time_left(pending: list[Node], running: list[tuple[Node, float]], walls: dic
         return ""
     counts = f" · {len(running)} running, {len(pending)} waiting"
     if untimed == len(running) + len(pending):
-        return counts + ", time left known once a node has finished or written a progress line"
+        return counts + ", time left known once a node of each kind has finished or written a progress line"
     left = total / max(1, min(jobs, len(pending) + len(running)))
     if untimed:
         return counts + f", ~{clock(left)} left for the nodes timed so far (+ {untimed} node(s) not yet timed)"

@@ -2,6 +2,7 @@
 
     domtok sample --model runs/.../model --question "What is 7 times 8?" --num-samples 4
     domtok sample --model DIR --interactive        # /temp 0.5, /greedy, /system TEXT, /quit
+    domtok sample --model user/name --condition mul_tokens --question ...   # a Hub model id
 
 The prompt is rendered by `domtok.chat.render_prompt`, the same text SFT trained on and
 evaluation uses. Answers are cut where the model starts a new "User:" turn. Sample i of a
@@ -21,7 +22,11 @@ REPL_HELP = "commands: /temp X (sampling temperature), /greedy, /system TEXT (em
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="native model dir or Hugging Face GPT-2 dir")
+    p.add_argument("--model", required=True,
+                   help="model dir (domtok or Hugging Face GPT-2) or a Hub model id user/name[@rev]")
+    p.add_argument("--condition", default=None,
+                   help="baseline | mul_tokens: the tokenizer of a GPT-2 dir whose files do not say (the reference "
+                        "study's models); must agree with a domtok dir")
     p.add_argument("--question", help="the question to answer")
     p.add_argument("--interactive", action="store_true", help="read questions from stdin (a REPL)")
     p.add_argument("--num-samples", type=int, default=1, help="answers per question (default 1)")
@@ -30,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass; 1 = off (default 1)")
     p.add_argument("--greedy", action="store_true", help="argmax decoding (temperature 0)")
     p.add_argument("--seed", type=int, default=0, help="seed; sample i uses a seed derived from it")
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--max-new-tokens", type=int, default=256, help="most tokens per answer (default 256)")
     p.add_argument("--system", default=None, help="system message put before the question")
     p.add_argument("--calculator", action="store_true", help="evaluate <<expr= annotations and force the result")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
@@ -47,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
     from domtok.eval.common import load_eval_model
     from domtok.utils import pick_device
 
-    engine = Engine(*load_eval_model(args.model, pick_device(args.device)))
+    engine = Engine(*load_eval_model(args.model, pick_device(args.device), args.condition))
     state = {"temperature": 0.0 if args.greedy else args.temperature, "system": args.system}
     if not args.interactive:
         answer(engine, args, state, args.question, args.seed)

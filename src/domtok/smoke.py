@@ -36,7 +36,7 @@ from domtok.data import sources
 from domtok.errors import DomtokError
 from domtok.gpus import GPUS
 from domtok.outdir import claim_out_dir, remove_tree
-from domtok.rundir import foreign_entries, pid_alive
+from domtok.rundir import document_partner, foreign_entries, pid_alive
 
 # How far the smoke turns things down. Two optimizer steps per training stage, each with two
 # micro-batches, so gradient accumulation, the LR schedule, checkpoints and the final model
@@ -298,7 +298,7 @@ class Shrinker:
         self.cap(cfg, "gradient_accumulation_steps", GRAD_ACCUM, w, default=1)
         self.set(cfg, "max_steps", STEPS, w)
         self.cap(cfg, "max_completion_length", NEW_TOKENS, w, default=256)
-        self.cap(cfg, "generation_batch_size", 8, w, default=32)
+        self.cap(cfg, "decode_batch_size", 8, w, default=32)
         if cfg.get("save_steps"):
             self.set(cfg, "save_steps", 0, w)
         if cfg.get("log_completions"):  # one sample of rollouts in the smoke too
@@ -312,7 +312,7 @@ class Shrinker:
         self.set(cfg, "rounds", 1, w)
         self.cap(cfg, "num_samples", 2, w, default=4)
         self.cap(cfg, "max_new_tokens", NEW_TOKENS, w, default=256)
-        self.cap(cfg, "generation_batch_size", 8, w, default=32)
+        self.cap(cfg, "decode_batch_size", 8, w, default=32)
         cfg.setdefault("sft", {})
         self.sft_stage(cfg["sft"], f"{w}.sft")
         self.run_settings(cfg, w)
@@ -525,6 +525,11 @@ def checks(spec, smoke, run_root: Path, world: int, online: bool, gpu: str, mfu:
             msg = (f"{word}: {name} [{cond}]: {plan['tokens']:,} tokens to train over {over}{train_tokens:,.0f} training "
                    f"tokens ({how}): {at_least}{epochs:.3f} epochs")
             lines.append(msg + ("; the data repeats" if epochs > 1 else ""))
+            partner = document_partner(spec.conditions, cond) if cond in spec.conditions else None
+            if partner is not None:  # it trains on its partner's documents: fewer (or more) steps than planned
+                lines.append(f"OK: {name} [{cond}]: document-matched to {partner}: it reads {partner}'s documents in "
+                             "as many steps as they take, so its tokens and FLOPs are about those shown times "
+                             f"its text's length in tokens relative to {partner}'s")
     for cond, meta in metas.items():  # the shards: 2 bytes per token (uint16) up to 65,536 ids
         total, _ = corpus_tokens(spec.prepare, meta)
         disk += (total or 0) * (2 if vocab <= 65536 else 4)

@@ -185,3 +185,35 @@ def shared_data_dir() -> Path | None:
         if (parent / "pyproject.toml").exists() and cand.is_dir():
             return cand
     return None
+
+
+@functools.lru_cache(maxsize=1)
+def provenance() -> dict:
+    """What produced a result: the versions of domtok, torch and transformers (None when not
+    installed) and the git commit of domtok's source checkout (None outside one, e.g. a wheel
+    install); `git_dirty` says whether tracked files differ from that commit."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    import domtok
+
+    def pkg(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    out = {"domtok": domtok.__version__, "torch": pkg("torch"), "transformers": pkg("transformers"),
+           "git_commit": None, "git_dirty": None}
+    src = Path(domtok.__file__).resolve().parent
+    try:
+        git = ["git", "-C", str(src)]
+        commit = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if commit.returncode == 0:
+            out["git_commit"] = commit.stdout.strip()
+            dirty = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no", "--", "."],
+                                   capture_output=True, text=True, timeout=10)
+            out["git_dirty"] = bool(dirty.stdout.strip()) if dirty.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        pass  # no git on this machine: the commit stays unknown
+    return out

@@ -141,6 +141,15 @@ def val_assigner(cfg: PrepareConfig, n_total: int | None):
 
 # ---------------------------------------------------------------------------- tokenizer
 
+def tokenizer_sample(cfg: PrepareConfig) -> list[str]:
+    """The tokenizer's training corpus: a seeded sample of the uninjected source, the same for
+    every condition (a bpe-N is trained on it, the control set is built from it)."""
+    from domtok.data.sources import sample_records
+
+    texts, _, _ = iter_texts(cfg)
+    return sample_records(texts, cfg.bpe_sample_docs, cfg.seed)
+
+
 def resolve_tokenizer(cfg: PrepareConfig, out_dir: Path) -> str:
     """The base to pass to `load_tokenizer`: "gpt2" or a tokenizer directory (training bpe-N)."""
     tok = cfg.tokenizer
@@ -162,11 +171,9 @@ def resolve_tokenizer(cfg: PrepareConfig, out_dir: Path) -> str:
                 raise DomtokError(f"{bpe_dir}: holds a tokenizer with split_digits={held.splits_digits}, not "
                                   f"{cfg.bpe_split_digits}; use a new output directory")
         else:
-            from domtok.data.sources import sample_records
             from domtok.tokens.tokenizer import small_bpe_warning, train_bpe
 
-            texts, _, _ = iter_texts(cfg)  # uninjected text, seeded sample: same for every condition
-            sample = sample_records(texts, cfg.bpe_sample_docs, cfg.seed)
+            sample = tokenizer_sample(cfg)
             small_bpe_warning(train_bpe(sample, vocab, bpe_dir, name=tok, split_digits=cfg.bpe_split_digits), vocab)
         return str(bpe_dir)
     if tok == "gpt2":
@@ -416,18 +423,40 @@ def build_shared_tokenizer(cfg: dict, out_dir: Path) -> dict:
     from domtok.tokens.tokenizer import load_tokenizer
 
     base = str(cfg.get("base", "gpt2"))
-    if not base.startswith("bpe-"):
-        tok = load_tokenizer(base, "baseline")
-        return {"tokenizer": base, "vocab_size": tok.vocab_size, "n_base": tok.n_base}
     prep = {k: v for k, v in cfg["prepare"].items() if k not in ("condition", "token_set")}
     prep["tokenizer"] = base
     prep.update(tokenizer_prepare_knobs(cfg))
-    path = resolve_tokenizer(from_dict(PrepareConfig, prep, where="tokenizer"), out_dir.parent)
-    if Path(path).resolve() != out_dir.resolve():
-        raise DomtokError(f"tokenizer was trained into {path}, expected {out_dir}")
-    tok = load_tokenizer(path, "baseline")
-    return {"tokenizer": str(path), "vocab_size": tok.vocab_size, "n_base": tok.n_base,
-            "splits_digits": tok.splits_digits}
+    prep_cfg = from_dict(PrepareConfig, prep, where="tokenizer")
+    control_of = cfg.get("control_of")
+    if not base.startswith("bpe-"):
+        tok = load_tokenizer(base, "baseline")
+        if not control_of:
+            return {"tokenizer": base, "vocab_size": tok.vocab_size, "n_base": tok.n_base}
+        tok.save(out_dir)  # the control set is saved beside a tokenizer dir
+        path = str(out_dir)
+    else:
+        path = resolve_tokenizer(prep_cfg, out_dir.parent)
+        if Path(path).resolve() != out_dir.resolve():
+            raise DomtokError(f"tokenizer was trained into {path}, expected {out_dir}")
+        tok = load_tokenizer(path, "baseline")
+    out = {"tokenizer": str(path), "vocab_size": tok.vocab_size, "n_base": tok.n_base,
+           "splits_digits": tok.splits_digits}
+    if control_of:
+        from domtok.tokens.control import build_control_set, save_control_set, saved_record
+
+        # the sample's source and size, the set copied and the injection it is matched to
+        corpus = config_hash({k: getattr(prep_cfg, k) for k in ("source", "n_docs", "text_field", "split", "max_docs",
+                                                                 "seed", "bpe_sample_docs")})
+        want = {"matches": control_of, "corpus": corpus,
+                "injection": {"mode": prep_cfg.inject_mode, "word_forms": prep_cfg.word_forms}}
+        record = saved_record(path)  # a finished build of the same set is kept (resumed runs, prepare_condition)
+        if record is None or any(record.get(k) != v for k, v in want.items()):
+            ts, record = build_control_set(tokenizer_sample(prep_cfg), tok, control_of, prep_cfg.inject_mode,
+                                           prep_cfg.word_forms)
+            record["corpus"] = corpus
+            save_control_set(path, ts, record)
+        out["control_set"] = record
+    return out
 
 
 def prepare_node_config(cfg: dict, tokenizer: str, where: str) -> PrepareConfig:

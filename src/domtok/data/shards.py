@@ -74,12 +74,17 @@ def write_shard(out_dir: Path, info: ShardInfo, tokens: np.ndarray) -> None:
 
 
 def read_shard(path: str | os.PathLike, mmap: bool = True) -> np.ndarray:
-    """A shard's tokens (memory-mapped by default); never unpickles."""
+    """A shard's tokens, a 1-D integer array (memory-mapped by default: never loaded whole);
+    never unpickles."""
     path = Path(path)
     try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise DomtokError(f"{path}: not a readable token shard ({e}); re-run `domtok prepare` into a new dir") from None
+    if arr.ndim != 1 or arr.dtype not in (np.uint16, np.uint32, np.int32, np.int64):
+        raise DomtokError(f"{path}: expected a 1-D uint16/uint32 token array, got {arr.dtype} {arr.shape}; "
+                          "re-run `domtok prepare` into a new dir")
+    return arr
 
 
 def list_shards(out_dir: str | os.PathLike, split: str) -> list[Path]:
@@ -88,11 +93,29 @@ def list_shards(out_dir: str | os.PathLike, split: str) -> list[Path]:
     return [p for p in sorted(out_dir.glob(f"{split}_*.npy")) if p.with_suffix(".json").exists()]
 
 
+def shard_files(out_dir: str | os.PathLike, split: str) -> list[Path]:
+    """The shards a reader (training, validation, the id check) uses: every `{split}_*.npy`, in
+    order, each complete (its sidecar exists). An incomplete shard, or none, is an error."""
+    files = sorted(Path(out_dir).glob(f"{split}_*.npy"))
+    if not files:
+        raise DomtokError(f"{out_dir}: no {split}_*.npy shards; run `domtok prepare` for this condition first")
+    for f in files:
+        if not f.with_suffix(".json").exists():
+            raise DomtokError(f"{f}: incomplete shard (no {f.with_suffix('.json').name} sidecar); finish it with "
+                              "`domtok prepare` (it resumes) or prepare into a new dir")
+    return files
+
+
 def load_meta(out_dir: str | os.PathLike) -> dict:
+    """`meta.json` of a finished shard directory; a clear error if the directory is not one."""
     path = Path(out_dir) / "meta.json"
     if not path.exists():
-        raise DomtokError(f"{path}: missing; the shards in {out_dir} are incomplete, run `domtok prepare` to finish them")
-    return read_json_object(path, "re-run `domtok prepare` into a new directory")
+        raise DomtokError(f"{path}: not found; point data_dir at a directory written by `domtok prepare` (or "
+                          "finish an interrupted one: `domtok prepare` resumes)")
+    meta = read_json_object(path, "re-run `domtok prepare`")
+    if "splits" not in meta or "vocab_size" not in meta:
+        raise DomtokError(f"{path}: missing 'splits' or 'vocab_size'; re-run `domtok prepare`")
+    return meta
 
 
 def completed_shards(out_dir: Path, split: str, config_hash: str) -> list[ShardInfo]:
@@ -213,7 +236,7 @@ def read_documents(out_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, 
     from the shard sidecars; checked against the shards' lengths."""
     out_dir = Path(out_dir)
     tokens, nbytes, total = [], [], 0
-    for npy in sorted(out_dir.glob(f"{split}_*.npy")):
+    for npy in shard_files(out_dir, split):
         side = npy.with_suffix(".json")
         try:
             info = json.loads(side.read_text())

@@ -94,9 +94,9 @@ def mul_steps(a: int, b: int, sum_steps: bool = False) -> list[str]:
     base cases get their own lines first (recursively). `d·10^k × y` becomes `d × y × 10^k`.
     The reference's format adds the partial products in one step (`490 + 14 = 504`);
     `sum_steps` works a sum of two partial products by place value too (`490 + 14 = 400 + 90 +
-    10 + 4 = 400 + 100 + 4 = 504`, `add_steps`): the tiny study's format, where that one step
-    was most of a small model's errors (2-digit x 1-digit after SFT, seed 0, baseline /
-    mul_tokens: 0.33 / 0.26 without, 0.45 / 0.61 with it).
+    10 + 4 = 400 + 100 + 4 = 504`, `add_steps`): the tiny study's format, chosen because that one
+    step was most of a small model's errors (read on seed 0, a tuning seed, of an earlier
+    version of the study).
     """
     if a < 0 or b < 0:
         raise ValueError("mul_steps works on non-negative integers")
@@ -137,9 +137,9 @@ def add_steps(a: int, b: int) -> str:
     hundreds, tens with tens, units with units: `47 + 38 = 40 + 7 + 30 + 8 = 70 + 15 = 85`,
     `134 + 250 = 100 + 30 + 4 + 200 + 50 = 300 + 80 + 4 = 384`. A sum of at most two place-value
     parts is a fact: `40 + 8 = 48`, `7 + 8 = 15`. (Splitting each number right where it stands
-    is what a small model gets right: with the parts grouped by place first, `40 + 30 + 7 + 8`,
-    its errors were almost all a units digit taken from the wrong number; addition after SFT,
-    seed 0, baseline / mul_tokens: 0.74 / 0.91 grouped, 0.88 / 0.92 split in place.)
+    is what a small model got right more often: with the parts grouped by place first, `40 + 30 +
+    7 + 8`, its errors were almost all a units digit taken from the wrong number; read on seed
+    0, a tuning seed, of an earlier version of the study.)
     """
     if a < 0 or b < 0:
         raise ValueError("add_steps works on non-negative integers")

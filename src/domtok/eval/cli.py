@@ -2,7 +2,10 @@
 
 Each benchmark verb builds its config from `--config FILE` (the `eval_<benchmark>:` section of
 an experiment spec, or a flat file), then the flags given on the command line, then dotted
-`--set key=value` overrides; it runs `run(cfg, out_dir)` and prints the summary's metrics.
+`--set key=value` overrides; it runs `run(cfg, out_dir)` and prints a results table, then the
+summary's metrics as one JSON line (the last line). `--n` evaluates a seeded random subset (a
+fair sample of the benchmark); `--limit` the first N items in dataset order, as
+lm-evaluation-harness does (quick, but the first items need not be typical).
 Under torchrun the items are sharded over ranks and rank 0 writes the results. (torchrun's own
 parser swallows `--n`, a prefix of its `--nnodes`: use the long spellings `--num-items` /
 `--n-per-category` after `torchrun ... -m domtok eval`.)
@@ -28,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="eval_cmd", metavar="BENCHMARK", required=True)
 
     def common(p, batch_default):
-        p.add_argument("--model", help="model dir (native domtok or Hugging Face GPT-2)")
+        p.add_argument("--model", help="model dir (domtok or Hugging Face GPT-2) or a Hub model id user/name[@rev]")
+        p.add_argument("--condition", help="baseline | mul_tokens: the tokenizer of a GPT-2 dir whose files do not "
+                                           "say (the reference study's models); must agree with a domtok dir")
         p.add_argument("--out", help="output dir (default runs/eval/<benchmark>-<config hash>)")
         p.add_argument("--seed", type=int, help="subset / probe seed")
         p.add_argument("--batch-size", type=int, help=f"batch size (default {batch_default})")
@@ -42,10 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common(g, 32)
     g.add_argument("--data", help="local GSM8K jsonl or dir (default: hub openai/gsm8k)")
     g.add_argument("--n", "--num-items", type=int, dest="n",
-                   help="seeded random subset of N items (default: all); under torchrun spell it --num-items")
+                   help="seeded random subset of N items (default: all; --seed picks it); under torchrun spell it "
+                        "--num-items")
+    g.add_argument("--limit", type=int, help="the first N items in dataset order, as lm-evaluation-harness's --limit "
+                        "(for quick checks; --n draws a seeded random subset instead, a fair sample of the benchmark)")
     g.add_argument("--split", help="the data's split (default test); with --data synthetic:word_problems "
                    "test or dev (for tuning)")
-    g.add_argument("--max-new-tokens", type=int)
+    g.add_argument("--max-new-tokens", type=int, help="most tokens per answer (default 256)")
     g.add_argument("--calculator", action="store_true", default=None, help="evaluate <<expr= annotations")
     g.add_argument("--inject-prompt", action="store_true", default=None,
                    help="inject domain tokens into the question, with the model's injector settings "
@@ -55,7 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common(h, 8)
     h.add_argument("--data", help="local HellaSwag jsonl (original schema) or dir; required offline")
     h.add_argument("--n", "--num-items", type=int, dest="n",
-                   help="seeded random subset of N items (default: all); under torchrun spell it --num-items")
+                   help="seeded random subset of N items (default: all; --seed picks it); under torchrun spell it "
+                        "--num-items")
+    h.add_argument("--limit", type=int, help="the first N items in dataset order, as lm-evaluation-harness's --limit "
+                        "(for quick checks; --n draws a seeded random subset instead, a fair sample of the benchmark)")
     h.add_argument("--style", choices=["raw", "harness"], help="context style (default raw)")
     h.add_argument("--split", help="split (default validation)")
 
@@ -65,19 +76,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    "also subtraction, mul_2digit, symbolic, symbolic_context, symbolic_table")
     p.add_argument("--no-inject-prompt", dest="inject_prompt", action="store_false", default=None,
                    help="show a domain-token model the questions as written, not in its training notation")
-    p.add_argument("--prompt-style", choices=["answer_is", "chat", "plain"])
+    p.add_argument("--prompt-style", choices=["answer_is", "chat", "plain"],
+                   help="answer_is: chat prompt ending in \"Assistant: The answer is\" (default); chat: the bare "
+                        "chat prompt; plain: the question without the chat format")
     p.add_argument("--n", "--n-per-category", type=int, dest="n_per_category",
                    help="items per seeded category (default 100, capped at its pool of held-out pairs); "
                         "under torchrun spell it --n-per-category")
+    p.add_argument("--limit", type=int, help="the first N items of each category, as lm-evaluation-harness's "
+                                             "--limit per subtask (--n sets how many a seeded category draws)")
     p.add_argument("--split", choices=["dev", "test"], help="held-out pairs to ask: test (default) or dev (for tuning)")
-    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--max-new-tokens", type=int, help="most tokens per answer (default 32)")
 
     c = sub.add_parser("compare", help="compare two runs (paired by item) or two sets of seeds")
     c.add_argument("run_a", help="run dir or items.jsonl; several seeds: DIR1,DIR2,...")
     c.add_argument("run_b", help="run dir or items.jsonl; several seeds: DIR1,DIR2,...")
     c.add_argument("--out", help="write the comparison as JSON here")
-    c.add_argument("--n-boot", type=int, default=10000)
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--n-boot", type=int, default=10000, help="bootstrap resamples for the CI (default 10000)")
+    c.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     c.add_argument("--paired-seeds", action="store_true", help="seed k of A pairs with seed k of B")
 
 
@@ -94,7 +109,8 @@ def main(args: argparse.Namespace) -> int:
 
     from domtok.eval.common import default_out_dir
 
-    common_flags = {"model": "model", "seed": "seed", "batch_size": "batch_size", "device": "device", "dtype": "dtype"}
+    common_flags = {"model": "model", "condition": "condition", "seed": "seed", "batch_size": "batch_size",
+                    "device": "device", "dtype": "dtype", "limit": "limit"}
     if args.eval_cmd == "compare":
         return compare_main(args)
     if args.eval_cmd == "gsm8k":
@@ -137,10 +153,22 @@ def main(args: argparse.Namespace) -> int:
     if summary and is_main:
         write_verb_manifest(out, f"eval_{args.eval_cmd}", summary,
                             {"model": cfg.model, "data": getattr(cfg, "data", None)})
-    if summary:  # rank 0
+    if summary:  # rank 0: a table to read, then the summary's numbers as one JSON line to parse
+        print(results_table(summary, out))
         print(json.dumps({"benchmark": summary["benchmark"], "n": summary["n"], "out": str(out),
                           "metrics": summary["metrics"], "ci": summary["ci"]}))
     return 0
+
+
+def results_table(summary: dict, out) -> str:
+    """The metrics of one evaluation as a table, lm-evaluation-harness style."""
+    rows = []
+    for k, v in summary["metrics"].items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            ci = summary.get("ci", {}).get(k)
+            rows.append([k, f"{v:.4f}", f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""])
+    title = f"{summary['benchmark']}: {summary['n']} items, model {summary['model']} -> {out}"
+    return title + "\n" + _table(["metric", "value", "95% CI"], rows)
 
 
 # ---------------------------------------------------------------------------- compare
@@ -152,6 +180,7 @@ def compare_main(args: argparse.Namespace) -> int:
     check_value("seed", args.seed, "eval compare --seed")
     from domtok.eval.common import read_items, read_summary
     from domtok.eval.stats import across_seeds, compare_items
+    from domtok.utils import provenance
 
     runs_a = [r for r in args.run_a.split(",") if r]
     runs_b = [r for r in args.run_b.split(",") if r]
@@ -186,6 +215,7 @@ def compare_main(args: argparse.Namespace) -> int:
                  f"{m['diff']:+.4f}", f"{m['n']} vs {m['b']['n']}", f"{m['test']['p']:.4g}", m["test"]["name"]]
                 for k, m in metrics.items()]
         title = f"{result['benchmark']}: {len(runs_a)} vs {len(runs_b)} seeds"
+    result["versions"] = provenance()
     print(f"{title}; A = {args.run_a}, B = {args.run_b}; delta = B − A")
     print(_table(header, rows))
     if args.out:

@@ -8,7 +8,8 @@ change padding and, with it, the last bits of the logits and sometimes a greedy 
 
 Output of every benchmark (only rank 0 writes):
     out_dir/items.jsonl    one JSON object per item, in dataset order, always with `id`
-    out_dir/summary.json   {"benchmark", "model", "n", "seed", "config_hash", "metrics", "ci", "wall_time_s", ...}
+    out_dir/summary.json   {"benchmark", "model", "n", "seed", "config_hash", "metrics", "ci", "wall_time_s",
+                            "versions": {domtok, torch, transformers, git_commit, git_dirty}, ...}
     out_dir/config.yaml    the resolved config and its hash
     out_dir/manifest.json  written last, after `run` returns, by the pipeline or the verb (domtok.manifest)
 """
@@ -21,23 +22,40 @@ from pathlib import Path
 
 from domtok.config import atomic_write_json, config_hash, save_resolved
 from domtok.errors import DomtokError
-from domtok.utils import DistInfo, write_jsonl
+from domtok.utils import DistInfo, provenance, write_jsonl
 
 
-def load_eval_model(model_dir: str, device: str):
-    """(model in eval mode, tokenizer) from a native domtok or Hugging Face GPT-2 directory."""
+def load_eval_model(model_dir: str, device: str, condition: str | None = None):
+    """(model in eval mode, tokenizer) from a domtok or Hugging Face GPT-2 directory, or a Hub
+    model id (`user/name`, downloaded into the HF cache). `condition` names the tokenizer of a
+    GPT-2 dir whose files do not say (the reference study's models) and must agree with a
+    dir that does."""
+    from domtok.hub import resolve_model
     from domtok.model.checkpoint import load_model
 
     if not model_dir:
-        raise DomtokError("no model given; pass --model DIR (a domtok model dir or a Hugging Face GPT-2 dir)")
+        raise DomtokError("no model given; pass --model DIR (a domtok model dir, a Hugging Face GPT-2 dir or a "
+                          "Hub model id user/name)")
+    model_dir = resolve_model(model_dir)
     if not Path(model_dir).is_dir():
         raise DomtokError(f"{model_dir}: model directory not found; pass --model DIR of a saved model")
-    model, tokenizer = load_model(model_dir, device=device)
+    model, tokenizer = load_model(model_dir, device=device, condition=condition)
     if tokenizer is None:
         raise DomtokError(f"{model_dir}: the model dir has no tokenizer files; re-save it with its tokenizer "
                           "(domtok tokenizer fix)")
     model.eval()
     return model, tokenizer
+
+
+def check_subset(cfg, where: str) -> None:
+    """`n` (a seeded random subset) and `limit` (the first N items) are two ways to shorten a
+    benchmark: one at a time, each >= 0."""
+    n, limit = getattr(cfg, "n", 0), getattr(cfg, "limit", 0)
+    if n < 0 or limit < 0:
+        raise DomtokError(f"{where}: n is {n}, limit is {limit}; give a number of items >= 1 (or 0 for all)")
+    if n and limit:
+        raise DomtokError(f"{where}: both n ({n}, a seeded random subset) and limit ({limit}, the first items) "
+                          "are set; give one")
 
 
 def eval_dtype(device: str, name: str = "auto"):
@@ -63,7 +81,7 @@ def eval_engine(cfg, info, engine=None):
         return engine
     from domtok.engine import Engine
 
-    model, tokenizer = load_eval_model(cfg.model, info.device)
+    model, tokenizer = load_eval_model(cfg.model, info.device, getattr(cfg, "condition", None))
     return Engine(model, tokenizer, device=info.device, dtype=eval_dtype(info.device, cfg.dtype))
 
 
@@ -129,7 +147,8 @@ def write_results(out_dir: str | Path, benchmark: str, cfg, items: list[dict], m
     write_jsonl(out / "items.jsonl", items)
     summary = {"benchmark": benchmark, "model": getattr(cfg, "model", ""), "n": len(items),
                "seed": getattr(cfg, "seed", None), "config_hash": h, "metrics": metrics,
-               "ci": {k: list(v) for k, v in ci.items()}, "wall_time_s": round(wall_time_s, 3)}
+               "ci": {k: list(v) for k, v in ci.items()}, "wall_time_s": round(wall_time_s, 3),
+               "versions": provenance()}
     summary.update(extra or {})
     atomic_write_json(out / "summary.json", summary)
     return summary

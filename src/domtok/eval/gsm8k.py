@@ -197,12 +197,14 @@ def is_correct(text: str, gold: str | int | float, mode: str = "flexible") -> bo
 
 @dataclass
 class GSM8KEvalConfig:
-    model: str = ""                 # domtok model dir or Hugging Face GPT-2 dir
+    model: str = ""                 # domtok model dir, Hugging Face GPT-2 dir or Hub model id (user/name)
+    condition: str | None = None    # the tokenizer of a GPT-2 dir whose files do not say (reference models)
     data: str | None = None         # local jsonl/dir in the GSM8K schema; None = hub openai/gsm8k;
                                     # "synthetic:word_problems" = the generated word problems
     split: str = "test"             # the data's split; synthetic: test (report) or dev (tune)
     max_bad_fraction: float = 0.01  # malformed records of a local file tolerated before failing
     n: int = 0                      # 0 = every item; else a seeded random subset of n
+    limit: int = 0                  # 0 = off; else the first N items in dataset order (lm-eval's --limit)
     seed: int = 0                   # subset draw and sampling seed
     batch_size: int = 32
     max_new_tokens: int = 256
@@ -222,9 +224,10 @@ def load_items(cfg: GSM8KEvalConfig) -> list[dict]:
     """The evaluated items, each with a stable id (`test-17` = line 17 of the split), in order:
     {"id", "question", "gold" (the normalised number), "solution" (the gold worked answer)},
     and for the generated word problems `template` and `has_mul` (see `synthetic.TEMPLATE_HAS_MUL`)."""
-    if cfg.n < 0:
-        raise DomtokError(f"GSM8K eval: n is {cfg.n}; give a number of items >= 1 (or 0 for all)")
     from domtok.data.sources import load_gsm8k, sample_records
+    from domtok.eval.common import check_subset
+
+    check_subset(cfg, "GSM8K eval")
 
     if cfg.data == SYNTHETIC_SOURCE:
         # The generated GSM-style dev or test split: disjoint from each other and from the train
@@ -239,13 +242,15 @@ def load_items(cfg: GSM8KEvalConfig) -> list[dict]:
         n = cfg.n or SYNTHETIC_DEFAULT_N
         return [{"id": f"synthetic-{cfg.split}-{i}", "question": r["question"], "gold": parse_gold(r["answer"]),
                  "solution": r["answer"], "template": r["template"], "has_mul": r["has_mul"]}
-                for i, r in enumerate(word_problems(n, cfg.seed, split=cfg.split))]
+                for i, r in enumerate(word_problems(n, cfg.seed, split=cfg.split))][:cfg.limit or None]
     records = [dict(r, _index=i) for i, r in enumerate(load_gsm8k(cfg.split, cfg.data,
                                                                                 max_bad_fraction=cfg.max_bad_fraction))]
     if not records:
         raise DomtokError(f"{cfg.data or 'hub:openai/gsm8k'}: no GSM8K records in split {cfg.split!r}")
     if cfg.n and cfg.n < len(records):
         records = sample_records(records, cfg.n, cfg.seed)
+    if cfg.limit:
+        records = records[:cfg.limit]
     return [{"id": f"{cfg.split}-{r['_index']}", "question": r["question"], "gold": parse_gold(r["answer"]),
              "solution": r["answer"]} for r in records]
 

@@ -158,11 +158,13 @@ def hellaswag_accuracy(model, tokenizer, items: list[dict], device, style: str =
 
 @dataclass
 class HellaSwagEvalConfig:
-    model: str = ""
+    model: str = ""                 # domtok model dir, Hugging Face GPT-2 dir or Hub model id (user/name)
+    condition: str | None = None    # the tokenizer of a GPT-2 dir whose files do not say (reference models)
     data: str | None = None         # local jsonl/dir in the original schema; None = hub Rowan/hellaswag
     split: str = "validation"
     max_bad_fraction: float = 0.01  # malformed records of a local file tolerated before failing
     n: int = 0                      # 0 = all (10,042 in validation); else a seeded subset
+    limit: int = 0                  # 0 = off; else the first N items in dataset order (lm-eval's --limit)
     seed: int = 0
     style: str = "raw"              # raw (build-nanogpt) | harness (lm-evaluation-harness)
     batch_size: int = 8             # items per forward (x 4 endings)
@@ -179,13 +181,16 @@ def load_items(cfg: HellaSwagEvalConfig) -> list[dict]:
         raise DomtokError(f"{cfg.data or 'hub:Rowan/hellaswag'}: no HellaSwag records in split {cfg.split!r}")
     if cfg.n and cfg.n < len(records):
         records = sample_records(records, cfg.n, cfg.seed)
+    if cfg.limit:
+        records = records[:cfg.limit]
     return records
 
 
 def run(cfg: HellaSwagEvalConfig, out_dir, model=None, tokenizer=None) -> dict:
     """Evaluate on HellaSwag; writes items.jsonl + summary.json (rank 0) and returns the summary."""
-    if cfg.n < 0:
-        raise DomtokError(f"HellaSwag eval: n is {cfg.n}; give a number of items >= 1 (or 0 for all)")
+    from domtok.eval.common import check_subset
+
+    check_subset(cfg, "HellaSwag eval")
     from domtok.eval.common import eval_dtype, gather_rows, load_eval_model, progress_batches, write_results
     from domtok.eval.stats import wilson_ci
     from domtok.utils import dist_setup
@@ -195,7 +200,7 @@ def run(cfg: HellaSwagEvalConfig, out_dir, model=None, tokenizer=None) -> dict:
     t0 = time.time()
     info = dist_setup(cfg.device)
     if model is None:
-        model, tokenizer = load_eval_model(cfg.model, info.device)
+        model, tokenizer = load_eval_model(cfg.model, info.device, cfg.condition)
     model.eval()
     items = load_items(cfg)
     rows = []

@@ -84,10 +84,12 @@ ANSWER_MODE = {"answer_is": "first", "plain": "first", "chat": "flexible"}
 
 @dataclass
 class ProbesConfig:
-    model: str = ""
+    model: str = ""                 # domtok model dir, Hugging Face GPT-2 dir or Hub model id (user/name)
+    condition: str | None = None    # the tokenizer of a GPT-2 dir whose files do not say (reference models)
     categories: list[str] = field(default_factory=lambda: list(REFERENCE_CATEGORIES))
     n_per_category: int = 100       # for the seeded categories (the tables are always complete)
     max_items: int = 0              # > 0: a seeded subset of this many items of all categories (smoke runs)
+    limit: int = 0                  # > 0: the first N items of each category (lm-eval's --limit per subtask)
     seed: int = 42                  # the reference suite's seed
     split: str = "test"             # test (report) | dev (tune): disjoint held-out pairs
     prompt_style: str = "answer_is"
@@ -96,6 +98,17 @@ class ProbesConfig:
     max_new_tokens: int = 32
     device: str = "auto"
     dtype: str = "auto"             # bf16 autocast on CUDA, fp32 on CPU; or float32 / bfloat16 / float16
+
+
+def first_per_category(items: list[dict], limit: int) -> list[dict]:
+    """The first `limit` items of each category, in order (`--limit`)."""
+    kept: dict[str, int] = {}
+    out = []
+    for it in items:
+        kept[it["category"]] = kept.get(it["category"], 0) + 1
+        if kept[it["category"]] <= limit:
+            out.append(it)
+    return out
 
 
 # The seeded categories: their operation, its word, and every operand pair they may ask (each
@@ -273,6 +286,8 @@ def run(cfg: ProbesConfig, out_dir, engine=None) -> dict:
     seed_everything(cfg.seed)
     engine = eval_engine(cfg, info, engine)
     tok = engine.tokenizer
+    if cfg.limit > 0:
+        items = first_per_category(items, cfg.limit)
     if cfg.max_items > 0:
         from domtok.data.sources import sample_records
 

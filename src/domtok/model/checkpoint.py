@@ -1,13 +1,16 @@
 """Model directories and training checkpoints on disk.
 
-A native model dir is what every stage hands to the next:
+A model dir is what every stage hands to the next. `save_model_dir` writes it in the Hugging
+Face GPT-2 layout (domtok.model.hf: transformers loads it as it is); `load_model` reads that,
+foreign GPT-2 dirs, and the native layout below, which training checkpoints keep and model
+dirs of earlier domtok versions have:
 
     model.safetensors   weights under native (nanoGPT) names; the tied output head is stored
                         once, as transformer.wte.weight, and re-tied on load
     config.json         {"format": "domtok", "model": {GPTConfig fields}, "condition", ...}
     tokenizer files     written by Tokenizer.save (domtok_tokenizer.json + base + HF files)
 
-A training checkpoint `checkpoints/step_000100/` is a model dir plus `optimizer.pt`,
+A training checkpoint `checkpoints/step_000100/` is a native model dir plus `optimizer.pt`,
 `trainer_state.json` (step, data position, RNG states: whatever the trainer passes) and a
 `COMPLETE` marker. Every directory is written under a temporary name and renamed into place,
 so a killed process leaves either the old state or the new one, never half of one; the
@@ -152,11 +155,16 @@ def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def _write_model_files(dst: Path, model: torch.nn.Module, tokenizer, extra: dict | None) -> None:
-    cfg = unwrap(model).config
+def _check_vocab(dst: Path, cfg: GPTConfig, tokenizer) -> None:
     if tokenizer is not None and tokenizer.vocab_size != cfg.vocab_size:
         raise DomtokError(f"{dst}: tokenizer vocab_size {tokenizer.vocab_size} != model vocab_size "
                           f"{cfg.vocab_size}; build the model with GPTConfig(vocab_size=tokenizer.vocab_size)")
+
+
+def _write_model_files(dst: Path, model: torch.nn.Module, tokenizer, extra: dict | None) -> None:
+    """A native model dir's files (training checkpoints)."""
+    cfg = unwrap(model).config
+    _check_vocab(dst, cfg, tokenizer)
     save_weights(native_state_dict(model), dst / "model.safetensors")
     config = {"format": "domtok", "model": asdict(cfg)}
     if tokenizer is not None:
@@ -168,11 +176,16 @@ def _write_model_files(dst: Path, model: torch.nn.Module, tokenizer, extra: dict
 
 def save_model_dir(model: torch.nn.Module, tokenizer, dir: str | os.PathLike, extra: dict | None = None,
                    only_own: bool = False) -> Path:
-    """Write a native model dir atomically. `extra` adds keys to config.json (e.g. the stage);
-    `only_own` as in `atomic_dir` (a directory the user chose)."""
+    """Write a model dir (Hugging Face GPT-2 layout, see domtok.model.hf) atomically. `extra`
+    adds keys to config.json (stage, seed, data, ...) and to the model card; `only_own` as in
+    `atomic_dir` (a directory the user chose: export, import)."""
+    from domtok.model.hf import write_model_files
+
     dir = Path(dir)
+    cfg = unwrap(model).config
+    _check_vocab(dir, cfg, tokenizer)
     with atomic_dir(dir, only_own=only_own) as tmp:
-        _write_model_files(tmp, model, tokenizer, extra)
+        write_model_files(tmp, native_state_dict(model), cfg, tokenizer, dict(extra or {}))
     return dir
 
 
@@ -186,12 +199,13 @@ def load_tokenizer_from_dir(dir: Path):
 
 
 def load_model(dir: str | os.PathLike, device="cpu", condition: str | None = None):
-    """(GPT, Tokenizer) from a native model dir, a training checkpoint, or a Hugging Face GPT-2
-    dir (converted on the fly; `condition` picks its tokenizer when the files cannot tell).
-    The model is in eval mode; the tokenizer is None if the dir has none."""
+    """(GPT, Tokenizer) from a domtok model dir (either layout), a training checkpoint, or a
+    foreign Hugging Face GPT-2 dir (converted on the fly; `condition` picks its tokenizer when
+    the files cannot tell, and must agree with a domtok dir's own). The model is in eval mode;
+    the tokenizer is None if the dir has none."""
     dir = Path(dir)
     config = read_config(dir)
-    if config.get("model_type") == "gpt2":
+    if "model_type" in config and config.get("format") != "domtok":  # a foreign HF dir
         from domtok.model.hf import load_hf_dir
 
         model, tokenizer = load_hf_dir(dir, condition=condition)
@@ -212,11 +226,19 @@ def load_model(dir: str | os.PathLike, device="cpu", condition: str | None = Non
         raise DomtokError(f"{dir / TOKENIZER_FILE}: a {tokenizer.condition} tokenizer, but config.json says the weights "
                           f"were trained as {trained_as}; the files disagree: restore them with `domtok tokenizer fix "
                           f"{dir} --condition {trained_as} --force`")
+    if condition is not None and tokenizer is not None and tokenizer.condition != condition:
+        raise DomtokError(f"{dir}: holds a {tokenizer.condition} model, not {condition}; drop --condition or "
+                          "pick the matching model")
+    state = read_weights(dir / "model.safetensors")
+    if config.get("model_type") == "gpt2":  # the HF layout save_model_dir writes
+        from domtok.model.hf import hf_to_native
+
+        state = hf_to_native(state, str(dir / "model.safetensors"))
     with torch.device("meta"):
         model = GPT(cfg)  # no random init of weights we are about to overwrite
     model = model.to_empty(device="cpu")
     model.lm_head.weight = model.transformer.wte.weight  # to_empty keeps the tie, make it explicit
-    load_native_state(model, read_weights(dir / "model.safetensors"), str(dir / "model.safetensors"))
+    load_native_state(model, state, str(dir / "model.safetensors"))
     return model.to(device).eval(), tokenizer
 
 

@@ -1,20 +1,38 @@
-"""Hugging Face GPT-2 interop: export a domtok model as a `GPT2LMHeadModel` dir, import one back.
+"""Hugging Face GPT-2 layout: every model dir domtok writes, export, import.
 
-The two layouts hold the same numbers under the same names with one difference: HF's GPT-2
-uses `Conv1D` layers whose weight is stored (in, out), the transpose of `nn.Linear`'s
+A model dir (`<stage>/model/`, `domtok export`, `domtok import`) is a `GPT2LMHeadModel` dir
+as it is, so `AutoModelForCausalLM.from_pretrained` and `AutoTokenizer.from_pretrained` load
+it without a conversion step:
+
+    model.safetensors       weights under HF GPT-2 names and shapes, tied head stored once
+    config.json             GPT2Config keys (model_type gpt2) + domtok's own keys beside them:
+                            "format": "domtok", "model": {GPTConfig}, condition, stage, seed, ...
+    generation_config.json  eos = EOT; pad = the tokenizer's pad token (the same id)
+    tokenizer files         tokenizer.json, tokenizer_config.json (with the chat template),
+                            special_tokens_map.json, domtok_tokenizer.json
+    README.md               model card (domtok.model.card)
+
+Training checkpoints (`checkpoints/step_*`) keep the native layout (checkpoint.py): resume
+reads them as before, and so does `load_model` for native model dirs written before this
+layout.
+
+The two weight layouts hold the same numbers under the same names with one difference: HF's
+GPT-2 uses `Conv1D` layers whose weight is stored (in, out), the transpose of `nn.Linear`'s
 (out, in). Every Conv1D weight must be transposed: c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj.
 The reference study's exporter skipped `attn.c_proj`, which is square (n_embd x n_embd), so
 nothing complained and the exported model was silently wrong. Here the list is explicit and
-a test compares logits with `transformers` itself.
+a test compares logits with `transformers` itself. A transpose is exact, so a model saved
+and loaded again has bit-identical weights.
 
 Only json and safetensors are used to write; `transformers` is needed only by the tests.
 
-Layouts that `import_hf` / `load_hf_dir` accept:
-- dirs written by `export_hf` (they carry a `domtok/` sidecar with the native config and the
+Foreign layouts that `import_hf` / `load_hf_dir` accept:
+- exports of earlier domtok versions (a `domtok/` sidecar with the native config and the
   tokenizer, so native -> HF -> native is exact, whatever the tokenizer);
 - the reference study's published models: vocab 50,349 with the mul tokens at 50,304-50,348;
-  the embedding is padded with zero rows to the tokenizer's vocab (50,368) and the
-  condition's gpt2 tokenizer is used;
+  the embedding is padded with zero rows to the tokenizer's vocab (50,368); the tokenizer is
+  the dir's own domtok tokenizer after `domtok tokenizer fix DIR --condition C`, else the
+  gpt2 tokenizer of `condition`;
 - OpenAI's `gpt2` (vocab 50,257, possibly without the `transformer.` prefix and with
   `attn.bias` mask buffers, possibly only `pytorch_model.bin`): padded the same way, baseline.
 """
@@ -30,13 +48,13 @@ import torch
 
 from domtok.errors import DomtokError
 from domtok.model.checkpoint import (
-    atomic_dir, gpt_config_from_dict, load_native_state, load_tokenizer_from_dir, read_config, read_weights,
-    save_model_dir, save_weights,
+    TOKENIZER_FILE, gpt_config_from_dict, load_model, load_native_state, load_tokenizer_from_dir, read_config,
+    read_weights, save_model_dir, save_weights,
 )
 from domtok.model.gpt import GPT, GPTConfig
 
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-SIDECAR = "domtok"  # subdir of an exported HF dir: native config.json + tokenizer files
+SIDECAR = "domtok"  # subdir of an earlier domtok export: native config.json + tokenizer files
 
 
 def is_conv1d(name: str) -> bool:
@@ -90,7 +108,8 @@ def _tokenizer_for(vocab: int, condition: str | None, source: str):
             condition = "baseline"  # OpenAI's gpt2 has no domain tokens
         else:
             raise DomtokError(f"{source}: vocab_size {vocab} holds domain-token ids but the files do not say "
-                              "which condition trained it; pass the condition (--condition baseline|mul_tokens)")
+                              "which condition trained it; pass --condition baseline|mul_tokens (sample, eval, "
+                              "import) or write it into the dir once: domtok tokenizer fix DIR --condition C")
     from domtok.tokens.tokenizer import load_tokenizer
 
     return load_tokenizer("gpt2", condition)
@@ -120,7 +139,14 @@ def load_hf_dir(hf_dir: str | os.PathLike, condition: str | None = None):
             raise DomtokError(f"{sidecar}: this export is condition {tokenizer.condition!r}, not {condition!r}; "
                               "drop --condition or pick the matching model")
     else:
-        tokenizer = _tokenizer_for(hf_vocab, condition, cfg_path)
+        if (hf_dir / TOKENIZER_FILE).exists():  # `domtok tokenizer fix DIR --condition C` wrote it
+            tokenizer = load_tokenizer_from_dir(hf_dir)
+            if condition is not None and tokenizer.condition != condition:
+                raise DomtokError(f"{hf_dir / TOKENIZER_FILE}: this dir's tokenizer is condition "
+                                  f"{tokenizer.condition!r}, not {condition!r}; drop --condition or fix the dir "
+                                  f"with `domtok tokenizer fix {hf_dir} --condition {condition} --force`")
+        else:
+            tokenizer = _tokenizer_for(hf_vocab, condition, cfg_path)
         cfg = GPTConfig(block_size=int(config.get("n_positions", config.get("n_ctx", 1024))),
                         vocab_size=tokenizer.vocab_size, n_layer=int(config["n_layer"]),
                         n_head=int(config["n_head"]), n_embd=int(config["n_embd"]))
@@ -146,13 +172,13 @@ def load_hf_dir(hf_dir: str | os.PathLike, condition: str | None = None):
 
 
 def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, condition: str | None = None) -> Path:
-    """Convert a Hugging Face GPT-2 dir into a native domtok model dir."""
-    model, tokenizer = load_hf_dir(hf_dir, condition=condition)
+    """A domtok model dir (with its tokenizer) from any GPT-2 dir `load_model` reads."""
+    model, tokenizer = load_model(hf_dir, condition=condition)
     return save_model_dir(model, tokenizer, out_dir, extra={"imported_from": str(Path(hf_dir).resolve())},
                           only_own=True)
 
 
-def hf_config(cfg: GPTConfig, eot_id: int) -> dict:
+def hf_config(cfg: GPTConfig, eot_id: int | None, pad_id: int | None = None) -> dict:
     """A GPT2Config dict for `cfg` (field names as transformers writes them)."""
     return {
         "architectures": ["GPT2LMHeadModel"],
@@ -174,13 +200,38 @@ def hf_config(cfg: GPTConfig, eot_id: int) -> dict:
         "tie_word_embeddings": True,
         "bos_token_id": eot_id,
         "eos_token_id": eot_id,
+        "pad_token_id": pad_id,
         "use_cache": True,
         "torch_dtype": "float32",
     }
 
 
+def write_model_files(dst: Path, state: dict[str, torch.Tensor], cfg: GPTConfig, tokenizer, meta: dict) -> None:
+    """The files of a model dir (module docstring) from native weights, into `dst`.
+
+    `meta`: domtok's keys for config.json (stage, seed, data, config_hash, ...)."""
+    eot_id = tokenizer.eot_id if tokenizer is not None else meta.get("eot_id")
+    # pad is a padding token, never EOT (pad == eos masked every EOS label in the reference);
+    # the tokenizer and generation_config.json name the same id
+    pad_id = tokenizer.pad_id if tokenizer is not None else eot_id
+    save_weights(native_to_hf(state), dst / "model.safetensors")
+    config = {**hf_config(cfg, eot_id, pad_id), "format": "domtok", "model": asdict(cfg)}
+    if tokenizer is not None:
+        config.update(condition=tokenizer.condition, tokenizer_base=tokenizer.base, eot_id=tokenizer.eot_id)
+        tokenizer.save(dst)
+    config.update(meta)
+    (dst / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    # no max_length: transformers warns when it is set beside generate(max_new_tokens=...);
+    # the context length is config.json's n_positions
+    gen = {"bos_token_id": eot_id, "eos_token_id": eot_id, "pad_token_id": pad_id}
+    (dst / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+    from domtok.model.card import model_card
+
+    (dst / "README.md").write_text(model_card(config))
+
+
 def export_hf(src: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Write a `GPT2LMHeadModel` dir from a native model dir or a training checkpoint dir."""
+    """A model dir (the layout above) from any domtok model dir or complete training checkpoint."""
     src = Path(src)
     config = read_config(src)
     is_checkpoint = (src / "trainer_state.json").exists() or (src / "optimizer.pt").exists()
@@ -190,30 +241,7 @@ def export_hf(src: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     if config.get("format") != "domtok":
         raise DomtokError(f"{src / 'config.json'}: not a domtok model dir or checkpoint; export reads what "
                           "`domtok pretrain`/`sft` write (use `domtok import` for Hugging Face dirs)")
-    cfg = gpt_config_from_dict(config["model"], str(src / "config.json"))
-    state = read_weights(src / "model.safetensors")
-    # check the weights against the config before writing anything
-    with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in GPT(cfg).state_dict().items() if k != "lm_head.weight"}
-    bad = sorted(k for k in shapes if k not in state or tuple(state[k].shape) != shapes[k])
-    if bad or set(state) - set(shapes):
-        raise DomtokError(f"{src / 'model.safetensors'}: weights do not match config.json ({(bad or sorted(set(state) - set(shapes)))[:3]}); "
-                          "re-save the model dir")
-    tokenizer = load_tokenizer_from_dir(src)
-    eot_id = tokenizer.eot_id if tokenizer is not None else int(config.get("eot_id", 50256))
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir, only_own=True) as tmp:
-        save_weights(native_to_hf(state), tmp / "model.safetensors")
-        (tmp / "config.json").write_text(json.dumps(hf_config(cfg, eot_id), indent=2) + "\n")
-        # no max_length: transformers warns when it is set beside generate(max_new_tokens=...);
-        # the context length is config.json's n_positions
-        gen = {"bos_token_id": eot_id, "eos_token_id": eot_id, "pad_token_id": eot_id}
-        (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
-        (tmp / SIDECAR).mkdir()
-        native = {k: v for k, v in config.items() if k not in ("step",)}
-        native["model"] = asdict(cfg)
-        (tmp / SIDECAR / "config.json").write_text(json.dumps(native, indent=2) + "\n")
-        if tokenizer is not None:
-            tokenizer.export_hf(tmp)
-            tokenizer.save(tmp / SIDECAR)
-    return out_dir
+    model, tokenizer = load_model(src)  # checks the weights against config.json before anything is written
+    hf_keys = set(hf_config(model.config, None))
+    meta = {k: v for k, v in config.items() if k not in hf_keys and k not in ("format", "model", "step")}
+    return save_model_dir(model, tokenizer, out_dir, extra=meta, only_own=True)

@@ -10,7 +10,8 @@ from domtok.ladder import Rung
 from domtok.report.compare import report_json
 from domtok.report.plots import save as save_plot
 from domtok.report.run import Run
-from domtok.report.study import study_sections
+from domtok.report.primary import calibration
+from domtok.report.study import answer_section, study_sections
 from domtok.report.tables import compute_matched, learn_check
 
 def rung_compute(view, rung: Rung) -> dict:
@@ -70,65 +71,55 @@ def rung_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def fit_trend(flops: list[float], delta: list[float], se: list[float], level: float = 0.95) -> dict | None:
-    """Weighted least squares of the effect on log10(training FLOPs): delta = a + b log10(F).
+def seed_trend(flops: list[float], deltas: list[list[float]], level: float = 0.95) -> dict | None:
+    """The effect's trend in log10(training FLOPs), tested over seeds: delta = a + b log10(F).
 
-    Each rung's effect is a measurement with a known standard error. A rung where both
-    conditions answer every item alike has se 0 (no variation to estimate it from); it gets
-    the smallest se any other rung measured instead of infinite weight, and when no rung has
-    a positive se the trend is not estimable (None). The weights are 1 / se^2, and the slope's standard error comes from those variances, so a
-    two-rung ladder has one too. With three or more rungs the residuals are also tested
-    against those variances (chi-square, n - 2 degrees of freedom); when they scatter more
-    than the errors allow (chi2 / dof > 1) the slope's variance is scaled by chi2 / dof, as is
-    usual for weighted fits. CI and p of the slope use the normal distribution. Returns None
-    with fewer than two rungs at distinct FLOPs.
+    `deltas[r][k]`: rung r's domain − baseline for seed k (the same seeds at every rung). Per
+    seed, ordinary least squares over the rungs gives one slope b_k (and intercept a_k); the
+    trend is their mean, with a t-interval and p on K − 1 degrees of freedom, as the per-rung
+    effects are. Every rung is scored on the same items and seed k's rungs share its seed, so
+    the rungs' effects are not independent; a seed's slope keeps that dependence inside one
+    observation, and only the seeds, which are independent, are counted. Like the per-rung
+    tests, the inference is about these items. None with fewer than two rungs at distinct
+    FLOPs or fewer than two seeds.
     """
     import numpy as np
     from scipy import stats
 
-    pts = [(math.log10(f), d, e) for f, d, e in zip(flops, delta, se)
-           if isinstance(f, (int, float)) and f > 0 and isinstance(d, (int, float)) and isinstance(e, (int, float))]
-    positive = [p[2] for p in pts if p[2] > 0]
-    if len({p[0] for p in pts}) < 2 or not positive:
+    pts = [(math.log10(f), d) for f, d in zip(flops, deltas) if isinstance(f, (int, float)) and f > 0]
+    if len({x for x, _ in pts}) < 2:
         return None
-    z = stats.norm.ppf(0.5 + level / 2)
-    x = np.array([p[0] for p in pts])
-    y = np.array([p[1] for p in pts], dtype=float)
-    se = np.array([p[2] if p[2] > 0 else min(positive) for p in pts])
-    w = 1.0 / se ** 2
-    xm = float((w * x).sum() / w.sum())
-    ym = float((w * y).sum() / w.sum())
-    sxx = float((w * (x - xm) ** 2).sum())
-    slope = float((w * (x - xm) * (y - ym)).sum() / sxx)
-    intercept = ym - slope * xm
-    var_slope = 1.0 / sxx
-    var_intercept = 1.0 / w.sum() + xm ** 2 / sxx
-    cov = -xm / sxx
-    dof = len(pts) - 2
-    chi2 = float((w * (y - intercept - slope * x) ** 2).sum())
-    p_fit, scale = None, 1.0
-    if dof > 0:
-        p_fit = float(stats.chi2.sf(chi2, dof))
-        scale = max(1.0, chi2 / dof)
-    se_slope = math.sqrt(var_slope * scale)
-    p_slope = float(2 * stats.norm.sf(abs(slope) / se_slope))
-    return {"slope_per_decade": slope, "ci_low": slope - z * se_slope, "ci_high": slope + z * se_slope,
-            "se": se_slope, "p": p_slope, "intercept": intercept, "n_rungs": len(pts), "chi2": chi2, "dof": dof,
-            "p_fit": p_fit, "variance_scale": scale,
-            "cov": [[var_intercept * scale, cov * scale], [cov * scale, var_slope * scale]]}
+    K = min(len(d) for _, d in pts)
+    if K < 2 or any(len(d) != K for _, d in pts):
+        return None
+    x = np.array([x for x, _ in pts])
+    y = np.array([d for _, d in pts], dtype=float)  # (rungs, seeds)
+    xm = x.mean()
+    slopes = ((x - xm)[:, None] * (y - y.mean(axis=0))).sum(axis=0) / ((x - xm) ** 2).sum()
+    intercepts = y.mean(axis=0) - slopes * xm
+    slope, intercept = float(slopes.mean()), float(intercepts.mean())
+    cov = np.cov(np.vstack([intercepts, slopes])) / K
+    se = math.sqrt(cov[1, 1])
+    q = float(stats.t.ppf(0.5 + level / 2, K - 1))
+    if se > 0:
+        p = float(2 * stats.t.sf(abs(slope) / se, K - 1))
+        lo, hi = slope - q * se, slope + q * se
+    else:  # every seed has the same slope: no spread to test it against (no interval)
+        p, lo, hi = 1.0, None, None
+    decades = float(x.max() - x.min())
+    return {"slope_per_decade": slope, "ci_low": lo, "ci_high": hi, "se": se, "p": p, "df": K - 1,
+            "intercept": intercept, "n_rungs": len(pts), "n_seeds": K, "per_seed_slopes": [float(s) for s in slopes],
+            "decades": decades, "exploratory": decades < 1.0, "cov": cov.tolist(), "t_quantile": q}
 
 
-def trend_band(fit: dict, log10_flops: list[float], level: float = 0.95) -> tuple[list[float], list[float], list[float]]:
-    """The fitted line and its pointwise CI at the given log10(FLOPs)."""
-    from scipy import stats
-
-    z = stats.norm.ppf(0.5 + level / 2)
+def trend_band(fit: dict, log10_flops: list[float]) -> tuple[list[float], list[float], list[float]]:
+    """The fitted line and its pointwise CI (the fit's level) at the given log10(FLOPs)."""
     (vaa, vab), (_, vbb) = fit["cov"]
     mid, lo, hi = [], [], []
     for x in log10_flops:
         m = fit["intercept"] + fit["slope_per_decade"] * x
         s = math.sqrt(max(vaa + 2 * x * vab + x * x * vbb, 0.0))
-        mid.append(m); lo.append(m - z * s); hi.append(m + z * s)
+        mid.append(m); lo.append(m - fit["t_quantile"] * s); hi.append(m + fit["t_quantile"] * s)
     return mid, lo, hi
 
 
@@ -155,60 +146,62 @@ def excludes_zero(h: dict) -> bool:
     return lo is not None and hi is not None and (lo > 0 or hi < 0)
 
 
-def standard_error(h: dict) -> float | None:
-    """A headline row's standard error: its own `se`, else its 95% CI's half-width / 1.96
-    (larger than the se when the CI is a t-interval with few degrees of freedom: conservative)."""
-    if isinstance(h.get("se"), (int, float)):
-        return float(h["se"])
-    lo, hi = h.get("ci_low"), h.get("ci_high")
-    return (hi - lo) / (2 * 1.959963984540054) if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else None
-
-
 def trends(rows: list[dict]) -> list[dict]:
-    """Per headline effect: the fitted trend in log-compute and the smallest rung whose CI excludes 0."""
+    """Per headline effect: the trend over seeds in log-compute (`seed_trend`, on the seeds
+    every rung has) and the smallest rung whose CI excludes 0."""
     out = []
     for key, pts in effects_by_key(rows).items():
         pts = sorted(pts, key=lambda p: p[0]["flops"] if isinstance(p[0].get("flops"), (int, float)) else math.inf)
-        fit = fit_trend([p[0].get("flops") for p in pts], [p[1].get("delta") for p in pts],
-                        [standard_error(p[1]) for p in pts])
+        tested = [p for p in pts if p[1].get("per_seed_deltas")]
+        seeds = sorted(set.intersection(*(set(p[1]["seeds"]) for p in tested))) if tested else []
+        per_rung = [[dict(zip(p[1]["seeds"], p[1]["per_seed_deltas"]))[s] for s in seeds] for p in tested]
+        fit = seed_trend([p[0].get("flops") for p in tested], per_rung)
         first = next((p for p in pts if excludes_zero(p[1])), None)
         out.append({"benchmark": key[0], "metric": key[1], "stage": key[2], "condition": key[3],
-                    "trend": fit, "first_rung_excluding_zero": first[0]["rung"] if first else None})
+                    "trend": fit, "seeds": seeds, "first_rung_excluding_zero": first[0]["rung"] if first else None})
     return out
 
 
 def trend_lines(rows: list[dict], trend_rows: list[dict]) -> list[str]:
-    """The ladder's answer in markdown: one line per effect, then the smallest rung sentence."""
+    """The ladder's answer in markdown: one line per effect, the span in decades of compute,
+    then the smallest rung sentence."""
     if not trend_rows:
         return ["(no headline effect has finished in any rung yet)"]
-    lines = ["| effect | rungs | slope per decade of FLOPs | 95% CI | p (slope ≠ 0) | fit χ² / dof | "
-             "smallest rung whose CI excludes 0 |", "|---|---:|---:|---|---:|---:|---|"]
+    lines = ["| effect | rungs | seeds | slope per decade of FLOPs | 95% CI | p (slope ≠ 0) | span (decades) | "
+             "smallest rung whose CI excludes 0 |", "|---|---:|---:|---:|---|---:|---:|---|"]
     for t in trend_rows:
         key = (t["benchmark"], t["metric"], t["stage"], t["condition"])
         fit = t["trend"]
         first = t["first_rung_excluding_zero"] or "none"
         if fit is None:
             n = len([h for r in rows for h in r.get("headline", []) if _key(h) == key and h.get("delta") is not None])
-            lines.append(f"| {_label(key)} | {n} | not estimable (fewer than two rungs, or no rung's effect has a "
-                         f"standard error) | – | – | – | {first} |")
+            lines.append(f"| {_label(key)} | {n} | {len(t.get('seeds', []))} | not estimable (fewer than two rungs "
+                         f"or two seeds in every rung) | – | – | – | {first} |")
             continue
-        chi = f"{fit['chi2']:.2f} / {fit['dof']}" if fit["dof"] > 0 else "– (2 rungs: exact)"
-        lines.append(f"| {_label(key)} | {fit['n_rungs']} | {fit['slope_per_decade']:+.4f} | "
-                     f"[{fit['ci_low']:+.4f}, {fit['ci_high']:+.4f}] | {fit['p']:.3g} | {chi} | {first} |")
+        ci = (f"[{fit['ci_low']:+.4f}, {fit['ci_high']:+.4f}]" if fit["ci_low"] is not None
+              else "– (every seed has the same slope)")
+        lines.append(f"| {_label(key)} | {fit['n_rungs']} | {fit['n_seeds']} | {fit['slope_per_decade']:+.4f} | "
+                     f"{ci} | {fit['p']:.3g} | {fit['decades']:.2f} | {first} |")
+    lines.append("")
+    flops = [r["flops"] for r in rows if isinstance(r.get("flops"), (int, float)) and r["flops"] > 0]
+    if len(flops) > 1:
+        decades = math.log10(max(flops) / min(flops))
+        lines.append(f"The rungs span {decades:.2f} decades of training compute per model"
+                     + (": less than one decade, so any trend here is exploratory, not a scaling claim."
+                        if decades < 1 else "."))
     firsts = [t for t in trend_rows if t["first_rung_excluding_zero"]]
     order = {r["rung"]: i for i, r in enumerate(sorted(rows, key=lambda r: r.get("flops") or math.inf))}
-    lines.append("")
     if firsts:
         best = min(firsts, key=lambda t: order.get(t["first_rung_excluding_zero"], math.inf))
         rung = best["first_rung_excluding_zero"]
         which = [_label((t["benchmark"], t["metric"], t["stage"], t["condition"])) for t in firsts
                  if t["first_rung_excluding_zero"] == rung]
         lines.append(f"The smallest rung whose 95% CI excludes zero for some headline effect is `{rung}` "
-                     f"({', '.join(which)}); the CIs are not corrected for multiple comparisons, see p (Holm) "
-                     "in the per-rung tables.")
+                     f"({', '.join(which)}); these per-rung CIs are not corrected for multiple comparisons (see the "
+                     "families in the per-rung tables).")
     else:
-        lines.append("No rung's 95% CI excludes zero for any headline effect: at these sizes the ladder detects "
-                     "no difference between the conditions.")
+        lines.append("No rung's 95% CI excludes zero for any headline effect: at these sizes and seeds the ladder "
+                     "shows no difference between the conditions (which is not a showing that there is none).")
     return lines
 
 
@@ -291,15 +284,19 @@ def _rung_part(comps: dict, rung: str) -> dict:
             "m": comps["m"]}
 
 
-def ladder_report(run: Run, comps: dict) -> tuple[list[str], dict]:
-    """A ladder's report.md body and report.json: per-rung compute and "learns" checks, each
+def ladder_report(run: Run, comps: dict) -> tuple[list[str], list[str], dict]:
+    """A ladder's opening answer (each rung's primary endpoint), report.md body and report.json:
+    per-rung compute and "learns" checks, each
     headline effect against training FLOPs with a fitted trend, then every rung's whole study
     (Holm's correction, from `comparisons`, runs over every comparison of every rung)."""
 
     js = report_json(run, comps)
-    rows = []
+    rows, answer, primaries = [], [], {}
     for rung in run.spec.ladder:
         view = run.rung(rung.name)
+        said, primaries[rung.name] = answer_section(view, comps, run.dir / "plots" / rung.dir_name,
+                                                    f"plots/{rung.dir_name}", rung.name)
+        answer += [f"Rung `{rung.name}`:", "", *said, ""]
         prefix = f"rung-{rung.name}/"  # report_json's accuracy keys of this rung
         accuracy = {c: {st: {k[len(prefix):]: v for k, v in by_metric.items() if k.startswith(prefix)}
                         for st, by_metric in by_stage.items()} for c, by_stage in js["accuracy"].items()}
@@ -307,7 +304,7 @@ def ladder_report(run: Run, comps: dict) -> tuple[list[str], dict]:
         rows.append({**rung_compute(view, rung), "compute_matched": compute_matched(view),
                      "headline": [h for h in js["headline"] if h["rung"] == rung.name],
                      "grpo": [g for g in js["grpo"] if g["rung"] == rung.name],
-                     "accuracy": {c: by for c, by in accuracy.items() if by}})
+                     "accuracy": {c: by for c, by in accuracy.items() if by}, "primary": primaries[rung.name]})
     trend_rows = trends(rows)
     figs = plots(rows, trend_rows, run.dir / "plots")
     lines = ["## Ladder", "",
@@ -326,14 +323,17 @@ def ladder_report(run: Run, comps: dict) -> tuple[list[str], dict]:
         lines += ["- ⚠ Not every model reaches the figures: " + "; ".join(missed) + "." if missed else
                   "- ✅ Every rung's models reach every figure, in every condition.", ""]
     lines += ["### The effect against compute", "",
-              "Weighted least squares of each headline effect on log10(FLOPs), weights 1 / SE² of each rung's "
-              "effect; slope CI from those variances (scaled up by χ²/dof when the rungs scatter more than "
-              f"their errors allow). Holm's correction in the per-rung tables runs over all {comps['m']} "
-              "comparisons of the ladder.", "",
+              "Per seed, a least-squares line of the effect on log10(FLOPs) across the rungs; the trend is the mean "
+              "of the seeds' slopes, with a t-interval on K − 1 degrees of freedom (the rungs share items and seeds, "
+              "so only the seeds count as independent). The secondary family's Holm correction in the per-rung "
+              f"tables runs over all {comps['m']} secondary comparisons of the ladder.", "",
               *trend_lines(rows, trend_rows), "", *[f"![{f}](plots/{f})" for f in figs], ""]
     for rung in run.spec.ladder:
         view = run.rung(rung.name)
         lines += [f"## Rung `{rung.name}`: {rung.n_layer} layers x {rung.n_embd} wide, {rung.n_head} heads", "",
                   *study_sections(view, _rung_part(comps, rung.name), run.dir / "plots" / rung.dir_name,
                                   f"plots/{rung.dir_name}", "###"), ""]
-    return lines, {**js, "ladder": rows, "ladder_trend": trend_rows}
+    # report.json's `primary`: the last rung's (a ladder lists its rungs smallest first)
+    primary = primaries[run.spec.ladder[-1].name]
+    return answer, lines, {**js, "primary": primary, "calibration": calibration(run), "ladder": rows,
+                           "ladder_trend": trend_rows}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from domtok.report.compare import HELPS, HURTS, NULL, _label
+from domtok.report.compare import EQUIVALENT, HELPS, HURTS, UNDECIDED, _label
 from domtok.report.run import HEADLINE, Run, _mean_std
 from domtok.rundir import read_items
 
@@ -111,14 +111,47 @@ def forest_plot(comps: dict, out: Path) -> str | None:
     rows += [(f"GRPO {r['benchmark']} · {r['stage']} − {r['start']} · {r['condition']}", r) for r in comps["grpo"] if "p" in r]
     if not rows:
         return None
-    colour = {HELPS: "tab:green", HURTS: "tab:red", NULL: "tab:gray"}
+    colour = {HELPS: "tab:green", HURTS: "tab:red", EQUIVALENT: "tab:blue", UNDECIDED: "tab:gray"}
     fig, ax = plt.subplots(figsize=(9, 0.35 * len(rows) + 1.2))
     for y, (_, r) in enumerate(reversed(rows)):
         ax.errorbar(r["delta"], y, xerr=[[r["delta"] - r["ci"][0]], [r["ci"][1] - r["delta"]]], fmt="o",
-                    color=colour[r["verdict"]], capsize=3)
+                    color=colour[r["verdict"]] if r["family"] != "descriptive" else "tab:gray", capsize=3,
+                    alpha=0.45 if r["family"] == "descriptive" else 1.0)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(rows)), [name for name, _ in reversed(rows)], fontsize=8)
     ax.set_xlabel("difference in accuracy (domain − baseline; GRPO − its start), 95% CI")
-    ax.set_title("green: helps, red: hurts, grey: no detectable difference (Holm-corrected)", fontsize=9)
+    ax.set_title("green: helps, red: hurts, blue: equivalent, grey: undecided or descriptive (primary alone, "
+                 "secondary Holm-corrected)", fontsize=8)
     out.mkdir(parents=True, exist_ok=True)
     return save(fig, out, "forest.png")
+
+
+def primary_plot(primary: dict, out: Path, name: str = "primary.png") -> str | None:
+    """The primary endpoint's per-seed deltas as dots, their mean with its 95% CI, and the
+    equivalence margin as a band: what the answer rests on, seed by seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    deltas = primary.get("per_seed_deltas") or []
+    if not deltas:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 2.2))
+    m = primary["margin"]
+    ax.axvspan(-m, m, color="tab:blue", alpha=0.12, label=f"equivalence margin ±{m:g}")
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.scatter(deltas, [1.0] * len(deltas), color="tab:orange", zorder=3, label="one seed's Δ")
+    for s, d in zip(primary["seeds"], deltas):
+        ax.annotate(f"s{s}", (d, 1.0), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+    lo, hi = primary["ci_low"], primary["ci_high"]
+    if lo is not None and hi is not None:
+        ax.errorbar(primary["delta"], 0.0, xerr=[[primary["delta"] - lo], [hi - primary["delta"]]], fmt="s",
+                    color="black", capsize=4, label="mean, 95% CI")
+    ax.set_ylim(-0.8, 1.8)
+    ax.set_yticks([0.0, 1.0], ["mean", "seeds"])
+    ax.set_xlabel(f"Δ {primary['metric']} after {primary['stage']} ({primary['condition']} − baseline)")
+    ax.set_title(f"primary endpoint: {primary['benchmark']}, verdict: {primary['verdict']}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
+    out.mkdir(parents=True, exist_ok=True)
+    return save(fig, out, name)

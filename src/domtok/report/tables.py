@@ -4,7 +4,7 @@ compute matching, confounds and notation, and the check of the spec's `learns:` 
 from __future__ import annotations
 
 from domtok.report.run import HEADLINE, Run, _fmt, _mean_std, _sci
-from domtok.rundir import node_state
+from domtok.rundir import document_partner, node_state
 
 def _cell(summaries: list[dict], metric: str) -> str:
     """One matrix cell: value [CI] for one seed, mean ± std (n seeds) for several."""
@@ -148,15 +148,47 @@ def _mismatched(summaries: list[dict]) -> list[str]:
             or None in {s.get(k) for s in summaries}]
 
 
+def token_matched(run: Run) -> list[str]:
+    """The conditions matched by compute (`match: tokens`, the default); a document-matched one
+    (`match: {documents: OTHER}`) reads its partner's documents in fewer or more steps instead."""
+    return [c for c in run.conditions if document_partner(run.spec.conditions, c) is None]
+
+
 def compute_matched(run: Run) -> bool | None:
-    """Whether every condition and seed trained with the same compute; None until every row is there."""
+    """Whether every compute-matched condition and seed trained with the same compute; None until
+    every row is there. Document-matched conditions are data-matched and not part of it."""
     first_pre = next((s.name for s in run.spec.stages if s.kind == "pretrain"), None)
     if first_pre is None:
         return None
-    rows = [n for c in run.conditions for n in run.training(first_pre, c)]
-    if len({(n.condition, n.seed) for n in rows}) < len(run.conditions) * len(run.spec.seeds):
+    conds = token_matched(run)
+    rows = [n for c in conds for n in run.training(first_pre, c)]
+    if len({(n.condition, n.seed) for n in rows}) < len(conds) * len(run.spec.seeds):
         return None
     return not _mismatched([run.summary[n.id] for n in rows])
+
+
+def _document_matching(run: Run, rows: list[tuple[str, int, dict]]) -> list[str]:
+    """One line per document-matched condition: its partner, whether every seed read exactly the
+    partner's documents, and its steps and FLOPs beside the partner's."""
+    by = {(c, seed): s for c, seed, s in rows}
+    out = []
+    for cond in run.conditions:
+        partner = document_partner(run.spec.conditions, cond)
+        if partner is None:
+            continue
+        pairs = [(seed, by[(cond, seed)], by[(partner, seed)]) for seed in run.spec.seeds
+                 if (cond, seed) in by and (partner, seed) in by]
+        same = all(s.get("documents_seen") == p.get("documents_seen") for _, s, p in pairs)
+        detail = "; ".join(f"seed {seed}: {_fmt(s.get('documents_seen'))} documents in {_fmt(s.get('steps'))} steps, "
+                           f"{_sci(s.get('total_flops'))} FLOPs ({s['total_flops'] / p['total_flops']:.1%} of "
+                           f"{partner}'s)" if s.get("total_flops") and p.get("total_flops") else f"seed {seed}: –"
+                           for seed, s, p in pairs)
+        mark = "✅" if same and pairs else "❌"
+        out.append(f"- {mark} {cond} is document-matched (data-matched) to {partner}: "
+                   + ("the same documents in the same order, " if same and pairs else
+                      "its documents DIFFER from its partner's, ")
+                   + f"for as many steps as they take (the last one partial); {detail or 'no finished pair yet'}.")
+    return out
 
 
 def compute_table(run: Run) -> list[str]:
@@ -193,19 +225,51 @@ def compute_table(run: Run) -> list[str]:
         return lines + ["", f"- ⚠ no compute-matching verdict: {first_pre} has no finished row for "
                         + ", ".join(missing) + "; finish (or repair) those nodes and re-run `domtok report`."] + warnings
     names = COMPUTE_KEYS
-    values = {k: {s.get(k) for _, _, s in rows} for k in names}
-    mismatched = _mismatched([s for _, _, s in rows])
+    conds = token_matched(run)
+    matched_rows = [s for c, _, s in rows if c in conds]
+    values = {k: {s.get(k) for s in matched_rows} for k in names}
+    mismatched = _mismatched(matched_rows)
+    which = "conditions" if len(conds) == len(run.conditions) else f"the conditions matched by compute (`match: tokens`: {', '.join(conds)})"
     if mismatched:
-        verdict = f"- ❌ conditions are NOT compute-matched: {', '.join(mismatched)} differ (or are not recorded)."
+        verdict = f"- ❌ {which} are NOT compute-matched: {', '.join(mismatched)} differ (or are not recorded)."
     else:
         (params,), (steps,), (tps,), (tokens,), (flops,) = (values[k] for k in names)
-        verdict = (f"- ✅ conditions are compute-matched: the same parameters ({params:,}), steps ({steps:,}), "
+        verdict = (f"- ✅ {which} are compute-matched: the same parameters ({params:,}), steps ({steps:,}), "
                    f"tokens per step ({tps:,}), tokens ({tokens:,}) and FLOPs ({flops:.3e}) in every condition and seed.")
+    verdict = "\n".join([verdict, *_document_matching(run, rows)])
     read = [f"{c} seed {seed}: {_fmt(s.get('documents_seen'))} documents, {_fmt(s.get('bytes_seen'))} bytes"
             for c, seed, s in rows]
     reading = ("- Read in those steps (whole documents of one seeded order, shared by the conditions, and their "
                "original UTF-8 bytes): " + "; ".join(read) + ".")
     return lines + ["", verdict, reading] + warnings
+
+
+def method_lines(run: Run) -> list[str]:
+    """What "compute-matched" means here, and what each condition read in its pretraining
+    (mean over the seeds that finished): documents, tokens and original UTF-8 bytes."""
+    first_pre = next((s.name for s in run.spec.stages if s.kind == "pretrain"), None)
+    lines = ["- Compute-matched means: every condition and seed pretrains the same architecture (same parameter "
+             "count) for the same optimizer steps on the same number of tokens per step, so the same tokens and "
+             "training FLOPs; post-training stages run the same configs. It does not mean the same text: a tokenizer "
+             "that writes the same text in fewer tokens reads more documents in those tokens (see the rows below "
+             "and Compute matching)."]
+    if first_pre is None:
+        return lines + ["- (no pretraining stage in this run)"]
+    read = []
+    for cond in run.conditions:
+        sums = [run.summary[n.id] for n in run.training(first_pre, cond)]
+        if not sums:
+            continue
+        def mean(key):
+            vals = [s.get(key) for s in sums if isinstance(s.get(key), (int, float))]
+            return sum(vals) / len(vals) if vals else None
+        docs, toks, nbytes = mean("documents_seen"), mean("tokens_trained"), mean("bytes_seen")
+        read.append(f"`{cond}` {_fmt(round(docs) if docs is not None else None)} documents, "
+                    f"{_fmt(round(toks) if toks is not None else None)} tokens, "
+                    f"{_fmt(round(nbytes) if nbytes is not None else None)} bytes")
+    if read:
+        lines.append(f"- Read in `{first_pre}` (mean over seeds): " + "; ".join(read) + ".")
+    return lines
 
 
 # Token budgets of the stages and benchmarks that generate or cut text: (config class, key).

@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from domtok.config import atomic_write_json
+from domtok.config import atomic_write_json, atomic_write_text
 from domtok.errors import DomtokError
 from domtok.tokens.sets import TOKEN_SETS
 from domtok.tokens.tokenizer import (EOT, GPT2_BASE_VOCAB_SHA256, META_FILE, Tokenizer, read_hf_vocab_merges,
@@ -267,6 +267,10 @@ def fix(model_dir, condition: str | None = None, force: bool = False) -> list[st
             notes.append(f"{cfg_path.relative_to(model_dir)}: condition {cfg.get('condition')} -> {tok.condition}")
             cfg["condition"] = tok.condition
             atomic_write_json(cfg_path, cfg)
+            if (cfg_path.parent / "README.md").exists():  # the model card names the condition too
+                from domtok.model.card import model_card
+
+                atomic_write_text(cfg_path.parent / "README.md", model_card(cfg))
     stale = model_dir / "added_tokens.json"  # slow-tokenizer file; its tokens would be re-added
     if stale.exists():
         stale.unlink()
@@ -290,7 +294,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="learn no merge that joins a digit: every number is written one digit per token")
     b.add_argument("--force", action="store_true", help="replace --out when it already holds a tokenizer")
     f = sub.add_parser("fix", help="re-write a model dir's tokenizer files with domtok's layout and flags")
-    f.add_argument("model_dir")
+    f.add_argument("model_dir", help="model dir whose tokenizer files to re-write (a domtok dir or a Hugging Face GPT-2 dir)")
     f.add_argument("--condition", default=None, help="baseline | mul_tokens (default: what the dir holds)")
     f.add_argument("--force", action="store_true", help="allow --condition to change the condition the dir holds")
 

@@ -72,7 +72,7 @@ from typing import Iterable
 
 from domtok.errors import DomtokError
 from domtok.notation import ANNOTATION_RE, iter_annotations, stray_brackets
-from domtok.tokens.sets import DomainToken, DomainTokenSet, get_token_set
+from domtok.tokens.sets import DomainToken, DomainTokenSet, get_token_set, literal_spans
 
 MODES = ("weak", "strict")
 
@@ -358,6 +358,11 @@ def inject_domain_tokens(text: str, token_set: str | DomainTokenSet = "mul", mod
     """Rewrite the facts of `token_set` in `text` into its tokens (see the module docstring)."""
     if mode not in MODES:
         raise DomtokError(f"injector mode {mode!r} is unknown; use one of {list(MODES)}")
+    if isinstance(token_set, DomainTokenSet) and token_set.literal:
+        # a literal set's tokens are the text itself: nothing to rewrite, the tokenizer's
+        # `encode` maps each occurrence; counted here as the injector counts facts
+        found = Counter(text[a:b] for a, b in literal_spans(token_set, text))
+        return InjectResult(text, sum(found.values()), found)
     rules = _rules(token_set, word_forms)
     for q in rules.quick:
         if q in text:
@@ -374,7 +379,10 @@ def inject_batch(texts: Iterable[str], token_set: str | DomainTokenSet = "mul", 
 
 
 def expand_domain_tokens(text: str, token_set: str | DomainTokenSet = "mul") -> str:
-    """`<MUL_6_9_54>` (or `<MUL_9_6_54>`) -> `6 × 9 = 54`; unknown token texts stay."""
+    """`<MUL_6_9_54>` (or `<MUL_9_6_54>`) -> `6 × 9 = 54`; unknown token texts stay.
+    A literal set's tokens are already their text: returned unchanged."""
+    if isinstance(token_set, DomainTokenSet) and token_set.literal:
+        return text
     rules = _rules(token_set, False)
     ts = rules.token_set
     by_text = ts.by_text()

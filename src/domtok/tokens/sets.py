@@ -19,6 +19,14 @@ Leading spaces. GPT-2's pre-tokenizer never joins a space to a token it does not
 as GPT-2 has ` the` beside `the`. The facts, the injector and every token text stay the
 same; only the tokenizer's layout differs (its own ids, see `domtok.tokens.tokenizer`), and
 `mul` (ids 50304-50348 for gpt2) stays the reference layout.
+
+Literal sets. A `literal` set (the compression-matched `control` set, built from a corpus by
+`domtok.tokens.control`) holds plain strings such as " of the": a token's text IS the text it
+stands for, so injection leaves the text as it is and the tokenizer's `encode` maps each
+occurrence (a run of whole pre-tokenizer pieces, see `literal_spans`) to the token's id;
+decoding gives the text back. Its tokens
+have no value or operands (`op` "text"), and `matches` names the fact set whose layout and
+compression it copies.
 """
 
 from __future__ import annotations
@@ -48,6 +56,8 @@ class DomainTokenSet:
     text_pattern: str                # regex for token texts, incl. non-canonical ones
     commutative: bool = True         # operand order does not matter: <MUL_9_6_54> == <MUL_6_9_54>
     leading_space: bool = False      # the layout also has " <MUL_6_9_54>" (one id per token and space)
+    literal: bool = False            # tokens are plain strings, matched where they stand (control sets)
+    matches: str = ""                # literal sets: the fact set whose layout and compression they copy
 
     def by_text(self) -> dict[str, DomainToken]:
         return self._by_text
@@ -74,7 +84,7 @@ class DomainTokenSet:
         """"<MUL_9_6_54>" -> "<MUL_6_9_54>"; a wrong product or a foreign text -> None."""
         if text in self._by_text:
             return text
-        if not self.commutative or not self.regex.fullmatch(text):
+        if self.literal or not self.commutative or not self.regex.fullmatch(text):
             return None
         # "<NAME_o1_..._on_value>": keep the operand strings as written (so "06" stays
         # "06" and matches nothing) and only reorder them.
@@ -88,7 +98,7 @@ class DomainTokenSet:
 
     def canonicalize(self, text: str) -> str:
         """Rewrite every non-canonical token text in `text` to its canonical form."""
-        if self.prefix not in text:
+        if self.literal or self.prefix not in text:
             return text
         return self.regex.sub(lambda m: self.canonical_text(m.group(0)) or m.group(0), text)
 
@@ -98,6 +108,7 @@ class DomainTokenSet:
             "text_pattern": self.text_pattern,
             "commutative": self.commutative,
             "leading_space": self.leading_space,
+            **({"literal": True, "matches": self.matches} if self.literal else {}),
             "tokens": [{"text": t.text, "value": t.value, "op": t.op, "operands": list(t.operands)}
                        for t in self.tokens],
         }
@@ -108,13 +119,86 @@ class DomainTokenSet:
             tokens = tuple(DomainToken(str(t["text"]), int(t["value"]), str(t["op"]),
                                        tuple(int(o) for o in t["operands"])) for t in d["tokens"])
             out = cls(str(d["name"]), tokens, str(d["text_pattern"]), bool(d.get("commutative", True)),
-                      bool(d.get("leading_space", False)))
+                      bool(d.get("leading_space", False)), bool(d.get("literal", False)), str(d.get("matches", "")))
             re.compile(out.text_pattern)
         except (KeyError, TypeError, ValueError, re.error) as e:
             raise DomtokError(f"{where}: malformed token set ({e!r}); re-save the tokenizer with `domtok tokenizer fix`") from e
         if not tokens or len({t.text for t in tokens}) != len(tokens):
             raise DomtokError(f"{where}: token set {out.name!r} is empty or has duplicate texts")
         return out
+
+
+# Characters a literal (control) token may not hold: digits are checked apart; these are the
+# operators, brackets and markers of arithmetic, annotations (`<<..>>`) and answers (`####`).
+ARITHMETIC_CHARS = frozenset("+-−*×·⋅∙/÷=^%<>()[]{}#")
+
+
+def literal_token_set(name: str, texts: Iterable[str], matches: str) -> DomainTokenSet:
+    """A `literal` set of plain strings (in the given order = id order), e.g. the control set.
+
+    A text holds no digit and no arithmetic character; it is matched only as a run of whole
+    GPT-2 pre-tokenizer pieces (`literal_spans`), so every other piece of a text keeps its
+    base ids, and a number (a piece of its own) is never split, joined or re-tokenized.
+    """
+    texts = list(texts)
+    for t in texts:
+        if not t or any(c.isdigit() or c in ARITHMETIC_CHARS for c in t):
+            raise DomtokError(f"literal token set {name!r}: {t!r} is empty or holds a digit or an arithmetic "
+                              f"character ({''.join(sorted(ARITHMETIC_CHARS))})")
+    ordered = sorted(texts, key=lambda t: (-len(t), t))
+    pattern = "(?:" + "|".join(map(re.escape, ordered)) + ")"  # for display and search; matching: literal_spans
+    tokens = tuple(DomainToken(t, 0, "text", ()) for t in texts)
+    return DomainTokenSet(name, tokens, pattern, commutative=False, literal=True, matches=matches)
+
+
+@functools.lru_cache(maxsize=1)
+def _pieces_re():
+    import regex  # tiktoken's dependency: the \p{L} classes of GPT-2's pattern
+
+    from domtok.tokens.tokenizer import GPT2_PATTERN
+    return regex.compile(GPT2_PATTERN)
+
+
+def pretokenize(text: str) -> list[str]:
+    """GPT-2's pre-tokenizer pieces of `text` (BPE never merges across them)."""
+    return _pieces_re().findall(text)
+
+
+@functools.lru_cache(maxsize=8)
+def _literal_index(token_set: DomainTokenSet) -> dict[str, list[tuple[int, str]]]:
+    """first piece -> [(pieces, text)] of the set's texts, most pieces first."""
+    index: dict[str, list[tuple[int, str]]] = {}
+    for t in token_set.tokens:
+        pieces = pretokenize(t.text)
+        index.setdefault(pieces[0], []).append((len(pieces), t.text))
+    for v in index.values():
+        v.sort(key=lambda x: (-x[0], x[1]))
+    return index
+
+
+def literal_runs(token_set: DomainTokenSet, pieces: list[str]) -> list[tuple[int, int]]:
+    """(first piece, number of pieces) of every token text among `pieces`: left to right, the
+    longest run that is a token text first."""
+    index = _literal_index(token_set)
+    runs, i, n = [], 0, len(pieces)
+    while i < n:
+        for k, t in index.get(pieces[i], ()):
+            if i + k <= n and "".join(pieces[i:i + k]) == t:
+                runs.append((i, k))
+                i += k
+                break
+        else:
+            i += 1
+    return runs
+
+
+def literal_spans(token_set: DomainTokenSet, text: str) -> list[tuple[int, int]]:
+    """(start, end) of every occurrence of a literal set's texts in `text` (`literal_runs`)."""
+    pieces = pretokenize(text)
+    starts = [0]
+    for p in pieces:
+        starts.append(starts[-1] + len(p))
+    return [(starts[i], starts[i + k]) for i, k in literal_runs(token_set, pieces)]
 
 
 def fact_token_set(name: str, head: str, op: str, fn: Callable[[int, int], int],
@@ -145,7 +229,16 @@ MUL_SPACE = dataclasses.replace(MUL, name="mul_space", leading_space=True)
 TOKEN_SETS: dict[str, DomainTokenSet] = {"mul": MUL, "mul_space": MUL_SPACE}
 
 
+# Sets built from a run's corpus (not registered here): a tokenizer directory saves them
+# (`domtok.tokens.control`), and a spec's condition names them like the others.
+CORPUS_SETS = ("control",)
+
+
 def get_token_set(name: str) -> DomainTokenSet:
+    if name in CORPUS_SETS:
+        raise DomtokError(f"token set {name!r} is built from a corpus by a run's tokenizer node; load the "
+                          "tokenizer directory that saved it (load_tokenizer(DIR, condition, token_set="
+                          f"{name!r}))")
     if name not in TOKEN_SETS:
         raise DomtokError(f"unknown token set {name!r}; known sets: {sorted(TOKEN_SETS)}")
     return TOKEN_SETS[name]

@@ -29,6 +29,13 @@ encodes with the `tokenizers` library from exactly the tokenizer.json that is ex
 Non-canonical texts (`<MUL_9_6_54>`) are mapped to the canonical id by domtok's `encode`
 only; the exported HF tokenizer knows the canonical texts (all the injector writes).
 
+A `literal` set (the control set: plain strings such as " of the", see `domtok.tokens.sets`)
+is encoded by cutting the text at each occurrence (`literal_spans`), encoding the pieces
+between with the base BPE and putting the token's id for each occurrence: the pieces are
+pre-tokenized exactly as in the whole text, so the rest of the ids are the baseline's. In the
+HF export these tokens are `single_word` added tokens (matched only between non-word
+characters, a slightly narrower rule than domtok's); domtok's `encode` is the one training uses.
+
 On disk (`save`/`load`): `domtok_tokenizer.json` (base, condition, layout, token set, the
 condition's injector settings, base vocabulary hash) next to the Hugging Face files. The HF `tokenizer.json` holds the whole
 vocabulary and merges, so a saved gpt2 tokenizer loads offline anywhere without GPT-2's
@@ -48,7 +55,8 @@ from typing import Iterable
 
 from domtok.config import atomic_write_json, atomic_write_text
 from domtok.errors import DomtokError
-from domtok.tokens.sets import TOKEN_SETS, DomainTokenSet, condition_token_set, get_token_set
+from domtok.tokens.sets import (CORPUS_SETS, TOKEN_SETS, DomainTokenSet, condition_token_set, get_token_set,
+                                literal_spans)
 
 EOT = "<|endoftext|>"
 META_FILE = "domtok_tokenizer.json"
@@ -149,7 +157,8 @@ class Tokenizer:
         self._vocab = vocab
         self._merges = merges  # None: derived from the ranks when first needed (tiktoken-only source)
         self._domain_end = self.domain_start + len(pairs)
-        self._allowed = frozenset(self.layout_ids) if self.uses_domain_tokens else frozenset()
+        # tiktoken matches its special tokens anywhere; a literal set is cut out by `literal_spans`
+        self._allowed = frozenset(self.layout_ids) if self.uses_domain_tokens and not token_set.literal else frozenset()
 
     def __repr__(self) -> str:
         return (f"Tokenizer(base={self.base!r}, condition={self.condition!r}, set={self.token_set.name!r}, "
@@ -196,6 +205,8 @@ class Tokenizer:
     # ---- encoding -----------------------------------------------------------------------
 
     def encode(self, text: str) -> list[int]:
+        if self.uses_domain_tokens and self.token_set.literal:
+            return self._encode_literal(text)
         if self.base == "gpt2":
             enc = self._tiktoken
             if not self.uses_domain_tokens:
@@ -206,6 +217,8 @@ class Tokenizer:
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         texts = list(texts)
+        if self.uses_domain_tokens and self.token_set.literal:
+            return [self._encode_literal(t) for t in texts]
         if self.uses_domain_tokens:
             texts = [self.token_set.canonicalize(t) for t in texts]
         if self.base == "gpt2":
@@ -217,9 +230,35 @@ class Tokenizer:
         batch = getattr(enc, "encode_batch_fast", enc.encode_batch)  # _fast: tokenizers >= 0.21
         return [e.ids for e in batch(texts, add_special_tokens=False)]
 
+    def _encode_base(self, text: str) -> list[int]:
+        if self.base == "gpt2":
+            return self._tiktoken.encode_ordinary(text)
+        return self._hf_encoder.encode(text, add_special_tokens=False).ids
+
+    def _encode_literal(self, text: str) -> list[int]:
+        """A literal set's encoding: the base BPE between occurrences, one id per occurrence."""
+        spans = literal_spans(self.token_set, text)
+        if not spans:
+            return self._encode_base(text)
+        segments, last = [], 0
+        for a, b in spans:
+            segments.append(text[last:a])
+            last = b
+        segments.append(text[last:])
+        if self.base == "gpt2":
+            encoded = [self._tiktoken.encode_ordinary(x) if x else [] for x in segments]
+        else:
+            encoded = [e.ids for e in self._hf_encoder.encode_batch(segments, add_special_tokens=False)]
+        out = list(encoded[0])
+        for (a, b), ids in zip(spans, encoded[1:]):
+            out.append(self.layout_ids[text[a:b]])
+            out += ids
+        return out
+
     @functools.cached_property
     def _tiktoken(self):
-        return _tiktoken_encoding(self._vocab, self.eot_id, tuple(sorted(self.layout_ids.items())))
+        domain = tuple(sorted(self.layout_ids.items())) if not self.token_set.literal else ()
+        return _tiktoken_encoding(self._vocab, self.eot_id, domain)
 
     @functools.cached_property
     def _hf_encoder(self):
@@ -274,6 +313,11 @@ class Tokenizer:
         """A padding token, never EOT (pad == eos masked every EOS label in the reference)."""
         return next((c for _, c, s in self.layout_added_tokens()[1:] if s), None)
 
+    @property
+    def pad_id(self) -> int | None:
+        """The id of `pad_token` (the generation_config's pad_token_id in an HF dir)."""
+        return next((i for i, _, s in self.layout_added_tokens()[1:] if s), None)
+
     def hf_tokenizer_json(self) -> str:
         """The whole tokenizer as a `tokenizers` JSON string (HF `tokenizer.json`)."""
         return _hf_tokenizer_json(self)
@@ -284,7 +328,11 @@ class Tokenizer:
         Loadable by `transformers.AutoTokenizer.from_pretrained(dir)` (GPT2TokenizerFast).
         Note: transformers (not domtok) maps a literal "<|endoftext|>" in text to the EOT id,
         as GPT-2's own HF tokenizer does; domtok's `encode` keeps it as text.
+        `chat_template` is domtok's chat format (`domtok.chat.CHAT_TEMPLATE`), so
+        `apply_chat_template` renders the prompts the models were trained on.
         """
+        from domtok.chat import CHAT_TEMPLATE
+
         d = Path(dir)
         d.mkdir(parents=True, exist_ok=True)
         specials = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT}
@@ -304,6 +352,7 @@ class Tokenizer:
                 for i, c, s in self.layout_added_tokens()
             },
             "domtok": {"base": self.base, "condition": self.condition, "token_set": self.token_set.name},
+            "chat_template": CHAT_TEMPLATE,
         }
         atomic_write_text(d / "tokenizer.json", self.hf_tokenizer_json())
         atomic_write_json(d / "tokenizer_config.json", config)
@@ -410,7 +459,8 @@ def _hf_tokenizer_json(tok: Tokenizer) -> str:
     hf.post_processor = processors.ByteLevel(trim_offsets=False)
     # Added one by one in id order, so each lands on its layout id.
     for i, content, special in tok.layout_added_tokens():
-        t = AddedToken(content, single_word=False, lstrip=False, rstrip=False, normalized=False, special=special)
+        single = tok.token_set.literal and not special  # " of the" never inside " of theory"
+        t = AddedToken(content, single_word=single, lstrip=False, rstrip=False, normalized=False, special=special)
         (hf.add_special_tokens if special else hf.add_tokens)([t])
         got = hf.token_to_id(content)
         if got != i:
@@ -522,6 +572,22 @@ def gpt2_vocab_merges(gpt2_dir: str | None = None) -> tuple[dict[str, int], list
     return vocab, merges
 
 
+TOKEN_SETS_DIR = "token_sets"  # beside a saved tokenizer: sets built from its corpus (control.json)
+
+
+def saved_token_set(dir, name: str) -> DomainTokenSet:
+    """A set built from a corpus and saved beside a tokenizer (`domtok.tokens.control`)."""
+    path = Path(dir) / TOKEN_SETS_DIR / f"{name}.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DomtokError(f"{path}: missing; the token set {name!r} is built by the run's tokenizer node when a "
+                          f"condition names it (token_set: {name})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DomtokError(f"{path}: unreadable ({e}); delete the tokenizer dir and run again") from None
+    return DomainTokenSet.from_dict(data, where=str(path))
+
+
 def resolve_token_set(condition: str, token_set: str | DomainTokenSet | None) -> DomainTokenSet:
     """The layout's set: given explicitly, or the condition's default ("mul" for the baseline).
 
@@ -549,6 +615,8 @@ def load_tokenizer(base: str = "gpt2", condition: str = "baseline", token_set: s
         return Tokenizer("gpt2", condition, resolve_token_set(condition, token_set), vocab, merges)
     path = Path(base)
     if path.is_dir():
+        if isinstance(token_set, str) and token_set in CORPUS_SETS:
+            token_set = saved_token_set(path, token_set)
         return Tokenizer.load(path).with_condition(condition, token_set)  # keeps the saved layout
     if base.startswith("bpe-"):
         raise DomtokError(f"base {base!r} is trained on a corpus: run `domtok tokenizer build --base {base} "

@@ -336,14 +336,29 @@ def run_stage_verb(args, config_cls, kind: str, run_fn) -> tuple[dict, str, bool
 # --- the outputs a finished training stage leaves ---------------------------------------------
 
 def write_stage_outputs(out_dir, model, tokenizer, stage: str, config_hash: str, model_in: str,
-                        summary: dict) -> None:
+                        summary: dict, card: dict | None = None) -> None:
     """The final model dir, then summary.json. Rank 0 only. (The manifest that marks the
-    directory complete is written after the stage returns: `domtok.manifest`.)"""
+    directory complete is written after the stage returns: `domtok.manifest`.)
+    `card`: facts for the model card and config.json (seed, data)."""
     from pathlib import Path
 
     from domtok.config import atomic_write_json
     from domtok.model.checkpoint import save_model_dir
 
     out_dir = Path(out_dir)
-    save_model_dir(model, tokenizer, out_dir / "model", extra={"stage": stage, "config_hash": config_hash})
+    save_model_dir(model, tokenizer, out_dir / "model",
+                   extra={"stage": stage, "config_hash": config_hash, "model_in": str(model_in), **(card or {})})
     atomic_write_json(out_dir / "summary.json", summary)
+
+
+def describe_data(sources) -> str:
+    """One line naming a stage's data sources (DataSource list) for the model card."""
+    parts = []
+    for d in sources:
+        text = d.kind + (f" ({d.path})" if d.path else "")
+        if d.n:
+            text += f", {d.n} records (seed {d.seed})"
+        if d.repeat > 1:
+            text += f" x{d.repeat}"
+        parts.append(text)
+    return "; ".join(parts)

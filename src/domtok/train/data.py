@@ -19,6 +19,11 @@ One optimizer step consumes a *global batch* of `grad_accum` micro-batches of
 of processes; rank `r` of `W` takes micro-batches `r, r+W, r+2W, ...`. So a 2-process run
 sees exactly the tokens of a 1-process run with twice the accumulation, in the same order.
 
+A document-matched run (`document_match`) reads exactly the documents another condition's
+shards give the same config: the same order, stopping at the end of the last document that
+run read whole (`stop`, a token position in epoch 0). Targets at or past `stop` are masked
+(-100), so its last step, usually partial, trains only on what is left of those documents.
+
 The reference study streamed 1.07B tokens nine times while calling it 10B tokens. The loader
 therefore counts: `epoch_float` (windows consumed / windows per epoch) is logged every step,
 and `documents_read` says how many whole documents (and their bytes) a position has covered.
@@ -32,33 +37,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from domtok.data.shards import read_documents, read_shard, shard_files
 from domtok.errors import DomtokError
-from domtok.utils import read_json_object
-
-
-def read_meta(data_dir: str | Path) -> dict:
-    """`meta.json` of a shard directory; a clear error if the directory is not one."""
-    path = Path(data_dir) / "meta.json"
-    if not path.exists():
-        raise DomtokError(f"{path}: not found; point data_dir at a directory written by `domtok prepare`")
-    meta = read_json_object(path, "re-run `domtok prepare`")
-    if "splits" not in meta or "vocab_size" not in meta:
-        raise DomtokError(f"{path}: missing 'splits' or 'vocab_size'; re-run `domtok prepare`")
-    return meta
 
 
 def check_shard_ids(data_dir: str | Path, vocab_size: int) -> None:
     """Every token id of every shard is below `vocab_size` (meta.json's, which the model is
     built with): an id past the embedding would crash the first forward with an IndexError, after
     the run directory was made. One read of the shards, in chunks (about a second per GB)."""
-    import numpy as np
-
     for split in ("train", "val"):
-        for path in sorted(Path(data_dir).glob(f"{split}_*.npy")):
-            try:
-                arr = np.load(path, mmap_mode="r")
-            except (OSError, ValueError) as e:
-                raise DomtokError(f"{path}: not a readable .npy shard ({e}); re-run `domtok prepare`") from None
+        for path in shard_files(data_dir, split):
+            arr = read_shard(path)
             chunk = 1 << 24
             for start in range(0, len(arr), chunk):
                 top = int(arr[start:start + chunk].max(initial=0))
@@ -66,13 +55,6 @@ def check_shard_ids(data_dir: str | Path, vocab_size: int) -> None:
                     raise DomtokError(f"{path}: holds token id {top}, but meta.json's vocab_size (the model's) is "
                                       f"{vocab_size}; these shards were not made with this tokenizer: re-run "
                                       "`domtok prepare` into a fresh directory")
-
-
-def split_files(data_dir: str | Path, split: str) -> list[Path]:
-    files = sorted(Path(data_dir).glob(f"{split}_*.npy"))
-    if not files:
-        raise DomtokError(f"{data_dir}: no {split}_*.npy shards; run `domtok prepare` for this condition first")
-    return files
 
 
 @dataclass
@@ -94,18 +76,8 @@ class SplitStream:
     """One split's tokens (memory-mapped shards, never loaded whole) and its document index."""
 
     def __init__(self, data_dir: str | Path, split: str):
-        from domtok.data.shards import read_documents
-
-        self.files = split_files(data_dir, split)
-        self.shards = []
-        for f in self.files:
-            try:
-                arr = np.load(f, mmap_mode="r")
-            except (ValueError, OSError) as e:
-                raise DomtokError(f"{f}: cannot read as a .npy token shard ({e}); re-run `domtok prepare`") from None
-            if arr.ndim != 1 or arr.dtype not in (np.uint16, np.uint32, np.int32, np.int64):
-                raise DomtokError(f"{f}: expected a 1-D uint16/uint32 token array, got {arr.dtype} {arr.shape}")
-            self.shards.append(arr)
+        self.files = shard_files(data_dir, split)
+        self.shards = [read_shard(f) for f in self.files]
         self.shard_ends = np.cumsum([len(a) for a in self.shards])
         self.num_tokens = int(self.shard_ends[-1])
         self.doc_tokens, self.doc_bytes = read_documents(data_dir, split)
@@ -142,6 +114,8 @@ class TrainLoader:
                 f"seq_len+1={seq_len + 1}; lower seq_len or prepare more data")
         self.pos = DataPosition()
         self._epoch_plan: tuple[int, np.ndarray, np.ndarray] | None = None  # (epoch, doc order, ends)
+        self.stop: int | None = None  # document-matched: epoch 0's stream ends here (see document_match)
+        self.matched_documents = 0    # ... after this many documents of the order
 
     @property
     def windows_per_step(self) -> int:
@@ -196,7 +170,10 @@ class TrainLoader:
             if windows == 0:
                 continue
             order, ends = self._plan(epoch)
-            n = int(np.searchsorted(ends, windows * self.seq_len + 1, side="right"))
+            read = windows * self.seq_len + 1
+            if self.stop is not None:
+                read = min(read, self.stop) if epoch == 0 else 0
+            n = int(np.searchsorted(ends, read, side="right"))
             docs += n
             nbytes += int(self.data.doc_bytes[order[:n]].sum())
         return docs, nbytes
@@ -208,14 +185,48 @@ class TrainLoader:
         out = []
         for m in range(self.rank, self.grad_accum, self.world_size):
             p = self._advance(self.pos, m * B)
-            rows = []
+            rows, firsts = [], []
             for _ in range(B):
                 rows.append(self._window_at(p.epoch, p.index))
+                firsts.append(p.index * self.seq_len + 1 if p.epoch == 0 else None)  # stream position of y[0]
                 p = self._advance(p, 1)
             buf = torch.from_numpy(np.stack(rows))
-            out.append((buf[:, :-1].contiguous(), buf[:, 1:].contiguous()))
+            x, y = buf[:, :-1].contiguous(), buf[:, 1:].contiguous()
+            if self.stop is not None:
+                for r, first in enumerate(firsts):
+                    past = self.seq_len if first is None else min(self.seq_len, max(0, self.stop - first))
+                    y[r, past:] = -100
+            out.append((x, y))
         self.pos = self._advance(self.pos, self.windows_per_step)
         return out
+
+    def document_match(self, partner_dir: str | Path, partner_steps: int) -> int:
+        """Read exactly the documents a run of `partner_steps` steps reads from `partner_dir`
+        (the same config on another condition's shards): sets `stop` and returns the steps that
+        takes, the last one usually partial (its targets past `stop` masked).
+
+        The partner's documents are those it reads whole (`documents_read`); both runs read them
+        in the same order (same seed, same document count). Limited to a partner that stays in
+        its first epoch: past it, the documents cut at an epoch's end differ between tokenizations."""
+        partner = TrainLoader(partner_dir, self.seq_len, self.micro_batch_size, self.grad_accum, self.seed)
+        if partner.data.num_docs != self.data.num_docs:
+            raise DomtokError(f"{partner_dir}: {partner.data.num_docs} train documents, not {self.data.num_docs}; a "
+                              "document-matched condition must be prepared from the same source as its partner")
+        end = partner._advance(DataPosition(), partner_steps * partner.windows_per_step)
+        if end.epoch > 0 and end != DataPosition(1, 0):
+            raise DomtokError(f"{partner_dir}: its run reads {partner.epoch_float(end):.2f} epochs; document matching "
+                              "covers a partner that reads at most one epoch (prepare more documents or train fewer steps)")
+        docs, _ = partner.documents_read(end)
+        if docs == 0:
+            raise DomtokError(f"{partner_dir}: a run of {partner_steps} steps reads no whole document; train longer")
+        _, ends = self._plan(0)
+        self.stop = int(ends[docs - 1])  # the end of the partner's last whole document, in this stream
+        self.matched_documents = docs
+        windows = -(-(self.stop - 1) // self.seq_len)  # targets 1..stop-1
+        if windows > self.num_windows:
+            raise DomtokError(f"{self.data.files[0].parent}: its partner's {docs} documents do not fit in this "
+                              "condition's first epoch; train the partner fewer steps")
+        return -(-windows // self.windows_per_step)
 
     def state_dict(self) -> dict:
         return {"position": self.pos.to_dict(), "seed": self.seed, "seq_len": self.seq_len,

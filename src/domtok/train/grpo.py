@@ -114,8 +114,9 @@ class GRPOConfig:
     warmup_steps: float = 0              # >= 1: steps; in (0, 1): a fraction of all steps (transformers 5)
     warmup_ratio: float = 0.0            # a fraction of all steps, used when warmup_steps is 0 (transformers 4)
     max_grad_norm: float = 1.0
-    # run settings (domtok's own; TRL's generation_batch_size counts completions per rollout)
-    generation_batch_size: int = 32      # Engine rows decoded together
+    # run settings, domtok's own names: not TRL's `generation_batch_size` (completions per rollout,
+    # which here is always per_device_train_batch_size x gradient_accumulation_steps)
+    decode_batch_size: int = 32          # Engine rows decoded together (memory, not the algorithm)
     save_steps: int = 0                  # checkpoint every this many optimizer steps (0 = end only)
     save_total_limit: int = 2
     device: str = "auto"
@@ -320,7 +321,7 @@ def make_rollout(engine, tokenizer, questions: list[str], golds: list[str], rewa
                             top_k=cfg.top_k, top_p=cfg.top_p, seed=cfg.seed * 1_000_003 + round_index,
                             stop_strings=STOP_STRINGS)
     engine.model.eval()
-    gens = generate_shard(engine, prompt_ids, params, G, cfg.generation_batch_size, info)
+    gens = generate_shard(engine, prompt_ids, params, G, cfg.decode_batch_size, info)
     # score here (a reward may be costly), then share plain tuples in global order
     scored = []
     for g in gens:
@@ -562,7 +563,8 @@ def run(cfg: GRPOConfig, out_dir: str | Path, resume: bool = False) -> dict:
     if cfg.reward.kind == "shaped" and token_set:
         summary["note"] = "shaped reward includes the domain-token bonus, which only a domain condition can earn"
     if info.is_main:
-        common.write_stage_outputs(out_dir, model, tokenizer, "grpo", h, cfg.model, summary)
+        common.write_stage_outputs(out_dir, model, tokenizer, "grpo", h, cfg.model, summary,
+                                   card={"seed": cfg.seed, "data": common.describe_data([cfg.prompts])})
     common.barrier(info)
     return summary
 

@@ -19,6 +19,13 @@ Conditions are compute-matched by construction: the model size, vocab size, toke
 and steps come from the same preset; the data directory is the only thing that differs. The
 loader reads the same documents in the same seeded order in every condition
 (`domtok.train.data`), so the domain condition, shorter in tokens, reads further.
+
+A document-matched run (`match_documents`: another condition's shard dir, spec `match:
+{documents: OTHER}`) is data-matched instead: it reads exactly the documents that `max_steps`
+steps read from those shards, in the same order, for as many steps as that takes at the same
+tokens per step (`TrainLoader.document_match`). Its last step is usually partial: it trains on
+the tokens left of those documents, the loss a mean over them (every other target of the step
+is masked), and its learning-rate schedule runs over its own steps.
 """
 
 from __future__ import annotations
@@ -37,7 +44,8 @@ from domtok.model.checkpoint import (latest_checkpoint, load_checkpoint, load_to
                                      save_model_dir)
 from domtok.train import common
 from domtok.progress import Progress
-from domtok.train.data import TrainLoader, check_shard_ids, read_meta, val_data
+from domtok.data.shards import load_meta
+from domtok.train.data import TrainLoader, check_shard_ids, val_data
 from domtok.utils import dist_setup, dist_teardown, seed_everything
 
 
@@ -54,6 +62,8 @@ class PretrainConfig:
     micro_batch_size: int = 16         # windows per forward pass per process
     tokens_per_step: int = 16384       # global batch; grad_accum = tokens_per_step / (micro * seq_len * world)
     max_steps: int = 200
+    match_documents: str = ""          # another condition's shard dir: read exactly the documents max_steps
+                                       # steps read there, for as many steps as that takes ("" = max_steps)
     lr: float = 3e-3
     min_lr: float = 3e-4               # cosine floor
     warmup_steps: int = 20
@@ -185,7 +195,7 @@ def run(cfg: PretrainConfig, out_dir: str | os.PathLike, resume: bool | None = N
 
 
 def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
-    meta = read_meta(cfg.data_dir)
+    meta = load_meta(cfg.data_dir)
     vocab_size = int(meta["vocab_size"])
     check_shard_ids(cfg.data_dir, vocab_size)  # before the out dir gets anything
     grad_accum = grad_accum_steps(cfg, info.world_size)
@@ -195,6 +205,7 @@ def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
                                            device_type=str(device).split(":")[0])
     loader = TrainLoader(cfg.data_dir, cfg.seq_len, cfg.micro_batch_size, grad_accum, cfg.seed,
                          info.rank, info.world_size)
+    max_steps = loader.document_match(cfg.match_documents, cfg.max_steps) if cfg.match_documents else cfg.max_steps
     val = val_data(cfg.data_dir, cfg.seq_len, cfg.micro_batch_size, cfg.eval_batches, info.rank, info.world_size)
     flops_per_token = model.flops_per_token(cfg.seq_len)
 
@@ -217,15 +228,19 @@ def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
                                   run_name=cfg.run_name or out_dir.name, config=to_dict(cfg))
     logger.truncate(start_step)  # drop steps a killed run logged after its last checkpoint
     train_model = common.wrap_ddp(common.maybe_compile(model, cfg.compile, device), info)
-    bar = Progress(cfg.max_steps, "pretrain", initial=start_step, enabled=info.is_main, bar=cfg.progress)
+    bar = Progress(max_steps, "pretrain", initial=start_step, enabled=info.is_main, bar=cfg.progress)
     unique_tokens = loader.tokens_per_epoch
     if info.is_main:
         bar.write(f"pretrain: {model.num_params(False):,} params, {info.world_size} process(es), grad_accum "
-                  f"{grad_accum}, {cfg.tokens_per_step:,} tokens/step x {cfg.max_steps} steps = "
-                  f"{cfg.tokens_per_step * cfg.max_steps:,} tokens over {unique_tokens:,} unique "
-                  f"({cfg.tokens_per_step * cfg.max_steps / unique_tokens:.2f} epochs), device {device} {dtype}"
+                  f"{grad_accum}, {cfg.tokens_per_step:,} tokens/step x {max_steps} steps = "
+                  f"{cfg.tokens_per_step * max_steps:,} tokens over {unique_tokens:,} unique "
+                  f"({cfg.tokens_per_step * max_steps / unique_tokens:.2f} epochs), device {device} {dtype}"
                   + (f", resuming at step {start_step}" if start_step else ""))
-        planned_epochs = cfg.tokens_per_step * cfg.max_steps / unique_tokens
+        if cfg.match_documents:
+            bar.write(f"pretrain: document-matched to {cfg.match_documents}: {max_steps} steps read the "
+                      f"{loader.matched_documents:,} documents {cfg.max_steps} "
+                      "steps read there")
+        planned_epochs = cfg.tokens_per_step * max_steps / unique_tokens
         if planned_epochs > 1:
             bar.write(f"WARNING: this run will repeat its data: {planned_epochs:.2f} epochs over {unique_tokens:,} "
                       f"unique training tokens; prepare more data or train fewer steps for a single pass")
@@ -236,11 +251,12 @@ def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
     hs_fn = hellaswag_hook(cfg, device, dtype) if cfg.hellaswag_every > 0 and info.is_main else None
     warned_epochs = False
 
-    for step in range(start_step, cfg.max_steps):
+    for step in range(start_step, max_steps):
         t0 = time.perf_counter()
-        lr = common.lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
+        lr = common.lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, max_steps)
         common.set_lr(optimizer, lr)
         micro = loader.next_step()
+        weights = _micro_weights(micro)
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         for i, (x, y) in enumerate(micro):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -248,8 +264,8 @@ def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
                 with common.autocast(device, dtype):
                     _, loss = train_model(x, y)
                 # this rank's mean over its micro-batches; DDP then averages over ranks
-                (loss / len(micro)).backward()
-            loss_sum += loss.detach().double()
+                (loss / len(micro) if weights is None else loss * weights[i]).backward()
+            loss_sum += loss.detach().double() * (1.0 if weights is None else weights[i] * len(micro))
         grad_norm = common.clip_gradients(model, cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -267,7 +283,7 @@ def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
         if m is not None:
             row["mfu"] = m
 
-        last = done == cfg.max_steps
+        last = done == max_steps
         if last or (cfg.eval_every > 0 and done % cfg.eval_every == 0):
             val_loss, val_tokens = evaluate(model, val.batches, info, device, dtype)
             row["val_loss"] = val_loss
@@ -301,19 +317,34 @@ def _train(cfg, out_dir: Path, info, device: str, dtype: str, resume) -> dict:
     summary = {}
     if info.is_main:
         summary = _finish(cfg, out_dir, model, tokenizer, meta, logger, loader, val, flops_per_token,
-                          grad_accum, info.world_size)
+                          grad_accum, info.world_size, max_steps)
     logger.close()
     common.barrier(info)
     return summary
 
 
+def _micro_weights(micro: list) -> list[float] | None:
+    """Loss weights of a step's micro-batches when some targets are masked (the last step of a
+    document-matched run): each micro-batch's share of the step's targets, so the step's loss
+    is the mean over its targets. A micro-batch with none keeps one target (a finite loss) at
+    weight 0. None for a full step, which keeps the plain mean over micro-batches."""
+    counts = [int((y != -100).sum()) for _, y in micro]
+    if all(c == y.numel() for c, (_, y) in zip(counts, micro)):
+        return None
+    total = max(1, sum(counts))
+    for c, (_, y) in zip(counts, micro):
+        if c == 0:
+            y[0, 0] = 0
+    return [c / total for c in counts]
+
+
 def _finish(cfg, out_dir: Path, model, tokenizer, meta, logger, loader, val, flops_per_token,
-            grad_accum, world_size) -> dict:
+            grad_accum, world_size, max_steps: int) -> dict:
     """Final model dir, then summary.json."""
     rows = logger.rows()
     unique_tokens = loader.tokens_per_epoch
     documents_seen, bytes_seen = loader.documents_read()
-    tokens_trained = cfg.max_steps * cfg.tokens_per_step
+    tokens_trained = max_steps * cfg.tokens_per_step
     epochs = tokens_trained / unique_tokens
     train_meta = meta["splits"].get("train", {})
     val_rows = [r for r in rows if "val_loss" in r]
@@ -328,7 +359,11 @@ def _finish(cfg, out_dir: Path, model, tokenizer, meta, logger, loader, val, flo
         "params_non_embedding": model.num_params(True),
         "vocab_size": model.config.vocab_size,
         "condition": meta.get("condition"),
-        "steps": cfg.max_steps,
+        "steps": max_steps,
+        "match": ({"documents_of": cfg.match_documents, "partner_steps": cfg.max_steps,
+                   "documents": loader.matched_documents,
+                   "last_step_targets": loader.stop - 1 - (max_steps - 1) * cfg.tokens_per_step}
+                  if cfg.match_documents else "tokens"),
         "tokens_per_step": cfg.tokens_per_step,
         "grad_accum": grad_accum,
         "world_size": world_size,
@@ -363,7 +398,9 @@ def _finish(cfg, out_dir: Path, model, tokenizer, meta, logger, loader, val, flo
                               f"unique training tokens (data repeated)")
         print(f"WARNING: {summary['warning']}", flush=True)
     save_model_dir(model, tokenizer, out_dir / "model",
-                   extra={"stage": "pretrain", "config_hash": summary["config_hash"], "condition": meta.get("condition")})
+                   extra={"stage": "pretrain", "config_hash": summary["config_hash"], "condition": meta.get("condition"),
+                          "seed": cfg.seed, "data": f"{meta.get('source', cfg.data_dir)}: {tokens_trained:,} "
+                                                    f"tokens trained ({epochs:.2f} epochs)"})
     atomic_write_json(out_dir / "summary.json", summary)
     print(f"pretrain: done, {tokens_trained:,} tokens ({epochs:.2f} epochs), final train loss "
           f"{final_train:.4f}, val {summary['final_val_loss']}, bpb {summary['final_val_bpb']}, "

@@ -49,7 +49,7 @@ class RFTConfig:
     max_new_tokens: int = 256
     max_completion_tokens: int = 0   # length cap on kept completions (0 = none)
     require_eos: bool = True         # keep only completions that ended on their own
-    generation_batch_size: int = 32
+    decode_batch_size: int = 32      # Engine rows decoded together (memory, not the algorithm)
     sft: SFTStage = field(default_factory=lambda: SFTStage(name="rft", epochs=1.0, learning_rate=1e-5))
     seed: int = 0
     device: str = "auto"
@@ -147,7 +147,7 @@ def run(cfg: RFTConfig, out_dir: str | Path) -> dict:
         mine = len(range(info.rank, len(texts), info.world_size)) * cfg.num_samples
         with Progress(mine, f"rft round {r + 1}/{cfg.rounds} sampling", unit="samples", enabled=info.is_main) as bar:
             gens = generate_shard(engine, [tokenizer.encode(t) for t in texts], params, cfg.num_samples,
-                                  cfg.generation_batch_size, info, progress=bar.update)
+                                  cfg.decode_batch_size, info, progress=bar.update)
         if info.distributed:  # every rank needs every sample, in one order, to keep the same set
             gens = sorted(all_gather_rows(gens, info), key=lambda g: (g.prompt_index, g.sample_index))
         kept, counts = select_correct(gens, questions, golds, cfg.max_completion_tokens, cfg.require_eos)
@@ -170,7 +170,8 @@ def run(cfg: RFTConfig, out_dir: str | Path) -> dict:
     summary = {"stage": "rft", "condition": cfg.condition, "model_in": cfg.model, "config_hash": h, "seed": cfg.seed,
                "questions": len(questions), "rounds": rounds, "wall_time_s": round(time.time() - t0, 2)}
     if info.is_main:
-        common.write_stage_outputs(out_dir, model, tokenizer, "rft", h, cfg.model, summary)
+        common.write_stage_outputs(out_dir, model, tokenizer, "rft", h, cfg.model, summary,
+                                   card={"seed": cfg.seed, "data": common.describe_data([cfg.questions])})
     common.barrier(info)
     return summary
 

@@ -93,7 +93,8 @@ def injection_token_set(condition: str, tokenizer, where: str = "sft") -> str | 
     if domain and tok_cond != condition:
         raise DomtokError(f"{where}: condition {condition!r} but the model's tokenizer is for {tok_cond!r}; "
                           "set `condition` to match the model")
-    return tokenizer.token_set.name if domain else None
+    # a literal set (the control set) is the text itself: nothing is injected, `encode` maps it
+    return tokenizer.token_set.name if domain and not tokenizer.token_set.literal else None
 
 
 def build_stage_data(stage: SFTStage, tokenizer, condition: str, inject_user: bool, seed: int
@@ -106,7 +107,9 @@ def build_stage_data(stage: SFTStage, tokenizer, condition: str, inject_user: bo
     else:
         train_recs, val_recs = split_train_val(train_recs, stage.val_size, seed)
     rep_t, rep_v = BuildReport(), BuildReport()
-    layout = tokenizer.token_set.name  # every condition drops what this set's injection would break
+    # every condition drops what the layout's fact set's injection would break (a control set's
+    # conditions drop what the set it copies, `matches`, would break)
+    layout = tokenizer.token_set.matches or tokenizer.token_set.name
     train = build_examples(train_recs, tokenizer, token_set, inject_user, stage.max_length, rep_t, layout)
     val = build_examples(val_recs, tokenizer, token_set, inject_user, stage.max_length, rep_v, layout)
     if not train:
@@ -331,7 +334,9 @@ def run(cfg: SFTConfig, out_dir: str | Path, resume: bool = False) -> dict:
     summary.update({"stage": "sft", "condition": cfg.condition, "model_in": cfg.model, "config_hash": h,
                     "seed": cfg.seed, "data": reports, "wall_time_s": round(time.time() - t0, 2)})
     if info.is_main:
-        common.write_stage_outputs(out_dir, model, tokenizer, "sft", h, cfg.model, summary)
+        common.write_stage_outputs(out_dir, model, tokenizer, "sft", h, cfg.model, summary,
+                                   card={"seed": cfg.seed, "data": common.describe_data(
+                                       [d for st in cfg.stages for d in st.data])})
     barrier(info)
     return summary
 

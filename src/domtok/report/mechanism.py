@@ -1,0 +1,252 @@
+"""The report's "Mechanism" section: where a difference between conditions sits.
+
+1. Token use: per evaluated stage, benchmark and condition, every answer (item x seed) sorted
+   by whether the response used a token of the condition's set and whether it was right.
+   Descriptive: no test.
+2. Per template (GSM-style items that carry `template` and `has_mul`): each condition −
+   the baseline per template, and pooled over the templates with and without a
+   multiplication. The templates without one are the negative control: the domain tokens
+   cannot help there, so a difference there is not their doing.
+3. The controls (`tiny-controls`): mul vs the document-matched arm ("atomic facts or more
+   text?") and mul vs the compression-matched control set ("facts or compression?"), on
+   every headline metric, and for every comparison the report makes, whether its two
+   conditions are compute-matched (same steps and tokens per step) and data-matched (the same
+   documents read), from the pretraining summaries.
+
+Tests 2 and 3 use `seed_item_test` (the headline's seed-honest test) and are Holm-corrected as
+one family of their own: they are secondary to the headline.
+"""
+
+from __future__ import annotations
+
+from domtok.report.compare import _by_seed, _ci_text, _p_text, _signed, main_metrics
+from domtok.report.run import ALPHA, HEADLINE, Run, _fmt
+from domtok.rundir import CONTROL_SET, document_partner
+
+
+def _field(run: Run, bench: str) -> str:
+    return HEADLINE.get(run.spec.benchmarks[bench]["kind"], (None, "correct"))[1]
+
+
+def _generative(run: Run) -> list[str]:
+    return [b for b, v in run.spec.benchmarks.items() if v["kind"] in ("gsm8k", "probes")]
+
+
+# --------------------------------------------------------------------------- 1. token use
+
+def usage(run: Run) -> list[dict]:
+    """Per (stage, benchmark, condition): answers by token use (`domain_tokens` > 0) and correctness."""
+    out = []
+    for stage in run.spec.evals_after:
+        for bench in _generative(run):
+            field = _field(run, bench)
+            for cond in run.conditions:
+                nodes = run.evals(stage, cond, bench)
+                rows = [r for n in nodes for r in run.items(n) if field in r]
+                if not rows:
+                    continue
+                used = [bool(r.get("domain_tokens", 0)) for r in rows]
+                right = [bool(r[field]) for r in rows]
+                cell = {(u, k): sum(1 for a, b in zip(used, right) if (a, b) == (u, k)) for u in (True, False)
+                        for k in (True, False)}
+                out.append({"stage": stage, "benchmark": bench, "condition": cond, "seeds": len(nodes),
+                            "answers": len(rows), "used_right": cell[(True, True)], "used_wrong": cell[(True, False)],
+                            "unused_right": cell[(False, True)], "unused_wrong": cell[(False, False)],
+                            "answer_from_token": sum(1 for r in rows if r.get("answer_from_token"))})
+    return out
+
+
+def _rate(right: int, wrong: int) -> str:
+    return f"{right / (right + wrong):.3f}" if right + wrong else "–"
+
+
+def usage_lines(rows: list[dict]) -> list[str]:
+    if not rows:
+        return ["(no generative evaluation has finished yet)"]
+    lines = ["| stage | benchmark | condition | answers (items × seeds) | used a token: right / wrong | "
+             "accuracy with | no token: right / wrong | accuracy without | answer read from a token |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['stage']} | {r['benchmark']} | {r['condition']} | {r['answers']:,} | "
+                     f"{r['used_right']} / {r['used_wrong']} | {_rate(r['used_right'], r['used_wrong'])} | "
+                     f"{r['unused_right']} / {r['unused_wrong']} | {_rate(r['unused_right'], r['unused_wrong'])} | "
+                     f"{r['answer_from_token']} |")
+    return lines
+
+
+# --------------------------------------------------------------------------- tests
+
+def _group_test(run: Run, a_nodes: dict, b_nodes: dict, field: str, keep, category: str | None = None) -> dict:
+    """seed_item_test of b − a on the items `keep(row)` selects; {"error"} when it cannot be made.
+    With one seed, items are clustered by template (items of one template are not independent)."""
+    from domtok.eval.stats import seed_item_test
+
+    seeds = [s for s in run.spec.seeds if s in a_nodes and s in b_nodes]
+    if not seeds:
+        return {"error": "not evaluated in both", "seeds": []}
+
+    def values(node):
+        return {r["id"]: r[field] for r in run.items(node) if "id" in r and field in r and keep(r)
+                and (category is None or r.get("category") == category)}
+
+    a, b = [values(a_nodes[s]) for s in seeds], [values(b_nodes[s]) for s in seeds]
+    if not all(a) or not all(b):
+        return {"error": "no such items", "seeds": seeds}
+    clusters = {r["id"]: r["template"] for r in run.items(a_nodes[seeds[0]]) if "template" in r} or None
+    try:
+        r = seed_item_test(b, a, alpha=ALPHA, clusters=clusters)
+    except ValueError as e:
+        return {"error": f"items differ between the runs compared ({e})", "seeds": seeds}
+    r["a_mean"], r["b_mean"] = r["b_mean"], r["a_mean"]  # a: the reference, b: the other (delta = b − a)
+    return {**r, "seeds": seeds}
+
+
+def templates(run: Run) -> list[dict]:
+    """Each condition − baseline per template and pooled by `has_mul`, on GSM-style items with templates."""
+    out = []
+    if run.baseline is None:
+        return out
+    for bench, b in run.spec.benchmarks.items():
+        if b["kind"] != "gsm8k":
+            continue
+        field = _field(run, bench)
+        for stage in run.spec.evals_after:
+            base = _by_seed(run, stage, run.baseline, bench)
+            rows = [r for n in base.values() for r in run.items(n)]
+            kinds = {r["template"]: bool(r.get("has_mul")) for r in rows if "template" in r}
+            if not kinds:
+                continue
+            groups = [(f"template `{t}`", kinds[t], lambda r, t=t: r.get("template") == t) for t in sorted(kinds)]
+            groups += [("all templates with a multiplication", True, lambda r: r.get("has_mul") is True),
+                       ("all templates without one (negative control)", False, lambda r: r.get("has_mul") is False)]
+            for cond in run.conditions:
+                if cond == run.baseline:
+                    continue
+                dom = _by_seed(run, stage, cond, bench)
+                for name, has_mul, keep in groups:
+                    r = _group_test(run, base, dom, field, keep)
+                    out.append({"benchmark": bench, "stage": stage, "condition": cond, "reference": run.baseline,
+                                "group": name, "has_mul": has_mul, **r})
+    return out
+
+
+def control_pairs(run: Run) -> list[tuple[str, str, str]]:
+    """(reference, condition, question) of each control comparison the spec allows."""
+    conds = run.spec.conditions
+    facts = [c for c, v in conds.items() if v.get("token_set") == run.spec.token_set
+             and document_partner(conds, c) is None]
+    pairs = []
+    for d, v in conds.items():
+        if document_partner(conds, d) is not None:
+            pairs += [(d, x, "atomic facts or more text?") for x in facts
+                      if conds[x].get("token_set") == v.get("token_set") and x != d]
+    for c, v in conds.items():
+        if v.get("token_set") == CONTROL_SET:
+            pairs += [(c, x, "facts or compression?") for x in facts]
+    return pairs
+
+
+def controls(run: Run) -> list[dict]:
+    out = []
+    for ref, cond, question in control_pairs(run):
+        for stage in run.spec.evals_after:
+            for bench, metric, field, cat in main_metrics(run):
+                r = _group_test(run, _by_seed(run, stage, ref, bench), _by_seed(run, stage, cond, bench), field,
+                                lambda _: True, category=cat)
+                out.append({"benchmark": bench, "metric": metric, "stage": stage, "condition": cond, "reference": ref,
+                            "question": question, **r})
+    return out
+
+
+def matching(run: Run) -> list[dict]:
+    """For each comparison the report makes (headline pairs and control pairs): compute-matched
+    (same steps and tokens per step in every seed) and data-matched (same documents read)."""
+    pre = next((s.name for s in run.spec.stages if s.kind == "pretrain"), None)
+    pairs = [(run.baseline, c, "headline") for c in run.conditions if run.baseline and c != run.baseline]
+    pairs += [(a, b, q) for a, b, q in control_pairs(run)]
+    out = []
+    for a, b, question in pairs:
+        sa = {n.seed: run.summary[n.id] for n in run.training(pre, a)} if pre else {}
+        sb = {n.seed: run.summary[n.id] for n in run.training(pre, b)} if pre else {}
+        seeds = [s for s in run.spec.seeds if s in sa and s in sb]
+        if not seeds:
+            out.append({"reference": a, "condition": b, "question": question, "seeds": []})
+            continue
+        same = lambda *keys: all(sa[s].get(k) == sb[s].get(k) for s in seeds for k in keys)  # noqa: E731
+        ratio = [sb[s]["total_flops"] / sa[s]["total_flops"] for s in seeds
+                 if sa[s].get("total_flops") and sb[s].get("total_flops")]
+        docs = [sb[s].get("documents_seen", 0) - sa[s].get("documents_seen", 0) for s in seeds]
+        out.append({"reference": a, "condition": b, "question": question, "seeds": seeds,
+                    "compute_matched": same("steps", "tokens_per_step", "params"),
+                    "data_matched": same("documents_seen"), "flops_ratio": sum(ratio) / len(ratio) if ratio else None,
+                    "extra_documents": sum(docs) / len(docs)})
+    return out
+
+
+def mechanism(run: Run) -> dict:
+    """Every figure of the section (report.json's `mechanism`), tests Holm-corrected together."""
+    from domtok.eval.stats import holm
+
+    data = {"usage": usage(run), "templates": templates(run), "controls": controls(run), "matching": matching(run)}
+    tested = [r for key in ("templates", "controls") for r in data[key] if "p" in r]
+    for r, ph in zip(tested, holm([r["p"] for r in tested])):
+        r["p_holm"] = ph
+    data["m"] = len(tested)
+    return data
+
+
+# --------------------------------------------------------------------------- report.md
+
+def _test_cells(r: dict) -> str:
+    if "p" not in r:
+        return f"– | – | – | – | – | {r['error']}"
+    verdict = "no detectable difference" if not r["p_holm"] < ALPHA else "higher" if r["delta"] > 0 else "lower"
+    return (f"{r['a_mean']:.3f} | {r['b_mean']:.3f} | {_signed(r['delta'])} | {_ci_text(r)} | "
+            f"{_p_text(r['p_holm'])} | {verdict}")
+
+
+def _matching_lines(rows: list[dict]) -> list[str]:
+    lines = ["| comparison | answers | compute-matched (steps, tokens/step) | data-matched (documents read) | "
+             "FLOPs ratio | extra documents read |", "|---|---|---|---|---:|---:|"]
+    for r in rows:
+        if not r["seeds"]:
+            lines.append(f"| {r['condition']} vs {r['reference']} | {r['question']} | – | – | – | – |")
+            continue
+        yes = {True: "yes", False: "no"}
+        lines.append(f"| {r['condition']} vs {r['reference']} | {r['question']} | {yes[r['compute_matched']]} | "
+                     f"{yes[r['data_matched']]} | {_fmt(r['flops_ratio'], 3)} | {r['extra_documents']:+,.0f} |")
+    return lines
+
+
+def mechanism_section(run: Run, h: str = "##") -> list[str]:
+    """report.md's Mechanism section (see the module docstring)."""
+    data = mechanism(run)
+    lines = [f"{h}# Token use and correctness", "",
+             "Every answer (item × seed) by whether the response used a token of its condition's set "
+             "(a fact token, or a control token for a control set) and whether it was right; descriptive.", "",
+             *usage_lines(data["usage"]), ""]
+    lines += [f"{h}# Which comparison is matched how", "",
+              "From the pretraining summaries, every seed: compute-matched = the same parameters, steps and "
+              "tokens per step; data-matched = the same number of documents read (in one shared order, so the "
+              "same documents).", "", *_matching_lines(data["matching"]), ""]
+    if data["controls"]:
+        lines += [f"{h}# Controls", "",
+                  "Δ = condition − reference on each headline metric (`seed_item_test`, Holm over this "
+                  f"section's m = {data['m']} tests).", "",
+                  "| question | condition − reference | metric | stage | reference | condition | Δ | 95% CI | Holm p | "
+                  "verdict |", "|---|---|---|---|---:|---:|---:|---|---:|---|"]
+        lines += [f"| {r['question']} | {r['condition']} − {r['reference']} | {r['metric'] if r['metric'] != 'accuracy_flexible' else r['benchmark']} "
+                  f"| {r['stage']} | {_test_cells(r)} |" for r in data["controls"]]
+        lines.append("")
+    lines += [f"{h}# Per template (GSM-style items)", ""]
+    if data["templates"]:
+        lines += ["The templates without a multiplication are the negative control: a difference there is not the "
+                  f"domain tokens' doing. Holm over this section's m = {data['m']} tests.", "",
+                  "| benchmark | stage | condition − baseline | items | has a multiplication | baseline | condition | Δ | "
+                  "95% CI | Holm p | verdict |", "|---|---|---|---|---|---:|---:|---:|---|---:|---|"]
+        lines += [f"| {r['benchmark']} | {r['stage']} | {r['condition']} | {r['group']} | "
+                  f"{'yes' if r['has_mul'] else 'no'} | {_test_cells(r)} |" for r in data["templates"]]
+    else:
+        lines.append("(no evaluated GSM-style item carries a `template`: the per-template table needs the "
+                     "synthetic word problems' template ids)")
+    return lines
