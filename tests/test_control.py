@@ -219,7 +219,8 @@ class _StubRun:
         from types import SimpleNamespace
 
         self.spec = SimpleNamespace(conditions=conditions, seeds=[0, 1, 2], token_set="mul", evals_after=["sft"],
-                                    benchmarks={"gsm": {"kind": "gsm8k", "config": {}}}, stages=[])
+                                    benchmarks={"gsm": {"kind": "gsm8k", "config": {}}}, stages=[],
+                                    primary={"benchmark": "gsm", "metric": "accuracy_flexible", "stage": "sft"})
         self.conditions, self.baseline = list(conditions), "baseline"
         self.nodes = [_Node("sft", c, s, "gsm", rows) for (c, s), rows in items.items()]
         self.summary = {}
@@ -264,6 +265,11 @@ def test_mechanism_tables_against_scipy():
                   - sum(a["correct_flexible"] for a in items[(ref, s)]) / 60 for s in range(3)]
         assert r["delta"] == pytest.approx(sum(deltas) / 3)
         assert r["p"] == pytest.approx(stats.ttest_1samp(deltas, 0).pvalue)
+    from domtok.report.mechanism import mechanism_section
+
+    text = "\n".join(mechanism_section(run))
+    for r in controls(run):
+        assert r["primary"] and f"{r['condition']} − {r['reference']} = {r['delta']:+.3f}" in text
     rows = templates(run)
     neg = next(r for r in rows if r["condition"] == "mul_tokens" and r["has_mul"] is False and "all" in r["group"])
     only_add = [[a["correct_flexible"] for a in items[("mul_tokens", s)] if a["template"] == "add"] for s in range(3)]

@@ -145,7 +145,7 @@ def domtok_setup(world, *, loss_type, scale_rewards, beta, bias_kl, mask_truncat
 
 
 def assert_grads_match(native_grads: dict, hf_grads: dict):
-    from domtok.model.hf import is_conv1d
+    from domtok.model.checkpoint import is_conv1d
 
     assert native_grads
     for name, g in native_grads.items():

@@ -126,3 +126,15 @@ def test_bad_arguments():
         sequential_decision([1.0], max_seeds=12, per_look=3, margin=None, spending="haybittle")
     with pytest.raises(ValueError):
         boundaries(1, 1)
+
+
+def test_bias_adjusted_estimate_is_whiteheads_fixed_point():
+    from domtok.eval.sequential import bias_adjusted
+
+    # stopped at look 2 of 4 with mean delta 0.2, seed SD 0.1: the adjusted estimate is smaller,
+    # and the design's expected estimate at that true value is the observed one
+    adj = bias_adjusted(0.2, 0.1, max_seeds=12, per_look=3)
+    assert 0.15 < adj < 0.2
+    m = operating_characteristics(adj, max_seeds=12, per_look=3, sd=0.1, margin=None)["mean_estimate"]
+    assert m == pytest.approx(0.2, abs=0.002)
+    assert bias_adjusted(0.0, 0.1, max_seeds=12, per_look=3) == pytest.approx(0.0, abs=0.002)

@@ -121,7 +121,7 @@ def test_replication_preset_smoke_runs_every_node(replication):
     assert "over at most 9,990,000,000 training tokens" in mul and "at least 1.001 epochs" in mul
     assert "whose x 0." in mul and "is not this corpus's" in mul
     assert "evals.gsm8k.data: hub:openai/gsm8k:main is on the hub" in checks
-    assert "disk: the real run writes ~80 GB" in checks  # 2 x 20 GB of shards + checkpoints of 8 stages
+    assert "disk: the real run writes ~107 GB" in checks  # 2 x 20 GB of shards + checkpoints of 8 training stages
     t = r["prepare_throughput"]
     assert t["workers"] == 16 and t["limit"] in ("reader", "workers") and t["projected_s"] > 0
     assert "limited by the" in res.stdout
@@ -185,6 +185,11 @@ def test_every_readme_command_runs(replication, tiny, controls, tmp_path):
             assert "dev" in project["optional-dependencies"] and project["name"] == "domtok"
         elif argv == ["domtok", "run"]:  # the full tiny study takes minutes: its --smoke (fixture `tiny`)
             assert tiny[1].returncode == 0
+        elif argv[:3] == ["domtok", "run", "--seeds"]:  # the looks of a whole study: tests/test_sequential_run.py
+            assert argv[3] == "auto" and "auto" in _cli(["domtok", "run", "--help"], tmp_path).stdout
+        elif argv[:2] == ["domtok", "plan"]:  # on the smoke's run dir; its models carry no seed SD: --sd
+            out = _cli(["domtok", "plan", str(tiny[0] / "tiny-smoke"), *argv[3:], "--sd", "0.1"], tmp_path).stdout
+            assert out.strip().splitlines()[-1].startswith("seeds per condition for 80% power")
         elif argv == ["domtok", "run", "tiny-controls"]:  # minutes too: its --smoke (fixture `controls`)
             assert controls[1].returncode == 0
         elif argv[:2] == ["domtok", "run"] and "--nnodes" in argv:  # several machines: tests/test_multinode.py

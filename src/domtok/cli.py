@@ -17,6 +17,7 @@ VERBS = [
     ("run", "domtok.pipeline", "run a whole experiment (all conditions, seeds, stages), resumably; default: the tiny CPU study"),
     ("status", "domtok.status", "show the stage x condition progress board of a run directory"),
     ("report", "domtok.report", "write report.md and plots from the results in a run directory"),
+    ("plan", "domtok.plan", "seeds a decision needs (fixed and sequential design) and what they cost, from a pilot or --sd"),
     ("inject", "domtok.tokens.inject", "rewrite single-digit products in text into domain tokens"),
     ("tokenize", "domtok.tokens.tokenizer", "print the token ids of a text as JSON"),
     ("tokenizer", "domtok.tokens.build", "build a BPE tokenizer (tokenizer build) or re-write a model dir's tokenizer files (tokenizer fix)"),

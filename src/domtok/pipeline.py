@@ -593,7 +593,8 @@ def add_arguments(p) -> None:
     p.add_argument("spec", nargs="?", default=None, help="experiment spec YAML (default: the tiny preset)")
     p.add_argument("overrides", nargs="*", help="dotted overrides of the spec, e.g. seeds=[0,1]")
     p.add_argument("--preset", help="a shipped spec by name (tiny, gpt2-124m-10b)")
-    p.add_argument("--seeds", type=int, help="run N seeds from the spec's first seed on (tiny: 3, 4, ...; replaces the spec's list)")
+    p.add_argument("--seeds", help="run N seeds from the spec's first seed on (tiny: 3, 4, ...; replaces the spec's "
+                   "list); `auto`: the spec's `sequential:` plan, seeds in looks until the primary endpoint decides")
     p.add_argument("--only", metavar="STAGE", help="run only this stage (its inputs must be done)")
     p.add_argument("--from", dest="from_stage", metavar="STAGE", help="re-run this stage and everything after it")
     p.add_argument("--force", action="store_true", help="re-run every node, even finished ones; with --only, replace finished nodes of a changed config")
@@ -624,9 +625,18 @@ def main(args) -> int:
         raise DomtokError("give either a spec file or --preset, not both")
     if args.nproc < 1:
         raise DomtokError(f"--nproc {args.nproc}: give the number of processes per stage, at least 1")
-    spec = load_spec(args.preset or spec_arg, overrides, seeds=args.seeds)
+    auto = args.seeds == "auto"
+    if args.seeds is not None and not auto and not str(args.seeds).isdigit():
+        raise DomtokError(f"--seeds {args.seeds}: give a number of seeds, or `auto` for the spec's sequential plan")
+    if auto and (args.only or args.from_stage or args.smoke or args.nnodes > 1):
+        raise DomtokError("--seeds auto runs whole looks on one machine; drop --only, --from, --smoke and --nnodes")
+    spec = load_spec(args.preset or spec_arg, overrides, seeds=None if auto or args.seeds is None else int(args.seeds))
     if args.runs_dir:
         spec.runs_dir = args.runs_dir
+    if auto:
+        from domtok.sequential_run import check_plan, run_sequential
+
+        check_plan(spec)
     if not 0 <= args.node_rank < args.nnodes:
         raise DomtokError(f"--node-rank {args.node_rank} must be in 0..{args.nnodes - 1} (--nnodes {args.nnodes})")
     jobs = args.jobs if args.jobs is not None else (1 if args.nproc > 1 or args.nnodes > 1 else default_jobs())
@@ -645,6 +655,8 @@ def main(args) -> int:
 
         check_writable_dir(spec.runs_dir, "--runs-dir")
         claim_out_dir(Path(spec.runs_dir) / spec.name, what="run directory")
+    if auto:
+        return run_sequential(spec, opts, run_experiment)
     return run_experiment(spec, opts)
 
 

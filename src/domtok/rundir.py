@@ -69,6 +69,7 @@ class Spec:
     learns: dict = field(default_factory=dict)  # stage, {"benchmark.metric": minimum}: see ladder.parse_learns
     primary: dict = field(default_factory=dict)  # benchmark, metric, stage, margin: see parse_primary
     tuning_seeds: list[int] = field(default_factory=list)  # seeds whose results chose knobs: never in `seeds`
+    sequential: dict | None = None  # {max_seeds, per_look, spending, alpha} for --seeds auto (sequential_run)
     raw: dict = field(default_factory=dict)
     path: str = ""  # the spec file it was read from (for messages)
 
@@ -81,7 +82,8 @@ class Spec:
 
 # The keys a spec may hold at each level; anything else is a typo, reported before a node runs.
 SPEC_KEYS = ("name", "runs_dir", "seeds", "tuning_seeds", "token_set", "conditions", "tokenizer", "prepare",
-             "stages", "evals", "confounds", "ladder", "learns", "primary")
+             "stages", "evals", "confounds", "ladder", "learns", "primary",
+             "sequential")
 STAGE_KEYS = ("name", "kind", "config", "set", "after", "enabled")
 TOKENIZER_KEYS = ("base", "sample_docs", "split_digits")
 EVALS_KEYS = ("after", "benchmarks")
@@ -246,6 +248,8 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     ladder = parse_ladder(data.get("ladder"), where, [s.name for s in stages])
     learns = parse_learns(data.get("learns"), where, evals_after, benchmarks)
     primary = parse_primary(data.get("primary"), where, evals_after, benchmarks)
+    from domtok.sequential_run import parse_sequential
+    sequential = parse_sequential(data.get("sequential"), where)
     if ladder:
         vocab_size = nominal_vocab_size(tokenizer, token_set)
         for rung in ladder:
@@ -254,7 +258,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
                 tokenizer=tokenizer, prepare=prepare, stages=stages, evals_after=evals_after, benchmarks=benchmarks,
                 runs_dir=str(data.get("runs_dir", "runs")), token_set=token_set,
                 confounds=confounds, ladder=ladder, learns=learns, primary=primary, tuning_seeds=tuning_seeds,
-                raw=data, path=where)
+                sequential=sequential, raw=data, path=where)
 
 
 # The per-item field behind each metric a primary endpoint may name (a boolean per item, so

@@ -91,8 +91,17 @@ def fixture_records(kind: str, n: int, seed: int = 0, split: str = "train") -> l
                  "language_score": 0.95, "token_count": len(t.split()), "score": 3.0 + rng.random(),
                  "int_score": 3} for i, t in enumerate(docs)]
     if kind == "gsm8k":  # openai/gsm8k main: question, answer (<<expr=result>>, #### N)
-        return [{"question": r["question"], "answer": r["answer"]}
+        recs = [{"question": r["question"], "answer": r["answer"]}
                 for r in synthetic.word_problems(n, seed, "test" if split == "test" else "train")]
+        if split != "test":  # two train records in three multiply as GSM8K writes it, so that
+            for i in range(0, n, 3):  # the GSM-SBS rewrite (sft-gsm_sbs) finds products to work out
+                for j in (i, i + 1)[:max(0, n - i)]:
+                    a, b = rng.randint(11, 39), rng.randint(3, 9)
+                    name, item = rng.choice(synthetic.NAMES), rng.choice(synthetic.ITEMS)
+                    recs[j] = {"question": f"{name} packs {a} boxes with {b} {item} in each. How many {item} "
+                                           f"does {name} pack?",
+                               "answer": f"{name} packs {a} * {b} = <<{a}*{b}={a * b}>>{a * b} {item}.\n#### {a * b}"}
+        return recs
     if kind == "tulu":  # allenai/tulu-3-sft-mixture: id, messages, source
         out = []
         for i, r in enumerate(synthetic.word_problems(n, seed + 1, "train")):

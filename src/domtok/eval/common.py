@@ -30,7 +30,7 @@ def load_eval_model(model_dir: str, device: str, condition: str | None = None):
     model id (`user/name`, downloaded into the HF cache). `condition` names the tokenizer of a
     GPT-2 dir whose files do not say (the reference study's models) and must agree with a
     dir that does."""
-    from domtok.hub import resolve_model
+    from domtok.model.source import resolve_model
     from domtok.model.checkpoint import load_model
 
     if not model_dir:

@@ -123,7 +123,7 @@ def boundaries(max_seeds: int, per_look: int, alpha: float = 0.05, spending: str
         else:
             # reject the paths still running whose |t| is largest, as many as the alpha still to spend
             want = int(round(target * N_PATHS)) - rejected
-            vals = np.sort(t[alive])[::-1]
+            vals = -np.sort(-t[alive])
             if want <= 0:
                 bounds.append(float(vals[0]) * (1 + 1e-9) if len(vals) else math.inf)
             else:
@@ -208,10 +208,10 @@ def operating_characteristics(effect: float, *, max_seeds: int, per_look: int, a
     stopping at each look), "mean_estimate" (mean delta at stopping, to see the bias)}.
     Deterministic in `seed`; the decisions are exactly `sequential_decision`'s rule."""
     design = boundaries(max_seeds, per_look, alpha, spending)
-    equiv = boundaries(max_seeds, per_look, min(2 * alpha, 0.999), spending)
+    equiv = boundaries(max_seeds, per_look, min(2 * alpha, 0.999), spending) if margin else None
     sizes = design["looks"]
     rng = np.random.default_rng(seed)
-    decision = np.full(n_sim, "", dtype=object)
+    decision = np.zeros(n_sim, dtype=np.int8)  # 0 running/undecided, 1 helps, 2 hurts, 3 equivalent
     stop_look = np.full(n_sim, len(sizes) - 1)
     est = np.zeros(n_sim)
     alive = np.ones(n_sim, dtype=bool)
@@ -220,16 +220,16 @@ def operating_characteristics(effect: float, *, max_seeds: int, per_look: int, a
         if n < 2:
             continue
         tk = _t(mean, se)
-        c, e = design["boundary"][k], equiv["boundary"][k]
+        c = design["boundary"][k]
         rej = alive & (np.abs(tk) >= c)
-        decision[rej & (tk > 0)] = "helps"
-        decision[rej & (tk < 0)] = "hurts"
-        eq = alive & ~rej & (np.abs(mean) + e * se < margin) if margin else np.zeros(n_sim, dtype=bool)
-        decision[eq] = "equivalent"
+        decision[rej & (tk > 0)] = 1
+        decision[rej & (tk < 0)] = 2
+        eq = (alive & ~rej & (np.abs(mean) + equiv["boundary"][k] * se < margin) if equiv
+              else np.zeros(n_sim, dtype=bool))
+        decision[eq] = 3
         stop_look[rej | eq] = k
         alive &= ~(rej | eq)
-    decision[alive] = "undecided"
-    p = {w: float(np.mean(decision == w)) for w in ("helps", "hurts", "equivalent", "undecided")}
+    p = {w: float(np.mean(decision == code)) for code, w in enumerate(("undecided", "helps", "hurts", "equivalent"))}
     power = p["helps"] if effect > 0 else p["hurts"] if effect < 0 else p["helps"] + p["hurts"]
     seeds = np.asarray(sizes)[stop_look]
     return {"effect": effect, "sd": sd, "power": power, "p_helps": p["helps"], "p_hurts": p["hurts"],
@@ -241,21 +241,56 @@ def operating_characteristics(effect: float, *, max_seeds: int, per_look: int, a
 
 def sequential_plan(effect: float, sd: float, *, per_look: int, alpha: float = 0.05, power: float = 0.8,
                     spending: str = "obrien-fleming", margin: float | None = None, start: int = 2,
-                    limit: int = 400) -> dict | None:
-    """The smallest sequential design (max_seeds a multiple of per_look, from `start` up) whose
+                    limit: int = 200, n_sim: int = 10_000) -> dict | None:
+    """The smallest sequential design (max_seeds a multiple of per_look, at least `start`) whose
     simulated power for a true mean delta `effect` with seed SD `sd` is at least `power`:
     `operating_characteristics` of it, plus `expected_seeds_null` (the seeds it spends when there
-    is no effect). None when more than `limit` seeds would be needed."""
-    if not (sd > 0) or effect == 0:
+    is no effect). Pass the fixed design's seeds as `start`: the last boundary of a sequential
+    design is above the fixed test's, so it never needs fewer seeds at most. Bisection over the
+    multiples of per_look (power grows with max_seeds, up to Monte-Carlo error). None when more
+    than `limit` seeds would be needed."""
+    if not (sd > 0) or effect == 0 or start > limit:
         return None
-    n = max(2, per_look, -(-start // per_look) * per_look)
-    while n <= limit:
-        oc = operating_characteristics(effect, max_seeds=n, per_look=per_look, alpha=alpha, margin=margin,
-                                       spending=spending, sd=sd)
-        if oc["power"] >= power:
-            null = operating_characteristics(0.0, max_seeds=n, per_look=per_look, alpha=alpha, margin=margin,
-                                             spending=spending, sd=sd)
-            return {**oc, "per_look": per_look, "spending": spending, "alpha": alpha,
-                    "expected_seeds_null": null["expected_seeds"]}
-        n += per_look
-    return None
+
+    def oc(k: int) -> dict:
+        return operating_characteristics(effect, max_seeds=k * per_look, per_look=per_look, alpha=alpha,
+                                         margin=margin, spending=spending, sd=sd, n_sim=n_sim)
+
+    lo = max(1, -(-max(2, start) // per_look)) - 1   # multiples of per_look: lo fails (or is 0), hi passes
+    top = limit // per_look
+    hi = min(top, max(lo + 1, math.ceil((lo + 1) * 1.15)))
+    best = oc(hi)
+    while best["power"] < power:
+        if hi >= top:
+            return None
+        lo, hi = hi, min(top, hi * 2)
+        best = oc(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if mid * per_look < 2:
+            lo = mid
+            continue
+        r = oc(mid)
+        lo, hi, best = (lo, mid, r) if r["power"] >= power else (mid, hi, best)
+    null = operating_characteristics(0.0, max_seeds=hi * per_look, per_look=per_look, alpha=alpha, margin=margin,
+                                     spending=spending, sd=sd, n_sim=n_sim)
+    return {**best, "per_look": per_look, "spending": spending, "alpha": alpha,
+            "expected_seeds_null": null["expected_seeds"]}
+
+
+def bias_adjusted(delta: float, sd: float, *, max_seeds: int, per_look: int, alpha: float = 0.05,
+                  margin: float | None = None, spending: str = "obrien-fleming", iterations: int = 8,
+                  n_sim: int = 20_000) -> float:
+    """Whitehead's bias-adjusted estimate: the true mean delta theta whose expected estimate at
+    stopping under this design equals the observed `delta` (E[mean at stop | theta] = delta),
+    found by fixed-point iteration theta <- delta - (E[mean at stop | theta] - theta), each
+    expectation simulated (`operating_characteristics`, fixed generator seed) with the seed SD
+    `sd` taken as known. It shrinks an early stop's estimate toward zero."""
+    theta = delta
+    if not (sd > 0):
+        return delta
+    for _ in range(iterations):
+        m = operating_characteristics(theta, max_seeds=max_seeds, per_look=per_look, alpha=alpha, margin=margin,
+                                      spending=spending, sd=sd, n_sim=n_sim)["mean_estimate"]
+        theta = delta - (m - theta)
+    return float(theta)

@@ -136,7 +136,10 @@ def write_report(run_dir: str | Path) -> Path:
         answer, js["primary"] = answer_section(run, comps, run_dir / "plots", "plots")
         js["calibration"] = calibration(run)
         # The answer opens the report; the check of what the models learned follows the headline.
-        body = study_sections(run, comps, run_dir / "plots", "plots", after_headline=learned)
+        from domtok.report.sequential import seeds_sections
+        looks, snr, seeds_js = seeds_sections(run)
+        js.update(seeds_js)
+        body = study_sections(run, comps, run_dir / "plots", "plots", after_headline=learned + looks) + snr
     js["provenance"] = provenance(run)
     lines = [f"# domtok report: {spec.name}", "", *answer, "", *info]
     # report.json first: report.md, the file people open, is the last to appear.

@@ -147,14 +147,18 @@ def control_pairs(run: Run) -> list[tuple[str, str, str]]:
 
 
 def controls(run: Run) -> list[dict]:
+    """Each control pair on every headline metric and evaluated stage; `primary` marks the
+    spec's primary endpoint (benchmark, metric, stage)."""
     out = []
+    prim = getattr(run.spec, "primary", None) or {}
     for ref, cond, question in control_pairs(run):
         for stage in run.spec.evals_after:
             for bench, metric, field, cat in main_metrics(run):
                 r = _group_test(run, _by_seed(run, stage, ref, bench), _by_seed(run, stage, cond, bench), field,
                                 lambda _: True, category=cat)
+                primary = (prim.get("benchmark"), prim.get("metric"), prim.get("stage")) == (bench, metric, stage)
                 out.append({"benchmark": bench, "metric": metric, "stage": stage, "condition": cond, "reference": ref,
-                            "question": question, **r})
+                            "question": question, "primary": primary, **r})
     return out
 
 
@@ -230,12 +234,19 @@ def mechanism_section(run: Run, h: str = "##") -> list[str]:
               "tokens per step; data-matched = the same number of documents read (in one shared order, so the "
               "same documents).", "", *_matching_lines(data["matching"]), ""]
     if data["controls"]:
-        lines += [f"{h}# Controls", "",
-                  "Δ = condition − reference on each headline metric (`seed_item_test`, Holm over this "
-                  f"section's m = {data['m']} tests).", "",
+        lines += [f"{h}# Controls", ""]
+        prim = [r for r in data["controls"] if r["primary"]]
+        for r in prim:
+            lines.append(f"- {r['question']} On the primary endpoint ({r['benchmark']} {r['metric']} after "
+                         f"`{r['stage']}`): {r['condition']} − {r['reference']} = "
+                         + (f"{_signed(r['delta'])}, 95% CI {_ci_text(r)}, p {_p_text(r['p'])} "
+                            f"({len(r['seeds'])} seed(s), {r['method']})." if "p" in r else f"no test ({r['error']})."))
+        lines += [""] * bool(prim) + ["Δ = condition − reference on each headline metric (`seed_item_test`, Holm over this "
+                  f"section's m = {data['m']} tests; the primary endpoint's row is marked).", "",
                   "| question | condition − reference | metric | stage | reference | condition | Δ | 95% CI | Holm p | "
                   "verdict |", "|---|---|---|---|---:|---:|---:|---|---:|---|"]
-        lines += [f"| {r['question']} | {r['condition']} − {r['reference']} | {r['metric'] if r['metric'] != 'accuracy_flexible' else r['benchmark']} "
+        lines += [f"| {r['question']} | {r['condition']} − {r['reference']} | "
+                  f"{r['metric'] if r['metric'] != 'accuracy_flexible' else r['benchmark']}{' (primary)' * r['primary']} "
                   f"| {r['stage']} | {_test_cells(r)} |" for r in data["controls"]]
         lines.append("")
     lines += [f"{h}# Per template (GSM-style items)", ""]

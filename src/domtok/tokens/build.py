@@ -255,7 +255,7 @@ def fix(model_dir, condition: str | None = None, force: bool = False) -> list[st
                           "and the model really is " + condition)
     tok, notes = read_model_tokenizer(model_dir, condition)
     tok.save(model_dir)
-    sidecar = model_dir / "domtok"  # an export's native copy (domtok.model.hf.SIDECAR)
+    sidecar = model_dir / "domtok"  # an export's native copy (domtok.model.checkpoint.SIDECAR)
     if (sidecar / META_FILE).exists():
         tok.save(sidecar)
     for cfg_path in (model_dir / "config.json", sidecar / "config.json"):

@@ -151,11 +151,14 @@ def literal_token_set(name: str, texts: Iterable[str], matches: str) -> DomainTo
     return DomainTokenSet(name, tokens, pattern, commutative=False, literal=True, matches=matches)
 
 
+# tiktoken's r50k/gpt2 pre-tokenizer regex (tiktoken_ext.openai_public.r50k_pat_str)
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
 @functools.lru_cache(maxsize=1)
 def _pieces_re():
     import regex  # tiktoken's dependency: the \p{L} classes of GPT-2's pattern
 
-    from domtok.tokens.tokenizer import GPT2_PATTERN
     return regex.compile(GPT2_PATTERN)
 
 

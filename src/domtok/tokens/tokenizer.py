@@ -55,14 +55,12 @@ from typing import Iterable
 
 from domtok.config import atomic_write_json, atomic_write_text
 from domtok.errors import DomtokError
-from domtok.tokens.sets import (CORPUS_SETS, TOKEN_SETS, DomainTokenSet, condition_token_set, get_token_set,
+from domtok.tokens.sets import (CORPUS_SETS, GPT2_PATTERN, TOKEN_SETS, DomainTokenSet, condition_token_set, get_token_set,
                                 literal_spans)
 
 EOT = "<|endoftext|>"
 META_FILE = "domtok_tokenizer.json"
 HF_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-# tiktoken's r50k/gpt2 pre-tokenizer regex (tiktoken_ext.openai_public.r50k_pat_str)
-GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 # sha256 of GPT-2's original files, as tiktoken checks them (openai/gpt-2 encodings/main)
 GPT2_VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
 GPT2_ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"

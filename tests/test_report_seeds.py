@@ -1,0 +1,60 @@
+"""The report's seed sections: signal-to-noise per metric, and the looks of --seeds auto."""
+
+import json
+
+import numpy as np
+import pytest
+
+from domtok.report import write_report
+from test_report import write_fake_run
+
+
+def test_signal_to_noise_rows_are_the_per_seed_deltas(tmp_path):
+    run_dir = write_fake_run(tmp_path, seeds=(0, 1, 2, 3))
+    # the fake run plants exact accuracies (every seed the same); give each model a noisy gold_bpb
+    rng = np.random.default_rng(0)
+    truth = {}
+    for path in sorted(run_dir.glob("*/seed*/*/eval/gsm_synthetic/manifest.json")):
+        man = json.loads(path.read_text())
+        man["summary"]["metrics"]["gold_bpb"] = truth[path] = float(rng.normal(1.0, 0.05))
+        path.write_text(json.dumps(man))
+    write_report(run_dir)
+    js = json.loads((run_dir / "report.json").read_text())
+    assert js["sequential"] is None
+    row = next(r for r in js["signal_to_noise"]
+               if (r["stage"], r["benchmark"], r["metric"]) == ("grpo", "gsm_synthetic", "gold_bpb"))
+    d = [truth[run_dir / "mul_tokens" / f"seed{s}" / "grpo" / "eval" / "gsm_synthetic" / "manifest.json"]
+         - truth[run_dir / "baseline" / f"seed{s}" / "grpo" / "eval" / "gsm_synthetic" / "manifest.json"]
+         for s in range(4)]
+    assert row["per_seed_deltas"] == pytest.approx(d) and row["n_seeds"] == 4
+    assert row["delta"] == pytest.approx(np.mean(d)) and row["sd"] == pytest.approx(np.std(d, ddof=1))
+    assert row["snr"] == pytest.approx(abs(np.mean(d)) / np.std(d, ddof=1))
+    acc = next(r for r in js["signal_to_noise"]
+               if (r["stage"], r["benchmark"], r["metric"]) == ("sft", "probes", "accuracy_mul_multidigit"))
+    assert acc["delta"] == pytest.approx(0.4) and acc["snr"] is None  # identical deltas: no SD to divide by
+    md = (run_dir / "report.md").read_text()
+    assert "## Signal-to-noise per metric over seeds" in md
+    assert f"| mul_tokens | grpo | gsm_synthetic | gold_bpb | {np.mean(d):+.4f} |" in md
+
+
+def test_looks_section_states_boundaries_reason_and_bias(tmp_path):
+    from domtok.eval.stats import sequential_decision
+    from domtok.sequential_run import _look_entry
+
+    run_dir = write_fake_run(tmp_path)
+    deltas = [0.1, 0.2, 0.3, 0.15, 0.25, 0.1]
+    looks = []
+    for k, n in enumerate((3, 6), start=1):
+        r = sequential_decision(deltas[:n], max_seeds=12, per_look=3, margin=0.05)
+        looks.append(_look_entry(k, list(range(n)), deltas[:n], r))
+    assert r["decision"] == "helps"
+    rec = {"plan": {"max_seeds": 12, "per_look": 3, "spending": "obrien-fleming", "alpha": 0.05, "margin": 0.05,
+                    "seed_order": list(range(12))}, "looks": looks, "decision": "helps",
+           "stopped_because": r["reason"], "seeds_used": 6, "biased": True, "wall_seconds": 5.0}
+    (run_dir / "looks.json").write_text(json.dumps(rec))
+    write_report(run_dir)
+    md = (run_dir / "report.md").read_text()
+    assert "**Decision: helps** after 6 seeds per condition" in md
+    assert f"{looks[0]['boundary']:.3f}" in md and f"{looks[1]['boundary']:.3f}" in md
+    assert "biased away from zero" in md and "bias-adjusted estimate" in md
+    assert json.loads((run_dir / "report.json").read_text())["sequential"]["decision"] == "helps"
