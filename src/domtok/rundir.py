@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -478,7 +479,10 @@ def node_state(node: Node) -> str:
     running = node.out_dir / "running.json"
     if running.exists():
         try:
-            if pid_alive(int(json.loads(running.read_text())["pid"])):
+            held = json.loads(running.read_text())
+            if held.get("host", socket.gethostname()) != socket.gethostname():
+                return "running"  # a process on another machine (a Ray worker): its pid says nothing here
+            if pid_alive(int(held["pid"])):
                 return "running"
             return "incomplete"
         except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError):
