@@ -35,7 +35,8 @@ from pathlib import Path
 from domtok.data import sources
 from domtok.errors import DomtokError
 from domtok.gpus import GPUS
-from domtok.rundir import document_partner, pid_alive
+from domtok.outdir import claim_out_dir, remove_tree
+from domtok.rundir import document_partner, foreign_entries, pid_alive
 
 # How far the smoke turns things down. Two optimizer steps per training stage, each with two
 # micro-batches, so gradient accumulation, the LR schedule, checkpoints and the final model
@@ -675,13 +676,14 @@ def run_smoke(spec, opts, run_experiment, device: str = "cpu", gpu: str = DEFAUL
 
     if gpu not in GPUS:
         raise DomtokError(f"--gpu {gpu!r}: unknown; one of {sorted(GPUS)}")
+    from domtok.config import check_value
+
+    check_value("mfu", mfu, "--mfu")
     from domtok.utils import pick_device
 
     device = pick_device(device)  # the one place a device name is checked
-    online = hub_reachable()
     run_root = Path(spec.runs_dir)
     smoke_dir = run_root / f"{spec.name}-smoke"
-    srcs = Sources(smoke_dir / "fixtures", online)
     for running in smoke_dir.rglob("running.json") if smoke_dir.exists() else []:
         try:
             if not pid_alive(int(json.loads(running.read_text())["pid"])):
@@ -689,8 +691,19 @@ def run_smoke(spec, opts, run_experiment, device: str = "cpu", gpu: str = DEFAUL
         except (OSError, KeyError, ValueError, TypeError):
             continue
         raise DomtokError(f"{running}: another smoke run is working in {smoke_dir}; wait for it to finish")
-    if smoke_dir.exists():  # a smoke result must come from the code as it is now
-        shutil.rmtree(smoke_dir)
+    # Like every verb: a folder that is not domtok's is refused, a second writer is refused,
+    # and only what a smoke run writes is removed (a smoke result must come from the code as
+    # it is now); the user's own files there are named, not deleted.
+    claim_out_dir(smoke_dir, what="smoke directory")
+    foreign = foreign_entries(smoke_dir, spec.conditions)
+    if foreign:
+        raise DomtokError(f"{smoke_dir}: holds {', '.join(foreign[:4])}{' ...' if len(foreign) > 4 else ''}, "
+                          "which a smoke run does not write; a smoke run starts from an empty folder: move "
+                          "those elsewhere")
+    if smoke_dir.exists():
+        remove_tree(smoke_dir)
+    online = hub_reachable()
+    srcs = Sources(smoke_dir / "fixtures", online)
     smoke, changes = smoke_spec(spec, srcs, device)
     world = opts.nproc * getattr(opts, "nnodes", 1)
     t0 = time.time()

@@ -45,6 +45,7 @@ import numpy as np
 from domtok.config import atomic_write_json, config_hash, load_config, save_resolved
 from domtok.data.shards import ShardWriter, completed_shards, shard_dtype
 from domtok.errors import DomtokError
+from domtok.utils import read_json_object
 
 
 @dataclass
@@ -298,7 +299,7 @@ def run(cfg: PrepareConfig, out_dir) -> dict:
     h = prepare_hash(cfg)
     meta_path = out_dir / "meta.json"
     if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
+        meta = read_json_object(meta_path, f"use a new output directory or delete {out_dir}")
         if meta.get("config_hash") == h:
             return meta  # already complete
         raise DomtokError(f"{meta_path}: {out_dir} was prepared with another config ({meta.get('config_hash')} != {h}); "

@@ -158,8 +158,8 @@ def sequential_decision(per_seed_deltas: Sequence[float], *, max_seeds: int, per
     equiv = boundaries(max_seeds, per_look, min(2 * alpha, 0.999), spending)
     sizes = design["looks"]
     base = {"looks": list(sizes), "boundaries": list(design["boundary"]),
-            "equivalence_boundaries": list(equiv["boundary"]), "alpha_spent": list(design["alpha_spent"]), "margin": margin, "alpha": alpha, "spending": spending,
-            "max_seeds": max_seeds, "per_look": per_look}
+            "equivalence_boundaries": list(equiv["boundary"]), "alpha_spent": list(design["alpha_spent"]),
+            "margin": margin, "alpha": alpha, "spending": spending, "max_seeds": max_seeds, "per_look": per_look}
     done = [k for k, n in enumerate(sizes) if n <= len(d)]
     if not done:
         return {**base, "decision": "continue", "look": 0, "n": len(d), "boundary": None, "t": None, "df": None,
@@ -172,15 +172,13 @@ def sequential_decision(per_seed_deltas: Sequence[float], *, max_seeds: int, per
     mean = float(x.mean())
     c, e = design["boundary"][k], equiv["boundary"][k]
     out = {**base, "look": k + 1, "n": n, "boundary": c, "delta": mean, "df": n - 1 if n >= 2 else None}
-    if n < 2:
-        return {**out, "decision": "continue", "t": None, "se": None, "ci": None, "biased": False,
-                "reason": "one seed gives no SD; the first test needs two"}
-    sd = float(x.std(ddof=1))
+    sd = float(x.std(ddof=1)) if n >= 2 else 0.0
+    if sd == 0.0:  # one seed, or every delta equal: no seed SD to test against, so no test
+        why = "one seed gives no SD" if n < 2 else "every per-seed delta is equal: no seed SD to test against"
+        return {**out, "decision": "undecided" if final else "continue", "t": None, "se": None, "ci": None,
+                "biased": False, "reason": f"{why} at look {k + 1} ({n} seeds)"}
     se = sd / math.sqrt(n)
-    if se == 0.0:  # every delta equal: no spread to test against; decide by its sign, or undecided
-        t = math.copysign(math.inf, mean) if mean != 0 else 0.0
-    else:
-        t = mean / se
+    t = mean / se
     out.update(t=t, se=se, ci=[mean - c * se, mean + c * se] if math.isfinite(c) else None)
     early = not final
     if abs(t) >= c:

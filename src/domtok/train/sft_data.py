@@ -25,6 +25,7 @@ the conditions have the same examples, steps and batches. The dropped ids are in
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass, field
 
@@ -72,7 +73,12 @@ def load_records(src: DataSource) -> list[dict]:
     elif k == "jsonl":
         if not src.path:
             raise DomtokError("sft data: kind 'jsonl' needs `path` (a jsonl file of messages or question/answer)")
-        recs = _read_jsonl_checked(src.path)
+        # the same reader and rule as every other file source: malformed records (unknown roles,
+        # a `content` that is not text) are counted, and more than max_bad_fraction is an error
+        if not os.path.isfile(src.path):
+            raise DomtokError(f"{src.path}: no such file; give a jsonl with one {{'messages': [...]}} or "
+                              "{'question', 'answer'} object per line")
+        recs = list(sources.Records(src.path, None, sources.check_conversation, src.max_bad_fraction))
     elif k == "gsm_sbs":
         # `path` = GSM8K train (file, dir or hub id): 80% rewritten GSM8K items + 20% drills,
         # like the reference's 512 + 128; no path: drills only (the tiny study has no GSM8K)
@@ -102,25 +108,6 @@ def _take(records, src: DataSource) -> list[dict]:
     from domtok.data.sources import sample_records
 
     return sample_records(records, src.n, src.seed) if src.n else list(records)
-
-
-def _read_jsonl_checked(path: str) -> list[dict]:
-    import json
-    from pathlib import Path
-
-    p = Path(path)
-    if not p.is_file():
-        raise DomtokError(f"{path}: no such file; give a jsonl with one {{'messages': [...]}} or "
-                          "{'question', 'answer'} object per line")
-    out = []
-    for i, line in enumerate(p.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise DomtokError(f"{path}:{i}: not valid JSON ({e}); fix or remove the line") from None
-    return out
 
 
 def to_messages(rec: dict) -> list[dict] | None:
