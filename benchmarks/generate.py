@@ -160,7 +160,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from domtok.data.synthetic import math_web_corpus
+    from domtok.data.corpus import math_web_corpus
     from domtok.tokens.tokenizer import load_tokenizer, train_bpe
 
     # 1. a GPT-2-vocab model (the engine's job on real checkpoints): every decode step streams

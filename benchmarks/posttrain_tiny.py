@@ -22,7 +22,8 @@ import torch
 
 def main(out: Path, quick: bool = False) -> dict:
     from domtok.chat import qa_messages, render_conversation_text, render_prompt
-    from domtok.data.synthetic import drills, gsm_sbs
+    from domtok.data.drills import drills
+    from domtok.data.gsm_sbs import gsm_sbs
     from domtok.engine import Engine, SamplingParams
     from domtok.eval.gsm8k import is_correct, parse_gold
     from domtok.model.checkpoint import load_model, save_model_dir

@@ -376,7 +376,7 @@ def test_tokenize_inject(tmp_path, micro):
 # --------------------------------------------------------------------------- more bad inputs (found trying thirty more)
 
 @pytest.mark.parametrize("args,needles", [
-    (["run", "name=../escape"], ["plain directory name"]),
+    (["run", "name=../escape"], ["spec name '../escape'", "letters, digits"]),
     (["run", "--nproc", "0"], ["--nproc 0", "at least 1"]),
     (["run", "--only", "nosuch"], ["no stage 'nosuch'"]),
     (["pretrain", "pretrain-tiny", "max_steps=-5", "data_dir={T}/x", "--out", "{T}/p"], ["max_steps=-5", ">= 1"]),
@@ -385,7 +385,7 @@ def test_tokenize_inject(tmp_path, micro):
     (["tokenizer", "build", "--base", "bpe-300", "--corpus", "{T}/empty.txt", "--out", "{T}/tok"], ["empty.txt"]),
     (["hub", "list", "{T}/nonexistent"], ["not a domtok run directory"]),
     (["eval", "gsm8k", "--model", "{M}", "--data", "{T}/empty.jsonl", "--out", "{T}/e"], ["empty.jsonl", "no GSM8K"]),
-    (["eval", "gsm8k", "--model", "{M}", "--data", "{G}", "--n", "-3", "--out", "{T}/e"], ["n is -3"]),
+    (["eval", "gsm8k", "--model", "{M}", "--data", "{G}", "--n", "-3", "--out", "{T}/e"], ["n=-3 is out of range"]),
     (["eval", "gsm8k", "--model", "{M}", "--data", "{G}", "--max-new-tokens", "0", "--out", "{T}/e"], ["max_new_tokens"]),
 ])
 def test_more_bad_inputs(tmp_path, micro, args, needles):

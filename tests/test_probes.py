@@ -325,7 +325,7 @@ def test_report_states_what_each_condition_saw():
 def test_times_table_page_in_each_notation(gpt2_pair):
     """`symbolic_table`: the page the pretraining corpus writes, up to the asked line, in each
     condition's notation; the asked fact is never in the prompt."""
-    from domtok.data.synthetic import math_web_corpus
+    from domtok.data.corpus import math_web_corpus
 
     base, dom = gpt2_pair
     items = make_probes(["symbolic_table"])

@@ -424,7 +424,7 @@ def test_prepare_counts_domain_tokens_after_a_lone_space(gpt2_dir, tmp_path):
     import re
 
     from domtok.data.prepare import PrepareConfig, run
-    from domtok.data.synthetic import math_web_corpus
+    from domtok.data.corpus import math_web_corpus
     from domtok.tokens.inject import inject_domain_tokens
 
     n_docs = 200

@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -88,6 +87,7 @@ def stage_call(node: Node, run_dir: Path):
 def check_stage_configs(spec: Spec, where: str = "spec") -> None:
     """Build every node's config object as `stage_call` will, before the first node runs: a typo
     such as `stages.0.config.lrr=1` is an error now, not in a node's log after earlier stages ran."""
+    from domtok.config import tokenizer_prepare_knobs
     from domtok.data.prepare import prepare_node_config
 
     from domtok.tokens.build import parse_bpe_base
@@ -100,10 +100,11 @@ def check_stage_configs(spec: Spec, where: str = "spec") -> None:
             raise ConfigError(f"{where}: tokenizer.base: {e}") from None
     run_dir = Path(spec.runs_dir) / spec.name
     for node in build_nodes(spec, run_dir):
-        if node.kind == "tokenizer":
-            continue
         try:  # a prepare node's tokenizer is the tokenizer node's output: any valid value checks the rest
-            if node.kind == "prepare":
+            if node.kind == "tokenizer":  # its knobs are PrepareConfig's (`tokenizer.sample_docs`, ...)
+                prepare_node_config({**spec.prepare, **tokenizer_prepare_knobs(spec.tokenizer)}, "gpt2",
+                                    where="tokenizer")
+            elif node.kind == "prepare":
                 prepare_node_config(node.config, "gpt2", where=f"stage {node.id}")
             else:
                 stage_call(node, run_dir)
@@ -176,6 +177,13 @@ def run_experiment(spec: Spec, opts: RunOptions) -> int:
     from_index = order.index(opts.from_stage) if opts.from_stage else None
     todo = [n for n in nodes if opts.only is None or n.stage == opts.only]
     check_replacements(nodes, todo, opts)
+    forced_ids = {n.id for n in todo if opts.force or (from_index is not None and order.index(n.stage) >= from_index)}
+    for n in todo:  # a node dir that is a link would be deleted through it: refuse before any work
+        state = node_state(n) if n.out_dir.is_symlink() else "done"
+        if n.out_dir.is_symlink() and (n.id in forced_ids or state in ("stale", "failed")
+                                       or (state != "done" and _other_config(n))):
+            from domtok.outdir import remove_tree
+            remove_tree(n.out_dir)  # raises, naming the link and its target
     # only now, with everything checked: a refused run leaves the run dir's spec as it was
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "spec.yaml", _dump_spec(spec))
@@ -190,6 +198,9 @@ def run_experiment(spec: Spec, opts: RunOptions) -> int:
                 f"at once, --retries {opts.retries})")
     _say(opts, f"domtok run {spec.name}: {len(todo)} nodes, conditions {list(spec.conditions)}, "
                f"seeds {spec.seeds}, run dir {run_dir}, {jobs}")
+    replaced = [n.id for n in todo if n.id not in forced_ids and node_state(n) == "stale"]
+    if replaced:  # a changed config: its finished nodes are redone; say which before any is deleted
+        _say(opts, f"replacing {len(replaced)} finished node(s) whose config changed: {', '.join(replaced)}")
     for r in spec.ladder:
         _say(opts, f"  rung {r.name}: {r.n_layer} layers x {r.n_embd} wide ({r.n_head} heads), {r.params:,} params, "
                    f"{r.steps:,} pretraining steps = {r.budget:,} tokens asked ({r.budget / r.params:.1f} per param)")
@@ -334,7 +345,7 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
                 if ok:
                     finish(node, f"done in {wall_time(node):.1f}s ({key_metric_text(node)})", True, left=True)
                 else:
-                    finish(node, f"FAILED — see {node.out_dir / 'log.txt'}", False)
+                    finish(node, f"FAILED: {_failure(node)} — see {node.out_dir / 'log.txt'}", False)
             if any(isinstance(f.exception(), BrokenProcessPool) for f in done if f.done()):
                 pool.shutdown(wait=True, cancel_futures=True)
                 pool = make_pool(opts, threads_per_job(opts))  # a fresh pool for the rest
@@ -342,6 +353,27 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
     return failed
+
+
+def _failure(node: Node) -> str:
+    """The error a failed node recorded (e.g. "No space left on device"), for its console line."""
+    try:
+        error = json.loads((node.out_dir / "failed.json").read_text())["error"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no failed.json"
+    return " ".join(str(error).split())[:300]
+
+
+def _other_config(node: Node) -> bool:
+    """The node's directory was started by another config (or is not resumable): it is redone from empty."""
+    marker = node.out_dir / "node.json"
+    if not marker.exists():
+        return False
+    try:
+        old = json.loads(marker.read_text()).get("hash")
+    except (json.JSONDecodeError, AttributeError):
+        old = None
+    return old != node.hash or node.kind not in RESUMABLE
 
 
 def _heartbeat(opts: RunOptions, active: dict, pending: list, walls: dict):
@@ -373,17 +405,13 @@ def _heartbeat(opts: RunOptions, active: dict, pending: list, walls: dict):
 def run_node(node: Node, run_dir: Path, opts: RunOptions, fresh: bool, holder: dict | None = None) -> bool:
     """Run one node in this process (or under torchrun when nproc > 1); True when it finished.
     `holder`: more about the process that holds the node, written into its running.json."""
-    if fresh and node.out_dir.exists():
-        shutil.rmtree(node.out_dir)
-    # An incomplete directory from another config must not be resumed.
+    from domtok.outdir import remove_tree
+
+    if fresh and (node.out_dir.exists() or node.out_dir.is_symlink()):
+        remove_tree(node.out_dir)
+    if _other_config(node):  # an incomplete directory from another config must not be resumed
+        remove_tree(node.out_dir)
     marker = node.out_dir / "node.json"
-    if marker.exists():
-        try:
-            old = json.loads(marker.read_text()).get("hash")
-        except json.JSONDecodeError:
-            old = None
-        if old != node.hash or node.kind not in RESUMABLE:
-            shutil.rmtree(node.out_dir)
     node.out_dir.mkdir(parents=True, exist_ok=True)
     (node.out_dir / "failed.json").unlink(missing_ok=True)
     atomic_write_json(marker, {"id": node.id, "hash": node.hash, "kind": node.kind, "config": node.config})
@@ -615,6 +643,7 @@ def main(args) -> int:
                       gpus_per_job=gpus_per_job, executor=args.executor, address=args.address, retries=args.retries)
     if opts.executor == "ray":
         opts.jobs = args.jobs or 0  # no cap unless asked: the cluster's resources say what runs at once
+    check_stage_configs(spec, where=spec.path or f"spec {spec.name}")  # the whole spec, before any dir is made
     if args.smoke:
         from domtok.smoke import run_smoke
 

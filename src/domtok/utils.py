@@ -13,6 +13,8 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from domtok.errors import DomtokError
+
 
 def seed_everything(seed: int) -> None:
     import torch
@@ -126,6 +128,24 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
         for line in f:
             if line.strip():
                 yield json.loads(line)
+
+
+def read_json_object(path: Path, fix: str) -> dict:
+    """A JSON file that must hold an object (manifest.json, summary.json, config.json), or a
+    DomtokError naming the file, what it holds instead and `fix`."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DomtokError(f"{path}: not valid JSON ({e}); {fix}") from None
+    if not isinstance(data, dict):
+        raise DomtokError(f"{path}: holds {type(data).__name__} {short_json(data)}, not a JSON object; {fix}")
+    return data
+
+
+def short_json(value) -> str:
+    """A value as JSON, cut to 40 characters, for messages."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:

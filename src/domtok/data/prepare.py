@@ -45,6 +45,7 @@ import numpy as np
 from domtok.config import atomic_write_json, config_hash, load_config, save_resolved
 from domtok.data.shards import ShardWriter, completed_shards, shard_dtype
 from domtok.errors import DomtokError
+from domtok.utils import read_json_object
 
 
 @dataclass
@@ -87,12 +88,12 @@ def prepare_hash(cfg: PrepareConfig) -> str:
 def iter_texts(cfg: PrepareConfig) -> tuple[Iterator[str], object, int | None]:
     """(texts in source order, load report or None, number of texts if known)."""
     if cfg.source.startswith("synthetic:"):
-        from domtok.data import synthetic
+        from domtok.data.corpus import math_web_corpus
 
         kind = cfg.source.split(":", 1)[1]
         if kind != "math-web":
             raise DomtokError(f"source {cfg.source!r}: unknown synthetic source; use synthetic:math-web")
-        docs = synthetic.math_web_corpus(cfg.n_docs, cfg.seed)
+        docs = math_web_corpus(cfg.n_docs, cfg.seed)
         return iter(docs), None, len(docs)
     from domtok.data.sources import _need, load_records, parse_source
 
@@ -298,7 +299,7 @@ def run(cfg: PrepareConfig, out_dir) -> dict:
     h = prepare_hash(cfg)
     meta_path = out_dir / "meta.json"
     if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
+        meta = read_json_object(meta_path, f"use a new output directory or delete {out_dir}")
         if meta.get("config_hash") == h:
             return meta  # already complete
         raise DomtokError(f"{meta_path}: {out_dir} was prepared with another config ({meta.get('config_hash')} != {h}); "

@@ -71,8 +71,8 @@ def read_corpus(path, stats: dict | None = None) -> Iterator[str]:
         if f.suffix == ".jsonl":
             with open(f, "rb") as fh:
                 for lineno, raw in enumerate(fh, 1):
-                    try:  # invalid UTF-8 makes the record malformed, like bad JSON
-                        line = raw.decode("utf-8")
+                    try:  # invalid UTF-8 makes the record malformed, like bad JSON; line 1 may start with a BOM
+                        line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
                         text = record_text(json.loads(line)) if line.strip() else ""
                     except (UnicodeDecodeError, json.JSONDecodeError):
                         text = None
@@ -86,7 +86,7 @@ def read_corpus(path, stats: dict | None = None) -> Iterator[str]:
                     yield text
         elif f.suffix == ".json":
             try:
-                data = json.loads(f.read_text(encoding="utf-8"))
+                data = json.loads(f.read_text(encoding="utf-8-sig"))
             except UnicodeDecodeError as e:
                 raise DomtokError(f"{f}: not UTF-8 (byte {e.start}: {e.reason}); convert it to UTF-8") from None
             except json.JSONDecodeError as e:
@@ -105,7 +105,7 @@ def read_corpus(path, stats: dict | None = None) -> Iterator[str]:
                 buf, size = [], 0
                 for lineno, raw in enumerate(fh, 1):
                     try:
-                        line = raw.decode("utf-8")
+                        line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
                     except UnicodeDecodeError:
                         stats["skipped"].append(f"{f}:{lineno}")
                         continue
@@ -139,7 +139,7 @@ def build(base: str, corpus, out_dir, max_docs: int | None = None,
     texts = read_corpus(corpus, stats)
     if max_docs is not None:
         texts = itertools.islice(texts, max_docs)  # stops reading the corpus after max_docs
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, only_own=True) as tmp:
         try:
             trained = train_bpe(texts, vocab_size, tmp, name=base, split_digits=split_digits)
         except DomtokError as e:
