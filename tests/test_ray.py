@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from domtok.rundir import pid_alive
 from test_scheduler import _items, _numbers
 
 pytest.importorskip("ray")
@@ -30,12 +31,6 @@ TRAINING = ("pretrain", "sft", "grpo")
 
 def domtok(*args: str) -> list[str]:
     return [sys.executable, "-m", "domtok", *args]
-
-
-def pid_alive(pid: int) -> bool:
-    from domtok.rundir import pid_alive as alive
-
-    return alive(pid)
 
 
 def held_by(node_dir: Path) -> dict | None:
