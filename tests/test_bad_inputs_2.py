@@ -387,7 +387,7 @@ def test_report_names_the_file_and_line_of_a_damaged_row(capsys, tmp_path, file,
 
 def test_a_torn_last_line_is_skipped_but_not_a_torn_middle(tmp_path):
     from domtok.errors import DomtokError
-    from domtok.rundir import read_items
+    from domtok.utils import read_items
 
     f = tmp_path / "metrics.jsonl"
     f.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "lo')
