@@ -306,7 +306,7 @@ def parse_primary(data, where: str, evals_after: list[str], benchmarks: dict) ->
         cats = benchmarks[bench]["config"].get("categories", REFERENCE_CATEGORIES)
         valid += [f"{m}_{c}" for m in ("accuracy", "gold_bpb") for c in cats]
     if metric not in valid:
-        raise ConfigError(f"{at}: metric {metric!r} is not one of {bench}'s per-item metrics {valid}")
+        raise ConfigError(f"{at}: metric {metric!r} is not one of {bench}'s per-item accuracies or gold scores {valid}")
     if stage not in evals_after:
         raise ConfigError(f"{at}: stage {stage!r} is not evaluated; evals.after: {evals_after}")
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < 1:
