@@ -28,7 +28,8 @@ def main(out: Path, quick: bool = False) -> dict:
     from domtok.eval.gsm8k import is_correct, parse_gold
     from domtok.model.checkpoint import load_model, save_model_dir
     from domtok.model.gpt import GPT, config_from_preset
-    from domtok.tokens.tokenizer import load_tokenizer, train_bpe
+    from domtok.tokens.build import train_bpe
+    from domtok.tokens.tokenizer import load_tokenizer
     from domtok.train import grpo, sft
     from domtok.train.rewards import RewardConfig
     from domtok.train.sft_data import DataSource

@@ -14,7 +14,8 @@ from domtok.errors import DomtokError
 from domtok.tokens.control import build_control_set, save_control_set
 from domtok.tokens.sets import (ARITHMETIC_CHARS, DomainTokenSet, get_token_set, literal_spans,
                                 literal_token_set, pretokenize)
-from domtok.tokens.tokenizer import Tokenizer, load_tokenizer, train_bpe
+from domtok.tokens.build import train_bpe
+from domtok.tokens.tokenizer import Tokenizer, load_tokenizer
 
 CONTROL_TEXTS = [" of the", ", so", "?\nSolution:", " the", " How many", ".\n", " each", "Q:"]
 

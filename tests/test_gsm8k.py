@@ -291,7 +291,8 @@ def tiny_model_dir(tmp_path_factory):
 
     from domtok.model.checkpoint import save_model_dir
     from domtok.model.gpt import GPT, GPTConfig
-    from domtok.tokens.tokenizer import load_tokenizer, train_bpe
+    from domtok.tokens.build import train_bpe
+    from domtok.tokens.tokenizer import load_tokenizer
 
     d = tmp_path_factory.mktemp("tiny_gsm")
     train_bpe([q + " " + a for q, a in QUESTIONS] * 5, 300, d / "bpe")

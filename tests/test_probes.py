@@ -234,7 +234,8 @@ def test_accuracy_per_category_with_stub(tmp_path):
 def tiny_model_dir(tmp_path_factory):
     from domtok.model.checkpoint import save_model_dir
     from domtok.model.gpt import GPT, GPTConfig
-    from domtok.tokens.tokenizer import load_tokenizer, train_bpe
+    from domtok.tokens.build import train_bpe
+    from domtok.tokens.tokenizer import load_tokenizer
 
     d = tmp_path_factory.mktemp("tiny")
     texts = [f"User: What is {a} times {b}?\nAssistant: The answer is {a * b}." for a in range(1, 10) for b in range(1, 10)]

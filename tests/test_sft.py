@@ -36,7 +36,8 @@ def tiny_tokenizer(dir: Path, condition: str = "baseline"):
     from domtok.data.drills import drills
     from domtok.data.gsm_sbs import gsm_sbs
     from domtok.chat import render_conversation_text
-    from domtok.tokens.tokenizer import load_tokenizer, train_bpe
+    from domtok.tokens.build import train_bpe
+    from domtok.tokens.tokenizer import load_tokenizer
 
     if not (dir / "domtok_tokenizer.json").exists():
         recs = drills("tier1", 300, 1) + drills("tier2", 300, 2) + gsm_sbs(100, 3)

@@ -171,7 +171,7 @@ def resolve_tokenizer(cfg: PrepareConfig, out_dir: Path) -> str:
                 raise DomtokError(f"{bpe_dir}: holds a tokenizer with split_digits={held.splits_digits}, not "
                                   f"{cfg.bpe_split_digits}; use a new output directory")
         else:
-            from domtok.tokens.tokenizer import small_bpe_warning, train_bpe
+            from domtok.tokens.build import small_bpe_warning, train_bpe
 
             sample = tokenizer_sample(cfg)
             small_bpe_warning(train_bpe(sample, vocab, bpe_dir, name=tok, split_digits=cfg.bpe_split_digits), vocab)
