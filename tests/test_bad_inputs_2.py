@@ -81,7 +81,8 @@ def micro(tmp_path_factory):
     from domtok.data.prepare import PrepareConfig, run
     from domtok.model.checkpoint import save_model_dir
     from domtok.model.gpt import GPT, GPTConfig
-    from domtok.tokens.tokenizer import load_tokenizer, train_bpe
+    from domtok.tokens.build import train_bpe
+    from domtok.tokens.tokenizer import load_tokenizer
 
     root = tmp_path_factory.mktemp("bad_inputs_2")
     train_bpe(["the cat sat on the mat, 6 times 9 is 54. " * 20] * 20, 300, root / "bpe")

@@ -81,30 +81,31 @@ def fixture_records(kind: str, n: int, seed: int = 0, split: str = "train") -> l
     """`n` records in the exact schema of a hub source, made from domtok's synthetic data."""
     import random
 
-    from domtok.data import synthetic
+    from domtok.data.corpus import math_web_corpus
+    from domtok.data.word_problems import ITEMS, NAMES, word_problems
 
     rng = random.Random(f"fixture/{kind}/{split}/{seed}")
     if kind == "fineweb":  # HuggingFaceFW/fineweb-edu columns
-        docs = synthetic.math_web_corpus(n, seed)
+        docs = math_web_corpus(n, seed)
         return [{"text": t, "id": f"<urn:uuid:smoke-{i:06d}>", "dump": "CC-MAIN-2024-10",
                  "url": f"https://example.org/smoke/{i}", "file_path": "smoke", "language": "en",
                  "language_score": 0.95, "token_count": len(t.split()), "score": 3.0 + rng.random(),
                  "int_score": 3} for i, t in enumerate(docs)]
     if kind == "gsm8k":  # openai/gsm8k main: question, answer (<<expr=result>>, #### N)
         recs = [{"question": r["question"], "answer": r["answer"]}
-                for r in synthetic.word_problems(n, seed, "test" if split == "test" else "train")]
+                for r in word_problems(n, seed, "test" if split == "test" else "train")]
         if split != "test":  # two train records in three multiply as GSM8K writes it, so that
             for i in range(0, n, 3):  # the GSM-SBS rewrite (sft-gsm_sbs) finds products to work out
                 for j in (i, i + 1)[:max(0, n - i)]:
                     a, b = rng.randint(11, 39), rng.randint(3, 9)
-                    name, item = rng.choice(synthetic.NAMES), rng.choice(synthetic.ITEMS)
+                    name, item = rng.choice(NAMES), rng.choice(ITEMS)
                     recs[j] = {"question": f"{name} packs {a} boxes with {b} {item} in each. How many {item} "
                                            f"does {name} pack?",
                                "answer": f"{name} packs {a} * {b} = <<{a}*{b}={a * b}>>{a * b} {item}.\n#### {a * b}"}
         return recs
     if kind == "tulu":  # allenai/tulu-3-sft-mixture: id, messages, source
         out = []
-        for i, r in enumerate(synthetic.word_problems(n, seed + 1, "train")):
+        for i, r in enumerate(word_problems(n, seed + 1, "train")):
             msgs = [{"role": "user", "content": r["question"]},
                     {"role": "assistant", "content": r["answer"].replace("####", "The answer is")}]
             if i % 3 == 0:
@@ -113,7 +114,7 @@ def fixture_records(kind: str, n: int, seed: int = 0, split: str = "train") -> l
         return out
     if kind == "tinygsm":  # TinyGSM/TinyGSM: question, code
         out = []
-        for r in synthetic.word_problems(n, seed + 2, "train"):
+        for r in word_problems(n, seed + 2, "train"):
             final = r["answer"].rsplit("####", 1)[1].strip()
             out.append({"question": r["question"],
                         "code": f'def simple_math_problem() -> int:\n    """{r["question"]}"""\n'
@@ -121,7 +122,7 @@ def fixture_records(kind: str, n: int, seed: int = 0, split: str = "train") -> l
         return out
     if kind == "hellaswag":  # Rowan/hellaswag: label is a string
         # about a quarter of the corpus's documents (articles, word problems) hold a sentence break
-        docs = [d for d in synthetic.math_web_corpus(20 * n + 20, seed + 3) if ". " in d]
+        docs = [d for d in math_web_corpus(20 * n + 20, seed + 3) if ". " in d]
         out = []
         for i in range(n):
             ctx, true_end = docs[i].split(". ", 1)

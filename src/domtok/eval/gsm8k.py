@@ -223,7 +223,7 @@ SYNTHETIC_DEFAULT_N = 200
 def load_items(cfg: GSM8KEvalConfig) -> list[dict]:
     """The evaluated items, each with a stable id (`test-17` = line 17 of the split), in order:
     {"id", "question", "gold" (the normalised number), "solution" (the gold worked answer)},
-    and for the generated word problems `template` and `has_mul` (see `synthetic.TEMPLATE_HAS_MUL`)."""
+    and for the generated word problems `template` and `has_mul` (see `domtok.data.word_problems.TEMPLATE_HAS_MUL`)."""
     from domtok.data.sources import load_gsm8k, sample_records
     from domtok.eval.common import check_subset
 
@@ -234,7 +234,7 @@ def load_items(cfg: GSM8KEvalConfig) -> list[dict]:
         # split that synthetic SFT and GRPO use, so the tiny study has a held-out GSM test (and a
         # dev set to tune on) without any download. Items keep their template, for inference
         # that clusters by template.
-        from domtok.data.synthetic import word_problems
+        from domtok.data.word_problems import word_problems
 
         if cfg.split not in ("dev", "test"):
             raise DomtokError(f"{SYNTHETIC_SOURCE}: split {cfg.split!r} is not an evaluation split; "

@@ -58,7 +58,10 @@ class SFTExample:
 
 def load_records(src: DataSource) -> list[dict]:
     """Records of one source as dicts with `messages` or `question`/`answer`."""
-    from domtok.data import sources, synthetic
+    from domtok.data import sources
+    from domtok.data.drills import drills
+    from domtok.data.gsm_sbs import gsm_sbs
+    from domtok.data.word_problems import word_problems
 
     k = src.kind
     if k == "instruct":
@@ -81,16 +84,16 @@ def load_records(src: DataSource) -> list[dict]:
         # like the reference's 512 + 128; no path: drills only (the tiny study has no GSM8K)
         gsm8k = list(sources.load_gsm8k("train", path=src.path, max_bad_fraction=src.max_bad_fraction)) if src.path else None
         try:
-            recs = synthetic.gsm_sbs(src.n or 640, src.seed, gsm8k=gsm8k)
+            recs = gsm_sbs(src.n or 640, src.seed, gsm8k=gsm8k)
         except ValueError as e:
             raise DomtokError(f"{src.path}: {e}") from None
     elif k == "word_problems":
-        recs = list(synthetic.word_problems(src.n or 5000, src.seed, "train"))
+        recs = list(word_problems(src.n or 5000, src.seed, "train"))
     elif k == "drills":
         kinds = src.drill_kinds or ["tier1", "tier2", "tier3", "tier4", "tier5"]
         recs = []
         for i, dk in enumerate(kinds):
-            recs.extend(synthetic.drills(dk, src.n or 2000, src.seed + i))
+            recs.extend(drills(dk, src.n or 2000, src.seed + i))
         src = DataSource(**{**src.__dict__, "n": 0})  # n was per tier
     else:
         raise DomtokError(f"sft data kind {k!r}: expected instruct, gsm8k, gsm_sbs, drills, word_problems, "
