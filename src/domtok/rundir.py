@@ -92,7 +92,7 @@ EVALS_KEYS = ("after", "benchmarks")
 
 # What a run directory holds at its top besides the condition directories (see the layout above).
 RUN_DIR_NAMES = ("tokenizer", "spec.yaml", "report.md", "report.json", "plots", "smoke.json", "smoke.md", "fixtures",
-                 "rung-*", "node*")
+                 "looks.json", "registry.json", ".cache", "rung-*", "node*")  # looks: sequential_run; registry: hub pull
 
 
 def _unknown(where: str, what: str, data: dict, valid) -> None:
