@@ -3,8 +3,8 @@
 Each case calls the command line in-process (`domtok.cli.main`), which is what `python -m
 domtok` runs, and checks the promise: exit code 2, ONE line on stderr naming the file and the
 fix, no traceback, no file lost that domtok did not write, nothing written that looks
-complete. Validation fails before any training, so every case takes well under a second
-except the few that train a 1-layer model for three steps.
+complete. Validation fails before any training; only the NaN-loss case trains (a 1-layer
+model, a few steps).
 """
 
 from __future__ import annotations
