@@ -272,8 +272,10 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
 
 # The per-item field behind each metric a primary endpoint may name (a boolean per item, so
 # the report's paired test applies), per benchmark kind; probes add accuracy_<category>.
-PRIMARY_METRICS = {"gsm8k": {"accuracy_flexible": "correct_flexible", "accuracy_strict": "correct_strict"},
-                   "probes": {"accuracy_all": "correct"},
+# gold_*bpb: the continuous scores of domtok.eval.gold (lower is better; the margin in bits per byte)
+PRIMARY_METRICS = {"gsm8k": {"accuracy_flexible": "correct_flexible", "accuracy_strict": "correct_strict",
+                             "gold_bpb": "gold_bpb", "gold_solution_bpb": "gold_solution_bpb"},
+                   "probes": {"accuracy_all": "correct", "gold_bpb_all": "gold_bpb"},
                    "hellaswag": {"acc_norm_char": "acc_norm_char", "acc_norm_token": "acc_norm_token", "acc": "acc"}}
 
 
@@ -281,6 +283,8 @@ def primary_field(kind: str, metric: str) -> tuple[str, str | None]:
     """(per-item field, probe category or None) of a primary metric of a benchmark kind."""
     if kind == "probes" and metric.startswith("accuracy_") and metric != "accuracy_all":
         return "correct", metric[len("accuracy_"):]
+    if kind == "probes" and metric.startswith("gold_bpb_") and metric != "gold_bpb_all":
+        return "gold_bpb", metric[len("gold_bpb_"):]
     return PRIMARY_METRICS[kind][metric], None
 
 
@@ -307,9 +311,10 @@ def parse_primary(data, where: str, evals_after: list[str], benchmarks: dict) ->
     if kind == "probes":
         from domtok.eval.probes import REFERENCE_CATEGORIES
 
-        valid += [f"accuracy_{c}" for c in benchmarks[bench]["config"].get("categories", REFERENCE_CATEGORIES)]
+        cats = benchmarks[bench]["config"].get("categories", REFERENCE_CATEGORIES)
+        valid += [f"{m}_{c}" for m in ("accuracy", "gold_bpb") for c in cats]
     if metric not in valid:
-        raise ConfigError(f"{at}: metric {metric!r} is not one of {bench}'s per-item accuracies {valid}")
+        raise ConfigError(f"{at}: metric {metric!r} is not one of {bench}'s per-item accuracies or gold scores {valid}")
     if stage not in evals_after:
         raise ConfigError(f"{at}: stage {stage!r} is not evaluated; evals.after: {evals_after}")
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < 1:

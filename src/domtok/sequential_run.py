@@ -108,13 +108,17 @@ def run_sequential(spec, opts, run_experiment, deltas_fn=None, say=print) -> int
 
     from domtok.eval.stats import sequential_decision
 
+    from domtok.report.compare import lower_is_better
+
     margin = check_plan(spec)
     if deltas_fn is None:
         from domtok.report.primary import primary_deltas as deltas_fn
     plan = dict(spec.sequential)
+    # a gold_*bpb primary is lower-is-better: the test runs on baseline − domain, so helps = fewer bits
+    lower = lower_is_better(spec.primary["metric"])
     run_dir = Path(spec.runs_dir) / spec.name
     order = seed_order(spec, plan["max_seeds"])
-    record_plan = {**plan, "margin": margin, "seed_order": order}
+    record_plan = {**plan, "margin": margin, "seed_order": order, "lower_is_better": lower}
     old = read_looks(run_dir)
     if old is not None and old.get("plan") != record_plan:
         raise DomtokError(f"{run_dir / LOOKS_FILE}: recorded for another plan ({old.get('plan')}); this spec's is "
@@ -136,7 +140,7 @@ def run_sequential(spec, opts, run_experiment, deltas_fn=None, say=print) -> int
         deltas = [float(x) for x in deltas_fn(run_dir)]
         if len(deltas) != n:
             raise DomtokError(f"{run_dir}: look {k} expected the primary endpoint for {n} seeds, found {len(deltas)}")
-        r = sequential_decision(deltas, max_seeds=plan["max_seeds"], per_look=plan["per_look"], alpha=plan["alpha"],
+        r = sequential_decision([-x for x in deltas] if lower else deltas, max_seeds=plan["max_seeds"], per_look=plan["per_look"], alpha=plan["alpha"],
                                 margin=margin, spending=plan["spending"])
         entry = _look_entry(k, seeds, deltas, r)
         if k <= len(recorded) and recorded[k - 1]["per_seed_deltas"] != deltas:
