@@ -240,6 +240,14 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         raise ConfigError(f"{where}: seeds {sorted(set(seed_list) & set(tuning_seeds))} were used for tuning "
                           f"(tuning_seeds {tuning_seeds}); a reported study runs seeds never used for tuning: "
                           "choose other seeds, or set tuning_seeds=[] to rerun a tuning seed on purpose")
+    for what, group in (("condition", list(conditions)), ("stage", [st.name for st in stages]),
+                        ("benchmark", list(benchmarks))):
+        folded = {}  # on a case-insensitive filesystem (macOS, Windows) `A` and `a` are one directory
+        for n in group:
+            if n.lower() in folded:
+                raise ConfigError(f"{where}: {what} names {folded[n.lower()]!r} and {n!r} differ only in case, so they "
+                                  "would share one directory on a case-insensitive filesystem; rename one")
+            folded[n.lower()] = n
     confounds = _name_list(where, "confounds", list(data.get("confounds") or []), allow_empty=True)
     for key in ("name", "runs_dir", "token_set"):
         if key in data and not isinstance(data[key], str):
