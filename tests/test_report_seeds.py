@@ -87,3 +87,31 @@ def test_gold_bpb_rows_are_secondary_with_lower_is_better(tmp_path):
         if any(r["stage"] == "pretrain" for r in js["headline"]) else None
     assert pre is None or pre["family"] == "descriptive"
     assert "lower is better, so `helps` means Δ < 0" in (run_dir / "report.md").read_text()
+
+
+def test_a_gold_bpb_primary_helps_when_the_domain_needs_fewer_bits(tmp_path, monkeypatch):
+    import domtok.report
+    from domtok.report.primary import primary_deltas
+    from domtok.sequential_run import run_sequential
+    from domtok.rundir import load_spec
+
+    gold = {"benchmark": "gsm_synthetic", "metric": "gold_bpb", "stage": "grpo", "margin": 0.05}
+    run_dir = write_fake_run(tmp_path, seeds=(0, 1, 2), primary=gold)
+    rng = np.random.default_rng(2)
+    for path in sorted(run_dir.glob("*/seed*/*/eval/gsm_synthetic/items.jsonl")):
+        shift = rng.normal(0, 0.01) - (0.2 if path.parts[-6] == "mul_tokens" else 0.0)
+        rows = [json.loads(x) for x in path.read_text().splitlines()]
+        for r in rows:
+            r["gold_bpb"] = float(1.5 + shift + rng.normal(0, 0.05))
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_report(run_dir)
+    p = json.loads((run_dir / "report.json").read_text())["primary"]
+    assert p["metric"] == "gold_bpb" and p["delta"] < -0.15 and p["verdict"] == "helps"
+    # --seeds auto on the same primary: the look tests baseline − domain, so fewer bits helps
+    d = primary_deltas(run_dir)
+    assert all(x < 0 for x in d)
+    spec = load_spec(str(run_dir / "spec.yaml"), ["sequential={max_seeds: 3, per_look: 3}", f"runs_dir={tmp_path}"])
+    monkeypatch.setattr(domtok.report, "write_report", lambda d: d / "report.md")
+    run_sequential(spec, None, lambda s, o: 0, deltas_fn=lambda _: d, say=lambda m: None)
+    rec = json.loads((run_dir / "looks.json").read_text())
+    assert rec["plan"]["lower_is_better"] and rec["decision"] == "helps" and rec["looks"][0]["delta"] > 0

@@ -92,7 +92,7 @@ EVALS_KEYS = ("after", "benchmarks")
 
 # What a run directory holds at its top besides the condition directories (see the layout above).
 RUN_DIR_NAMES = ("tokenizer", "spec.yaml", "report.md", "report.json", "plots", "smoke.json", "smoke.md", "fixtures",
-                 "rung-*", "node*")
+                 "looks.json", "registry.json", ".cache", "rung-*", "node*")  # looks: sequential_run; registry: hub pull
 
 
 def _unknown(where: str, what: str, data: dict, valid) -> None:
@@ -240,6 +240,14 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         raise ConfigError(f"{where}: seeds {sorted(set(seed_list) & set(tuning_seeds))} were used for tuning "
                           f"(tuning_seeds {tuning_seeds}); a reported study runs seeds never used for tuning: "
                           "choose other seeds, or set tuning_seeds=[] to rerun a tuning seed on purpose")
+    for what, group in (("condition", list(conditions)), ("stage", [st.name for st in stages]),
+                        ("benchmark", list(benchmarks))):
+        folded = {}  # on a case-insensitive filesystem (macOS, Windows) `A` and `a` are one directory
+        for n in group:
+            if n.lower() in folded:
+                raise ConfigError(f"{where}: {what} names {folded[n.lower()]!r} and {n!r} differ only in case, so they "
+                                  "would share one directory on a case-insensitive filesystem; rename one")
+            folded[n.lower()] = n
     confounds = _name_list(where, "confounds", list(data.get("confounds") or []), allow_empty=True)
     for key in ("name", "runs_dir", "token_set"):
         if key in data and not isinstance(data[key], str):
@@ -249,7 +257,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     ladder = parse_ladder(data.get("ladder"), where, [s.name for s in stages])
     learns = parse_learns(data.get("learns"), where, evals_after, benchmarks)
     primary = parse_primary(data.get("primary"), where, evals_after, benchmarks)
-    from domtok.sequential_run import parse_sequential
+    from domtok.eval.sequential import parse_sequential
     sequential = parse_sequential(data.get("sequential"), where)
     if ladder:
         vocab_size = nominal_vocab_size(tokenizer, token_set)
@@ -264,8 +272,10 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
 
 # The per-item field behind each metric a primary endpoint may name (a boolean per item, so
 # the report's paired test applies), per benchmark kind; probes add accuracy_<category>.
-PRIMARY_METRICS = {"gsm8k": {"accuracy_flexible": "correct_flexible", "accuracy_strict": "correct_strict"},
-                   "probes": {"accuracy_all": "correct"},
+# gold_*bpb: the continuous scores of domtok.eval.gold (lower is better; the margin in bits per byte)
+PRIMARY_METRICS = {"gsm8k": {"accuracy_flexible": "correct_flexible", "accuracy_strict": "correct_strict",
+                             "gold_bpb": "gold_bpb", "gold_solution_bpb": "gold_solution_bpb"},
+                   "probes": {"accuracy_all": "correct", "gold_bpb_all": "gold_bpb"},
                    "hellaswag": {"acc_norm_char": "acc_norm_char", "acc_norm_token": "acc_norm_token", "acc": "acc"}}
 
 
@@ -273,6 +283,8 @@ def primary_field(kind: str, metric: str) -> tuple[str, str | None]:
     """(per-item field, probe category or None) of a primary metric of a benchmark kind."""
     if kind == "probes" and metric.startswith("accuracy_") and metric != "accuracy_all":
         return "correct", metric[len("accuracy_"):]
+    if kind == "probes" and metric.startswith("gold_bpb_") and metric != "gold_bpb_all":
+        return "gold_bpb", metric[len("gold_bpb_"):]
     return PRIMARY_METRICS[kind][metric], None
 
 
@@ -299,9 +311,10 @@ def parse_primary(data, where: str, evals_after: list[str], benchmarks: dict) ->
     if kind == "probes":
         from domtok.eval.probes import REFERENCE_CATEGORIES
 
-        valid += [f"accuracy_{c}" for c in benchmarks[bench]["config"].get("categories", REFERENCE_CATEGORIES)]
+        cats = benchmarks[bench]["config"].get("categories", REFERENCE_CATEGORIES)
+        valid += [f"{m}_{c}" for m in ("accuracy", "gold_bpb") for c in cats]
     if metric not in valid:
-        raise ConfigError(f"{at}: metric {metric!r} is not one of {bench}'s per-item accuracies {valid}")
+        raise ConfigError(f"{at}: metric {metric!r} is not one of {bench}'s per-item accuracies or gold scores {valid}")
     if stage not in evals_after:
         raise ConfigError(f"{at}: stage {stage!r} is not evaluated; evals.after: {evals_after}")
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < 1:
@@ -646,35 +659,6 @@ def read_manifest(node: Node) -> dict:
 def read_summary(node: Node) -> dict:
     """The summary a finished node's stage returned (kept in its manifest)."""
     return read_manifest(node).get("summary", {})
-
-
-def read_items(path: Path) -> list[dict]:
-    """Rows of a jsonl file (items.jsonl, metrics.jsonl); [] when absent. Every row must be a
-    JSON object; a line that is not is a DomtokError naming the file and the line.
-
-    The one exception: a run killed mid-write leaves a torn LAST line, which is skipped, so a
-    report can be made of a run that is still going.
-    """
-    if not path.exists():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    rows = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            if i == last:
-                continue
-            raise DomtokError(f"{path}:{i + 1}: not valid JSON ({e.msg}); the file is damaged: remove its "
-                              "directory and run again to redo it") from None
-        if not isinstance(row, dict):
-            raise DomtokError(f"{path}:{i + 1}: holds {type(row).__name__} {short_json(row)}, not a JSON object; the "
-                              "file is damaged: remove its directory and run again to redo it")
-        rows.append(row)
-    return rows
 
 
 def count_rows(path: Path) -> int:

@@ -214,9 +214,9 @@ def comparisons(run: Run) -> dict:
     margin = (run.spec.primary or {}).get("margin")
     tested = [r for r in out["headline"] + out["grpo"] if "p" in r]
     for r in tested:
-        # the margin is the primary's, in its units: no equivalence claim for bits per byte
-        r["p_tost"] = (tost(r["delta"], r["se"], r["df"], margin, ALPHA)["p"]
-                       if margin and not lower_is_better(r["metric"]) else None)
+        # the margin is the primary's, in its units: no equivalence claim for a metric of other units
+        same_units = lower_is_better(r["metric"]) == lower_is_better((run.spec.primary or {}).get("metric", ""))
+        r["p_tost"] = tost(r["delta"], r["se"], r["df"], margin, ALPHA)["p"] if margin and same_units else None
     for family in ("primary", "secondary"):
         rows = [r for r in tested if r["family"] == family]
         for r, ph in zip(rows, holm([r["p"] for r in rows])):
@@ -322,7 +322,7 @@ def headline(run: Run, comps: dict, plots_rel: str = "plots") -> list[str]:
              f"{comps['m']} tests (helps / hurts when the Holm p < 0.05; {eq}; else undecided). Rows marked "
              "descriptive are shown with the reason they are not a test of the question and are in no family."
              + (" `gold_*bpb` rows: bits per byte of the gold answer (or worked solution) after the prompt, lower is "
-                "better, so `helps` means Δ < 0; no equivalence claim (the margin is in accuracy units)."
+                "better, so `helps` means Δ < 0; equivalence only for metrics in the units of the primary's margin."
                 if any(lower_is_better(r["metric"]) for r in rows) else ""), ""]
     secondary = [r for r in rows if r["family"] == "secondary"]
     # the stage the secondary sentence speaks for: the primary endpoint's (with branches the last
