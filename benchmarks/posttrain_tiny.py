@@ -25,7 +25,8 @@ def main(out: Path, quick: bool = False) -> dict:
     from domtok.data.drills import drills
     from domtok.data.gsm_sbs import gsm_sbs
     from domtok.engine import Engine, SamplingParams
-    from domtok.eval.gsm8k import is_correct, parse_gold
+    from domtok.eval.gsm8k import is_correct
+    from domtok.notation import parse_gold
     from domtok.model.checkpoint import load_model, save_model_dir
     from domtok.model.gpt import GPT, config_from_preset
     from domtok.tokens.build import train_bpe

@@ -101,6 +101,7 @@ def micro(tmp_path_factory):
     ('conditions={"../../victim": {token_set: null}}', "condition name '../../victim'"),
     ('conditions={"/tmp/victim": {token_set: null}}', "condition name '/tmp/victim'"),
     ('conditions={baseline: {token_set: null}, tokenizer: {token_set: mul}}', "condition name 'tokenizer' is reserved"),
+    ('conditions={baseline: {token_set: null}, Baseline: {token_set: mul}}', "differ only in case"),
     ("stages.0.name=../../victim", "stages[0] name '../../victim'"),
     ('evals.benchmarks={"../../victim": {kind: probes}}', "benchmark name '../../victim'"),
     ('ladder=[{name: "../victim", n_layer: 1, n_head: 2, n_embd: 32, tokens: 4096}]', "rung name '../victim'"),
@@ -113,7 +114,7 @@ def test_names_that_become_paths_are_one_plain_component(capsys, tmp_path, overr
     (victim / "thesis.txt").write_text("mine\n")
     runs = tmp_path / "a" / "b" / "runs"
     msg = bad(capsys, "run", spec_file(tmp_path / "micro.yaml"), override, "--only", "prepare", "--force",
-              "--runs-dir", runs, needles=(needle, "letters, digits") if "reserved" not in needle else (needle,))
+              "--runs-dir", runs, needles=(needle, "letters, digits") if needle.endswith("'") else (needle,))
     assert "micro.yaml" in msg
     assert tree(victim) == {"thesis.txt": b"mine\n"} and not runs.exists()
 
@@ -387,7 +388,7 @@ def test_report_names_the_file_and_line_of_a_damaged_row(capsys, tmp_path, file,
 
 def test_a_torn_last_line_is_skipped_but_not_a_torn_middle(tmp_path):
     from domtok.errors import DomtokError
-    from domtok.rundir import read_items
+    from domtok.utils import read_items
 
     f = tmp_path / "metrics.jsonl"
     f.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "lo')

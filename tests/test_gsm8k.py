@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from domtok.engine import Generation
 from domtok.errors import DomtokError
-from domtok.eval.gsm8k import GSM8KEvalConfig, extract_answer, is_correct, normalize_number, parse_gold, read_answer, run
+from domtok.eval.gsm8k import GSM8KEvalConfig, extract_answer, is_correct, read_answer, run
+from domtok.notation import normalize_number, parse_gold
 
 MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
 

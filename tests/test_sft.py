@@ -65,7 +65,8 @@ def eos_rate_and_accuracy(model, tokenizer, items: list[dict], max_new_tokens: i
     """Greedy answers to held-out questions: fraction that end with EOS, fraction correct."""
     from domtok.chat import render_prompt
     from domtok.engine import Engine, SamplingParams
-    from domtok.eval.gsm8k import is_correct, parse_gold
+    from domtok.eval.gsm8k import is_correct
+    from domtok.notation import parse_gold
 
     gens = Engine(model, tokenizer).generate([render_prompt(r["question"]) for r in items],
                                              SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0))

@@ -240,6 +240,14 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         raise ConfigError(f"{where}: seeds {sorted(set(seed_list) & set(tuning_seeds))} were used for tuning "
                           f"(tuning_seeds {tuning_seeds}); a reported study runs seeds never used for tuning: "
                           "choose other seeds, or set tuning_seeds=[] to rerun a tuning seed on purpose")
+    for what, group in (("condition", list(conditions)), ("stage", [st.name for st in stages]),
+                        ("benchmark", list(benchmarks))):
+        folded = {}  # on a case-insensitive filesystem (macOS, Windows) `A` and `a` are one directory
+        for n in group:
+            if n.lower() in folded:
+                raise ConfigError(f"{where}: {what} names {folded[n.lower()]!r} and {n!r} differ only in case, so they "
+                                  "would share one directory on a case-insensitive filesystem; rename one")
+            folded[n.lower()] = n
     confounds = _name_list(where, "confounds", list(data.get("confounds") or []), allow_empty=True)
     for key in ("name", "runs_dir", "token_set"):
         if key in data and not isinstance(data[key], str):
@@ -249,7 +257,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     ladder = parse_ladder(data.get("ladder"), where, [s.name for s in stages])
     learns = parse_learns(data.get("learns"), where, evals_after, benchmarks)
     primary = parse_primary(data.get("primary"), where, evals_after, benchmarks)
-    from domtok.sequential_run import parse_sequential
+    from domtok.eval.sequential import parse_sequential
     sequential = parse_sequential(data.get("sequential"), where)
     if ladder:
         vocab_size = nominal_vocab_size(tokenizer, token_set)
@@ -651,35 +659,6 @@ def read_manifest(node: Node) -> dict:
 def read_summary(node: Node) -> dict:
     """The summary a finished node's stage returned (kept in its manifest)."""
     return read_manifest(node).get("summary", {})
-
-
-def read_items(path: Path) -> list[dict]:
-    """Rows of a jsonl file (items.jsonl, metrics.jsonl); [] when absent. Every row must be a
-    JSON object; a line that is not is a DomtokError naming the file and the line.
-
-    The one exception: a run killed mid-write leaves a torn LAST line, which is skipped, so a
-    report can be made of a run that is still going.
-    """
-    if not path.exists():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    rows = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            if i == last:
-                continue
-            raise DomtokError(f"{path}:{i + 1}: not valid JSON ({e.msg}); the file is damaged: remove its "
-                              "directory and run again to redo it") from None
-        if not isinstance(row, dict):
-            raise DomtokError(f"{path}:{i + 1}: holds {type(row).__name__} {short_json(row)}, not a JSON object; the "
-                              "file is damaged: remove its directory and run again to redo it")
-        rows.append(row)
-    return rows
 
 
 def count_rows(path: Path) -> int:

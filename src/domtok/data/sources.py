@@ -323,7 +323,7 @@ def check_conversation(rec: Any) -> dict | str:
 
 
 def check_gsm8k(rec: Any) -> dict | str:
-    from domtok.eval.gsm8k import parse_gold  # the one reader of the `#### N` line
+    from domtok.notation import parse_gold  # the one reader of the `#### N` line
 
     why = _need(rec, {"question": str, "answer": str})
     if why:

@@ -160,7 +160,7 @@ def default_out_dir(benchmark: str, cfg) -> Path:
 
 def read_items(run: str | Path) -> list[dict]:
     """Items of a run directory (or an items.jsonl path), with a clear error when absent or damaged."""
-    from domtok.rundir import read_items as read_rows
+    from domtok.utils import read_items as read_rows
 
     p = Path(run)
     f = p / "items.jsonl" if p.is_dir() else p
