@@ -160,8 +160,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from domtok.data.synthetic import math_web_corpus
-    from domtok.tokens.tokenizer import load_tokenizer, train_bpe
+    from domtok.data.corpus import math_web_corpus
+    from domtok.tokens.build import train_bpe
+    from domtok.tokens.tokenizer import load_tokenizer
 
     # 1. a GPT-2-vocab model (the engine's job on real checkpoints): every decode step streams
     #    the 50k-row lm_head, so on CPU both engines are bound by memory bandwidth

@@ -105,7 +105,7 @@ def gsm8k_prompts(n: int) -> tuple[list[str], str]:
         qs = [r["question"] for r in read_jsonl(data / "gsm8k" / "test.jsonl")][:n]
         src = str(data / "gsm8k" / "test.jsonl")
     else:
-        from domtok.data.synthetic import word_problems
+        from domtok.data.word_problems import word_problems
 
         qs, src = [r["question"] for r in word_problems(n, 0, "test")], "synthetic word problems"
     return [render_prompt(q) for q in qs], src

@@ -22,12 +22,15 @@ import torch
 
 def main(out: Path, quick: bool = False) -> dict:
     from domtok.chat import qa_messages, render_conversation_text, render_prompt
-    from domtok.data.synthetic import drills, gsm_sbs
+    from domtok.data.drills import drills
+    from domtok.data.gsm_sbs import gsm_sbs
     from domtok.engine import Engine, SamplingParams
-    from domtok.eval.gsm8k import is_correct, parse_gold
+    from domtok.eval.gsm8k import is_correct
+    from domtok.notation import parse_gold
     from domtok.model.checkpoint import load_model, save_model_dir
     from domtok.model.gpt import GPT, config_from_preset
-    from domtok.tokens.tokenizer import load_tokenizer, train_bpe
+    from domtok.tokens.build import train_bpe
+    from domtok.tokens.tokenizer import load_tokenizer
     from domtok.train import grpo, sft
     from domtok.train.rewards import RewardConfig
     from domtok.train.sft_data import DataSource

@@ -37,7 +37,7 @@ def load_text(target_mb: float) -> tuple[list[str], str]:
 
         docs, origin = [r["answer"] for r in load_gsm8k("train", str(path))], f"GSM8K train answers ({path})"
     else:
-        from domtok.data.synthetic import math_web_corpus
+        from domtok.data.corpus import math_web_corpus
 
         docs, origin = math_web_corpus(5000, seed=0), "generated math-web text"
     size = sum(len(d.encode()) for d in docs)

@@ -61,7 +61,8 @@ def micro(tmp_path_factory):
     from domtok.chat import render_prompt
     from domtok.model.checkpoint import save_model_dir
     from domtok.model.gpt import GPT, GPTConfig
-    from domtok.tokens.tokenizer import load_tokenizer, train_bpe
+    from domtok.tokens.build import train_bpe
+    from domtok.tokens.tokenizer import load_tokenizer
 
     root = tmp_path_factory.mktemp("bad_inputs")
     train_bpe(["the cat sat on the mat, 6 times 9 is 54. " * 20] * 20, 300, root / "bpe")
@@ -278,7 +279,7 @@ def test_devices_probes_n_and_hub(tmp_path, micro):
     bad(domtok("eval", "probes", "--model", micro["model"], "--device", "tpu", "--out", tmp_path / "p"),
         "--device 'tpu'", "auto, cpu")
     bad(domtok("eval", "probes", "--model", micro["model"], "--n", 0, "--device", "cpu", "--out", tmp_path / "p"),
-        "n_per_category", "--n 1")
+        "n_per_category=0", ">= 1")
     assert not (tmp_path / "p" / "summary.json").exists()
 
     # hub: the run dir is checked before the token, and a dead network is one line
@@ -376,7 +377,7 @@ def test_tokenize_inject(tmp_path, micro):
 # --------------------------------------------------------------------------- more bad inputs (found trying thirty more)
 
 @pytest.mark.parametrize("args,needles", [
-    (["run", "name=../escape"], ["plain directory name"]),
+    (["run", "name=../escape"], ["spec name '../escape'", "letters, digits"]),
     (["run", "--nproc", "0"], ["--nproc 0", "at least 1"]),
     (["run", "--only", "nosuch"], ["no stage 'nosuch'"]),
     (["pretrain", "pretrain-tiny", "max_steps=-5", "data_dir={T}/x", "--out", "{T}/p"], ["max_steps=-5", ">= 1"]),
@@ -385,7 +386,7 @@ def test_tokenize_inject(tmp_path, micro):
     (["tokenizer", "build", "--base", "bpe-300", "--corpus", "{T}/empty.txt", "--out", "{T}/tok"], ["empty.txt"]),
     (["hub", "list", "{T}/nonexistent"], ["not a domtok run directory"]),
     (["eval", "gsm8k", "--model", "{M}", "--data", "{T}/empty.jsonl", "--out", "{T}/e"], ["empty.jsonl", "no GSM8K"]),
-    (["eval", "gsm8k", "--model", "{M}", "--data", "{G}", "--n", "-3", "--out", "{T}/e"], ["n is -3"]),
+    (["eval", "gsm8k", "--model", "{M}", "--data", "{G}", "--n", "-3", "--out", "{T}/e"], ["n=-3 is out of range"]),
     (["eval", "gsm8k", "--model", "{M}", "--data", "{G}", "--max-new-tokens", "0", "--out", "{T}/e"], ["max_new_tokens"]),
 ])
 def test_more_bad_inputs(tmp_path, micro, args, needles):

@@ -9,19 +9,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domtok.data import synthetic
+from domtok.data.corpus import math_web_corpus
 from domtok.errors import DomtokError
 from domtok.tokens.control import build_control_set, save_control_set
 from domtok.tokens.sets import (ARITHMETIC_CHARS, DomainTokenSet, get_token_set, literal_spans,
                                 literal_token_set, pretokenize)
-from domtok.tokens.tokenizer import Tokenizer, load_tokenizer, train_bpe
+from domtok.tokens.build import train_bpe
+from domtok.tokens.tokenizer import Tokenizer, load_tokenizer
 
 CONTROL_TEXTS = [" of the", ", so", "?\nSolution:", " the", " How many", ".\n", " each", "Q:"]
 
 
 @pytest.fixture(scope="module")
 def corpus():
-    return synthetic.math_web_corpus(500, 0)
+    return math_web_corpus(500, 0)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ def tiny(tmp_path_factory):
     from domtok.model.checkpoint import load_model, save_model_dir
     from domtok.model.gpt import GPT, GPTConfig
     from domtok.model.hf import export_hf
-    from domtok.tokens.tokenizer import load_tokenizer, train_bpe
+    from domtok.tokens.build import train_bpe
+    from domtok.tokens.tokenizer import load_tokenizer
 
     d = tmp_path_factory.mktemp("gold")
     texts = [f"User: What is {a} times {b}?\nAssistant: {a} × {b} = {a * b}\n#### {a * b}"

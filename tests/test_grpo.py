@@ -252,7 +252,7 @@ def test_grpo_step_raises_probability_of_the_rewarded_token(workdir):
 # --- the stage -------------------------------------------------------------------------------
 
 def _prompts_file(path: Path) -> Path:
-    from domtok.data.synthetic import drills
+    from domtok.data.drills import drills
 
     rows = drills("tier1", 6, seed=7)
     path.write_text("".join(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n" for r in rows))

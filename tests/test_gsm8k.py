@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from domtok.engine import Generation
 from domtok.errors import DomtokError
-from domtok.eval.gsm8k import GSM8KEvalConfig, extract_answer, is_correct, normalize_number, parse_gold, read_answer, run
+from domtok.eval.gsm8k import GSM8KEvalConfig, extract_answer, is_correct, read_answer, run
+from domtok.notation import normalize_number, parse_gold
 
 MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
 
@@ -246,7 +247,7 @@ def test_run_metrics_with_stub_engine(gsm_file, tmp_path):
 def test_synthetic_word_problems_carry_template_and_split(tmp_path):
     """gsm_synthetic rows say their template, whether it multiplies, and their split; dev and
     test share no question; an unknown split is a clear error."""
-    from domtok.data.synthetic import TEMPLATE_HAS_MUL, word_problems
+    from domtok.data.word_problems import TEMPLATE_HAS_MUL, word_problems
     from domtok.eval.gsm8k import SYNTHETIC_SOURCE, load_items
 
     test = load_items(GSM8KEvalConfig(data=SYNTHETIC_SOURCE, n=40))
@@ -291,7 +292,8 @@ def tiny_model_dir(tmp_path_factory):
 
     from domtok.model.checkpoint import save_model_dir
     from domtok.model.gpt import GPT, GPTConfig
-    from domtok.tokens.tokenizer import load_tokenizer, train_bpe
+    from domtok.tokens.build import train_bpe
+    from domtok.tokens.tokenizer import load_tokenizer
 
     d = tmp_path_factory.mktemp("tiny_gsm")
     train_bpe([q + " " + a for q, a in QUESTIONS] * 5, 300, d / "bpe")

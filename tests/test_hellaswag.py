@@ -140,7 +140,8 @@ def test_run_writes_items_and_summary(tiny_model, tmp_path, capsys):
 def test_cli_hellaswag_on_saved_model(tmp_path, capsys):
     from domtok.cli import main as cli_main
     from domtok.model.checkpoint import save_model_dir
-    from domtok.tokens.tokenizer import load_tokenizer, train_bpe
+    from domtok.tokens.build import train_bpe
+    from domtok.tokens.tokenizer import load_tokenizer
 
     train_bpe([it["ctx"] + " " + " ".join(it["endings"]) for it in ITEMS] * 5, 300, tmp_path / "bpe")
     tok = load_tokenizer(str(tmp_path / "bpe"), "baseline")

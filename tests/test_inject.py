@@ -507,7 +507,8 @@ def test_the_specs_inject_settings_reach_every_stage(tmp_path):
     from domtok.model.checkpoint import load_model, save_model_dir
     from domtok.model.gpt import GPT, GPTConfig
     from domtok.pipeline import build_nodes, load_spec, stage_call
-    from domtok.tokens.tokenizer import Tokenizer, train_bpe
+    from domtok.tokens.build import train_bpe
+    from domtok.tokens.tokenizer import Tokenizer
     from domtok.train.grpo import GRPOConfig, load_prompts
     from domtok.train.sft_data import DataSource, build_examples
 

@@ -105,7 +105,7 @@ def test_rung_set_and_prepare_change_only_that_rung(tmp_path):
     ({"name": "a", "n_layer": 1, "n_head": 2, "n_embd": 32, "tokens": 4096, "set": {"nope": {"lr": 1}}},
      "unknown stages"),
     ({"name": "a", "n_layer": 1, "n_head": 2, "n_embd": 32, "tokens": 1024}, "warmup_steps"),
-    ({"name": "a/b", "n_layer": 1, "n_head": 2, "n_embd": 32, "tokens": 4096}, "not a plain name"),
+    ({"name": "a/b", "n_layer": 1, "n_head": 2, "n_embd": 32, "tokens": 4096}, "becomes a directory name"),
 ])
 def test_bad_rungs_are_one_readable_error(tmp_path, rung, message):
     path = _write(tmp_path, _ladder([rung]))

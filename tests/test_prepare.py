@@ -14,7 +14,7 @@ from domtok.data import prepare as prep
 from domtok.data import shards as shards_mod
 from domtok.data.prepare import PrepareConfig, run
 from domtok.data.shards import list_shards, load_meta, read_shard, shard_dtype
-from domtok.data.synthetic import math_web_corpus
+from domtok.data.corpus import math_web_corpus
 from domtok.errors import DomtokError
 
 

@@ -427,7 +427,7 @@ def test_end_to_end_on_prepared_shards_with_tokenizer_and_hellaswag_hook(tmp_pat
     assert all(0.0 <= r["hellaswag_acc_norm_char"] <= 1.0 for r in evals)
     # the val loss is measured on the first whole val documents; bpb uses their original bytes
     from domtok.data.prepare import val_assigner
-    from domtok.data.synthetic import math_web_corpus
+    from domtok.data.corpus import math_web_corpus
 
     is_val = val_assigner(prepare.PrepareConfig(val_docs=30), 300)
     val_texts = [t for i, t in enumerate(math_web_corpus(300, 0)) if is_val(i)]

@@ -234,7 +234,8 @@ def test_accuracy_per_category_with_stub(tmp_path):
 def tiny_model_dir(tmp_path_factory):
     from domtok.model.checkpoint import save_model_dir
     from domtok.model.gpt import GPT, GPTConfig
-    from domtok.tokens.tokenizer import load_tokenizer, train_bpe
+    from domtok.tokens.build import train_bpe
+    from domtok.tokens.tokenizer import load_tokenizer
 
     d = tmp_path_factory.mktemp("tiny")
     texts = [f"User: What is {a} times {b}?\nAssistant: The answer is {a * b}." for a in range(1, 10) for b in range(1, 10)]
@@ -325,7 +326,7 @@ def test_report_states_what_each_condition_saw():
 def test_times_table_page_in_each_notation(gpt2_pair):
     """`symbolic_table`: the page the pretraining corpus writes, up to the asked line, in each
     condition's notation; the asked fact is never in the prompt."""
-    from domtok.data.synthetic import math_web_corpus
+    from domtok.data.corpus import math_web_corpus
 
     base, dom = gpt2_pair
     items = make_probes(["symbolic_table"])

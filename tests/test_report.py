@@ -399,6 +399,12 @@ def test_pretrained_models_and_own_notation_are_descriptive(tmp_path):
         rows += [{"id": f"symbolic_context-{i}", "benchmark": "probes", "category": "symbolic_context",
                   "correct": bool(rng.random() < 0.5)} for i in range(20)]
         items.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        for name in ("manifest.json", "summary.json"):  # the node's item count follows its items.jsonl
+            f = items.parent / name
+            if f.exists():
+                d = json.loads(f.read_text())
+                (d["summary"] if name == "manifest.json" else d)["n"] = len(rows)
+                f.write_text(json.dumps(d))
     write_report(run_dir)
     report = json.loads((run_dir / "report.json").read_text())
     desc = [r for r in report["headline"] if r["family"] == "descriptive"]

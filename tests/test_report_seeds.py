@@ -58,3 +58,60 @@ def test_looks_section_states_boundaries_reason_and_bias(tmp_path):
     assert f"{looks[0]['boundary']:.3f}" in md and f"{looks[1]['boundary']:.3f}" in md
     assert "biased away from zero" in md and "bias-adjusted estimate" in md
     assert json.loads((run_dir / "report.json").read_text())["sequential"]["decision"] == "helps"
+
+
+def test_gold_bpb_rows_are_secondary_with_lower_is_better(tmp_path):
+    from scipy import stats
+
+    run_dir = write_fake_run(tmp_path, seeds=(0, 1, 2))
+    # plant: mul_tokens needs 0.2 fewer bits per byte on the GSM-style gold answers, with seed noise
+    rng = np.random.default_rng(1)
+    means = {}
+    for path in sorted(run_dir.glob("*/seed*/*/eval/gsm_synthetic/items.jsonl")):
+        cond, seed = path.parts[-6], int(path.parts[-5][4:])
+        shift = rng.normal(0, 0.01) - (0.2 if cond == "mul_tokens" else 0.0)
+        rows = [json.loads(x) for x in path.read_text().splitlines()]
+        for r in rows:
+            r["gold_bpb"] = float(1.5 + shift + rng.normal(0, 0.05))
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        means[(cond, seed, path.parts[-4])] = np.mean([r["gold_bpb"] for r in rows])
+    write_report(run_dir)
+    js = json.loads((run_dir / "report.json").read_text())
+    row = next(r for r in js["headline"] if (r["metric"], r["stage"]) == ("gold_bpb", "sft"))
+    d = [means[("mul_tokens", s, "sft")] - means[("baseline", s, "sft")] for s in range(3)]
+    assert row["family"] == "secondary" and row["delta"] == pytest.approx(np.mean(d))
+    assert row["p"] == pytest.approx(stats.ttest_1samp(d, 0.0).pvalue, rel=1e-6)
+    assert row["delta"] < 0 and row["p_holm"] < 0.05 and row["verdict"] == "helps"  # fewer bits: helps
+    assert row["p_tost"] is None  # the primary's margin is in accuracy units
+    pre = next(r for r in js["headline"] if (r["metric"], r["stage"]) == ("gold_bpb", "pretrain")) \
+        if any(r["stage"] == "pretrain" for r in js["headline"]) else None
+    assert pre is None or pre["family"] == "descriptive"
+    assert "lower is better, so `helps` means Δ < 0" in (run_dir / "report.md").read_text()
+
+
+def test_a_gold_bpb_primary_helps_when_the_domain_needs_fewer_bits(tmp_path, monkeypatch):
+    import domtok.report
+    from domtok.report.primary import primary_deltas
+    from domtok.sequential_run import run_sequential
+    from domtok.rundir import load_spec
+
+    gold = {"benchmark": "gsm_synthetic", "metric": "gold_bpb", "stage": "grpo", "margin": 0.05}
+    run_dir = write_fake_run(tmp_path, seeds=(0, 1, 2), primary=gold)
+    rng = np.random.default_rng(2)
+    for path in sorted(run_dir.glob("*/seed*/*/eval/gsm_synthetic/items.jsonl")):
+        shift = rng.normal(0, 0.01) - (0.2 if path.parts[-6] == "mul_tokens" else 0.0)
+        rows = [json.loads(x) for x in path.read_text().splitlines()]
+        for r in rows:
+            r["gold_bpb"] = float(1.5 + shift + rng.normal(0, 0.05))
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_report(run_dir)
+    p = json.loads((run_dir / "report.json").read_text())["primary"]
+    assert p["metric"] == "gold_bpb" and p["delta"] < -0.15 and p["verdict"] == "helps"
+    # --seeds auto on the same primary: the look tests baseline − domain, so fewer bits helps
+    d = primary_deltas(run_dir)
+    assert all(x < 0 for x in d)
+    spec = load_spec(str(run_dir / "spec.yaml"), ["sequential={max_seeds: 3, per_look: 3}", f"runs_dir={tmp_path}"])
+    monkeypatch.setattr(domtok.report, "write_report", lambda d: d / "report.md")
+    run_sequential(spec, None, lambda s, o: 0, deltas_fn=lambda _: d, say=lambda m: None)
+    rec = json.loads((run_dir / "looks.json").read_text())
+    assert rec["plan"]["lower_is_better"] and rec["decision"] == "helps" and rec["looks"][0]["delta"] > 0

@@ -90,15 +90,15 @@ def test_one_job_takes_the_threads_it_is_given(monkeypatch, one_thread):
     side on 2 cores, each on the default 2 threads, ran 2.7x slower)."""
     import torch
 
-    import domtok.pipeline as pipeline
+    from domtok.executors import make_pool
 
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.setenv(var, "2")
     torch.set_num_threads(2)
-    pipeline._pool(RunOptions(jobs=1, threads=1))
+    make_pool(RunOptions(jobs=1, threads=1), 1)
     assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"  # and for its torchruns
     torch.set_num_threads(2)
-    pipeline._pool(RunOptions(jobs=1))  # no --threads: the process keeps what it has
+    make_pool(RunOptions(jobs=1), 2)  # no --threads: the process keeps what it has
     assert torch.get_num_threads() == 2
 
 

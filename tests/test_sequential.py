@@ -138,3 +138,10 @@ def test_bias_adjusted_estimate_is_whiteheads_fixed_point():
     m = operating_characteristics(adj, max_seeds=12, per_look=3, sd=0.1, margin=None)["mean_estimate"]
     assert m == pytest.approx(0.2, abs=0.002)
     assert bias_adjusted(0.0, 0.1, max_seeds=12, per_look=3) == pytest.approx(0.0, abs=0.002)
+
+
+def test_equal_deltas_are_no_evidence():
+    # three seeds that agree exactly (binary items make ties possible) give no seed SD: no claim
+    r = sequential_decision([0.02, 0.02, 0.02], max_seeds=12, per_look=3, margin=0.05)
+    assert r["decision"] == "continue" and r["t"] is None
+    assert sequential_decision([0.02] * 3, max_seeds=3, per_look=3, margin=0.05)["decision"] == "undecided"

@@ -8,7 +8,8 @@ import yaml
 
 from domtok.errors import DomtokError
 from domtok.rundir import load_spec
-from domtok.sequential_run import LOOKS_FILE, parse_sequential, run_sequential, seed_order
+from domtok.eval.sequential import parse_sequential
+from domtok.sequential_run import LOOKS_FILE, run_sequential, seed_order
 
 # the paired per-seed deltas of a study with a clear effect (mean 0.2, SD about 0.1)
 TRUTH = {s: 0.2 + 0.1 * ((s * 7) % 5 - 2) / 2 for s in range(40)}

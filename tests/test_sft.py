@@ -33,9 +33,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def tiny_tokenizer(dir: Path, condition: str = "baseline"):
     """A 384-id byte-level BPE trained on synthetic drills and chat text (fast, offline)."""
-    from domtok.data.synthetic import drills, gsm_sbs
+    from domtok.data.drills import drills
+    from domtok.data.gsm_sbs import gsm_sbs
     from domtok.chat import render_conversation_text
-    from domtok.tokens.tokenizer import load_tokenizer, train_bpe
+    from domtok.tokens.build import train_bpe
+    from domtok.tokens.tokenizer import load_tokenizer
 
     if not (dir / "domtok_tokenizer.json").exists():
         recs = drills("tier1", 300, 1) + drills("tier2", 300, 2) + gsm_sbs(100, 3)
@@ -63,7 +65,8 @@ def eos_rate_and_accuracy(model, tokenizer, items: list[dict], max_new_tokens: i
     """Greedy answers to held-out questions: fraction that end with EOS, fraction correct."""
     from domtok.chat import render_prompt
     from domtok.engine import Engine, SamplingParams
-    from domtok.eval.gsm8k import is_correct, parse_gold
+    from domtok.eval.gsm8k import is_correct
+    from domtok.notation import parse_gold
 
     gens = Engine(model, tokenizer).generate([render_prompt(r["question"]) for r in items],
                                              SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0))
@@ -237,7 +240,7 @@ def _stage(**kw) -> SFTStage:
 
 
 def test_sft_lowers_val_loss_and_learns_to_emit_eos(workdir):
-    from domtok.data.synthetic import drills
+    from domtok.data.drills import drills
     from domtok.model.checkpoint import load_model
 
     model, tok = load_model(tiny_model_dir(workdir))

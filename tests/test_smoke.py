@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -133,9 +135,6 @@ def test_replication_preset_smoke_runs_every_node(replication):
 
 def readme_commands() -> list[list[str]]:
     """Every command line of the README's bash blocks (continuations joined, comments dropped)."""
-    import re
-    import shlex
-
     text = (ROOT / "README.md").read_text()
     out = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
@@ -143,6 +142,21 @@ def readme_commands() -> list[list[str]]:
             if line.strip():
                 out.append(shlex.split(line, comments=True))
     return out
+
+
+def run_parser():
+    import argparse
+
+    from domtok.pipeline import add_arguments
+
+    p = argparse.ArgumentParser(exit_on_error=False)
+    add_arguments(p)
+    return p
+
+
+def ray_start_help() -> str:
+    pytest.importorskip("ray")
+    return subprocess.run(["ray", "start", "--help"], capture_output=True, text=True, check=True).stdout
 
 
 def _cli(argv: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -183,6 +197,8 @@ def test_every_readme_command_runs(replication, tiny, controls, tmp_path):
                 assert argv[argv.index("--index-url") + 1] == "https://download.pytorch.org/whl/cpu", line
             project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
             assert "dev" in project["optional-dependencies"] and project["name"] == "domtok"
+            extras = [e for a in argv for e in re.findall(r"^\.\[(\w+)\]$", a)]
+            assert all(e in project["optional-dependencies"] for e in extras), extras
         elif argv == ["domtok", "run"]:  # the full tiny study takes minutes: its --smoke (fixture `tiny`)
             assert tiny[1].returncode == 0
         elif argv[:3] == ["domtok", "run", "--seeds"]:  # the looks of a whole study: tests/test_sequential_run.py
@@ -194,6 +210,24 @@ def test_every_readme_command_runs(replication, tiny, controls, tmp_path):
             assert controls[1].returncode == 0
         elif argv[:2] == ["domtok", "run"] and "--nnodes" in argv:  # several machines: tests/test_multinode.py
             assert "--rdzv" in argv and "--node-rank" in argv
+        elif argv[:2] == ["domtok", "run"] and "--executor" in argv:  # a Ray cluster: tests/test_ray.py runs the
+            assert run_parser().parse_args(argv[2:]).executor == "ray"  # tiny smoke on a local one; flags parse
+        elif argv[:2] == ["domtok", "run"] and "--gpus-per-job" in argv:  # 8 GPUs: their sets, faked
+            from domtok.executors import gpu_sets  # (tests/test_executors.py: each worker sees only its own)
+
+            a = run_parser().parse_args(argv[2:])
+            sets = [s.split(",") for s in gpu_sets(a.jobs, a.gpus_per_job, [str(i) for i in range(8)])]
+            assert sum(len(s) for s in sets) == len({g for s in sets for g in s}) == 8  # every GPU, none twice
+        elif argv[:2] == ["ray", "start"]:  # a cluster of machines: the flags are Ray's own
+            assert all(a.split("=")[0] in ray_start_help() for a in argv if a.startswith("--"))
+        elif argv[0] == "sbatch":  # SLURM: the script is valid bash, and its ray / domtok lines are well formed
+            script = (ROOT / argv[1]).read_text()
+            subprocess.run(["bash", "-n", str(ROOT / argv[1])], check=True)
+            flags = re.findall(r"ray start (.*?)--block", script.replace("\\\n", " "), re.S)
+            assert len(flags) == 2 and all(f.split("=")[0] in ray_start_help() for fl in flags
+                                           for f in fl.split() if f.startswith("--"))
+            (line,) = [ln for ln in script.splitlines() if ln.startswith("domtok run")]
+            assert run_parser().parse_args(shlex.split(line)[2:]).executor == "ray"
         elif argv[:2] == ["domtok", "run"]:  # GPUs: the --smoke of the same spec (fixture `replication`)
             assert argv[2] == "gpt2-124m-10b" and rep_res.returncode == 0
         elif argv[:2] in (["domtok", "status"], ["domtok", "report"]):  # on the smoke's run dir

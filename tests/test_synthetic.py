@@ -10,9 +10,11 @@ import re
 import pytest
 
 from domtok.calculator import evaluate
-from domtok.data.synthetic import (DRILL_KINDS, MAX_STEP_LINES, TEMPLATE_HAS_MUL, TEMPLATES, add_steps, drills, gsm_sbs,
-                                    gsm_sbs_rewrite, math_web_corpus, mul_steps, rewrite_answer, sub_steps,
-                                    word_problems)
+from domtok.data.corpus import math_web_corpus
+from domtok.data.drills import DRILL_KINDS, drills
+from domtok.data.gsm_sbs import MAX_STEP_LINES, gsm_sbs, gsm_sbs_rewrite, rewrite_answer
+from domtok.data.steps import add_steps, mul_steps, sub_steps
+from domtok.data.word_problems import TEMPLATE_HAS_MUL, TEMPLATES, word_problems
 from domtok.errors import DomtokError
 from domtok.tokens.inject import check_annotations, inject_domain_tokens
 
@@ -357,7 +359,8 @@ def test_probe_pairs_are_held_out_of_every_training_generator():
     (`90 × 7` of `98 × 7`, `70 + 15` of `47 + 38`, `65 - 7` of `85 - 27`), read here by a
     test-local parser, is one `training_step_pairs` knows, and no probe asks one; the word
     problems' test split is not filtered (it is a test)."""
-    from domtok.data.synthetic import _WORKED_PAIRS, held_out, probe_pair, training_step_pairs
+    from domtok.data.steps import held_out, probe_pair, training_step_pairs
+    from domtok.data.word_problems import _WORKED_PAIRS
     from domtok.eval.probes import make_probes
 
     ops = {"plus": "+", "times": "×", "minus": "-", "+": "+", "×": "×", "-": "-"}

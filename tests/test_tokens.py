@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 from domtok import cli
 from domtok.errors import DomtokError
 from domtok.tokens.sets import MUL, TOKEN_SETS, condition_token_set, fact_token_set, get_token_set
-from domtok.tokens.tokenizer import (EOT, Tokenizer, gpt2_vocab_merges, load_tokenizer, merges_from_ranks,
-                                     token_bytes, train_bpe)
+from domtok.tokens.bpe import EOT, gpt2_vocab_merges, merges_from_ranks, token_bytes
+from domtok.tokens.build import train_bpe
+from domtok.tokens.tokenizer import Tokenizer, load_tokenizer
 
 # A mixed corpus: prose, math, GSM8K-style annotations, unicode, odd whitespace, token texts.
 MIXED = [
@@ -424,7 +425,7 @@ def test_prepare_counts_domain_tokens_after_a_lone_space(gpt2_dir, tmp_path):
     import re
 
     from domtok.data.prepare import PrepareConfig, run
-    from domtok.data.synthetic import math_web_corpus
+    from domtok.data.corpus import math_web_corpus
     from domtok.tokens.inject import inject_domain_tokens
 
     n_docs = 200

@@ -79,7 +79,7 @@ def render_conversation(messages: list[dict], tokenizer, add_generation_prompt: 
 
 def _segments(messages: list[dict], eos_text: str | None, add_generation_prompt: bool):
     """Yield (text, trained) pieces; text None stands for the EOS id when eos_text is None."""
-    _validate(messages)
+    validate_messages(messages)
     i = 0
     if messages and messages[0]["role"] == "system":
         yield messages[0]["content"] + "\n\n", False
@@ -96,7 +96,8 @@ def _segments(messages: list[dict], eos_text: str | None, add_generation_prompt:
         raise ValueError("add_generation_prompt needs the conversation to end with a user message")
 
 
-def _validate(messages: list[dict]) -> None:
+def validate_messages(messages: list[dict]) -> None:
+    """A ValueError saying what is wrong when `messages` is not a conversation this format renders."""
     roles = [m.get("role") for m in messages]
     for k, r in enumerate(roles):
         if r not in ("system", "user", "assistant"):

@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -30,6 +32,24 @@ class ConfigError(DomtokError, ValueError):
     """A config file or override that cannot be applied; the message names the key and the fix."""
 
 
+# A spec name that becomes a directory (the run, a condition, a stage, a benchmark, a ladder
+# rung) is one plain path component: it cannot climb out of the run dir (`../x`), point
+# elsewhere (`/home/x`), hide (`.x`) or differ from another only in characters a filesystem
+# treats alike.
+PATH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def check_path_name(name: Any, where: str, what: str, reserved: tuple[str, ...] = ()) -> str:
+    """`name` as one safe directory name, or a ConfigError saying which characters are allowed."""
+    if not isinstance(name, str) or not PATH_NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(f"{where}: {what} name {name!r} becomes a directory name; use letters, digits, `_`, `.` "
+                          "and `-` (starting with a letter or digit, no `..`, at most 100 characters)")
+    if name in reserved or any(r.endswith("*") and name.startswith(r[:-1]) for r in reserved):
+        raise ConfigError(f"{where}: {what} name {name!r} is reserved (the run directory uses "
+                          f"{', '.join(reserved)}); choose another")
+    return name
+
+
 def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
     """A path to a YAML file, or the name of a shipped preset (`tiny`, `gpt2-124m-10b`)."""
     p = Path(name_or_path)
@@ -42,16 +62,75 @@ def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
     raise ConfigError(f"config {str(name_or_path)!r} is neither a file nor a preset; presets: {', '.join(names)}")
 
 
+# --------------------------------------------------------------------------- YAML
+
+# A config is small: a few hundred values. Anchors and aliases are allowed (`<<: *defaults`),
+# but their expansion is bounded, so an alias bomb (each level doubling the last) is a message,
+# not a hang that eats the memory.
+MAX_YAML_VALUES = 100_000
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML
+    keeps the last value without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice in one mapping (lines {seen[key]} and {line}); "
+                        "keep one", key_node.start_mark)
+                seen[key] = line
+            except TypeError:
+                continue  # an unhashable key: the base class says so
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, where: str):
+    """YAML text -> Python values with the safe loader above; every failure is one ConfigError."""
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML: {' '.join(str(e).split())}") from None
+    _check_expansion(data, where)
+    return data
+
+
+def _check_expansion(data, where: str) -> None:
+    """Aliases build shared (or self-containing) values; refuse a cycle and a blow-up before
+    anything copies or walks the data as a tree."""
+    count = 0
+    stack = [(data, ())]
+    while stack:
+        value, ancestors = stack.pop()
+        count += 1
+        if count > MAX_YAML_VALUES:
+            raise ConfigError(f"{where}: aliases expand to more than {MAX_YAML_VALUES:,} values (an alias bomb?); "
+                              "write the values out or use fewer nested aliases")
+        if isinstance(value, (dict, list)):
+            if id(value) in ancestors:
+                raise ConfigError(f"{where}: a recursive alias (a value that contains itself, e.g. `a: &x [*x]`); "
+                                  "an alias may only refer to a value defined before it and outside it")
+            children = value.values() if isinstance(value, dict) else value
+            inner = ancestors + (id(value),)
+            stack.extend((c, inner) for c in children)
+
+
 def load_yaml(path: str | os.PathLike) -> dict:
     path = resolve_config_path(path)
     if Path(path).is_dir():
         raise ConfigError(f"{path}: is a directory, not a config file; give a YAML file or a preset name")
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save the config as UTF-8") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    data = parse_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys to values")
     return data
@@ -65,9 +144,12 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {item!r} has an empty key part")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
+        value = yaml.load(raw, Loader=_Loader) if raw != "" else ""
+    except yaml.constructor.ConstructorError as e:  # YAML, but not a value (a key twice, an unknown tag)
+        raise ConfigError(f"override {item!r}: {' '.join(str(e).split())}") from None
+    except yaml.YAMLError:  # not YAML at all: the text itself (`name=a: b`)
         value = raw
+    _check_expansion(value, f"override {item!r}")
     return key.split("."), value
 
 
@@ -139,7 +221,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where}: expected true/false, got {value!r}")
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or (isinstance(value, float) and not math.isfinite(value)) or int(value) != value):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return int(value)
     if tp is float:
@@ -165,7 +248,8 @@ RENAMED = {"generation_batch_size": "decode_batch_size (Engine rows decoded toge
 
 
 def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
-    """Build dataclass `cls` from a nested dict; unknown keys are an error naming the valid ones."""
+    """Build dataclass `cls` from a nested dict; unknown keys are an error naming the valid ones,
+    and every value must lie in its knob's range (`RANGES`)."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
@@ -175,7 +259,109 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(fields)}")
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    for k, v in kwargs.items():
+        check_value(k, v, where, owner=cls.__name__)
     return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------- value ranges
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """A closed or open interval of allowed values; `why` says what the bounds mean."""
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+    why: str = ""
+
+    def __contains__(self, x: float) -> bool:
+        return ((x > self.lo) if self.lo_open else (x >= self.lo)) and ((x < self.hi) if self.hi_open else (x <= self.hi))
+
+    def text(self) -> str:
+        parts = []
+        if self.lo > -math.inf:
+            parts.append(f"{'>' if self.lo_open else '>='} {_num(self.lo)}")
+        if self.hi < math.inf:
+            parts.append(f"{'<' if self.hi_open else '<='} {_num(self.hi)}")
+        return " and ".join(parts) + (f" ({self.why})" if self.why else "")
+
+
+MAX_COUNT = 1e9  # no step, item or token count of a real run comes near; 1e29 is a typo, not a plan
+POSITIVE = Range(0, lo_open=True)
+NON_NEGATIVE = Range(0)
+COUNT = Range(1, MAX_COUNT)
+COUNT_OR_0 = Range(0, MAX_COUNT, why="0 has the meaning the field's comment gives")
+FRACTION = Range(0, 1)
+PROBABILITY = Range(0, 1, lo_open=True, why="a probability mass; 1 = off")
+BETA = Range(0, 1, hi_open=True)
+SEED = Range(0, 2**32 - 1, why="what torch, numpy and random all accept")
+
+# Every knob of every stage config, by field name (`Class.field` where one class means
+# something else by the name). `from_dict` checks them all, so a spec is checked whole before
+# its first node, and a single verb before it writes anything. Any float must also be finite.
+RANGES: dict[str, Range] = {
+    # shared
+    "seed": SEED, "batch_size": COUNT, "max_new_tokens": COUNT, "max_bad_fraction": FRACTION,
+    "n": COUNT_OR_0, "temperature": Range(0, why="0 = greedy"), "top_p": PROBABILITY, "top_k": COUNT_OR_0,
+    "learning_rate": POSITIVE, "lr": POSITIVE, "weight_decay": NON_NEGATIVE, "grad_clip": NON_NEGATIVE,
+    "max_grad_norm": NON_NEGATIVE, "warmup_ratio": FRACTION, "generation_batch_size": COUNT,
+    # model shape (pretrain; a ladder rung sets them too)
+    "n_layer": COUNT, "n_head": COUNT, "n_embd": COUNT, "block_size": COUNT, "dropout": BETA,
+    # pretrain
+    "seq_len": COUNT, "micro_batch_size": COUNT, "tokens_per_step": Range(1, 1e12),
+    "PretrainConfig.max_steps": COUNT, "min_lr": NON_NEGATIVE, "PretrainConfig.warmup_steps": COUNT_OR_0,
+    "betas": BETA, "eps": POSITIVE, "eval_every": COUNT_OR_0, "eval_batches": COUNT_OR_0,
+    "hellaswag_every": COUNT_OR_0, "hellaswag_items": COUNT, "ckpt_every": COUNT_OR_0, "keep_last": COUNT,
+    # SFT (and the SFT part of RFT)
+    "val_size": Range(0, MAX_COUNT, why="a fraction below 1 or a count"), "epochs": Range(0, 1e6, lo_open=True),
+    "min_lr_ratio": FRACTION, "max_length": COUNT, "grad_accum": COUNT, "checkpoint_every": COUNT_OR_0,
+    "keep_checkpoints": COUNT, "SFTConfig.max_steps": COUNT_OR_0, "repeat": COUNT,
+    # GRPO (TRL's names and meanings)
+    "num_prompts": COUNT_OR_0, "beta": NON_NEGATIVE, "num_generations": Range(2, MAX_COUNT, why="a group needs two"),
+    "epsilon": POSITIVE, "epsilon_high": POSITIVE, "num_iterations": COUNT, "max_completion_length": COUNT,
+    "per_device_train_batch_size": COUNT, "gradient_accumulation_steps": COUNT,
+    "num_train_epochs": Range(0, 1e6, lo_open=True), "GRPOConfig.max_steps": COUNT_OR_0,
+    "adam_beta1": BETA, "adam_beta2": BETA, "GRPOConfig.warmup_steps": Range(0, MAX_COUNT),
+    "save_steps": COUNT_OR_0, "save_total_limit": COUNT, "GRPOConfig.temperature": POSITIVE,
+    # rewards
+    "close_abs": NON_NEGATIVE, "close_rel": NON_NEGATIVE, "short_words": COUNT_OR_0,
+    "repetition_min_words": COUNT_OR_0, "repetition_count": COUNT,
+    # RFT
+    "num_questions": COUNT_OR_0, "rounds": COUNT, "num_samples": COUNT, "max_completion_tokens": COUNT_OR_0,
+    # evaluations
+    "n_per_category": COUNT, "max_items": COUNT_OR_0,
+    # prepare
+    "n_docs": COUNT, "max_docs": COUNT_OR_0, "bpe_sample_docs": COUNT, "shard_tokens": COUNT,
+    "val_fraction": Range(0, 1, hi_open=True), "val_docs": COUNT_OR_0, "workers": Range(1, 4096),
+    "chunk_docs": COUNT,
+    # command-line knobs (`sample`, `eval compare`, `run --smoke`)
+    "n_boot": Range(100, MAX_COUNT, why="fewer resamples give no usable interval"), "mfu": Range(0, 1, lo_open=True, why="a fraction of the GPU's peak"),
+}
+
+
+def check_value(key: str, value: Any, where: str, owner: str | None = None) -> None:
+    """`value` of knob `key` (of config class `owner`) is finite and in the knob's range, or a
+    ConfigError naming it, its range and what to set. Lists are checked item by item."""
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            check_value(key, v, where, owner)
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    rng = RANGES.get(f"{owner}.{key}") or RANGES.get(key)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {key}={value} is not a finite number; give {key} a finite value"
+                          + (f" {rng.text()}" if rng else ""))
+    if rng is not None and value not in rng:
+        raise ConfigError(f"{where}: {key}={_num(value)} is out of range; give {key} {rng.text()}")
+
+
+def _num(x: float) -> str:
+    """A bound or value as a user would write it: 1000000000, 0.5, 1e+29."""
+    if isinstance(x, int):
+        return str(x)
+    return str(int(x)) if x.is_integer() and abs(x) < 1e16 else f"{x:g}"
 
 
 def to_dict(cfg: Any) -> dict:

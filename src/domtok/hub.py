@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 import tempfile
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -270,7 +271,35 @@ def fetch_registry(prefix: str, cache: Path | None = None) -> list[Entry]:
     path = Path(local) / "registry.json"
     if not path.exists():
         raise DomtokError(f"{repo} has no registry.json; was it pushed with `domtok hub push`?")
-    return [Entry(**x) for x in json.loads(path.read_text())]
+    return [_entry(x, f"{repo}: registry.json") for x in _registry_rows(path, repo)]
+
+
+def _registry_rows(path: Path, repo: str) -> list:
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DomtokError(f"{repo}: registry.json is not valid JSON ({e}); push the run again") from None
+    if not isinstance(rows, list):
+        raise DomtokError(f"{repo}: registry.json holds {type(rows).__name__}, not a list of entries; push the run again")
+    return rows
+
+
+def _entry(x, where: str) -> Entry:
+    """One registry entry, checked: `pull` writes into `<out>/<path>`, so the path must stay inside
+    the run directory (each part a plain name, as the spec's names are)."""
+    from domtok.config import ConfigError, check_path_name
+
+    fields = {f.name for f in dataclasses.fields(Entry)}
+    if not isinstance(x, dict) or set(x) - fields or not {"name", "repo", "kind"} <= set(x):
+        raise DomtokError(f"{where}: an entry is not {{name, repo, kind, ...}}: {str(x)[:80]}; push the run again")
+    for part in str(x.get("path") or ".").split("/"):
+        if part == ".":  # the run directory itself (the results entry)
+            continue
+        try:
+            check_path_name(part, where, "entry path part")
+        except ConfigError as e:
+            raise DomtokError(f"{e} (entry {x.get('name')!r}); the registry would write outside the run directory") from None
+    return Entry(**x)
 
 
 def pull(prefix: str, out_dir: Path, wanted: list[str] | None = None, include_checkpoints: bool = False,

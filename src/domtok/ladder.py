@@ -29,10 +29,9 @@ a trend fitted in log-compute) is the report's: domtok.report.ladder.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
-from domtok.config import ConfigError, deep_merge
+from domtok.config import ConfigError, check_path_name, deep_merge
 
 RUNG_KEYS = ("name", "n_layer", "n_head", "n_embd", "tokens", "tokens_per_param", "set", "prepare")
 GPT2_N_BASE = 50257  # GPT-2's byte-level BPE: 50,256 merges + bytes, and <|endoftext|>
@@ -80,9 +79,9 @@ def parse_ladder(data, where: str, stage_names: list[str]) -> list[Rung]:
         unknown = sorted(set(r) - set(RUNG_KEYS))
         if unknown:
             raise ConfigError(f"{at}: unknown keys {unknown}; a rung may set {list(RUNG_KEYS)}")
-        name = str(r.get("name", f"r{i}"))
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or name in names:
-            raise ConfigError(f"{at}: rung name {name!r} is used twice or is not a plain name (letters, digits, _ . -)")
+        name = check_path_name(str(r.get("name", f"r{i}")), at, "rung")
+        if name in names:
+            raise ConfigError(f"{at}: rung name {name!r} is used twice")
         names.add(name)
         shape = {}
         for k in ("n_layer", "n_head", "n_embd"):

@@ -6,11 +6,14 @@ calculator annotations. A new token set or a change to "numbers are sacred" is o
 - A GSM8K calculator annotation is `<<expr=result>>` (`<<48/2=24>>`); after injection its expr
   may hold domain tokens (`<<<MUL_2_9_18>=18>>`), whose own `<`/`>` are not the annotation's.
   It never spans a line.
+- A GSM8K answer ends with `#### N` (`parse_gold`); a number is compared in one normal form:
+  `$`, thousands commas, a trailing period or percent sign dropped (`normalize_number`).
 """
 
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
 from typing import Iterable
 
 DOMAIN_TOKEN = r"<[A-Z][A-Z0-9]*(?:_-?[0-9]+)+>"
@@ -43,3 +46,30 @@ def stray_brackets(text: str) -> int:
     """How many `<<` / `>>` stand outside every annotation."""
     rest = ANNOTATION_RE.sub("", text)
     return rest.count("<<") + rest.count(">>")
+
+
+def normalize_number(s: str) -> str | None:
+    """'$1,000.00' -> '1000'; '-0.50' -> '-0.5'; '18.' -> '18'. None if not a number."""
+    s = s.strip().replace("$", "").replace(",", "").rstrip(".").rstrip("%")
+    if s.startswith("--"):
+        s = s[1:]
+    try:
+        d = Decimal(s)
+    except InvalidOperation:
+        return None
+    if not d.is_finite():
+        return None
+    if d == 0:
+        return "0"
+    out = format(d.normalize(), "f")
+    return out
+
+
+def parse_gold(answer_field: str) -> str:
+    """Gold answer from a GSM8K `answer` field (the number after `####`)."""
+    if "####" not in answer_field:
+        raise ValueError(f"GSM8K answer has no '####' line: {answer_field[-80:]!r}")
+    got = normalize_number(answer_field.split("####")[-1].strip())
+    if got is None:
+        raise ValueError(f"GSM8K answer after '####' is not a number: {answer_field[-80:]!r}")
+    return got

@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -93,6 +94,27 @@ def claim_out_dir(path: str | os.PathLike, *, replace: bool = False, force: bool
             raise DomtokError(f"{p}: already holds {evidence}, which this would replace; pass --force to "
                               f"replace it, or choose another {what}")
     return p
+
+
+def refuse_foreign(path: Path, own: set[str]) -> None:
+    """A forced replace of `path` deletes only what domtok writes there: `own` (paths relative
+    to `path`, e.g. what the new output holds). Anything else is named and nothing is deleted."""
+    foreign = sorted(str(q.relative_to(path)) for q in path.rglob("*")
+                     if str(q.relative_to(path)) not in own and not (q.is_dir() and any(q.iterdir())))
+    if foreign:
+        shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
+        raise DomtokError(f"{path}: holds {shown}, which domtok did not write here; --force replaces only domtok's "
+                          "own files: move those elsewhere, or choose another directory")
+
+
+def remove_tree(path: str | os.PathLike) -> None:
+    """Delete a directory domtok wrote. A symbolic link there is not followed (its target may be
+    anyone's): it is an error naming both."""
+    p = Path(path)
+    if p.is_symlink():
+        raise DomtokError(f"{p}: is a symbolic link (to {os.readlink(p)}), where domtok expected its own "
+                          "directory; domtok does not delete through links: remove the link or move its target here")
+    shutil.rmtree(p)
 
 
 def refuse_source_inside(src: str | os.PathLike, out: str | os.PathLike) -> None:

@@ -20,7 +20,8 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ from pathlib import Path
 from domtok import provenance
 from domtok.config import ConfigError, atomic_write_json, atomic_write_text
 from domtok.errors import DomtokError
+from domtok.executors import die_with_parent, job_gpus, machine_cores, make_pool
 from domtok.manifest import write_manifest
 # The spec and the DAG are the run directory's; they are re-exported here for `domtok run`'s callers.
 from domtok.rundir import (EVAL_KINDS, TRAINING_KINDS, Node, Spec, StageSpec, build_nodes,  # noqa: F401
@@ -85,6 +87,7 @@ def stage_call(node: Node, run_dir: Path):
 def check_stage_configs(spec: Spec, where: str = "spec") -> None:
     """Build every node's config object as `stage_call` will, before the first node runs: a typo
     such as `stages.0.config.lrr=1` is an error now, not in a node's log after earlier stages ran."""
+    from domtok.config import tokenizer_prepare_knobs
     from domtok.data.prepare import prepare_node_config
 
     from domtok.tokens.build import parse_bpe_base
@@ -97,10 +100,11 @@ def check_stage_configs(spec: Spec, where: str = "spec") -> None:
             raise ConfigError(f"{where}: tokenizer.base: {e}") from None
     run_dir = Path(spec.runs_dir) / spec.name
     for node in build_nodes(spec, run_dir):
-        if node.kind == "tokenizer":
-            continue
         try:  # a prepare node's tokenizer is the tokenizer node's output: any valid value checks the rest
-            if node.kind == "prepare":
+            if node.kind == "tokenizer":  # its knobs are PrepareConfig's (`tokenizer.sample_docs`, ...)
+                prepare_node_config({**spec.prepare, **tokenizer_prepare_knobs(spec.tokenizer)}, "gpt2",
+                                    where="tokenizer")
+            elif node.kind == "prepare":
                 prepare_node_config(node.config, "gpt2", where=f"stage {node.id}")
             else:
                 stage_call(node, run_dir)
@@ -134,18 +138,14 @@ class RunOptions:
     rdzv: str = "127.0.0.1:29500"  # pipeline, the others join each torchrun stage (shared run dir)
     jobs: int = 1                 # nodes run at once, each in its own worker process when > 1
     threads: int | None = None    # torch threads of each job (None: the cores shared among jobs)
+    gpus_per_job: float | None = None  # each job's own GPUs (a share 1/k: k jobs per GPU); see executors
+    executor: str = "local"       # local (this machine) | ray (a task per node on a Ray cluster)
+    address: str | None = None    # the Ray cluster to join (None: start one on this machine)
+    retries: int = 1              # Ray: times a node is run again after its worker died
 
     @property
     def world_size(self) -> int:
         return self.nproc * self.nnodes
-
-
-def machine_cores() -> int:
-    """CPU cores this process may use (the affinity mask, which a container may limit)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def default_jobs() -> int:
@@ -158,6 +158,8 @@ def default_jobs() -> int:
 
 
 def threads_per_job(opts: RunOptions) -> int:
+    if opts.executor == "ray":  # the cores of a cluster's machines are Ray's to share out
+        return opts.threads or 1
     return opts.threads or max(1, machine_cores() // max(1, opts.jobs))
 
 
@@ -175,15 +177,30 @@ def run_experiment(spec: Spec, opts: RunOptions) -> int:
     from_index = order.index(opts.from_stage) if opts.from_stage else None
     todo = [n for n in nodes if opts.only is None or n.stage == opts.only]
     check_replacements(nodes, todo, opts)
+    forced_ids = {n.id for n in todo if opts.force or (from_index is not None and order.index(n.stage) >= from_index)}
+    for n in todo:  # a node dir that is a link would be deleted through it: refuse before any work
+        state = node_state(n) if n.out_dir.is_symlink() else "done"
+        if n.out_dir.is_symlink() and (n.id in forced_ids or state in ("stale", "failed")
+                                       or (state != "done" and _other_config(n))):
+            from domtok.outdir import remove_tree
+            remove_tree(n.out_dir)  # raises, naming the link and its target
     # only now, with everything checked: a refused run leaves the run dir's spec as it was
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "spec.yaml", _dump_spec(spec))
 
     t_start = time.time()
-    jobs = (f"{opts.jobs} job{'s' * (opts.jobs > 1)} x {threads_per_job(opts)} thread(s)"
-            if opts.jobs > 1 or opts.threads else "1 job")
+    gpus = f" x {opts.gpus_per_job:g} GPU(s)" if opts.gpus_per_job else ""
+    jobs = (f"{opts.jobs} job{'s' * (opts.jobs > 1)} x {threads_per_job(opts)} thread(s){gpus}"
+            if opts.jobs > 1 or opts.threads or gpus else "1 job")
+    if opts.executor == "ray":
+        jobs = (f"a Ray task per node on {opts.address or 'a local Ray cluster'} ({threads_per_job(opts)} thread(s)"
+                f"{gpus} each, {f'at most {opts.jobs}' if opts.jobs else 'as many as it has resources for'} "
+                f"at once, --retries {opts.retries})")
     _say(opts, f"domtok run {spec.name}: {len(todo)} nodes, conditions {list(spec.conditions)}, "
                f"seeds {spec.seeds}, run dir {run_dir}, {jobs}")
+    replaced = [n.id for n in todo if n.id not in forced_ids and node_state(n) == "stale"]
+    if replaced:  # a changed config: its finished nodes are redone; say which before any is deleted
+        _say(opts, f"replacing {len(replaced)} finished node(s) whose config changed: {', '.join(replaced)}")
     for r in spec.ladder:
         _say(opts, f"  rung {r.name}: {r.n_layer} layers x {r.n_embd} wide ({r.n_head} heads), {r.params:,} params, "
                    f"{r.steps:,} pretraining steps = {r.budget:,} tokens asked ({r.budget / r.params:.1f} per param)")
@@ -230,40 +247,6 @@ def check_replacements(nodes: list[Node], todo: list[Node], opts: RunOptions) ->
                       "pass --force to replace them, or restore the config")
 
 
-class _Inline:
-    """The executor of `--jobs 1`: runs a node in this process when it is submitted."""
-
-    def submit(self, fn, *args) -> Future:
-        f = Future()
-        f.set_result(fn(*args))
-        return f
-
-    def shutdown(self, wait=True, cancel_futures=False) -> None:
-        pass
-
-
-def _pool(opts: RunOptions):
-    if opts.jobs <= 1:
-        if opts.threads:  # --jobs 1 --threads T: this process takes the share it was given
-            _init_job(opts.threads)
-        return _Inline()
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    # spawn: a fresh interpreter per worker, never a fork of a process whose torch threads run
-    return ProcessPoolExecutor(max_workers=opts.jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_job, initargs=(threads_per_job(opts),))
-
-
-def _init_job(threads: int) -> None:
-    """A worker process of `--jobs N`: its share of the cores, for torch and for any child (torchrun)."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(threads)
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[str]:
     """Run `todo` (a valid order) with up to `opts.jobs` nodes at once; returns the failed ids.
 
@@ -271,9 +254,11 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
     order. Each node seeds itself from its own config, so the order and the concurrency do not
     change any number: a run with `--jobs 2` equals one with `--jobs 1` at the same threads per job.
     """
-    if opts.jobs > 1 and opts.world_size > 1:
-        raise DomtokError("--jobs N and --nproc M (or --nnodes) together would start N torchruns at once; "
-                          "choose one (--jobs 1 with --nproc, or --nproc 1 with --jobs)")
+    if opts.jobs > 1 and opts.world_size > 1 and not opts.gpus_per_job:
+        raise DomtokError("--jobs N and --nproc M (or --nnodes) together would start N torchruns at once "
+                          "on the same GPUs; choose one (--jobs 1 with --nproc, or --nproc 1 with --jobs), "
+                          "or give each job its own GPUs with --gpus-per-job M")
+    cap = opts.jobs or len(todo)  # 0: no cap (Ray's resources decide what runs at once)
     failed: set[str] = set()
     resolved: set[str] = set()           # done, failed or skipped, in this run
     walls: dict[tuple, list[float]] = {}  # finished wall times, for the estimate of time left
@@ -311,9 +296,15 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
             finish(node, f"done already ({key_metric_text(node)})", True)
             return True
         if state == "running":
-            raise DomtokError(f"{node.out_dir}: another `domtok run` is working on this node "
-                              f"(see {node.out_dir / 'running.json'}); wait for it or remove that file")
-        if opts.jobs > 1:
+            held = {}
+            with contextlib.suppress(OSError, ValueError):  # it may just have been released
+                held = json.loads((node.out_dir / "running.json").read_text())
+            raise DomtokError(f"{node.out_dir}: another `domtok run` is working on this node (process "
+                              f"{held.get('pid')} on {held.get('host', 'this machine')}, see running.json); "
+                              "wait for it, or remove that file once that process is gone")
+        if opts.executor == "ray":  # Ray starts it when the cluster has its resources free
+            _say(opts, f"submit {node.id}")
+        elif cap > 1:
             others = ", ".join(n.id for n, _ in running.values())
             _say(opts, f"start {node.id}" + (f" (also running: {others})" if others else ""))
         fresh = forced(node) or state in ("stale", "failed")
@@ -321,13 +312,15 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
         running[pool.submit(run_node, node, run_dir, opts, fresh)] = active[node.id]
         return True
 
+    pool = make_pool(opts, threads_per_job(opts))
+    if not opts.jobs:  # Ray without a cap: the nodes its cluster runs at once, for the time left
+        opts = dataclasses.replace(opts, jobs=pool.width)
     active: dict[str, tuple[Node, float]] = {}  # started and not yet settled, for the heartbeat
     stop = _heartbeat(opts, active, pending, walls)
-    pool = _pool(opts)
     try:
         while pending or running:
             for node in list(pending):
-                if len(running) >= max(1, opts.jobs):
+                if len(running) >= cap:
                     break
                 if try_start(node, pool):
                     pending.remove(node)
@@ -345,17 +338,42 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
                     atomic_write_json(node.out_dir / "failed.json",
                                       {"error": "its worker process died", "log": str(node.out_dir / "log.txt")})
                     ok = False
+                except Exception as e:  # e.g. a Ray task whose worker died more often than --retries: the
+                    # driver writes nothing in the node's dir (it may be another machine's); a later run resumes it
+                    _say(opts, f"{node.id}: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
+                    ok = False
                 if ok:
                     finish(node, f"done in {wall_time(node):.1f}s ({key_metric_text(node)})", True, left=True)
                 else:
-                    finish(node, f"FAILED — see {node.out_dir / 'log.txt'}", False)
+                    finish(node, f"FAILED: {_failure(node)} — see {node.out_dir / 'log.txt'}", False)
             if any(isinstance(f.exception(), BrokenProcessPool) for f in done if f.done()):
                 pool.shutdown(wait=True, cancel_futures=True)
-                pool = _pool(opts)  # a fresh pool for the rest
+                pool = make_pool(opts, threads_per_job(opts))  # a fresh pool for the rest
     finally:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
     return failed
+
+
+def _failure(node: Node) -> str:
+    """The error a failed node recorded (e.g. "No space left on device"), for its console line."""
+    try:
+        error = json.loads((node.out_dir / "failed.json").read_text())["error"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no failed.json"
+    return " ".join(str(error).split())[:300]
+
+
+def _other_config(node: Node) -> bool:
+    """The node's directory was started by another config (or is not resumable): it is redone from empty."""
+    marker = node.out_dir / "node.json"
+    if not marker.exists():
+        return False
+    try:
+        old = json.loads(marker.read_text()).get("hash")
+    except (json.JSONDecodeError, AttributeError):
+        old = None
+    return old != node.hash or node.kind not in RESUMABLE
 
 
 def _heartbeat(opts: RunOptions, active: dict, pending: list, walls: dict):
@@ -384,23 +402,21 @@ def _heartbeat(opts: RunOptions, active: dict, pending: list, walls: dict):
     return stop
 
 
-def run_node(node: Node, run_dir: Path, opts: RunOptions, fresh: bool) -> bool:
-    """Run one node in this process (or under torchrun when nproc > 1); True when it finished."""
-    if fresh and node.out_dir.exists():
-        shutil.rmtree(node.out_dir)
-    # An incomplete directory from another config must not be resumed.
+def run_node(node: Node, run_dir: Path, opts: RunOptions, fresh: bool, holder: dict | None = None) -> bool:
+    """Run one node in this process (or under torchrun when nproc > 1); True when it finished.
+    `holder`: more about the process that holds the node, written into its running.json."""
+    from domtok.outdir import remove_tree
+
+    if fresh and (node.out_dir.exists() or node.out_dir.is_symlink()):
+        remove_tree(node.out_dir)
+    if _other_config(node):  # an incomplete directory from another config must not be resumed
+        remove_tree(node.out_dir)
     marker = node.out_dir / "node.json"
-    if marker.exists():
-        try:
-            old = json.loads(marker.read_text()).get("hash")
-        except json.JSONDecodeError:
-            old = None
-        if old != node.hash or node.kind not in RESUMABLE:
-            shutil.rmtree(node.out_dir)
     node.out_dir.mkdir(parents=True, exist_ok=True)
     (node.out_dir / "failed.json").unlink(missing_ok=True)
     atomic_write_json(marker, {"id": node.id, "hash": node.hash, "kind": node.kind, "config": node.config})
-    atomic_write_json(node.out_dir / "running.json", {"pid": os.getpid(), "started": time.time()})
+    atomic_write_json(node.out_dir / "running.json", {"pid": os.getpid(), "host": socket.gethostname(),
+                                                      "started": time.time(), **(holder or {})})
     log_path = node.out_dir / "log.txt"
     t0 = time.time()
     try:
@@ -447,7 +463,9 @@ def _run_torchrun(node: Node, run_dir: Path, opts: RunOptions, log_path: Path, j
     atomic_write_json(job, {"run_dir": str(run_dir), "node": _node_to_dict(node)})
     cmd = torchrun_command(opts) + ["-m", "domtok.pipeline", "--worker", str(job)]
     with open(log_path, "a") as log:
-        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+        # torchrun stops its workers on SIGTERM: it gets one when this process dies, even by SIGKILL
+        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: die_with_parent(signal.SIGTERM)).returncode
     if rc != 0:
         # The workers' own message (e.g. a config that does not divide by N processes) is the
         # useful one; torchrun's traceback around it is not.
@@ -578,9 +596,13 @@ def add_arguments(p) -> None:
                    help="node 0's address and a free port, for torchrun's multi-node rendezvous")
     p.add_argument("--jobs", type=int, default=None,
                    help="nodes run at once (other seeds, the other condition), each in a worker process "
-                        "(default: one per CPU core; 1 on a GPU machine or with --nproc)")
+                        "(default: one per CPU core; 1 on a GPU machine or with --nproc; with --executor ray: "
+                        "no limit but the cluster's)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads per job (default: the cores divided among the jobs)")
+                   help="torch threads per job (default: the cores divided among the jobs; 1 per Ray task)")
+    from domtok.executors import add_arguments as executor_arguments
+
+    executor_arguments(p)
     p.add_argument("--runs-dir", help="where run directories live (default: the spec's runs_dir, `runs`)")
     from domtok.smoke import add_arguments as smoke_arguments
 
@@ -615,8 +637,13 @@ def main(args) -> int:
     for flag, value in (("--jobs", jobs), ("--threads", args.threads)):
         if value is not None and value < 1:
             raise DomtokError(f"{flag} {value}: give a positive number")
-    opts = RunOptions(only=args.only, from_stage=args.from_stage, force=args.force, nproc=args.nproc,
-                      jobs=jobs, threads=args.threads, nnodes=args.nnodes, node_rank=args.node_rank, rdzv=args.rdzv)
+    nproc, gpus_per_job = job_gpus(args, jobs)
+    opts = RunOptions(only=args.only, from_stage=args.from_stage, force=args.force, nproc=nproc,
+                      jobs=jobs, threads=args.threads, nnodes=args.nnodes, node_rank=args.node_rank, rdzv=args.rdzv,
+                      gpus_per_job=gpus_per_job, executor=args.executor, address=args.address, retries=args.retries)
+    if opts.executor == "ray":
+        opts.jobs = args.jobs or 0  # no cap unless asked: the cluster's resources say what runs at once
+    check_stage_configs(spec, where=spec.path or f"spec {spec.name}")  # the whole spec, before any dir is made
     if args.smoke:
         from domtok.smoke import run_smoke
 

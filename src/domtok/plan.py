@@ -146,7 +146,7 @@ def add_arguments(p) -> None:
 
 def main(args) -> int:
     from domtok.eval.stats import sd_interval
-    from domtok.sequential_run import DEFAULTS
+    from domtok.eval.sequential import DEFAULTS
 
     if not (args.effect != 0 and math.isfinite(args.effect)):
         raise DomtokError(f"--effect {args.effect}: give the non-zero difference to detect, e.g. --effect 0.1")

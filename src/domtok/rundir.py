@@ -28,13 +28,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from domtok.config import (ConfigError, deep_merge, apply_overrides, config_hash, load_yaml, resolve_config_path,
-                           stage_section)
+from domtok.config import (ConfigError, apply_overrides, check_path_name, check_value, config_hash, deep_merge,
+                           load_yaml, resolve_config_path, stage_section)
 from domtok.errors import DomtokError
 from domtok.ladder import nominal_vocab_size, parse_ladder, parse_learns, resolve_rung
+from domtok.utils import read_json_object, short_json
 
 TRAINING_KINDS = ("pretrain", "sft", "grpo", "rft")
 CONTROL_SET = "control"  # a condition's `token_set: control`: built by the tokenizer node (domtok.tokens.control)
@@ -88,6 +90,11 @@ TOKENIZER_KEYS = ("base", "sample_docs", "split_digits")
 EVALS_KEYS = ("after", "benchmarks")
 
 
+# What a run directory holds at its top besides the condition directories (see the layout above).
+RUN_DIR_NAMES = ("tokenizer", "spec.yaml", "report.md", "report.json", "plots", "smoke.json", "smoke.md", "fixtures",
+                 "looks.json", "registry.json", ".cache", "rung-*", "node*")  # looks: sequential_run; registry: hub pull
+
+
 def _unknown(where: str, what: str, data: dict, valid) -> None:
     unknown = sorted(set(data) - set(valid))
     if unknown:
@@ -137,6 +144,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     if not conditions:
         raise ConfigError(f"{where}: `conditions` is empty; name at least one (baseline: {{token_set: null}})")
     for cname, c in conditions.items():
+        check_path_name(cname, where, "condition", RUN_DIR_NAMES)
         c = c or {}
         if not isinstance(c, dict):
             raise ConfigError(f"{where}: condition {cname!r} must be a mapping such as {{token_set: mul}}, got {c!r}")
@@ -179,8 +187,9 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         after = s.get("after", stage_list[i - 1].get("name") if i else None)  # default: the stage listed before
         if s["kind"] != "pretrain" and after is None:
             raise ConfigError(f"{where}: stage {s['name']!r} needs a stage before it (`after:`)")
-        if s["name"] in names | disabled or s["name"] in ("prepare", "tokenizer"):
-            raise ConfigError(f"{where}: stage name {s['name']!r} is used twice or reserved")
+        check_path_name(s["name"], where, f"stages[{i}]", ("prepare", "tokenizer"))
+        if s["name"] in names | disabled:
+            raise ConfigError(f"{where}: stage name {s['name']!r} is used twice")
         if not isinstance(s.get("enabled", True), bool):
             raise ConfigError(f"{where}: stages[{i}] ({s['name']}): `enabled` must be true or false, got {s['enabled']!r}")
         if not s.get("enabled", True):  # an optional branch, off: it and its evaluations are not nodes
@@ -201,6 +210,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         raise ConfigError(f"{where}: `evals.benchmarks` must be a mapping of names to benchmark configs")
     benchmarks = {}
     for bname, b in (evals.get("benchmarks") or {}).items():
+        check_path_name(bname, where, "benchmark")
         if not isinstance(b or {}, dict):
             raise ConfigError(f"{where}: benchmark {bname!r} must be a mapping (kind: ..., n: ...), got {b!r}")
         b = dict(b or {})
@@ -218,29 +228,36 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     if len(set(seed_list)) != len(seed_list) or min(seed_list) < 0:
         raise ConfigError(f"{where}: `seeds` {seed_list} must be distinct non-negative integers")
     if seeds is not None:
-        if seeds < 1:
-            raise ConfigError(f"--seeds {seeds}: give the number of seeds to run, at least 1")
+        if not 1 <= seeds <= 10_000:
+            raise ConfigError(f"--seeds {seeds}: give the number of seeds to run, from 1 to 10000")
         seed_list = list(range(seed_list[0], seed_list[0] + seeds))  # from the spec's first seed on
         data["seeds"] = seed_list  # the saved spec.yaml records the seeds that ran, not the file's
+    for s in seed_list:
+        check_value("seed", s, f"{where}: seeds", owner="Spec")
     # Seeds whose results chose a knob are not evidence for it: a reported study runs others.
     tuning_seeds = _name_list(where, "tuning_seeds", data.get("tuning_seeds", []), kind=int, allow_empty=True)
     if set(seed_list) & set(tuning_seeds):
         raise ConfigError(f"{where}: seeds {sorted(set(seed_list) & set(tuning_seeds))} were used for tuning "
                           f"(tuning_seeds {tuning_seeds}); a reported study runs seeds never used for tuning: "
                           "choose other seeds, or set tuning_seeds=[] to rerun a tuning seed on purpose")
+    for what, group in (("condition", list(conditions)), ("stage", [st.name for st in stages]),
+                        ("benchmark", list(benchmarks))):
+        folded = {}  # on a case-insensitive filesystem (macOS, Windows) `A` and `a` are one directory
+        for n in group:
+            if n.lower() in folded:
+                raise ConfigError(f"{where}: {what} names {folded[n.lower()]!r} and {n!r} differ only in case, so they "
+                                  "would share one directory on a case-insensitive filesystem; rename one")
+            folded[n.lower()] = n
     confounds = _name_list(where, "confounds", list(data.get("confounds") or []), allow_empty=True)
     for key in ("name", "runs_dir", "token_set"):
         if key in data and not isinstance(data[key], str):
             raise ConfigError(f"{where}: `{key}` must be a string, got {data[key]!r}")
-    name = str(data.get("name", path.stem))
-    if not name or "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
-        raise ConfigError(f"{where}: name {name!r} must be a plain directory name (the run dir is runs_dir/name); "
-                          "use runs_dir to put runs elsewhere")
+    name = check_path_name(str(data.get("name", path.stem)), where, "spec")  # the run dir is runs_dir/name
     token_set, prepare = str(data.get("token_set", "mul")), need("prepare", dict)
     ladder = parse_ladder(data.get("ladder"), where, [s.name for s in stages])
     learns = parse_learns(data.get("learns"), where, evals_after, benchmarks)
     primary = parse_primary(data.get("primary"), where, evals_after, benchmarks)
-    from domtok.sequential_run import parse_sequential
+    from domtok.eval.sequential import parse_sequential
     sequential = parse_sequential(data.get("sequential"), where)
     if ladder:
         vocab_size = nominal_vocab_size(tokenizer, token_set)
@@ -255,8 +272,10 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
 
 # The per-item field behind each metric a primary endpoint may name (a boolean per item, so
 # the report's paired test applies), per benchmark kind; probes add accuracy_<category>.
-PRIMARY_METRICS = {"gsm8k": {"accuracy_flexible": "correct_flexible", "accuracy_strict": "correct_strict"},
-                   "probes": {"accuracy_all": "correct"},
+# gold_*bpb: the continuous scores of domtok.eval.gold (lower is better; the margin in bits per byte)
+PRIMARY_METRICS = {"gsm8k": {"accuracy_flexible": "correct_flexible", "accuracy_strict": "correct_strict",
+                             "gold_bpb": "gold_bpb", "gold_solution_bpb": "gold_solution_bpb"},
+                   "probes": {"accuracy_all": "correct", "gold_bpb_all": "gold_bpb"},
                    "hellaswag": {"acc_norm_char": "acc_norm_char", "acc_norm_token": "acc_norm_token", "acc": "acc"}}
 
 
@@ -264,6 +283,8 @@ def primary_field(kind: str, metric: str) -> tuple[str, str | None]:
     """(per-item field, probe category or None) of a primary metric of a benchmark kind."""
     if kind == "probes" and metric.startswith("accuracy_") and metric != "accuracy_all":
         return "correct", metric[len("accuracy_"):]
+    if kind == "probes" and metric.startswith("gold_bpb_") and metric != "gold_bpb_all":
+        return "gold_bpb", metric[len("gold_bpb_"):]
     return PRIMARY_METRICS[kind][metric], None
 
 
@@ -290,9 +311,10 @@ def parse_primary(data, where: str, evals_after: list[str], benchmarks: dict) ->
     if kind == "probes":
         from domtok.eval.probes import REFERENCE_CATEGORIES
 
-        valid += [f"accuracy_{c}" for c in benchmarks[bench]["config"].get("categories", REFERENCE_CATEGORIES)]
+        cats = benchmarks[bench]["config"].get("categories", REFERENCE_CATEGORIES)
+        valid += [f"{m}_{c}" for m in ("accuracy", "gold_bpb") for c in cats]
     if metric not in valid:
-        raise ConfigError(f"{at}: metric {metric!r} is not one of {bench}'s per-item accuracies {valid}")
+        raise ConfigError(f"{at}: metric {metric!r} is not one of {bench}'s per-item accuracies or gold scores {valid}")
     if stage not in evals_after:
         raise ConfigError(f"{at}: stage {stage!r} is not evaluated; evals.after: {evals_after}")
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < 1:
@@ -321,6 +343,25 @@ def document_partner(conditions: dict[str, dict], cond: str, where: str = "spec"
             raise ConfigError(f"{where}: conditions {' -> '.join(seen + [other])} match each other's documents in a "
                               "cycle; one of them must be `match: tokens`")
         seen.append(other)
+
+
+def foreign_entries(run_dir: Path, conditions) -> list[str]:
+    """What a run directory holds that its layout does not explain (the user's files), down to
+    the condition directories: a forced or smoke re-run may delete only the rest."""
+    import fnmatch
+
+    def ours(name: str, patterns) -> bool:
+        return any(fnmatch.fnmatchcase(name, p) for p in patterns) or ".tmp-" in name or ".old-" in name
+
+    out = []
+    if not run_dir.is_dir():
+        return out
+    for p in sorted(run_dir.iterdir()):
+        if not ours(p.name, (*RUN_DIR_NAMES, *conditions)):
+            out.append(p.name)
+        elif p.name in conditions and p.is_dir():
+            out += [f"{p.name}/{q.name}" for q in sorted(p.iterdir()) if not ours(q.name, ("prepare", "seed*"))]
+    return out
 
 
 # --------------------------------------------------------------------------- the DAG
@@ -431,19 +472,30 @@ def pid_alive(pid: int) -> bool:
 
 
 def node_state(node: Node) -> str:
-    """done | failed | running | incomplete | pending — read from files only."""
+    """done | failed | running | incomplete | pending — read from files only.
+
+    A manifest that is not what `domtok run` writes, or an evaluation whose items.jsonl holds
+    fewer rows than its summary counts, is incomplete: the run redoes it, status does not show ✅."""
     if node.manifest_path.exists():
         try:
-            m = json.loads(node.manifest_path.read_text())
-        except json.JSONDecodeError:
+            m = read_manifest(node)
+        except DomtokError:
             return "incomplete"
-        return "done" if m.get("hash") == node.hash else "stale"
+        if m.get("hash") != node.hash:
+            return "stale"
+        n = m["summary"].get("n")
+        if node.kind in EVAL_KINDS and isinstance(n, int) and count_rows(node.out_dir / "items.jsonl") != n:
+            return "incomplete"
+        return "done"
     if (node.out_dir / "failed.json").exists():
         return "failed"
     running = node.out_dir / "running.json"
     if running.exists():
         try:
-            if pid_alive(int(json.loads(running.read_text())["pid"])):
+            held = json.loads(running.read_text())
+            if held.get("host", socket.gethostname()) != socket.gethostname():
+                return "running"  # a process on another machine (a Ray worker): its pid says nothing here
+            if pid_alive(int(held["pid"])):
                 return "running"
             return "incomplete"
         except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError):
@@ -455,15 +507,20 @@ def node_state(node: Node) -> str:
 
 def wall_time(node: Node) -> float:
     """Seconds the finished node took (0.0 when its manifest does not say)."""
-    return float(read_manifest(node).get("wall_time_s", 0.0))
+    t = read_manifest(node).get("wall_time_s", 0.0)
+    return float(t) if isinstance(t, (int, float)) else 0.0
 
 
 def key_metric(kind: str, summary: dict) -> tuple[str, float] | None:
     """The one number the status board shows for a finished node."""
+    def obj(d, key):  # a nested object, {} when a damaged file holds something else there
+        v = d.get(key, {})
+        return v if isinstance(v, dict) else {}
+
     if kind == "prepare":
-        tokens = summary.get("splits", {}).get("train", {}).get("tokens")
+        tokens = obj(obj(summary, "splits"), "train").get("tokens")
         return ("train_tokens", float(tokens)) if isinstance(tokens, int) else None
-    metrics = summary.get("metrics", summary)
+    metrics = obj(summary, "metrics") if "metrics" in summary else summary
     candidates = {
         "pretrain": ("final_val_bpb", "val_bpb", "final_val_loss"),
         "sft": ("final_val_loss", "val_loss", "final_train_loss"),
@@ -585,11 +642,18 @@ def load_run(run_dir: Path) -> tuple[Spec, list[Node]]:
 
 
 def read_manifest(node: Node) -> dict:
-    """The node's manifest, {} when it has none (not finished) or it cannot be read."""
-    try:
-        return json.loads(node.manifest_path.read_text())
-    except (OSError, json.JSONDecodeError):
+    """The node's manifest ({} when it has none: not finished), checked to be what `domtok run`
+    writes: an object whose `summary` is an object. Anything else is a DomtokError naming it."""
+    path = node.manifest_path
+    if not path.exists():
         return {}
+    fix = f"the node's files are damaged: remove {node.out_dir} and run `domtok run` again to redo it"
+    m = read_json_object(path, fix)
+    if not isinstance(m.get("summary", {}), dict):
+        raise DomtokError(f"{path}: `summary` holds {type(m['summary']).__name__} {short_json(m['summary'])}, "
+                          f"not an object; {fix}")
+    m.setdefault("summary", {})
+    return m
 
 
 def read_summary(node: Node) -> dict:
@@ -597,19 +661,10 @@ def read_summary(node: Node) -> dict:
     return read_manifest(node).get("summary", {})
 
 
-def read_items(path: Path) -> list[dict]:
-    """Rows of a jsonl file (items.jsonl, metrics.jsonl); [] when absent.
-
-    A run killed mid-write leaves a torn last line; it is skipped, so a report can be made of
-    a run that is still going.
-    """
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
+def count_rows(path: Path) -> int:
+    """Non-blank lines of a jsonl file (0 when absent): what an evaluation wrote."""
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.strip())
+    except OSError:
+        return 0

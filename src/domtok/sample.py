@@ -44,10 +44,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if not args.interactive and not args.question:
         raise DomtokError("sample: nothing to answer; give --question TEXT or --interactive")
-    if args.num_samples < 1 or args.max_new_tokens < 1:
-        raise DomtokError("sample: --num-samples and --max-new-tokens must be >= 1")
-    if args.temperature < 0 or not 0 < args.top_p <= 1 or args.top_k < 0:
-        raise DomtokError("sample: need --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0")
+    from domtok.config import check_value
+
+    for key in ("num_samples", "max_new_tokens", "temperature", "top_p", "top_k", "seed"):  # the knobs' ranges
+        check_value(key, getattr(args, key), f"sample --{key.replace('_', '-')}")
     from domtok.engine import Engine
     from domtok.eval.common import load_eval_model
     from domtok.utils import pick_device

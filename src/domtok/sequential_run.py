@@ -1,6 +1,7 @@
 """`domtok run --seeds auto`: run seeds in looks until the primary endpoint decides.
 
-A spec's `sequential: {max_seeds, per_look, spending}` section declares the plan (e.g. tiny:
+A spec's `sequential: {max_seeds, per_look, spending}` section (read with the spec by
+`domtok.eval.sequential.parse_sequential`) declares the plan (e.g. tiny:
 at most 12 seeds, looks of 3, O'Brien-Fleming-type spending). The driver runs the study for
 the first `per_look` seeds of every condition, reads the primary endpoint's paired per-seed
 deltas (`domtok.report.primary.primary_deltas`), asks `domtok.eval.stats.sequential_decision`,
@@ -23,37 +24,10 @@ import json
 import time
 from pathlib import Path
 
-from domtok.config import ConfigError, atomic_write_json
+from domtok.config import atomic_write_json
 from domtok.errors import DomtokError
 
-SEQUENTIAL_KEYS = ("max_seeds", "per_look", "spending", "alpha")
-DEFAULTS = {"max_seeds": 12, "per_look": 3, "spending": "obrien-fleming", "alpha": 0.05}
 LOOKS_FILE = "looks.json"
-
-
-def parse_sequential(raw, where: str) -> dict | None:
-    """The spec's `sequential:` section, checked and with its defaults; None when absent."""
-    from domtok.eval.sequential import SPENDINGS
-
-    if raw is None:
-        return None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: `sequential` must be a mapping {{max_seeds, per_look, spending}}, got {raw!r}")
-    unknown = sorted(set(raw) - set(SEQUENTIAL_KEYS))
-    if unknown:
-        raise ConfigError(f"{where}: sequential: unknown keys {unknown}; allowed: {list(SEQUENTIAL_KEYS)}")
-    plan = {**DEFAULTS, **raw}
-    for key in ("max_seeds", "per_look"):
-        if not isinstance(plan[key], int) or isinstance(plan[key], bool) or plan[key] < 1:
-            raise ConfigError(f"{where}: sequential.{key} must be a positive integer, got {plan[key]!r}")
-    if plan["max_seeds"] < 2 or plan["per_look"] > plan["max_seeds"]:
-        raise ConfigError(f"{where}: sequential: need 2 <= max_seeds and per_look <= max_seeds, got "
-                          f"max_seeds {plan['max_seeds']}, per_look {plan['per_look']}")
-    if plan["spending"] not in SPENDINGS:
-        raise ConfigError(f"{where}: sequential.spending {plan['spending']!r}; one of {list(SPENDINGS)}")
-    if not isinstance(plan["alpha"], (int, float)) or not 0 < plan["alpha"] < 1:
-        raise ConfigError(f"{where}: sequential.alpha must be in (0, 1), got {plan['alpha']!r}")
-    return plan
 
 
 def seed_order(spec, max_seeds: int) -> list[int]:
@@ -108,13 +82,17 @@ def run_sequential(spec, opts, run_experiment, deltas_fn=None, say=print) -> int
 
     from domtok.eval.stats import sequential_decision
 
+    from domtok.report.compare import lower_is_better
+
     margin = check_plan(spec)
     if deltas_fn is None:
         from domtok.report.primary import primary_deltas as deltas_fn
     plan = dict(spec.sequential)
+    # a gold_*bpb primary is lower-is-better: the test runs on baseline − domain, so helps = fewer bits
+    lower = lower_is_better(spec.primary["metric"])
     run_dir = Path(spec.runs_dir) / spec.name
     order = seed_order(spec, plan["max_seeds"])
-    record_plan = {**plan, "margin": margin, "seed_order": order}
+    record_plan = {**plan, "margin": margin, "seed_order": order, "lower_is_better": lower}
     old = read_looks(run_dir)
     if old is not None and old.get("plan") != record_plan:
         raise DomtokError(f"{run_dir / LOOKS_FILE}: recorded for another plan ({old.get('plan')}); this spec's is "
@@ -136,7 +114,7 @@ def run_sequential(spec, opts, run_experiment, deltas_fn=None, say=print) -> int
         deltas = [float(x) for x in deltas_fn(run_dir)]
         if len(deltas) != n:
             raise DomtokError(f"{run_dir}: look {k} expected the primary endpoint for {n} seeds, found {len(deltas)}")
-        r = sequential_decision(deltas, max_seeds=plan["max_seeds"], per_look=plan["per_look"], alpha=plan["alpha"],
+        r = sequential_decision([-x for x in deltas] if lower else deltas, max_seeds=plan["max_seeds"], per_look=plan["per_look"], alpha=plan["alpha"],
                                 margin=margin, spending=plan["spending"])
         entry = _look_entry(k, seeds, deltas, r)
         if k <= len(recorded) and recorded[k - 1]["per_seed_deltas"] != deltas:

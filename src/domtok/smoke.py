@@ -35,7 +35,8 @@ from pathlib import Path
 from domtok.data import sources
 from domtok.errors import DomtokError
 from domtok.gpus import GPUS
-from domtok.rundir import document_partner, pid_alive
+from domtok.outdir import claim_out_dir, remove_tree
+from domtok.rundir import document_partner, foreign_entries, pid_alive
 
 # How far the smoke turns things down. Two optimizer steps per training stage, each with two
 # micro-batches, so gradient accumulation, the LR schedule, checkpoints and the final model
@@ -80,30 +81,31 @@ def fixture_records(kind: str, n: int, seed: int = 0, split: str = "train") -> l
     """`n` records in the exact schema of a hub source, made from domtok's synthetic data."""
     import random
 
-    from domtok.data import synthetic
+    from domtok.data.corpus import math_web_corpus
+    from domtok.data.word_problems import ITEMS, NAMES, word_problems
 
     rng = random.Random(f"fixture/{kind}/{split}/{seed}")
     if kind == "fineweb":  # HuggingFaceFW/fineweb-edu columns
-        docs = synthetic.math_web_corpus(n, seed)
+        docs = math_web_corpus(n, seed)
         return [{"text": t, "id": f"<urn:uuid:smoke-{i:06d}>", "dump": "CC-MAIN-2024-10",
                  "url": f"https://example.org/smoke/{i}", "file_path": "smoke", "language": "en",
                  "language_score": 0.95, "token_count": len(t.split()), "score": 3.0 + rng.random(),
                  "int_score": 3} for i, t in enumerate(docs)]
     if kind == "gsm8k":  # openai/gsm8k main: question, answer (<<expr=result>>, #### N)
         recs = [{"question": r["question"], "answer": r["answer"]}
-                for r in synthetic.word_problems(n, seed, "test" if split == "test" else "train")]
+                for r in word_problems(n, seed, "test" if split == "test" else "train")]
         if split != "test":  # two train records in three multiply as GSM8K writes it, so that
             for i in range(0, n, 3):  # the GSM-SBS rewrite (sft-gsm_sbs) finds products to work out
                 for j in (i, i + 1)[:max(0, n - i)]:
                     a, b = rng.randint(11, 39), rng.randint(3, 9)
-                    name, item = rng.choice(synthetic.NAMES), rng.choice(synthetic.ITEMS)
+                    name, item = rng.choice(NAMES), rng.choice(ITEMS)
                     recs[j] = {"question": f"{name} packs {a} boxes with {b} {item} in each. How many {item} "
                                            f"does {name} pack?",
                                "answer": f"{name} packs {a} * {b} = <<{a}*{b}={a * b}>>{a * b} {item}.\n#### {a * b}"}
         return recs
     if kind == "tulu":  # allenai/tulu-3-sft-mixture: id, messages, source
         out = []
-        for i, r in enumerate(synthetic.word_problems(n, seed + 1, "train")):
+        for i, r in enumerate(word_problems(n, seed + 1, "train")):
             msgs = [{"role": "user", "content": r["question"]},
                     {"role": "assistant", "content": r["answer"].replace("####", "The answer is")}]
             if i % 3 == 0:
@@ -112,7 +114,7 @@ def fixture_records(kind: str, n: int, seed: int = 0, split: str = "train") -> l
         return out
     if kind == "tinygsm":  # TinyGSM/TinyGSM: question, code
         out = []
-        for r in synthetic.word_problems(n, seed + 2, "train"):
+        for r in word_problems(n, seed + 2, "train"):
             final = r["answer"].rsplit("####", 1)[1].strip()
             out.append({"question": r["question"],
                         "code": f'def simple_math_problem() -> int:\n    """{r["question"]}"""\n'
@@ -120,7 +122,7 @@ def fixture_records(kind: str, n: int, seed: int = 0, split: str = "train") -> l
         return out
     if kind == "hellaswag":  # Rowan/hellaswag: label is a string
         # about a quarter of the corpus's documents (articles, word problems) hold a sentence break
-        docs = [d for d in synthetic.math_web_corpus(20 * n + 20, seed + 3) if ". " in d]
+        docs = [d for d in math_web_corpus(20 * n + 20, seed + 3) if ". " in d]
         out = []
         for i in range(n):
             ctx, true_end = docs[i].split(". ", 1)
@@ -674,13 +676,14 @@ def run_smoke(spec, opts, run_experiment, device: str = "cpu", gpu: str = DEFAUL
 
     if gpu not in GPUS:
         raise DomtokError(f"--gpu {gpu!r}: unknown; one of {sorted(GPUS)}")
+    from domtok.config import check_value
+
+    check_value("mfu", mfu, "--mfu")
     from domtok.utils import pick_device
 
     device = pick_device(device)  # the one place a device name is checked
-    online = hub_reachable()
     run_root = Path(spec.runs_dir)
     smoke_dir = run_root / f"{spec.name}-smoke"
-    srcs = Sources(smoke_dir / "fixtures", online)
     for running in smoke_dir.rglob("running.json") if smoke_dir.exists() else []:
         try:
             if not pid_alive(int(json.loads(running.read_text())["pid"])):
@@ -688,8 +691,19 @@ def run_smoke(spec, opts, run_experiment, device: str = "cpu", gpu: str = DEFAUL
         except (OSError, KeyError, ValueError, TypeError):
             continue
         raise DomtokError(f"{running}: another smoke run is working in {smoke_dir}; wait for it to finish")
-    if smoke_dir.exists():  # a smoke result must come from the code as it is now
-        shutil.rmtree(smoke_dir)
+    # Like every verb: a folder that is not domtok's is refused, a second writer is refused,
+    # and only what a smoke run writes is removed (a smoke result must come from the code as
+    # it is now); the user's own files there are named, not deleted.
+    claim_out_dir(smoke_dir, what="smoke directory")
+    foreign = foreign_entries(smoke_dir, spec.conditions)
+    if foreign:
+        raise DomtokError(f"{smoke_dir}: holds {', '.join(foreign[:4])}{' ...' if len(foreign) > 4 else ''}, "
+                          "which a smoke run does not write; a smoke run starts from an empty folder: move "
+                          "those elsewhere")
+    if smoke_dir.exists():
+        remove_tree(smoke_dir)
+    online = hub_reachable()
+    srcs = Sources(smoke_dir / "fixtures", online)
     smoke, changes = smoke_spec(spec, srcs, device)
     world = opts.nproc * getattr(opts, "nnodes", 1)
     t0 = time.time()

@@ -13,6 +13,8 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from domtok.errors import DomtokError
+
 
 def seed_everything(seed: int) -> None:
     import torch
@@ -126,6 +128,53 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
         for line in f:
             if line.strip():
                 yield json.loads(line)
+
+
+def read_items(path: Path) -> list[dict]:
+    """Rows of a jsonl file (items.jsonl, metrics.jsonl); [] when absent. Every row must be a
+    JSON object; a line that is not is a DomtokError naming the file and the line.
+
+    The one exception: a run killed mid-write leaves a torn LAST line, which is skipped, so a
+    report can be made of a run that is still going.
+    """
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    rows = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == last:
+                continue
+            raise DomtokError(f"{path}:{i + 1}: not valid JSON ({e.msg}); the file is damaged: remove its "
+                              "directory and run again to redo it") from None
+        if not isinstance(row, dict):
+            raise DomtokError(f"{path}:{i + 1}: holds {type(row).__name__} {short_json(row)}, not a JSON object; the "
+                              "file is damaged: remove its directory and run again to redo it")
+        rows.append(row)
+    return rows
+
+
+def read_json_object(path: Path, fix: str) -> dict:
+    """A JSON file that must hold an object (manifest.json, summary.json, config.json), or a
+    DomtokError naming the file, what it holds instead and `fix`."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DomtokError(f"{path}: not valid JSON ({e}); {fix}") from None
+    if not isinstance(data, dict):
+        raise DomtokError(f"{path}: holds {type(data).__name__} {short_json(data)}, not a JSON object; {fix}")
+    return data
+
+
+def short_json(value) -> str:
+    """A value as JSON, cut to 40 characters, for messages."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:

@@ -45,6 +45,7 @@ import numpy as np
 from domtok.config import atomic_write_json, config_hash, load_config, save_resolved
 from domtok.data.shards import ShardWriter, completed_shards, shard_dtype
 from domtok.errors import DomtokError
+from domtok.utils import read_json_object
 
 
 @dataclass
@@ -87,12 +88,12 @@ def prepare_hash(cfg: PrepareConfig) -> str:
 def iter_texts(cfg: PrepareConfig) -> tuple[Iterator[str], object, int | None]:
     """(texts in source order, load report or None, number of texts if known)."""
     if cfg.source.startswith("synthetic:"):
-        from domtok.data import synthetic
+        from domtok.data.corpus import math_web_corpus
 
         kind = cfg.source.split(":", 1)[1]
         if kind != "math-web":
             raise DomtokError(f"source {cfg.source!r}: unknown synthetic source; use synthetic:math-web")
-        docs = synthetic.math_web_corpus(cfg.n_docs, cfg.seed)
+        docs = math_web_corpus(cfg.n_docs, cfg.seed)
         return iter(docs), None, len(docs)
     from domtok.data.sources import _need, load_records, parse_source
 
@@ -170,7 +171,7 @@ def resolve_tokenizer(cfg: PrepareConfig, out_dir: Path) -> str:
                 raise DomtokError(f"{bpe_dir}: holds a tokenizer with split_digits={held.splits_digits}, not "
                                   f"{cfg.bpe_split_digits}; use a new output directory")
         else:
-            from domtok.tokens.tokenizer import small_bpe_warning, train_bpe
+            from domtok.tokens.build import small_bpe_warning, train_bpe
 
             sample = tokenizer_sample(cfg)
             small_bpe_warning(train_bpe(sample, vocab, bpe_dir, name=tok, split_digits=cfg.bpe_split_digits), vocab)
@@ -298,7 +299,7 @@ def run(cfg: PrepareConfig, out_dir) -> dict:
     h = prepare_hash(cfg)
     meta_path = out_dir / "meta.json"
     if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
+        meta = read_json_object(meta_path, f"use a new output directory or delete {out_dir}")
         if meta.get("config_hash") == h:
             return meta  # already complete
         raise DomtokError(f"{meta_path}: {out_dir} was prepared with another config ({meta.get('config_hash')} != {h}); "

@@ -30,6 +30,7 @@ import numpy as np
 
 from domtok.config import atomic_write_json
 from domtok.errors import DomtokError
+from domtok.utils import read_json_object
 
 
 def shard_dtype(vocab_size: int) -> np.dtype:
@@ -111,11 +112,8 @@ def load_meta(out_dir: str | os.PathLike) -> dict:
     if not path.exists():
         raise DomtokError(f"{path}: not found; point data_dir at a directory written by `domtok prepare` (or "
                           "finish an interrupted one: `domtok prepare` resumes)")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DomtokError(f"{path}: not valid JSON ({e}); re-run `domtok prepare`") from None
-    if not isinstance(meta, dict) or "splits" not in meta or "vocab_size" not in meta:
+    meta = read_json_object(path, "re-run `domtok prepare`")
+    if "splits" not in meta or "vocab_size" not in meta:
         raise DomtokError(f"{path}: missing 'splits' or 'vocab_size'; re-run `domtok prepare`")
     return meta
 

@@ -122,9 +122,10 @@ def local_files(path: str | Path, split: str | None = None) -> list[Path]:
 
 
 def decode_utf8(raw: bytes, path: Path, n: int, report: LoadReport) -> str | None:
-    """Strict UTF-8: a record with invalid bytes is malformed (counted), never U+FFFD text."""
+    """Strict UTF-8: a record with invalid bytes is malformed (counted), never U+FFFD text.
+    A byte-order mark at the start of a file (Windows tools write one) is not part of line 1."""
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig" if n == 1 else "utf-8")
     except UnicodeDecodeError as e:
         report.add_error(str(path), n, f"invalid UTF-8 at byte {e.start}")
         return None
@@ -141,7 +142,7 @@ def _read_file(path: Path, report: LoadReport) -> Iterator[tuple[int, Any]]:
     elif path.suffix == ".json":
         try:
             # invalid bytes become lone surrogates, found per record below
-            data = json.loads(path.read_bytes().decode("utf-8", errors="surrogateescape"))
+            data = json.loads(path.read_bytes().decode("utf-8", errors="surrogateescape").removeprefix("\ufeff"))
         except json.JSONDecodeError as e:
             # Many ".json" files are really JSON lines; read them as such.
             if e.msg.startswith("Extra data"):
@@ -265,8 +266,14 @@ class Records:
                 "max_bad_fraction=0.05`; an override or config key for the other verbs)")
 
 
-def _need(rec: Any, fields: dict[str, type | tuple[type, ...]]) -> str | None:
-    """Reason why `rec` lacks a field or has one of the wrong type, else None."""
+# The longest question, answer or message a record may hold. GSM8K's longest is under 1,000
+# characters; a prompt of megabytes would be tokenized, batched and padded whole (gigabytes of
+# memory) before its context cut showed. Longer records are malformed like any other.
+MAX_PROMPT_CHARS = 100_000
+
+
+def _need(rec: Any, fields: dict[str, type | tuple[type, ...]], max_chars: int | None = MAX_PROMPT_CHARS) -> str | None:
+    """Reason why `rec` lacks a field, has one of the wrong type or a string over `max_chars`, else None."""
     if not isinstance(rec, dict):
         return f"expected an object, got {type(rec).__name__}"
     for k, tp in fields.items():
@@ -274,32 +281,57 @@ def _need(rec: Any, fields: dict[str, type | tuple[type, ...]]) -> str | None:
             return f"missing field {k!r}"
         if not isinstance(rec[k], tp):
             return f"field {k!r} should be {getattr(tp, '__name__', tp)}, got {type(rec[k]).__name__}"
+        if max_chars is not None and isinstance(rec[k], str) and len(rec[k]) > max_chars:
+            return f"field {k!r} is {len(rec[k]):,} characters, over the {max_chars:,} a prompt or answer may have"
     return None
 
 
 def check_text(rec: Any) -> dict | str:
-    why = _need(rec, {"text": str})
+    why = _need(rec, {"text": str}, max_chars=None)  # a pretraining document may be long
     return why or rec
 
 
 def check_messages(rec: Any) -> dict | str:
+    """A conversation as the chat format trains on it: known roles, string contents, user and
+    assistant taking turns (`chat.validate_messages`), each message of a bounded length."""
+    from domtok.chat import validate_messages
+
     why = _need(rec, {"messages": list})
     if why:
         return why
     for i, m in enumerate(rec["messages"]):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             return f"messages[{i}] should be {{role: str, content: str}}"
+        if len(m["content"]) > MAX_PROMPT_CHARS:
+            return f"messages[{i}] is {len(m['content']):,} characters, over the {MAX_PROMPT_CHARS:,} a message may have"
     if not rec["messages"]:
         return "empty messages list"
+    try:
+        validate_messages(rec["messages"])
+    except ValueError as e:
+        return str(e)
     return rec
 
 
+def check_conversation(rec: Any) -> dict | str:
+    """A record of a jsonl file of conversations or questions (SFT data, GRPO prompts, RFT
+    questions): `messages`, or a `question` with its `answer` (`solution`, `code`: TinyGSM)."""
+    if isinstance(rec, dict) and "messages" in rec:
+        return check_messages(rec)
+    answer = next((k for k in ("answer", "solution", "code") if isinstance(rec, dict) and k in rec), "answer")
+    return _need(rec, {"question": str, answer: (str, int, float)}) or rec
+
+
 def check_gsm8k(rec: Any) -> dict | str:
+    from domtok.notation import parse_gold  # the one reader of the `#### N` line
+
     why = _need(rec, {"question": str, "answer": str})
     if why:
         return why
-    if "####" not in rec["answer"]:
-        return "answer has no final '#### N' line"
+    try:
+        parse_gold(rec["answer"])
+    except ValueError as e:
+        return str(e)
     return rec
 
 

@@ -174,7 +174,10 @@ def results_table(summary: dict, out) -> str:
 # ---------------------------------------------------------------------------- compare
 
 def compare_main(args: argparse.Namespace) -> int:
-    from domtok.config import atomic_write_json
+    from domtok.config import atomic_write_json, check_value
+
+    check_value("n_boot", args.n_boot, "eval compare --n-boot")  # before scipy is imported: a refusal is instant
+    check_value("seed", args.seed, "eval compare --seed")
     from domtok.eval.common import read_items, read_summary
     from domtok.eval.stats import across_seeds, compare_items
     from domtok.utils import provenance

@@ -159,31 +159,23 @@ def default_out_dir(benchmark: str, cfg) -> Path:
 
 
 def read_items(run: str | Path) -> list[dict]:
-    """Items of a run directory (or an items.jsonl path), with a clear error when absent."""
-    import json
+    """Items of a run directory (or an items.jsonl path), with a clear error when absent or damaged."""
+    from domtok.utils import read_items as read_rows
 
     p = Path(run)
     f = p / "items.jsonl" if p.is_dir() else p
     if not f.exists():
         raise DomtokError(f"{f}: no items.jsonl; pass a directory written by `domtok eval` or its items.jsonl")
-    rows = []
-    with open(f) as fh:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DomtokError(f"{f}:{n}: not valid JSON ({e}); re-run the evaluation") from None
-    return rows
+    return read_rows(f)
 
 
 def read_summary(run: str | Path) -> dict:
-    import json
+    from domtok.utils import read_json_object
 
     f = Path(run) / "summary.json"
     if not f.exists():
         raise DomtokError(f"{f}: no summary.json; pass a directory written by `domtok eval`")
-    return json.loads(f.read_text())
+    return read_json_object(f, "re-run the evaluation")
 
 
 # ---- repetition: the degenerate loops small models fall into ----

@@ -20,7 +20,8 @@ and `The answer is 7 × 8 = 56` are 56, and `The answer is 7 × 8` falls through
 
 Numbers are normalised before comparison: `$`, thousands commas (`1,000`), a trailing period,
 a percent sign and units after the number (`18 dollars`, `5kg`) are dropped, and the value is
-compared as a decimal, so `18.00` == `18` and `-3` is negative.
+compared as a decimal, so `18.00` == `18` and `-3` is negative (`domtok.notation.normalize_number`;
+the gold `#### N` line is read by `domtok.notation.parse_gold`).
 
 Domain tokens (`<MUL_6_9_54>`): their operand digits are NEVER read as numbers. A domain token
 states one number, its value (`<MUL_6_9_54>` reads "6 × 9 = 54"), so before extraction each
@@ -36,10 +37,10 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from domtok.errors import DomtokError
-from domtok.notation import DOMAIN_TOKEN_RE, token_value
+from domtok.notation import DOMAIN_TOKEN_RE, normalize_number, parse_gold, token_value
 
 # A number as people write it: optional sign, optional $, digits with optional thousands
 # commas, optional decimals. A '-' right after a digit is a minus operator, not a sign.
@@ -81,23 +82,6 @@ def _replace_tokens(text: str) -> tuple[str, list[tuple[int, int]]]:
         last = m.end()
     out.append(text[last:])
     return "".join(out), spans
-
-
-def normalize_number(s: str) -> str | None:
-    """'$1,000.00' -> '1000'; '-0.50' -> '-0.5'; '18.' -> '18'. None if not a number."""
-    s = s.strip().replace("$", "").replace(",", "").rstrip(".").rstrip("%")
-    if s.startswith("--"):
-        s = s[1:]
-    try:
-        d = Decimal(s)
-    except InvalidOperation:
-        return None
-    if not d.is_finite():
-        return None
-    if d == 0:
-        return "0"
-    out = format(d.normalize(), "f")
-    return out
 
 
 _TERM_RE = re.compile(_TERM)
@@ -176,16 +160,6 @@ def extract_answer(text: str, mode: str = "flexible") -> str | None:
     return read_answer(text, mode).value
 
 
-def parse_gold(answer_field: str) -> str:
-    """Gold answer from a GSM8K `answer` field (the number after `####`)."""
-    if "####" not in answer_field:
-        raise ValueError(f"GSM8K answer has no '####' line: {answer_field[-80:]!r}")
-    got = normalize_number(answer_field.split("####")[-1].strip())
-    if got is None:
-        raise ValueError(f"GSM8K answer after '####' is not a number: {answer_field[-80:]!r}")
-    return got
-
-
 def is_correct(text: str, gold: str | int | float, mode: str = "flexible") -> bool:
     """True if the answer extracted from `text` equals `gold` as a number."""
     pred = extract_answer(text, mode)
@@ -223,7 +197,7 @@ SYNTHETIC_DEFAULT_N = 200
 def load_items(cfg: GSM8KEvalConfig) -> list[dict]:
     """The evaluated items, each with a stable id (`test-17` = line 17 of the split), in order:
     {"id", "question", "gold" (the normalised number), "solution" (the gold worked answer)},
-    and for the generated word problems `template` and `has_mul` (see `synthetic.TEMPLATE_HAS_MUL`)."""
+    and for the generated word problems `template` and `has_mul` (see `domtok.data.word_problems.TEMPLATE_HAS_MUL`)."""
     from domtok.data.sources import load_gsm8k, sample_records
     from domtok.eval.common import check_subset
 
@@ -234,7 +208,7 @@ def load_items(cfg: GSM8KEvalConfig) -> list[dict]:
         # split that synthetic SFT and GRPO use, so the tiny study has a held-out GSM test (and a
         # dev set to tune on) without any download. Items keep their template, for inference
         # that clusters by template.
-        from domtok.data.synthetic import word_problems
+        from domtok.data.word_problems import word_problems
 
         if cfg.split not in ("dev", "test"):
             raise DomtokError(f"{SYNTHETIC_SOURCE}: split {cfg.split!r} is not an evaluation split; "

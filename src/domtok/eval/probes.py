@@ -18,7 +18,7 @@ the model was trained on:
 
 The reference categories are the default; the rest are opt-in with `categories`.
 
-Held out: a seeded category asks only pairs that `domtok.data.synthetic.held_out` allows: the
+Held out: a seeded category asks only pairs that `domtok.data.steps.held_out` allows: the
 pairs `probe_pair` reserves for the probes (a fixed 20% of each operation's multi-digit pairs,
 which no drill, SFT set, GRPO prompt or pretraining document that domtok generates asks or
 works as its problem), less every pair that such text shows as a step of another problem
@@ -141,7 +141,7 @@ def probe_split(op: str, a: int, b: int) -> str:
 def pool(cat: str, split: str = "test") -> list[tuple[int, int]]:
     """Every pair a seeded category may ask in `split`: inside its range, `held_out` (never asked,
     worked or shown as a step by training text) and of that split, in a fixed order."""
-    from domtok.data.synthetic import held_out
+    from domtok.data.steps import held_out
 
     op = SEEDED[cat][0]
     return [(a, b) for a, b in _domain(cat) if held_out(op, a, b) and probe_split(op, a, b) == split]
@@ -181,8 +181,8 @@ def make_probes(categories=REFERENCE_CATEGORIES, n: int = 100, seed: int = 42, s
                 for b in range(1, 10):
                     add(cat, f"{a}x{b}", f"{a} × {b} =", a * b)
         elif cat == "symbolic_table":
-            # the corpus's own pages (`synthetic.times_table_page`), cut before line b
-            from domtok.data.synthetic import times_table_page
+            # the corpus's own pages (`domtok.data.corpus.times_table_page`), cut before line b
+            from domtok.data.corpus import times_table_page
 
             for a in range(1, 10):
                 lines = times_table_page(a).split("\n")

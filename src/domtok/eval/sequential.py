@@ -32,6 +32,9 @@ The estimate after an early stop is biased away from zero: a study stops early w
 happened to be large. `sequential_decision` reports the plain mean (`delta`) and says so;
 `operating_characteristics` simulates the design (power, expected seeds, the mean estimate at
 stopping) so a planner can see the size of that bias.
+
+A spec's `sequential: {max_seeds, per_look, spending, alpha}` section is checked here too
+(`parse_sequential`, its `DEFAULTS`); `domtok.sequential_run` drives the looks.
 """
 
 from __future__ import annotations
@@ -43,9 +46,37 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
+from domtok.config import ConfigError
+
 SPENDINGS = ("obrien-fleming", "pocock")
+# A spec's `sequential:` section (`parse_sequential`): its keys and their defaults.
+SEQUENTIAL_KEYS = ("max_seeds", "per_look", "spending", "alpha")
+DEFAULTS = {"max_seeds": 12, "per_look": 3, "spending": "obrien-fleming", "alpha": 0.05}
 N_PATHS = 200_000      # Monte-Carlo paths behind each boundary
 BOUNDARY_SEED = 20260  # the generator seed of that simulation: the boundaries are deterministic
+
+
+def parse_sequential(raw, where: str) -> dict | None:
+    """The spec's `sequential:` section, checked and with its defaults; None when absent."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: `sequential` must be a mapping {{max_seeds, per_look, spending}}, got {raw!r}")
+    unknown = sorted(set(raw) - set(SEQUENTIAL_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: sequential: unknown keys {unknown}; allowed: {list(SEQUENTIAL_KEYS)}")
+    plan = {**DEFAULTS, **raw}
+    for key in ("max_seeds", "per_look"):
+        if not isinstance(plan[key], int) or isinstance(plan[key], bool) or plan[key] < 1:
+            raise ConfigError(f"{where}: sequential.{key} must be a positive integer, got {plan[key]!r}")
+    if plan["max_seeds"] < 2 or plan["per_look"] > plan["max_seeds"]:
+        raise ConfigError(f"{where}: sequential: need 2 <= max_seeds and per_look <= max_seeds, got "
+                          f"max_seeds {plan['max_seeds']}, per_look {plan['per_look']}")
+    if plan["spending"] not in SPENDINGS:
+        raise ConfigError(f"{where}: sequential.spending {plan['spending']!r}; one of {list(SPENDINGS)}")
+    if not isinstance(plan["alpha"], (int, float)) or not 0 < plan["alpha"] < 1:
+        raise ConfigError(f"{where}: sequential.alpha must be in (0, 1), got {plan['alpha']!r}")
+    return plan
 
 
 def spent_alpha(fraction: float, alpha: float, spending: str) -> float:
@@ -158,8 +189,8 @@ def sequential_decision(per_seed_deltas: Sequence[float], *, max_seeds: int, per
     equiv = boundaries(max_seeds, per_look, min(2 * alpha, 0.999), spending)
     sizes = design["looks"]
     base = {"looks": list(sizes), "boundaries": list(design["boundary"]),
-            "equivalence_boundaries": list(equiv["boundary"]), "alpha_spent": list(design["alpha_spent"]), "margin": margin, "alpha": alpha, "spending": spending,
-            "max_seeds": max_seeds, "per_look": per_look}
+            "equivalence_boundaries": list(equiv["boundary"]), "alpha_spent": list(design["alpha_spent"]),
+            "margin": margin, "alpha": alpha, "spending": spending, "max_seeds": max_seeds, "per_look": per_look}
     done = [k for k, n in enumerate(sizes) if n <= len(d)]
     if not done:
         return {**base, "decision": "continue", "look": 0, "n": len(d), "boundary": None, "t": None, "df": None,
@@ -172,15 +203,13 @@ def sequential_decision(per_seed_deltas: Sequence[float], *, max_seeds: int, per
     mean = float(x.mean())
     c, e = design["boundary"][k], equiv["boundary"][k]
     out = {**base, "look": k + 1, "n": n, "boundary": c, "delta": mean, "df": n - 1 if n >= 2 else None}
-    if n < 2:
-        return {**out, "decision": "continue", "t": None, "se": None, "ci": None, "biased": False,
-                "reason": "one seed gives no SD; the first test needs two"}
-    sd = float(x.std(ddof=1))
+    sd = float(x.std(ddof=1)) if n >= 2 else 0.0
+    if sd == 0.0:  # one seed, or every delta equal: no seed SD to test against, so no test
+        why = "one seed gives no SD" if n < 2 else "every per-seed delta is equal: no seed SD to test against"
+        return {**out, "decision": "undecided" if final else "continue", "t": None, "se": None, "ci": None,
+                "biased": False, "reason": f"{why} at look {k + 1} ({n} seeds)"}
     se = sd / math.sqrt(n)
-    if se == 0.0:  # every delta equal: no spread to test against; decide by its sign, or undecided
-        t = math.copysign(math.inf, mean) if mean != 0 else 0.0
-    else:
-        t = mean / se
+    t = mean / se
     out.update(t=t, se=se, ci=[mean - c * se, mean + c * se] if math.isfinite(c) else None)
     early = not final
     if abs(t) >= c:

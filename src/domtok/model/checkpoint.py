@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from domtok.errors import DomtokError
 from domtok.model.gpt import GPT, GPTConfig
+from domtok.utils import read_json_object, short_json
 
 TOKENIZER_FILE = "domtok_tokenizer.json"  # written by Tokenizer.save; marks a dir with a tokenizer
 STEP_PREFIX = "step_"
@@ -41,8 +42,12 @@ STEP_PREFIX = "step_"
 # ---------------------------------------------------------------------------- atomic dirs
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike):
-    """Yield a temporary sibling directory; on success it replaces `path` as a whole."""
+def atomic_dir(path: str | os.PathLike, only_own: bool = False):
+    """Yield a temporary sibling directory; on success it replaces `path` as a whole.
+
+    only_own: `path` is a directory the user chose (export, import, tokenizer build --force);
+    replacing it may delete only files the new output writes again. Any other file there (the
+    user's notes, a whole run directory) is named in an error and nothing is replaced."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -51,6 +56,10 @@ def atomic_dir(path: str | os.PathLike):
     tmp.mkdir()
     try:
         yield tmp
+        if only_own and path.is_dir():
+            from domtok.outdir import refuse_foreign
+
+            refuse_foreign(path, _relative_files(tmp))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -63,6 +72,10 @@ def atomic_dir(path: str | os.PathLike):
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _relative_files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
 # ---------------------------------------------------------------------------- state dicts
@@ -108,10 +121,11 @@ def read_config(model_dir: str | os.PathLike) -> dict:
     path = Path(model_dir) / "config.json"
     if not path.exists():
         raise DomtokError(f"{path}: not found; point at a model dir written by domtok (or a Hugging Face GPT-2 dir)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DomtokError(f"{path}: not valid JSON ({e}); re-export the model") from None
+    config = read_json_object(path, "re-save or re-export the model")
+    if config.get("format") == "domtok" and not isinstance(config.get("model"), dict):
+        raise DomtokError(f"{path}: `model` must be an object of GPT fields, got {short_json(config.get('model'))}; "
+                          "re-save or re-export the model")
+    return config
 
 
 def gpt_config_from_dict(d: dict, source: str) -> GPTConfig:
@@ -334,13 +348,15 @@ def write_model_files(dst: Path, state: dict[str, torch.Tensor], cfg: GPTConfig,
     (dst / "README.md").write_text(model_card(config))
 
 
-def save_model_dir(model: torch.nn.Module, tokenizer, dir: str | os.PathLike, extra: dict | None = None) -> Path:
+def save_model_dir(model: torch.nn.Module, tokenizer, dir: str | os.PathLike, extra: dict | None = None,
+                   only_own: bool = False) -> Path:
     """Write a model dir (Hugging Face GPT-2 layout, see domtok.model.hf) atomically. `extra`
-    adds keys to config.json (stage, seed, data, ...) and to the model card."""
+    adds keys to config.json (stage, seed, data, ...) and to the model card; `only_own` as in
+    `atomic_dir` (a directory the user chose: export, import)."""
     dir = Path(dir)
     cfg = unwrap(model).config
     _check_vocab(dir, cfg, tokenizer)
-    with atomic_dir(dir) as tmp:
+    with atomic_dir(dir, only_own=only_own) as tmp:
         write_model_files(tmp, native_state_dict(model), cfg, tokenizer, dict(extra or {}))
     return dir
 
@@ -373,6 +389,13 @@ def load_model(dir: str | os.PathLike, device="cpu", condition: str | None = Non
         raise DomtokError(f"{dir / TOKENIZER_FILE}: tokenizer vocab_size {tokenizer.vocab_size} != model "
                           f"vocab_size {cfg.vocab_size} in config.json; the tokenizer files belong to another model, "
                           "re-save the model dir with its own tokenizer")
+    # Both conditions share one id layout, so the vocab sizes agree even when the files do not:
+    # a baseline model with a mul_tokens tokenizer would be evaluated (injected) as mul_tokens.
+    trained_as = config.get("condition")
+    if tokenizer is not None and isinstance(trained_as, str) and trained_as != tokenizer.condition:
+        raise DomtokError(f"{dir / TOKENIZER_FILE}: a {tokenizer.condition} tokenizer, but config.json says the weights "
+                          f"were trained as {trained_as}; the files disagree: restore them with `domtok tokenizer fix "
+                          f"{dir} --condition {trained_as} --force`")
     if condition is not None and tokenizer is not None and tokenizer.condition != condition:
         raise DomtokError(f"{dir}: holds a {tokenizer.condition} model, not {condition}; drop --condition or "
                           "pick the matching model")

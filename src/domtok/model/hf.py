@@ -49,7 +49,8 @@ from domtok.model.checkpoint import hf_config, load_model, read_config, save_mod
 def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, condition: str | None = None) -> Path:
     """A domtok model dir (with its tokenizer) from any GPT-2 dir `load_model` reads."""
     model, tokenizer = load_model(hf_dir, condition=condition)
-    return save_model_dir(model, tokenizer, out_dir, extra={"imported_from": str(Path(hf_dir).resolve())})
+    return save_model_dir(model, tokenizer, out_dir, extra={"imported_from": str(Path(hf_dir).resolve())},
+                          only_own=True)
 
 
 def export_hf(src: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
@@ -66,4 +67,4 @@ def export_hf(src: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     model, tokenizer = load_model(src)  # checks the weights against config.json before anything is written
     hf_keys = set(hf_config(model.config, None))
     meta = {k: v for k, v in config.items() if k not in hf_keys and k not in ("format", "model", "step")}
-    return save_model_dir(model, tokenizer, out_dir, extra=meta)
+    return save_model_dir(model, tokenizer, out_dir, extra=meta, only_own=True)

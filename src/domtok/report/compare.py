@@ -51,10 +51,35 @@ def main_metrics(run: Run) -> list[tuple[str, str, str, str | None]]:
     return out
 
 
+def gold_metrics(run: Run) -> list[tuple[str, str, str, str | None]]:
+    """(benchmark, metric, per-item field, probe category) of the continuous `gold_*bpb` scores
+    (domtok.eval.gold) the evaluations recorded: secondary rows beside the accuracies, where
+    lower is better (`lower_is_better`)."""
+    out = []
+    for bench, b in run.spec.benchmarks.items():
+        nodes = [n for n in run.nodes if n.benchmark == bench]
+        rows = [r for n in nodes for r in run.items(n)]
+        for field in ("gold_bpb", "gold_solution_bpb"):
+            if not any(r.get(field) is not None for r in rows):
+                continue
+            if b["kind"] == "probes":
+                cats = list(dict.fromkeys(r.get("category") for r in rows if r.get("category")))
+                out += [(bench, f"{field}_{c}", field, c) for c in cats]
+            else:
+                out.append((bench, field, field, None))
+    return out
+
+
+def lower_is_better(metric: str) -> bool:
+    """Bits per byte of the gold text: a smaller value is the better model."""
+    return metric.startswith("gold_")
+
+
 def _values(run: Run, node, field: str, category: str | None) -> dict:
-    """{item id: value} of one evaluation node (a probe category's items only)."""
+    """{item id: value} of one evaluation node (a probe category's items only; items without a
+    value, e.g. a gold text too long for the context, left out)."""
     return {r["id"]: r[field] for r in run.items(node)
-            if "id" in r and field in r and (category is None or r.get("category") == category)}
+            if "id" in r and r.get(field) is not None and (category is None or r.get("category") == category)}
 
 
 def templates(run: Run, node) -> dict | None:
@@ -126,7 +151,8 @@ def _comparisons_of(run: Run) -> dict:
     if run.baseline is not None:
         for cond in domain:
             for stage in run.spec.evals_after:
-                for bench, metric, field, cat in main + [m for m in _primary_metric(run, stage) if m not in main]:
+                scored = main + gold_metrics(run)
+                for bench, metric, field, cat in scored + [m for m in _primary_metric(run, stage) if m not in scored]:
                     r = _test(_by_seed(run, stage, run.baseline, bench), _by_seed(run, stage, cond, bench), run, field, cat)
                     out["headline"].append({"benchmark": bench, "metric": metric, "stage": stage, "condition": cond,
                                             **_family(run, bench, metric, stage, cat), **r})
@@ -188,17 +214,23 @@ def comparisons(run: Run) -> dict:
     margin = (run.spec.primary or {}).get("margin")
     tested = [r for r in out["headline"] + out["grpo"] if "p" in r]
     for r in tested:
-        r["p_tost"] = tost(r["delta"], r["se"], r["df"], margin, ALPHA)["p"] if margin else None
+        # the margin is the primary's, in its units: no equivalence claim for a metric of other units
+        same_units = lower_is_better(r["metric"]) == lower_is_better((run.spec.primary or {}).get("metric", ""))
+        r["p_tost"] = tost(r["delta"], r["se"], r["df"], margin, ALPHA)["p"] if margin and same_units else None
     for family in ("primary", "secondary"):
         rows = [r for r in tested if r["family"] == family]
         for r, ph in zip(rows, holm([r["p"] for r in rows])):
             r["p_holm"] = ph
-        for r, ph in zip(rows, holm([r["p_tost"] for r in rows]) if margin else [None] * len(rows)):
+        eq_rows = [r for r in rows if r["p_tost"] is not None]
+        for r in rows:
+            r["p_tost_holm"] = None
+        for r, ph in zip(eq_rows, holm([r["p_tost"] for r in eq_rows])):
             r["p_tost_holm"] = ph
         for r in rows:
             r["mde"] = min_detectable_effect(r["se"], r["df"], alpha=ALPHA / max(1, len(rows)), power=POWER)
             # one seed: the test compares two networks, not the conditions; it decides nothing
-            r["verdict"] = verdict(r["delta"], r["p_holm"], r["p_tost_holm"]) if r["n_seeds"] > 1 else UNDECIDED
+            better = -r["delta"] if lower_is_better(r["metric"]) else r["delta"]
+            r["verdict"] = verdict(better, r["p_holm"], r["p_tost_holm"]) if r["n_seeds"] > 1 else UNDECIDED
     for r in tested:
         if r["family"] == "descriptive":
             r.update(p_holm=None, p_tost_holm=None, mde=None, verdict=UNDECIDED)
@@ -238,7 +270,7 @@ def _ci_text(r: dict) -> str:
 def _mde_text(r: dict) -> str:
     if r.get("mde") is None or math.isnan(r["mde"]):
         return "not estimable (no variation between items or seeds)"
-    if r["mde"] >= 1.0:  # an accuracy difference lies in [-1, 1]: no effect is detectable at all
+    if r["mde"] >= 1.0 and not lower_is_better(r.get("metric", "")):  # an accuracy difference lies in [-1, 1]
         return f"none: even a difference of 1 would be missed (computed ±{r['mde']:.2f}; too few seeds or items)"
     return f"±{r['mde']:.3f}"
 
@@ -288,7 +320,10 @@ def headline(run: Run, comps: dict, plots_rel: str = "plots") -> list[str]:
           if margin else "no equivalence claims (the spec declares no `primary:` margin)")
     lines = [f"Secondary endpoints: every other metric and stage, and the GRPO checks, form one Holm family of "
              f"{comps['m']} tests (helps / hurts when the Holm p < 0.05; {eq}; else undecided). Rows marked "
-             "descriptive are shown with the reason they are not a test of the question and are in no family.", ""]
+             "descriptive are shown with the reason they are not a test of the question and are in no family."
+             + (" `gold_*bpb` rows: bits per byte of the gold answer (or worked solution) after the prompt, lower is "
+                "better, so `helps` means Δ < 0; equivalence only for metrics in the units of the primary's margin."
+                if any(lower_is_better(r["metric"]) for r in rows) else ""), ""]
     secondary = [r for r in rows if r["family"] == "secondary"]
     # the stage the secondary sentence speaks for: the primary endpoint's (with branches the last
     # listed stage is one branch among several), else the last evaluated one

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from domtok.report.compare import EQUIVALENT, HELPS, HURTS, UNDECIDED, _label
 from domtok.report.run import HEADLINE, Run, _mean_std
-from domtok.rundir import read_items
+from domtok.utils import read_items
 
 def _series(rows: list[dict], keys: tuple[str, ...]) -> list[tuple]:
     """(step, value) of the first key each row has as a number."""

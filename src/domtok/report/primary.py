@@ -27,7 +27,7 @@ import math
 from pathlib import Path
 
 from domtok.report.compare import (ALPHA, EQUIVALENT, HELPS, HURTS, UNDECIDED, _by_seed, _num, _p_text, _signed,
-                                   _values, templates, verdict)
+                                   _values, lower_is_better, templates, verdict)
 from domtok.report.run import Run, views
 
 POWER = 0.8
@@ -66,7 +66,8 @@ def primary_result(run: Run, comps: dict, rung: str | None = None) -> dict | Non
     r = rows[0]
     eq = tost(r["delta"], r["se"], r["df"], pr["margin"], ALPHA)
     # p_holm: Holm across domain conditions when there are several (else p itself)
-    decided = verdict(r["delta"], r["p_holm"], r.get("p_tost_holm") or eq["p"]) if r["n_seeds"] > 1 else UNDECIDED
+    better = -r["delta"] if lower_is_better(pr["metric"]) else r["delta"]  # gold_*bpb: fewer bits is better
+    decided = verdict(better, r["p_holm"], r.get("p_tost_holm") or eq["p"]) if r["n_seeds"] > 1 else UNDECIDED
     return {"benchmark": pr["benchmark"], "metric": pr["metric"], "stage": pr["stage"], "condition": r["condition"],
             "rung": rung, "baseline_mean": _num(r["a_mean"]), "domain_mean": _num(r["b_mean"]),
             "delta": _num(r["delta"]), "ci_low": _num(r["ci"][0]), "ci_high": _num(r["ci"][1]), "p": _num(r["p"]),

@@ -12,7 +12,8 @@ import copy
 import math
 from pathlib import Path
 
-from domtok.rundir import load_run, node_state, read_items, read_summary
+from domtok.rundir import load_run, node_state, read_summary
+from domtok.utils import read_items
 
 # Per benchmark kind: the summary metrics shown in the matrix, and the per-item field that a
 # paired test compares (a boolean, so McNemar applies).

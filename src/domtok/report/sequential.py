@@ -70,7 +70,10 @@ def looks_lines(rec: dict) -> list[str]:
     out = [f"`domtok run --seeds auto`: at most {plan['max_seeds']} seeds per condition in looks of "
            f"{plan['per_look']}, two-sided α {plan['alpha']} spent over the looks ({plan['spending']}-type "
            f"Lan-DeMets spending), t boundaries for the seeds in hand (eval/sequential.py); equivalence margin "
-           f"±{plan['margin']}.", "",
+           f"±{plan['margin']}.",
+           *(["", "The primary metric is lower-is-better (bits per byte): Δ, t and the intervals below are of "
+              "baseline − domain, so a positive Δ means the domain condition needs fewer bits."]
+             if plan.get("lower_is_better") else []), "",
            "| look | seeds | Δ | t | boundary on abs(t) | repeated CI | decision |", "|---:|---|---:|---:|---:|---|---|"]
     for lk in rec["looks"]:
         ci = f"[{lk['ci'][0]:+.4f}, {lk['ci'][1]:+.4f}]" if lk.get("ci") else "–"

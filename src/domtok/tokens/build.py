@@ -12,6 +12,9 @@
         pad token was EOS; this makes their HF tokenizer right without touching the weights.
         It refuses when the dir's domain-token ids differ from domtok's layout: that cannot
         be fixed by re-writing a tokenizer (the embedding rows would be wrong).
+
+`train_bpe(texts, vocab_size, out_dir)` is the trainer behind `build` (and behind `domtok
+prepare` for a `bpe-N` base): a GPT-2-style byte-level BPE saved as a baseline Tokenizer.
 """
 
 from __future__ import annotations
@@ -19,18 +22,69 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from domtok.config import atomic_write_json, atomic_write_text
 from domtok.errors import DomtokError
-from domtok.tokens.sets import TOKEN_SETS
-from domtok.tokens.tokenizer import (EOT, GPT2_BASE_VOCAB_SHA256, META_FILE, Tokenizer, read_hf_vocab_merges,
-                                     small_bpe_warning, train_bpe, vocab_sha256)
+from domtok.tokens.bpe import EOT, GPT2_BASE_VOCAB_SHA256, read_hf_vocab_merges, vocab_sha256
+from domtok.tokens.sets import TOKEN_SETS, get_token_set
+from domtok.tokens.tokenizer import META_FILE, Tokenizer
 
 CORPUS_SUFFIXES = (".txt", ".jsonl", ".json")
 CHUNK_CHARS = 1 << 16  # .txt files are fed to the trainer in pieces of about this size
 MAX_BAD_FRACTION = 0.01  # malformed records tolerated, as for every data source (domtok.data.sources)
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int, out_dir, name: str | None = None,
+              split_digits: bool = False) -> "Tokenizer":
+    """Train a GPT-2-style byte-level BPE of `vocab_size` base ids and save it to `out_dir`.
+
+    `split_digits`: the trainer sees every digit as a piece of its own, so no merge ever joins
+    a digit to anything; encoding (GPT-2's pre-tokenizer, unchanged) then writes every number
+    one digit per token (` 47` -> ` `, `4`, `7`): a sum or product is written digit by digit, not
+    as one token per number, and the files stay plain GPT-2 BPE files.
+
+    EOT is the LAST base id (vocab_size - 1), as in GPT-2; the 256 bytes are always in the
+    vocabulary, so any text encodes. If the corpus runs out of merges first, n_base is
+    smaller than asked: the tokenizer is named by its real size (`bpe-8605`, recorded in
+    domtok_tokenizer.json), never by the size asked for, and `small_bpe_warning` says so.
+    Returns the saved Tokenizer. `out_dir` is a saved baseline
+    Tokenizer: `load_tokenizer(out_dir, condition)` gives any condition.
+    """
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    if vocab_size < 258:
+        raise DomtokError(f"bpe vocab_size {vocab_size} is too small: it needs the 256 bytes, EOT and at least one merge")
+    hf = HFTokenizer(models.BPE(fuse_unk=False))
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if split_digits:
+        hf.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), hf.pre_tokenizer])
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 1, min_frequency=2, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[])
+    hf.train_from_iterator(texts, trainer)
+    model = json.loads(hf.to_str())["model"]
+    vocab = {str(k): int(v) for k, v in model["vocab"].items()}
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    if not merges:
+        raise DomtokError("bpe training learnt no merges: the corpus is empty or too small")
+    tok = Tokenizer(name or f"bpe-{vocab_size}", "baseline", get_token_set("mul"), vocab, merges)
+    assert tok.splits_digits or not split_digits, "the trainer joined a digit to something"
+    if tok.n_base < vocab_size:
+        tok = Tokenizer(f"bpe-{tok.n_base}", "baseline", get_token_set("mul"), vocab, merges)
+    tok.save(out_dir)
+    return tok
+
+
+def small_bpe_warning(tok: "Tokenizer", asked: int) -> None:
+    """Say on stderr when a corpus gave fewer base tokens than asked for (train_bpe)."""
+    if tok.n_base < asked:
+        print(f"warning: the corpus yields only {tok.n_base} base tokens, not the {asked} asked for; the "
+              f"tokenizer is {tok.base} (a larger corpus gives more merges)", file=sys.stderr, flush=True)
+
 
 
 # ---- build ------------------------------------------------------------------------------
@@ -71,8 +125,8 @@ def read_corpus(path, stats: dict | None = None) -> Iterator[str]:
         if f.suffix == ".jsonl":
             with open(f, "rb") as fh:
                 for lineno, raw in enumerate(fh, 1):
-                    try:  # invalid UTF-8 makes the record malformed, like bad JSON
-                        line = raw.decode("utf-8")
+                    try:  # invalid UTF-8 makes the record malformed, like bad JSON; line 1 may start with a BOM
+                        line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
                         text = record_text(json.loads(line)) if line.strip() else ""
                     except (UnicodeDecodeError, json.JSONDecodeError):
                         text = None
@@ -86,7 +140,7 @@ def read_corpus(path, stats: dict | None = None) -> Iterator[str]:
                     yield text
         elif f.suffix == ".json":
             try:
-                data = json.loads(f.read_text(encoding="utf-8"))
+                data = json.loads(f.read_text(encoding="utf-8-sig"))
             except UnicodeDecodeError as e:
                 raise DomtokError(f"{f}: not UTF-8 (byte {e.start}: {e.reason}); convert it to UTF-8") from None
             except json.JSONDecodeError as e:
@@ -105,7 +159,7 @@ def read_corpus(path, stats: dict | None = None) -> Iterator[str]:
                 buf, size = [], 0
                 for lineno, raw in enumerate(fh, 1):
                     try:
-                        line = raw.decode("utf-8")
+                        line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
                     except UnicodeDecodeError:
                         stats["skipped"].append(f"{f}:{lineno}")
                         continue
@@ -139,7 +193,7 @@ def build(base: str, corpus, out_dir, max_docs: int | None = None,
     texts = read_corpus(corpus, stats)
     if max_docs is not None:
         texts = itertools.islice(texts, max_docs)  # stops reading the corpus after max_docs
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, only_own=True) as tmp:
         try:
             trained = train_bpe(texts, vocab_size, tmp, name=base, split_digits=split_digits)
         except DomtokError as e:

@@ -46,69 +46,22 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import json
-import os
 import sys
 from pathlib import Path
-from typing import Iterable
 
-from domtok.config import atomic_write_json, atomic_write_text
+from domtok.config import atomic_write_json
 from domtok.errors import DomtokError
-from domtok.tokens.sets import (CORPUS_SETS, GPT2_PATTERN, TOKEN_SETS, DomainTokenSet, condition_token_set, get_token_set,
-                                literal_spans)
+from domtok.tokens import hf_files
+from domtok.tokens.bpe import (EOT, GPT2_BASE_VOCAB_SHA256, gpt2_vocab_merges, merges_from_ranks, read_hf_vocab_merges,
+                               tiktoken_encoding, token_bytes, vocab_sha256)
+from domtok.tokens.sets import CORPUS_SETS, TOKEN_SETS, DomainTokenSet, condition_token_set, get_token_set, literal_spans
 
-EOT = "<|endoftext|>"
 META_FILE = "domtok_tokenizer.json"
-HF_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-# sha256 of GPT-2's original files, as tiktoken checks them (openai/gpt-2 encodings/main)
-GPT2_VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
-GPT2_ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
-# sha256 of GPT-2's base vocabulary as `vocab_sha256` computes it: identifies a saved or
-# foreign tokenizer.json as GPT-2's without its original files
-GPT2_BASE_VOCAB_SHA256 = "a887731215f03206f7170dafaf74b969e3b605d69bfb7e23a78114f9d9a49c4b"
-MODEL_MAX_LENGTH = 1024
 
 
 def round_up(n: int, multiple: int = 64) -> int:
     return -(-n // multiple) * multiple
-
-
-@functools.lru_cache(maxsize=1)
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable unicode map (the alphabet of byte-level BPE)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
-@functools.lru_cache(maxsize=1)
-def _unicode_to_byte() -> dict[str, int]:
-    return {c: b for b, c in bytes_to_unicode().items()}
-
-
-def token_bytes(token: str) -> bytes:
-    """A byte-level vocabulary string ("Ġworld") -> the bytes it stands for (b" world")."""
-    u2b = _unicode_to_byte()
-    return bytes(u2b[c] for c in token)
-
-
-def token_string(b: bytes) -> str:
-    b2u = bytes_to_unicode()
-    return "".join(b2u[x] for x in b)
-
-
-def vocab_sha256(vocab: dict[str, int]) -> str:
-    h = hashlib.sha256()
-    for tok, i in sorted(vocab.items(), key=lambda kv: kv[1]):
-        h.update(f"{i}\t{tok}\n".encode("utf-8"))
-    return h.hexdigest()
 
 
 def padding_token(k: int) -> str:
@@ -256,7 +209,7 @@ class Tokenizer:
     @functools.cached_property
     def _tiktoken(self):
         domain = tuple(sorted(self.layout_ids.items())) if not self.token_set.literal else ()
-        return _tiktoken_encoding(self._vocab, self.eot_id, domain)
+        return tiktoken_encoding(self._vocab, self.eot_id, domain)
 
     @functools.cached_property
     def _hf_encoder(self):
@@ -316,45 +269,21 @@ class Tokenizer:
         """The id of `pad_token` (the generation_config's pad_token_id in an HF dir)."""
         return next((i for i, _, s in self.layout_added_tokens()[1:] if s), None)
 
+    def base_vocab_merges(self) -> tuple[dict[str, int], list[tuple[str, str]]]:
+        """The base vocabulary (ids below EOT) and its merge rules; a tiktoken-only source's
+        merges are derived from its ranks the first time they are needed."""
+        if self._merges is None:
+            self._merges = merges_from_ranks({token_bytes(t): i for t, i in self._vocab.items()})
+        return self._vocab, self._merges
+
     def hf_tokenizer_json(self) -> str:
-        """The whole tokenizer as a `tokenizers` JSON string (HF `tokenizer.json`)."""
-        return _hf_tokenizer_json(self)
+        """The whole tokenizer as a `tokenizers` JSON string (HF `tokenizer.json`; `domtok.tokens.hf_files`)."""
+        return hf_files.hf_tokenizer_json(self)
 
     def export_hf(self, dir) -> None:
-        """Write tokenizer.json, tokenizer_config.json, special_tokens_map.json into `dir`.
-
-        Loadable by `transformers.AutoTokenizer.from_pretrained(dir)` (GPT2TokenizerFast).
-        Note: transformers (not domtok) maps a literal "<|endoftext|>" in text to the EOT id,
-        as GPT-2's own HF tokenizer does; domtok's `encode` keeps it as text.
-        `chat_template` is domtok's chat format (`domtok.chat.CHAT_TEMPLATE`), so
-        `apply_chat_template` renders the prompts the models were trained on.
-        """
-        from domtok.chat import CHAT_TEMPLATE
-
-        d = Path(dir)
-        d.mkdir(parents=True, exist_ok=True)
-        specials = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT}
-        if self.pad_token is not None:
-            specials["pad_token"] = self.pad_token
-        config = {
-            "tokenizer_class": "GPT2TokenizerFast",
-            "model_max_length": MODEL_MAX_LENGTH,
-            "add_prefix_space": False,
-            "add_bos_token": False,
-            "clean_up_tokenization_spaces": False,
-            "errors": "replace",
-            **specials,
-            "added_tokens_decoder": {
-                str(i): {"content": c, "lstrip": False, "rstrip": False, "normalized": False,
-                         "single_word": False, "special": s}
-                for i, c, s in self.layout_added_tokens()
-            },
-            "domtok": {"base": self.base, "condition": self.condition, "token_set": self.token_set.name},
-            "chat_template": CHAT_TEMPLATE,
-        }
-        atomic_write_text(d / "tokenizer.json", self.hf_tokenizer_json())
-        atomic_write_json(d / "tokenizer_config.json", config)
-        atomic_write_json(d / "special_tokens_map.json", specials)
+        """Write tokenizer.json, tokenizer_config.json, special_tokens_map.json into `dir`
+        (`domtok.tokens.hf_files.write_hf_files`: loadable by `transformers.AutoTokenizer`)."""
+        hf_files.write_hf_files(self, dir)
 
     # ---- save / load --------------------------------------------------------------------
 
@@ -408,7 +337,7 @@ class Tokenizer:
         return tok
 
 
-# ---- building blocks ------------------------------------------------------------------
+# ---- token sets and loading ------------------------------------------------------------
 
 
 def condition_token_set_or_none(condition: str) -> str | None:
@@ -424,150 +353,6 @@ def _as_list(ids) -> list[int]:
     if isinstance(ids, int):
         return [ids]
     return list(ids)
-
-
-_TIKTOKEN_CACHE: dict = {}
-
-
-def _tiktoken_encoding(vocab: dict[str, int], eot_id: int, domain: tuple[tuple[str, int], ...]):
-    """One tiktoken Encoding per (base vocab, domain ids); conditions and copies share it."""
-    import tiktoken
-
-    key = (id(vocab), eot_id, domain)
-    hit = _TIKTOKEN_CACHE.get(key)
-    if hit is not None and hit[0] is vocab:
-        return hit[1]
-    # In GPT-2 a token's id is its merge rank (tiktoken checks this when it reads the files).
-    ranks = {token_bytes(t): i for t, i in vocab.items()}
-    enc = tiktoken.Encoding("domtok-gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                            special_tokens={EOT: eot_id, **dict(domain)})
-    if len(_TIKTOKEN_CACHE) >= 8:  # bounded: each entry holds a 50k-token BPE
-        _TIKTOKEN_CACHE.pop(next(iter(_TIKTOKEN_CACHE)))
-    _TIKTOKEN_CACHE[key] = (vocab, enc)
-    return enc
-
-
-def _hf_tokenizer_json(tok: Tokenizer) -> str:
-    from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors
-    from tokenizers import Tokenizer as HFTokenizer
-
-    hf = HFTokenizer(models.BPE(vocab=dict(tok._vocab), merges=_merges_of(tok), fuse_unk=False))
-    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    hf.decoder = decoders.ByteLevel()
-    hf.post_processor = processors.ByteLevel(trim_offsets=False)
-    # Added one by one in id order, so each lands on its layout id.
-    for i, content, special in tok.layout_added_tokens():
-        single = tok.token_set.literal and not special  # " of the" never inside " of theory"
-        t = AddedToken(content, single_word=single, lstrip=False, rstrip=False, normalized=False, special=special)
-        (hf.add_special_tokens if special else hf.add_tokens)([t])
-        got = hf.token_to_id(content)
-        if got != i:
-            raise DomtokError(f"tokenizer {tok.base!r}: {content!r} landed on id {got}, not {i} "
-                              f"(it collides with a base token)")
-    return hf.to_str()
-
-
-def _merges_of(tok: Tokenizer) -> list[tuple[str, str]]:
-    if tok._merges is None:
-        tok._merges = merges_from_ranks({token_bytes(t): i for t, i in tok._vocab.items()})
-    return tok._merges
-
-
-def merges_from_ranks(ranks: dict[bytes, int]) -> list[tuple[str, str]]:
-    """Merge rules of a rank-ordered BPE (tiktoken) vocabulary.
-
-    A token of rank r was made by the merge that BPE-encoding its bytes with ranks < r leaves
-    as the last two pieces (the way tiktoken's own HF converter does it).
-    """
-    merges = []
-    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
-        if len(token) < 2:
-            continue
-        parts = [bytes([b]) for b in token]
-        while len(parts) > 2:
-            best = None
-            for j in range(len(parts) - 1):
-                r = ranks.get(parts[j] + parts[j + 1])
-                if r is not None and r < rank and (best is None or r < best[0]):
-                    best = (r, j)
-            if best is None:
-                break
-            j = best[1]
-            parts[j:j + 2] = [parts[j] + parts[j + 1]]
-        if len(parts) == 2:
-            merges.append((token_string(parts[0]), token_string(parts[1])))
-    return merges
-
-
-def read_hf_vocab_merges(path: Path, eot_id: int | None = None) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Base vocabulary (ids below EOT) and merges of a byte-level BPE `tokenizer.json`."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        model = data["model"]
-        vocab = {str(k): int(v) for k, v in model["vocab"].items()}
-        merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    except FileNotFoundError as e:
-        raise DomtokError(f"{path}: missing; the tokenizer dir is incomplete, re-save it") from e
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
-        raise DomtokError(f"{path}: not a byte-level BPE tokenizer.json ({e!r})") from e
-    if model.get("type", "BPE") != "BPE":
-        raise DomtokError(f"{path}: model type {model.get('type')!r}, expected BPE")
-    if eot_id is None:
-        added = {t["content"]: t["id"] for t in data.get("added_tokens", [])}
-        eot_id = vocab.get(EOT, added.get(EOT))
-        if eot_id is None:
-            raise DomtokError(f"{path}: no {EOT} token; domtok needs GPT-2-style EOT as the last base id")
-    vocab = {t: i for t, i in vocab.items() if i < eot_id}
-    try:
-        for t in vocab:
-            token_bytes(t)
-    except KeyError as e:
-        raise DomtokError(f"{path}: vocabulary is not byte-level (GPT-2 alphabet); domtok supports byte-level BPE only") from e
-    return vocab, merges
-
-
-@functools.lru_cache(maxsize=4)
-def _shared_gpt2_dir() -> str | None:
-    """The GPT-2 files in ../shared/data/gpt2 beside a source checkout, when present."""
-    from domtok.utils import shared_data_dir
-
-    d = shared_data_dir()
-    return str(d / "gpt2") if d is not None and (d / "gpt2" / "vocab.bpe").exists() else None
-
-
-def gpt2_vocab_merges(gpt2_dir: str | None = None) -> tuple[dict[str, int], list[tuple[str, str]] | None]:
-    """GPT-2's base vocabulary and merges: from `gpt2_dir`, $DOMTOK_GPT2_DIR, or tiktoken's cache/network."""
-    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-
-    d = gpt2_dir or os.environ.get("DOMTOK_GPT2_DIR") or _shared_gpt2_dir()
-    if d:
-        vocab_bpe, encoder_json = Path(d) / "vocab.bpe", Path(d) / "encoder.json"
-        for p in (vocab_bpe, encoder_json):
-            if not p.exists():
-                raise DomtokError(f"{p}: missing; DOMTOK_GPT2_DIR (or gpt2_dir) must be a folder holding "
-                                  f"GPT-2's vocab.bpe and encoder.json")
-        try:
-            # Checks the files are GPT-2's (sha256) and that encoder.json agrees with the merges.
-            ranks = data_gym_to_mergeable_bpe_ranks(str(vocab_bpe), str(encoder_json),
-                                                    vocab_bpe_hash=GPT2_VOCAB_BPE_SHA256,
-                                                    encoder_json_hash=GPT2_ENCODER_JSON_SHA256)
-        except (ValueError, AssertionError) as e:
-            raise DomtokError(f"{d}: vocab.bpe/encoder.json are not GPT-2's original files ({e}); "
-                              f"point DOMTOK_GPT2_DIR at the files from openai/gpt-2") from e
-        lines = vocab_bpe.read_text(encoding="utf-8").split("\n")[1:]
-        merges = [tuple(line.split(" ")) for line in lines if line.strip()]
-    else:
-        try:
-            import tiktoken
-
-            ranks = tiktoken.get_encoding("gpt2")._mergeable_ranks
-        except Exception as e:  # offline, no cache
-            raise DomtokError("GPT-2 BPE files not found: set DOMTOK_GPT2_DIR to a folder holding GPT-2's "
-                              "vocab.bpe and encoder.json (e.g. ../shared/data/gpt2), or pass gpt2_dir "
-                              f"(tiktoken could not fetch them: {e})") from e
-        merges = None  # derived from the ranks only if HF files are written
-    vocab = {token_string(b): i for b, i in ranks.items()}
-    return vocab, merges
 
 
 TOKEN_SETS_DIR = "token_sets"  # beside a saved tokenizer: sets built from its corpus (control.json)
@@ -620,55 +405,6 @@ def load_tokenizer(base: str = "gpt2", condition: str = "baseline", token_set: s
         raise DomtokError(f"base {base!r} is trained on a corpus: run `domtok tokenizer build --base {base} "
                           f"--corpus PATH --out DIR` and use DIR as the base")
     raise DomtokError(f"unknown tokenizer base {base!r}: use 'gpt2' or a directory made by `domtok tokenizer build`")
-
-
-def train_bpe(texts: Iterable[str], vocab_size: int, out_dir, name: str | None = None,
-              split_digits: bool = False) -> "Tokenizer":
-    """Train a GPT-2-style byte-level BPE of `vocab_size` base ids and save it to `out_dir`.
-
-    `split_digits`: the trainer sees every digit as a piece of its own, so no merge ever joins
-    a digit to anything; encoding (GPT-2's pre-tokenizer, unchanged) then writes every number
-    one digit per token (` 47` -> ` `, `4`, `7`): a sum or product is written digit by digit, not
-    as one token per number, and the files stay plain GPT-2 BPE files.
-
-    EOT is the LAST base id (vocab_size - 1), as in GPT-2; the 256 bytes are always in the
-    vocabulary, so any text encodes. If the corpus runs out of merges first, n_base is
-    smaller than asked: the tokenizer is named by its real size (`bpe-8605`, recorded in
-    domtok_tokenizer.json), never by the size asked for, and `small_bpe_warning` says so.
-    Returns the saved Tokenizer. `out_dir` is a saved baseline
-    Tokenizer: `load_tokenizer(out_dir, condition)` gives any condition.
-    """
-    from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import decoders, models, pre_tokenizers, trainers
-
-    if vocab_size < 258:
-        raise DomtokError(f"bpe vocab_size {vocab_size} is too small: it needs the 256 bytes, EOT and at least one merge")
-    hf = HFTokenizer(models.BPE(fuse_unk=False))
-    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    if split_digits:
-        hf.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), hf.pre_tokenizer])
-    hf.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 1, min_frequency=2, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[])
-    hf.train_from_iterator(texts, trainer)
-    model = json.loads(hf.to_str())["model"]
-    vocab = {str(k): int(v) for k, v in model["vocab"].items()}
-    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    if not merges:
-        raise DomtokError("bpe training learnt no merges: the corpus is empty or too small")
-    tok = Tokenizer(name or f"bpe-{vocab_size}", "baseline", get_token_set("mul"), vocab, merges)
-    assert tok.splits_digits or not split_digits, "the trainer joined a digit to something"
-    if tok.n_base < vocab_size:
-        tok = Tokenizer(f"bpe-{tok.n_base}", "baseline", get_token_set("mul"), vocab, merges)
-    tok.save(out_dir)
-    return tok
-
-
-def small_bpe_warning(tok: "Tokenizer", asked: int) -> None:
-    """Say on stderr when a corpus gave fewer base tokens than asked for (train_bpe)."""
-    if tok.n_base < asked:
-        print(f"warning: the corpus yields only {tok.n_base} base tokens, not the {asked} asked for; the "
-              f"tokenizer is {tok.base} (a larger corpus gives more merges)", file=sys.stderr, flush=True)
 
 
 # ---- `domtok tokenize` ------------------------------------------------------------------

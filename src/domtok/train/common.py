@@ -189,6 +189,7 @@ def set_rng_state(state: dict) -> None:
 
 # --- metrics -------------------------------------------------------------------------------
 
+LOSS_KEYS = ("loss", "train_loss", "val_loss")  # the loss columns of every loop's metrics rows
 TRACKERS = ("tensorboard", "wandb")
 
 
@@ -255,9 +256,16 @@ class MetricsLogger:
         atomic_write_text(self.path, "".join(rows))
 
     def log(self, row: dict) -> None:
+        """Append `row`; a loss that is NaN or infinite ends the stage with a message, on every
+        rank (the losses are reduced over ranks, so all of them see it), never a model marked done."""
+        if self.enabled:
+            append_jsonl(self.path, row)
+        bad = [k for k in LOSS_KEYS if isinstance(row.get(k), float) and not math.isfinite(row[k])]
+        if bad:
+            raise DomtokError(f"{self.path}: step {row.get('step', '?')}: {bad[0]} is {row[bad[0]]}; the model "
+                              "diverged: lower the learning rate (or raise warmup), then train again")
         if not self.enabled:
             return
-        append_jsonl(self.path, row)
         step = row.get("step")
         scalars = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step" and v is not None}
         if self.tb is not None:

@@ -435,7 +435,7 @@ def train_on_rollout(model, ref_model, optimizer, rollout: Rollout, cfg: GRPOCon
 def load_prompts(cfg: GRPOConfig, tokenizer, token_set: str | None) -> tuple[list[str], list[str], list[str]]:
     """(questions, gold answers, rendered prompt texts) of the first num_prompts records."""
     from domtok.chat import render_prompt
-    from domtok.eval.gsm8k import normalize_number, parse_gold
+    from domtok.notation import normalize_number, parse_gold
     from domtok.train.sft_data import load_records
 
     recs = load_records(cfg.prompts)

@@ -25,6 +25,7 @@ the conditions have the same examples, steps and batches. The dropped ids are in
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass, field
 
@@ -57,7 +58,10 @@ class SFTExample:
 
 def load_records(src: DataSource) -> list[dict]:
     """Records of one source as dicts with `messages` or `question`/`answer`."""
-    from domtok.data import sources, synthetic
+    from domtok.data import sources
+    from domtok.data.drills import drills
+    from domtok.data.gsm_sbs import gsm_sbs
+    from domtok.data.word_problems import word_problems
 
     k = src.kind
     if k == "instruct":
@@ -69,22 +73,27 @@ def load_records(src: DataSource) -> list[dict]:
     elif k == "jsonl":
         if not src.path:
             raise DomtokError("sft data: kind 'jsonl' needs `path` (a jsonl file of messages or question/answer)")
-        recs = _read_jsonl_checked(src.path)
+        # the same reader and rule as every other file source: malformed records (unknown roles,
+        # a `content` that is not text) are counted, and more than max_bad_fraction is an error
+        if not os.path.isfile(src.path):
+            raise DomtokError(f"{src.path}: no such file; give a jsonl with one {{'messages': [...]}} or "
+                              "{'question', 'answer'} object per line")
+        recs = list(sources.Records(src.path, None, sources.check_conversation, src.max_bad_fraction))
     elif k == "gsm_sbs":
         # `path` = GSM8K train (file, dir or hub id): 80% rewritten GSM8K items + 20% drills,
         # like the reference's 512 + 128; no path: drills only (the tiny study has no GSM8K)
         gsm8k = list(sources.load_gsm8k("train", path=src.path, max_bad_fraction=src.max_bad_fraction)) if src.path else None
         try:
-            recs = synthetic.gsm_sbs(src.n or 640, src.seed, gsm8k=gsm8k)
+            recs = gsm_sbs(src.n or 640, src.seed, gsm8k=gsm8k)
         except ValueError as e:
             raise DomtokError(f"{src.path}: {e}") from None
     elif k == "word_problems":
-        recs = list(synthetic.word_problems(src.n or 5000, src.seed, "train"))
+        recs = list(word_problems(src.n or 5000, src.seed, "train"))
     elif k == "drills":
         kinds = src.drill_kinds or ["tier1", "tier2", "tier3", "tier4", "tier5"]
         recs = []
         for i, dk in enumerate(kinds):
-            recs.extend(synthetic.drills(dk, src.n or 2000, src.seed + i))
+            recs.extend(drills(dk, src.n or 2000, src.seed + i))
         src = DataSource(**{**src.__dict__, "n": 0})  # n was per tier
     else:
         raise DomtokError(f"sft data kind {k!r}: expected instruct, gsm8k, gsm_sbs, drills, word_problems, "
@@ -99,25 +108,6 @@ def _take(records, src: DataSource) -> list[dict]:
     from domtok.data.sources import sample_records
 
     return sample_records(records, src.n, src.seed) if src.n else list(records)
-
-
-def _read_jsonl_checked(path: str) -> list[dict]:
-    import json
-    from pathlib import Path
-
-    p = Path(path)
-    if not p.is_file():
-        raise DomtokError(f"{path}: no such file; give a jsonl with one {{'messages': [...]}} or "
-                          "{'question', 'answer'} object per line")
-    out = []
-    for i, line in enumerate(p.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise DomtokError(f"{path}:{i}: not valid JSON ({e}); fix or remove the line") from None
-    return out
 
 
 def to_messages(rec: dict) -> list[dict] | None:
