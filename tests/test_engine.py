@@ -281,7 +281,7 @@ def test_sample_repl_commands(monkeypatch, capsys):
         render_prompt("What?"): scripted(" 56\nUser: more"),
         render_prompt("Hi", system="Be brief."): scripted(" hello"),
     })
-    monkeypatch.setattr(eval_common, "load_eval_model", lambda d, device: (model, TOK))
+    monkeypatch.setattr(eval_common, "load_eval_model", lambda d, device, condition=None: (model, TOK))
     monkeypatch.setattr("sys.stdin", io.StringIO("What?\n/temp 0.5\n/greedy\n/system Be brief.\nHi\n/bogus\n/quit\nWhat?\n"))
     assert cli.main(["sample", "--model", "unused", "--interactive", "--greedy", "--device", "cpu"]) == 0
     out = capsys.readouterr().out.splitlines()
