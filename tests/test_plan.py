@@ -27,7 +27,7 @@ def test_spec_with_given_sd_and_smoke_projection(capsys):
     from domtok.config import from_dict
     from domtok.ladder import nominal_vocab_size
     from domtok.rundir import load_spec
-    from domtok.smoke import pretrain_plan
+    from domtok.preflight import pretrain_plan
     from domtok.train.pretrain import PretrainConfig
 
     spec = load_spec("tiny")

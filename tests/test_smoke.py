@@ -22,7 +22,8 @@ import pytest
 import torch
 
 from domtok.data import sources
-from domtok.smoke import activation_bytes, fixture_records
+from domtok.preflight import activation_bytes
+from domtok.smoke import fixture_records
 
 from conftest import GPT2_DIR
 

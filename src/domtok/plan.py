@@ -17,7 +17,7 @@ Cost per seed (one model of every condition):
   node at a time: `--jobs J` runs about J at once), and the pretraining FLOPs its summaries
   report, projected to GPU hours on `--gpu` at `--mfu`;
 - with `--smoke`, projected for the real (unshrunk) spec, as `domtok run SPEC --smoke` does
-  (`smoke.pretrain_plan`: FLOPs of every pretraining stage, GPU hours on `--gpu` at `--mfu`).
+  (`preflight.pretrain_plan`: FLOPs of every pretraining stage, GPU hours on `--gpu` at `--mfu`).
 The last line names the seeds.
 """
 
@@ -68,7 +68,7 @@ def projected_cost(spec, gpu: str, mfu: float) -> dict:
     """Per seed, for the real spec: pretraining FLOPs of every condition and their GPU hours."""
     from domtok.config import from_dict
     from domtok.ladder import nominal_vocab_size
-    from domtok.smoke import pretrain_plan
+    from domtok.preflight import pretrain_plan
     from domtok.train.pretrain import PretrainConfig
 
     vocab = nominal_vocab_size(spec.tokenizer, spec.token_set)
@@ -131,7 +131,7 @@ def _cost_text(seeds: float | None, cost: dict, gpu: str, mfu: float) -> str:
 
 def add_arguments(p) -> None:
     from domtok.gpus import GPUS
-    from domtok.smoke import DEFAULT_GPU, DEFAULT_MFU
+    from domtok.preflight import DEFAULT_GPU, DEFAULT_MFU
 
     p.add_argument("target", metavar="RUN_DIR_OR_SPEC", help="a finished pilot's run dir, or a spec file / preset")
     p.add_argument("--effect", type=float, required=True, help="the true domain - baseline difference to detect")
