@@ -36,9 +36,10 @@ from domtok.config import ConfigError, atomic_write_json, atomic_write_text
 from domtok.errors import DomtokError
 from domtok.executors import die_with_parent, job_gpus, machine_cores, make_pool
 from domtok.manifest import write_manifest
+from domtok.progress import kind_key, running_lines, time_left
 # The spec and the DAG are the run directory's; they are re-exported here for `domtok run`'s callers.
 from domtok.rundir import (EVAL_KINDS, TRAINING_KINDS, Node, Spec, StageSpec, build_nodes,  # noqa: F401
-                           key_metric_text, kind_key, load_spec, node_state, running_lines, time_left, wall_time)
+                           key_metric_text, load_spec, node_state, wall_time)
 
 # Nodes that run in one process even in a multi-process run (node 0's alone).
 SINGLE_PROCESS = ("tokenizer", "prepare")

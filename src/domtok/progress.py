@@ -11,7 +11,7 @@ update), and at the end:
 The rate and the ETA count this process's updates only (a resumed run does not count the
 steps it skipped). `parse_line` reads such a line back, `last_progress(log)` finds the newest
 one in a log, and `domtok status` and `domtok run` show a running node's progress and time
-left from it.
+left from it (`node_progress`, `time_left`, `running_lines`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the nodes of a run, for the annotations only
+    from domtok.rundir import Node
 
 DEFAULT_EVERY_S = 15.0
 
@@ -182,3 +186,71 @@ def describe(p: dict) -> str:
     pct = 100.0 * p["n"] / p["total"] if p["total"] else 100.0
     left = f", ~{clock(p['left_s'])} left" if p.get("left_s") is not None else ""
     return f"{p['desc']} {p['n']}/{p['total']} {p['unit']} ({pct:.0f}%){left}"
+
+
+# --------------------------------------------------------------------------- a run's time left
+#
+# Read by `domtok status` and `domtok run`'s heartbeat from the nodes (`domtok.rundir.Node`) of a run.
+
+def kind_key(node: Node) -> tuple:
+    """Nodes that take about as long as each other: same kind, stage and benchmark."""
+    return node.kind, node.stage, node.benchmark
+
+
+def node_progress(node: Node) -> dict | None:
+    """The newest progress line of a node's log (`last_progress`)."""
+    return last_progress(node.out_dir / "log.txt")
+
+
+def time_left(pending: list[Node], running: list[tuple[Node, float]], walls: dict, jobs: int,
+              now: float | None = None) -> str:
+    """' · 1 running, 3 waiting, ~3m10s left': a running node takes the time its progress line
+    says is left (else as long as the mean finished node of its kind, less its time so far); a
+    waiting node as long as the mean finished node of its kind, or, none finished yet, as long
+    as a running one of its kind will have taken (elapsed + left). `walls` maps `kind_key` to
+    the wall times of finished nodes; `running` holds (node, start time)."""
+    now = time.time() if now is None else now
+    lefts, projected = {}, {}
+    for node, t0 in running:
+        p = node_progress(node)
+        if p is not None and p["left_s"] is not None:
+            lefts[node.id] = p["left_s"]
+            projected.setdefault(kind_key(node), []).append(now - t0 + p["left_s"])
+
+    def guess(node: Node) -> float | None:
+        same = (walls.get(kind_key(node)) or projected.get(kind_key(node))
+                or [w for k, ws in walls.items() if k[0] == node.kind for w in ws])
+        return sum(same) / len(same) if same else None
+
+    total, untimed = 0.0, 0
+    for node, t0 in running:
+        g = guess(node)
+        if node.id in lefts:
+            total += lefts[node.id]
+        elif g is not None:
+            total += max(0.0, g - (now - t0))
+        else:
+            untimed += 1
+    for node in pending:
+        g = guess(node)
+        total += g or 0.0
+        untimed += g is None
+    if not pending and not running:
+        return ""
+    counts = f" · {len(running)} running, {len(pending)} waiting"
+    if untimed == len(running) + len(pending):
+        return counts + ", time left known once a node of each kind has finished or written a progress line"
+    left = total / max(1, min(jobs, len(pending) + len(running)))
+    if untimed:
+        return counts + f", ~{clock(left)} left for the nodes timed so far (+ {untimed} node(s) not yet timed)"
+    return counts + f", ~{clock(left)} left"
+
+
+def running_lines(running: list[tuple[Node, float]], pending: list[Node], walls: dict, jobs: int) -> list[str]:
+    """One line per running node with its progress, then the run's time left (`time_left`)."""
+    lines = []
+    for node, t0 in running:
+        p = node_progress(node)
+        where = describe(p) if p is not None else "no progress line yet"
+        lines.append(f"  running {node.id} ({clock(time.time() - t0)}): {where}")
+    return lines + ["  run: " + time_left(pending, running, walls, jobs).lstrip(" ·")]

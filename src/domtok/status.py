@@ -11,8 +11,8 @@ from pathlib import Path
 
 import json
 
-from domtok.rundir import find_run_dir, key_metric_text, kind_key, load_run, node_progress, node_state, running_lines, \
-    wall_time
+from domtok.progress import kind_key, node_progress, running_lines
+from domtok.rundir import find_run_dir, key_metric_text, load_run, node_state, wall_time
 
 SYMBOLS = {"done": "✅", "running": "⏳ running", "failed": "❌ failed", "incomplete": "⏸ incomplete",
            "stale": "♻ stale", "pending": "· pending"}
