@@ -84,7 +84,7 @@ def test_stage_set_takes_dotted_keys_and_merges_plain_ones():
 
 def test_readme_override_examples_resolve():
     """The README's `stages.N.set.KEY=...` examples reach the stages they name in gpt2-124m-10b."""
-    from domtok.pipeline import check_stage_configs
+    from domtok.wiring import check_stage_configs
     from domtok.rundir import load_spec
 
     spec = load_spec("gpt2-124m-10b", ["stages.0.set.report_to=tensorboard", "stages.5.set.beta=0.2"])

@@ -506,7 +506,8 @@ def test_the_specs_inject_settings_reach_every_stage(tmp_path):
     from domtok.eval import gsm8k, probes
     from domtok.model.checkpoint import load_model, save_model_dir
     from domtok.model.gpt import GPT, GPTConfig
-    from domtok.pipeline import build_nodes, load_spec, stage_call
+    from domtok.rundir import build_nodes, load_spec
+    from domtok.wiring import stage_call
     from domtok.tokens.build import train_bpe
     from domtok.tokens.tokenizer import Tokenizer
     from domtok.train.grpo import GRPOConfig, load_prompts

@@ -118,7 +118,7 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
     first one on (tiny, `seeds: [3, 4, 5]`: `seeds=1` runs seed 3), never a `tuning_seeds` one.
 
     Validated whole, before anything runs: unknown keys at every level, types, empty lists
-    (the stage configs against their dataclasses: `pipeline.check_stage_configs`).
+    (the stage configs against their dataclasses: `wiring.check_stage_configs`).
 
     `extends: PRESET` takes every section of that spec and deep-merges this file's over it
     (ladder-cpu is the tiny study plus a `ladder:`); the resolved spec, saved as the run's
