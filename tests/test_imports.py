@@ -4,8 +4,9 @@ Every import in src/domtok is read with `ast` (lazy, function-level ones include
 closed inside a function still ties two modules into one); relative imports are resolved, and
 `from X import name` where X.name is a module counts as an import of X.name. Imports under
 `if TYPE_CHECKING:` never run and are left out (a module may name another's type without
-importing it). A circle between modules fails with the circle spelled out. (Nothing but the CLI importing `domtok.pipeline` is
-test_rundir's `test_no_module_imports_the_pipeline`.)
+importing it). A circle between modules fails with the circle spelled out. (That no module
+imports `domtok.pipeline` is test_rundir's `test_no_module_imports_the_pipeline`.) No module
+may be longer than MAX_LINES.
 """
 
 from __future__ import annotations
