@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from domtok.errors import DomtokError
 
@@ -178,14 +179,13 @@ def compare_main(args: argparse.Namespace) -> int:
 
     check_value("n_boot", args.n_boot, "eval compare --n-boot")  # before scipy is imported: a refusal is instant
     check_value("seed", args.seed, "eval compare --seed")
-    from domtok.eval.common import read_items, read_summary
     from domtok.eval.stats import across_seeds, compare_items
     from domtok.utils import provenance
 
     runs_a = [r for r in args.run_a.split(",") if r]
     runs_b = [r for r in args.run_b.split(",") if r]
     if len(runs_a) == 1 and len(runs_b) == 1:
-        result = compare_items(read_items(runs_a[0]), read_items(runs_b[0]), n_boot=args.n_boot, seed=args.seed)
+        result = compare_items(_run_items(runs_a[0]), _run_items(runs_b[0]), n_boot=args.n_boot, seed=args.seed)
         for m in result["metrics"].values():  # compare_items gives A - B; the table says B - A
             m["delta"], m["ci"] = -m["delta"], [-m["ci"][1], -m["ci"][0]]
         result.update(run_a=runs_a[0], run_b=runs_b[0], kind="paired_items", delta="B - A")
@@ -195,7 +195,7 @@ def compare_main(args: argparse.Namespace) -> int:
                 for k, m in result["metrics"].items()]
         title = f"{result['benchmark'] or 'items'}: {result['n']} paired items"
     else:
-        sa, sb = [read_summary(r) for r in runs_a], [read_summary(r) for r in runs_b]
+        sa, sb = [_run_summary(r) for r in runs_a], [_run_summary(r) for r in runs_b]
         benches = {s.get("benchmark") for s in sa + sb}
         if len(benches) != 1:
             raise DomtokError(f"runs are different benchmarks ({sorted(map(str, benches))}); compare one benchmark")
@@ -233,3 +233,24 @@ if __name__ == "__main__":  # `python -m domtok.eval.cli` (torchrun -m domtok ev
     from domtok.cli import main as cli_main
 
     sys.exit(cli_main(["eval"] + sys.argv[1:]))
+
+
+def _run_items(run: str) -> list[dict]:
+    """Items of an evaluation dir given to `eval compare` (or its items.jsonl path), with a clear
+    error when absent or damaged (rows read by `utils.read_items`)."""
+    from domtok.utils import read_items as read_rows
+
+    p = Path(run)
+    f = p / "items.jsonl" if p.is_dir() else p
+    if not f.exists():
+        raise DomtokError(f"{f}: no items.jsonl; pass a directory written by `domtok eval` or its items.jsonl")
+    return read_rows(f)
+
+
+def _run_summary(run: str) -> dict:
+    from domtok.utils import read_json_object
+
+    f = Path(run) / "summary.json"
+    if not f.exists():
+        raise DomtokError(f"{f}: no summary.json; pass a directory written by `domtok eval`")
+    return read_json_object(f, "re-run the evaluation")

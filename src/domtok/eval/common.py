@@ -158,26 +158,6 @@ def default_out_dir(benchmark: str, cfg) -> Path:
     return Path("runs") / "eval" / f"{benchmark}-{config_hash(cfg)}"
 
 
-def read_items(run: str | Path) -> list[dict]:
-    """Items of a run directory (or an items.jsonl path), with a clear error when absent or damaged."""
-    from domtok.utils import read_items as read_rows
-
-    p = Path(run)
-    f = p / "items.jsonl" if p.is_dir() else p
-    if not f.exists():
-        raise DomtokError(f"{f}: no items.jsonl; pass a directory written by `domtok eval` or its items.jsonl")
-    return read_rows(f)
-
-
-def read_summary(run: str | Path) -> dict:
-    from domtok.utils import read_json_object
-
-    f = Path(run) / "summary.json"
-    if not f.exists():
-        raise DomtokError(f"{f}: no summary.json; pass a directory written by `domtok eval`")
-    return read_json_object(f, "re-run the evaluation")
-
-
 # ---- repetition: the degenerate loops small models fall into ----
 
 _WORD = re.compile(r"\S+")
