@@ -128,7 +128,7 @@ class GRPOConfig:
     num_completions_to_print: int | None = None
     logging_steps: int = 10
     report_to: str | list[str] = "none"  # none | all | tensorboard | wandb | a list (transformers' meaning)
-    run_name: str = ""                   # the W&B run's name ("" = the output dir's name)
+    run_name: str | None = None          # the W&B run's name (None = the output dir's name; TRL's default)
 
 
 # --- pure pieces (tested directly) -----------------------------------------------------------

@@ -84,7 +84,7 @@ class PretrainConfig:
     compile: bool = False              # torch.compile (inductor; CPU too, where compiling takes a while)
     # tracking, as transformers' TrainingArguments: none | all | tensorboard | wandb | a list
     report_to: str | list[str] = "none"
-    run_name: str = ""                 # the W&B run's name ("" = the output dir's name)
+    run_name: str | None = None        # the W&B run's name (None = the output dir's name)
     progress: bool = True              # a tqdm bar on a terminal (log lines are written either way: domtok.progress)
 
 

@@ -58,7 +58,7 @@ class RFTConfig:
     # tracking, as transformers' TrainingArguments (none | all | tensorboard | wandb | a list): each
     # round's SFT reports as run `<run_name>-round<k>`, the rounds' yields as run `<run_name>`
     report_to: str | list[str] = "none"
-    run_name: str = ""                # "" = the output dir's name
+    run_name: str | None = None       # None = the output dir's name
 
 
 def _norm(text: str) -> str:

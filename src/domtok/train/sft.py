@@ -72,7 +72,7 @@ class SFTConfig:
     compile: bool = False
     # tracking, as transformers' TrainingArguments: none | all | tensorboard | wandb | a list
     report_to: str | list[str] = "none"
-    run_name: str = ""            # the W&B run's name ("" = the output dir's name)
+    run_name: str | None = None   # the W&B run's name (None = the output dir's name)
 
 
 # --- condition / tokenizer consistency -------------------------------------------------------
