@@ -21,10 +21,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the nodes of a run, for the annotations only
-    from domtok.rundir import Node
 
 DEFAULT_EVERY_S = 15.0
 
@@ -192,17 +189,17 @@ def describe(p: dict) -> str:
 #
 # Read by `domtok status` and `domtok run`'s heartbeat from the nodes (`domtok.rundir.Node`) of a run.
 
-def kind_key(node: Node) -> tuple:
+def kind_key(node) -> tuple:
     """Nodes that take about as long as each other: same kind, stage and benchmark."""
     return node.kind, node.stage, node.benchmark
 
 
-def node_progress(node: Node) -> dict | None:
+def node_progress(node) -> dict | None:
     """The newest progress line of a node's log (`last_progress`)."""
     return last_progress(node.out_dir / "log.txt")
 
 
-def time_left(pending: list[Node], running: list[tuple[Node, float]], walls: dict, jobs: int,
+def time_left(pending: list, running: list[tuple], walls: dict, jobs: int,
               now: float | None = None) -> str:
     """' · 1 running, 3 waiting, ~3m10s left': a running node takes the time its progress line
     says is left (else as long as the mean finished node of its kind, less its time so far); a
@@ -217,7 +214,7 @@ def time_left(pending: list[Node], running: list[tuple[Node, float]], walls: dic
             lefts[node.id] = p["left_s"]
             projected.setdefault(kind_key(node), []).append(now - t0 + p["left_s"])
 
-    def guess(node: Node) -> float | None:
+    def guess(node) -> float | None:
         same = (walls.get(kind_key(node)) or projected.get(kind_key(node))
                 or [w for k, ws in walls.items() if k[0] == node.kind for w in ws])
         return sum(same) / len(same) if same else None
@@ -246,7 +243,7 @@ def time_left(pending: list[Node], running: list[tuple[Node, float]], walls: dic
     return counts + f", ~{clock(left)} left"
 
 
-def running_lines(running: list[tuple[Node, float]], pending: list[Node], walls: dict, jobs: int) -> list[str]:
+def running_lines(running: list[tuple], pending: list, walls: dict, jobs: int) -> list[str]:
     """One line per running node with its progress, then the run's time left (`time_left`)."""
     lines = []
     for node, t0 in running:

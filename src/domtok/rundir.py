@@ -309,7 +309,7 @@ def parse_primary(data, where: str, evals_after: list[str], benchmarks: dict) ->
     kind = benchmarks[bench]["kind"]
     valid = list(PRIMARY_METRICS.get(kind, {}))
     if kind == "probes":
-        from domtok.eval.probes import REFERENCE_CATEGORIES
+        from domtok.eval import REFERENCE_CATEGORIES
 
         cats = benchmarks[bench]["config"].get("categories", REFERENCE_CATEGORIES)
         valid += [f"{m}_{c}" for m in ("accuracy", "gold_bpb") for c in cats]

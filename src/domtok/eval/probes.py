@@ -72,9 +72,9 @@ import time
 from dataclasses import dataclass, field
 
 from domtok.errors import DomtokError
+from domtok.eval import REFERENCE_CATEGORIES
 from domtok.eval.gsm8k import read_answer
 
-REFERENCE_CATEGORIES = ("mul_table", "mul_multidigit", "addition")
 ALL_CATEGORIES = REFERENCE_CATEGORIES + ("subtraction", "mul_2digit", "symbolic", "symbolic_context",
                                          "symbolic_table")
 PROMPT_STYLES = ("answer_is", "chat", "plain")
