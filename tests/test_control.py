@@ -222,7 +222,10 @@ class _StubRun:
         self.spec = SimpleNamespace(conditions=conditions, seeds=[0, 1, 2], token_set="mul", evals_after=["sft"],
                                     benchmarks={"gsm": {"kind": "gsm8k", "config": {}}}, stages=[],
                                     primary={"benchmark": "gsm", "metric": "accuracy_flexible", "stage": "sft"})
+        from domtok.report.run import fact_conditions
+
         self.conditions, self.baseline = list(conditions), "baseline"
+        self.facts = self.domain = fact_conditions(self.spec, "baseline")
         self.nodes = [_Node("sft", c, s, "gsm", rows) for (c, s), rows in items.items()]
         self.summary = {}
 
@@ -257,8 +260,11 @@ def test_mechanism_tables_against_scipy():
                               "domain_tokens": int(c != "baseline" and k % 2)}
                              for k, t in enumerate(list(kinds) * 20)]
     run = _StubRun(items, conditions)
-    assert control_pairs(run) == [("mul_tokens_docs", "mul_tokens", "atomic facts or more text?"),
-                                  ("control_tokens", "mul_tokens", "facts or compression?")]
+    from domtok.report.mechanism import COMPRESSION, MORE_TEXT, SAME_TEXT
+
+    assert run.domain == ["mul_tokens"]  # the controls are compared in Mechanism, not in the headline
+    assert control_pairs(run) == [("mul_tokens_docs", "mul_tokens", MORE_TEXT), ("baseline", "mul_tokens_docs", SAME_TEXT),
+                                  ("control_tokens", "mul_tokens", COMPRESSION)]
     # the seed-honest test: a t-test on the per-seed deltas (scipy), delta = condition − reference
     for r in controls(run):
         ref, cond = r["reference"], r["condition"]
@@ -268,9 +274,21 @@ def test_mechanism_tables_against_scipy():
         assert r["p"] == pytest.approx(stats.ttest_1samp(deltas, 0).pvalue)
     from domtok.report.mechanism import mechanism_section
 
+    from statsmodels.stats.multitest import multipletests
+
+    from domtok.report.mechanism import MEANING, mechanism
+
     text = "\n".join(mechanism_section(run))
-    for r in controls(run):
-        assert r["primary"] and f"{r['condition']} − {r['reference']} = {r['delta']:+.3f}" in text
+    answers = [r for r in mechanism(run)["controls"] if r["primary"]]
+    assert len(answers) == 3 and all(r["family"] == "answer" for r in answers)
+    # the answers are a Holm family of their own (statsmodels as the reference)
+    assert [r["p_holm"] for r in answers] == pytest.approx(list(multipletests([r["p"] for r in answers],
+                                                                              method="holm")[1]))
+    for r in answers:
+        want = ("helps" if r["delta"] > 0 else "hurts") if r["p_holm"] < 0.05 else r["verdict"]
+        assert r["verdict"] == want and r["verdict"] in ("helps", "hurts", "equivalent", "undecided")
+        assert f"{r['condition']} − {r['reference']} = {r['delta']:+.3f}" in text
+        assert MEANING[r["question"]][r["verdict"]] in text
     rows = templates(run)
     neg = next(r for r in rows if r["condition"] == "mul_tokens" and r["has_mul"] is False and "all" in r["group"])
     only_add = [[a["correct_flexible"] for a in items[("mul_tokens", s)] if a["template"] == "add"] for s in range(3)]

@@ -93,6 +93,7 @@ def test_status_shows_a_running_nodes_progress_and_the_runs_time_left(tmp_path):
     node = next(n for n in build_nodes(spec, run_dir) if n.id == "baseline/seed0/pretrain")
     node.out_dir.mkdir(parents=True)
     (node.out_dir / "running.json").write_text(json.dumps({"pid": os.getpid(), "started": time.time() - 60}))
+    (node.out_dir / "node.json").write_text("{}")
     (node.out_dir / "log.txt").write_text(
         "progress pretrain: 2/8 steps (25.0%) · 0.0333 steps/s · elapsed 1m00s · ETA 3m00s · loss 5.1\n")
     text = board(run_dir)
@@ -116,6 +117,7 @@ def test_domtok_run_prints_running_nodes_while_one_runs_in_process(tmp_path, mon
 
     def fake_node(node, run_dir, opts, fresh):
         node.out_dir.mkdir(parents=True, exist_ok=True)
+        (node.out_dir / "node.json").write_text("{}")  # as run_node does when a node starts
         (node.out_dir / "log.txt").write_text(
             f"progress {node.kind}: 3/10 steps (30.0%) · 1 steps/s · elapsed 3s · ETA 7s\n")
         if node.kind == "pretrain":
@@ -134,3 +136,23 @@ def test_domtok_run_prints_running_nodes_while_one_runs_in_process(tmp_path, mon
     out = capsys.readouterr().out
     assert "  running baseline/seed0/pretrain (" in out and "): pretrain 3/10 steps (30%), ~" in out, out
     assert "  run: 1 running, 0 waiting, ~" in out  # the node runs inside `domtok run`: counted once
+
+
+def test_a_submitted_node_that_has_not_started_is_queued_not_running(tmp_path):
+    """A Ray task waits in Ray's queue until a worker has resources: until its node.json is
+    written it is counted and shown as queued on the executor, not as running."""
+    from types import SimpleNamespace
+
+    t0 = time.time() - 5
+    nodes = [SimpleNamespace(id=f"n{i}", kind="pretrain", stage="pretrain", benchmark=None,
+                             out_dir=tmp_path / f"n{i}") for i in range(3)]
+    for n in nodes:
+        n.out_dir.mkdir()
+    (nodes[0].out_dir / "node.json").write_text("{}")  # started
+    old = nodes[1].out_dir / "node.json"
+    old.write_text("{}")
+    os.utime(old, (t0 - 100, t0 - 100))  # left by an earlier attempt: not this submission's start
+    lines = progress.running_lines([(n, t0) for n in nodes], [], {}, jobs=3)
+    assert lines[0].startswith("  running n0 (") and lines[1].startswith("  queued n1 (")
+    assert lines[2].startswith("  queued n2 (") and "not started" in lines[2]
+    assert lines[-1].startswith("  run: 1 running, 2 queued on the executor, 0 waiting")

@@ -115,3 +115,56 @@ def test_a_gold_bpb_primary_helps_when_the_domain_needs_fewer_bits(tmp_path, mon
     run_sequential(spec, None, lambda s, o: 0, deltas_fn=lambda _: d, say=lambda m: None)
     rec = json.loads((run_dir / "looks.json").read_text())
     assert rec["plan"]["lower_is_better"] and rec["decision"] == "helps" and rec["looks"][0]["delta"] > 0
+
+
+def _looks(deltas, seeds, decision=None):
+    """looks.json as run_sequential writes it, for looks of 3 over `deltas`."""
+    from domtok.eval.stats import sequential_decision
+    from domtok.sequential_run import _look_entry
+
+    looks = []
+    for k, n in enumerate(range(3, len(deltas) + 1, 3), start=1):
+        r = sequential_decision(deltas[:n], max_seeds=12, per_look=3, margin=0.05)
+        looks.append(_look_entry(k, seeds[:n], deltas[:n], r))
+    final = r["decision"] != "continue"
+    return {"plan": {"max_seeds": 12, "per_look": 3, "spending": "obrien-fleming", "alpha": 0.05, "margin": 0.05,
+                     "seed_order": list(range(12)), "lower_is_better": False}, "looks": looks,
+            "decision": r["decision"] if final else None, "stopped_because": r["reason"] if final else None,
+            "seeds_used": len(deltas) if final else None, "biased": r["biased"], "wall_seconds": 1.0}, r
+
+
+def test_a_seeds_auto_study_is_answered_by_its_sequential_test(tmp_path):
+    """Seeds added look by look: the answer is the design's decision and repeated CI, not the
+    fixed-sample CI on the same seeds (which ignores the looks)."""
+    seeds = list(range(6))
+    run_dir = write_fake_run(tmp_path, seeds=seeds, gsm_shift={("mul_tokens", "grpo", s): 0.01 * s for s in seeds})
+    rec, r = _looks([0.1, 0.2, 0.3, 0.15, 0.25, 0.1], seeds)  # crosses look 2's boundary
+    assert r["decision"] == "helps"
+    (run_dir / "looks.json").write_text(json.dumps(rec))
+    write_report(run_dir)
+    p = json.loads((run_dir / "report.json").read_text())["primary"]
+    md = (run_dir / "report.md").read_text()
+    answer = next(line for line in md.splitlines() if line.startswith("**Answer"))
+    assert p["verdict"] == "helps" and p["sequential"]["look"] == 2 and "fixed_sample_verdict" in p
+    assert "tested by the `--seeds auto` design" in answer and f"`{p['condition']}` helps: {r['reason']}" in answer
+    assert f"repeated 95% CI [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]" in answer
+    assert "is not this design's test" in answer and "biased away from 0" in answer
+    assert "A decision at 80% power" not in md  # the design plans the seeds
+
+    # a look that did not decide: no verdict, and the next look is the way on
+    rec, r = _looks([0.1, -0.2, 0.3, 0.15, -0.25, 0.1], seeds)
+    assert r["decision"] == "continue"
+    (run_dir / "looks.json").write_text(json.dumps(rec))
+    write_report(run_dir)
+    p = json.loads((run_dir / "report.json").read_text())["primary"]
+    md = (run_dir / "report.md").read_text()
+    assert p["verdict"] == "undecided" and p["sequential"]["decision"] == "continue"
+    assert f"not decided yet: {r['reason']}" in md and "runs the next look" in md
+
+    # seeds other than the last look's: a fixed-sample answer, flagged
+    (run_dir / "looks.json").write_text(json.dumps(_looks([0.1, 0.2, 0.3], seeds)[0]))
+    write_report(run_dir)
+    md = (run_dir / "report.md").read_text()
+    p = json.loads((run_dir / "report.json").read_text())["primary"]
+    assert p["sequential"] == {"mismatch": [0, 1, 2]} and "fixed_sample_verdict" not in p
+    assert "tested alone at α = 0.05 over 6 seed(s)" in md and "⚠ looks.json records `--seeds auto` looks" in md

@@ -199,9 +199,20 @@ def node_progress(node) -> dict | None:
     return last_progress(node.out_dir / "log.txt")
 
 
+def started(node, t0: float) -> bool:
+    """Whether a node submitted at t0 has started: its worker writes node.json when it starts
+    (and leaves it when it ends). A Ray task can wait in Ray's queue for resources long after
+    it was submitted."""
+    try:
+        return (node.out_dir / "node.json").stat().st_mtime >= t0 - 1.0
+    except OSError:
+        return False
+
+
 def time_left(pending: list, running: list[tuple], walls: dict, jobs: int,
               now: float | None = None) -> str:
-    """' · 1 running, 3 waiting, ~3m10s left': a running node takes the time its progress line
+    """' · 1 running, 3 waiting, ~3m10s left' (and 'N queued on the executor' for submitted
+    nodes that have not started: a Ray task waiting for resources): a running node takes the time its progress line
     says is left (else as long as the mean finished node of its kind, less its time so far); a
     waiting node as long as the mean finished node of its kind, or, none finished yet, as long
     as a running one of its kind will have taken (elapsed + left). `walls` maps `kind_key` to
@@ -234,7 +245,9 @@ def time_left(pending: list, running: list[tuple], walls: dict, jobs: int,
         untimed += g is None
     if not pending and not running:
         return ""
-    counts = f" · {len(running)} running, {len(pending)} waiting"
+    queued = sum(1 for node, t0 in running if not started(node, t0))
+    counts = (f" · {len(running) - queued} running, " + (f"{queued} queued on the executor, " if queued else "")
+              + f"{len(pending)} waiting")
     if untimed == len(running) + len(pending):
         return counts + ", time left known once a node of each kind has finished or written a progress line"
     left = total / max(1, min(jobs, len(pending) + len(running)))
@@ -247,6 +260,10 @@ def running_lines(running: list[tuple], pending: list, walls: dict, jobs: int) -
     """One line per running node with its progress, then the run's time left (`time_left`)."""
     lines = []
     for node, t0 in running:
+        if not started(node, t0):
+            lines.append(f"  queued {node.id} ({clock(time.time() - t0)}): submitted, not started (the executor "
+                         "has no free slot for it yet)")
+            continue
         p = node_progress(node)
         where = describe(p) if p is not None else "no progress line yet"
         lines.append(f"  running {node.id} ({clock(time.time() - t0)}): {where}")

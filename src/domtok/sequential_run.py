@@ -81,6 +81,7 @@ def run_sequential(spec, opts, run_experiment, deltas_fn=None, say=print) -> int
     import dataclasses
 
     from domtok.eval.stats import sequential_decision
+    from domtok.report import write_report
 
     from domtok.report.compare import lower_is_better
 
@@ -128,10 +129,9 @@ def run_sequential(spec, opts, run_experiment, deltas_fn=None, say=print) -> int
                   "biased": r["biased"], "wall_seconds": wall_before + time.time() - t0}
         atomic_write_json(run_dir / LOOKS_FILE, result)
         say(f"look {k}: {r['decision']}: {r['reason']}")
+        # the report answers with the look just recorded (the run above wrote it before the look)
+        path = write_report(run_dir)
         if final:
             break
-    from domtok.report import write_report
-
-    path = write_report(run_dir)
     say(f"domtok run --seeds auto: {result['decision']} after {result['seeds_used']} seeds per condition; report: {path}")
     return 0

@@ -26,6 +26,8 @@ POWER = 0.8
 # Rows shown but kept out of every family, and why (the report prints the reason).
 PRETRAINED = ("the pretrained models have not been taught the chat format or `#### N` answers, so their task "
               "accuracy describes the starting point, not the question")
+PRETRAINED_BPB = ("the pretrained models have not been taught the chat format, so the bits they spend on the gold "
+                  "text after a chat prompt describe the starting point, not the question")
 OWN_NOTATION = ("each condition is asked in its own notation (the prompts differ between conditions), so the two "
                 "sides are not the same items")
 OWN_NOTATION_CATEGORIES = ("symbolic_context", "symbolic_table")
@@ -135,7 +137,7 @@ def _family(run: Run, bench: str, metric: str, stage: str, category: str | None)
     if pr and (pr["benchmark"], pr["metric"], pr["stage"]) == (bench, metric, stage):
         return {"family": "primary", "reason": None}
     if run.spec.stage(stage).kind == "pretrain":
-        return {"family": "descriptive", "reason": PRETRAINED}
+        return {"family": "descriptive", "reason": PRETRAINED_BPB if lower_is_better(metric) else PRETRAINED}
     if category in OWN_NOTATION_CATEGORIES:
         return {"family": "descriptive", "reason": OWN_NOTATION}
     return {"family": "secondary", "reason": None}
@@ -146,7 +148,7 @@ def _comparisons_of(run: Run) -> dict:
     from domtok.eval.stats import compare_items
 
     out: dict = {"headline": [], "grpo": [], "per_seed": []}
-    domain = [c for c in run.conditions if c != run.baseline]
+    domain = run.domain
     main = main_metrics(run)
     if run.baseline is not None:
         for cond in domain:
@@ -268,6 +270,8 @@ def _ci_text(r: dict) -> str:
 
 
 def _mde_text(r: dict) -> str:
+    if r.get("family") == "descriptive":  # in no family: no level to detect an effect at
+        return "–"
     if r.get("mde") is None or math.isnan(r["mde"]):
         return "not estimable (no variation between items or seeds)"
     if r["mde"] >= 1.0 and not lower_is_better(r.get("metric", "")):  # an accuracy difference lies in [-1, 1]
@@ -309,7 +313,7 @@ def _words(r: dict) -> str:
 
 def headline(run: Run, comps: dict, plots_rel: str = "plots") -> list[str]:
     """The secondary endpoints and the descriptive rows: sentences, the effect table, the method."""
-    domain = [c for c in run.conditions if c != run.baseline]
+    domain = run.domain
     rows = [r for r in comps["headline"] if "p" in r and r["family"] != "primary"]
     if run.baseline is None or not domain:
         return ["(no baseline and domain condition to compare)"]
@@ -370,12 +374,15 @@ def headline(run: Run, comps: dict, plots_rel: str = "plots") -> list[str]:
                if r["family"] == "secondary" else "")
         lines.append(f"- {_label(r)} after `{r['stage']}`: {_words({**r, 'margin': margin or 0})} "
                      f"(Δ {_signed(r['delta'])}, 95% CI {_ci_text(r)}{holm_p}){mde}.")
-    methods = sorted({r["method"] for r in rows + [g for g in comps["grpo"] if "p" in g]})
-    lines += ["", f"Method: Δ is the mean over seeds of the per-seed accuracy difference on the same items. "
-              f"Its 95% CI and p come from {'; '.join(methods)}: the seed is the unit of replication, so the "
-              "t-interval has K − 1 degrees of freedom (2 for 3 seeds) and says how the difference varies from "
+    tested = rows + [g for g in comps["grpo"] if "p" in g]
+    empty = [r for r in tested if "nothing to test" in r["method"]]
+    methods = sorted({r["method"] for r in tested if r not in empty})
+    flat = " Rows where no item differs in any seed have nothing to test (CI [0, 0], p 1)." if empty else ""
+    lines += ["", f"Method: Δ is the mean over seeds of the per-seed difference on the same items. "
+              f"Its 95% CI and p come from {'the ' + ' or the '.join(methods) if methods else 'no test'}: the seed is the unit of replication, so "
+              "the t-interval has K − 1 degrees of freedom for K seeds and says how the difference varies from "
               "one training run to another on these items, intersected with [-1, 1] where no accuracy "
-              "difference can lie outside it (`domtok.eval.stats.seed_item_test`). MDE: the smallest true "
+              f"difference can lie outside it (`domtok.eval.stats.seed_item_test`).{flat} MDE: the smallest true "
               f"difference this design detects with 80% power at Holm's strictest level α/m (m = {comps['m']}; "
               "noncentral t with the design's own standard error and degrees of freedom). "
               f"Forest plot: `{plots_rel}/forest.png`."]

@@ -3,25 +3,35 @@
 1. Token use: per evaluated stage, benchmark and condition, every answer (item x seed) sorted
    by whether the response used a token of the condition's set and whether it was right.
    Descriptive: no test.
-2. Per template (GSM-style items that carry `template` and `has_mul`): each condition −
-   the baseline per template, and pooled over the templates with and without a
+2. Per template (GSM-style items that carry `template` and `has_mul`): each headline
+   condition − the baseline per template, and pooled over the templates with and without a
    multiplication. The templates without one are the negative control: the domain tokens
    cannot help there, so a difference there is not their doing.
-3. The controls (`tiny-controls`): mul vs the document-matched arm ("atomic facts or more
-   text?") and mul vs the compression-matched control set ("facts or compression?"), on
-   every headline metric, and for every comparison the report makes, whether its two
-   conditions are compute-matched (same steps and tokens per step) and data-matched (the same
-   documents read), from the pretraining summaries.
+3. The controls (`tiny-controls`): "atomic facts or more text?" in two comparisons, mul
+   vs the document-matched arm (what the extra text read in the same compute is worth) and
+   the document-matched arm vs its partner (the facts on the same documents, in fewer
+   FLOPs); "facts or compression?": mul vs the compression-matched control set at equal
+   compute. For every comparison the report makes, whether its two conditions are
+   compute-matched (same steps and tokens per step) and data-matched (the same documents
+   read), from the pretraining summaries.
 
-Tests 2 and 3 use `seed_item_test` (the headline's seed-honest test) and are Holm-corrected as
-one family of their own: they are secondary to the headline.
+Tests 2 and 3 use `seed_item_test` (the headline's seed-honest test). The control pairs on the
+spec's primary endpoint answer the control questions: a Holm family of their own, with
+verdicts. The section's other tests are one Holm family: they are secondary to the headline.
 """
 
 from __future__ import annotations
 
-from domtok.report.compare import _by_seed, _ci_text, _p_text, _signed, main_metrics
+from domtok.report.compare import (EQUIVALENT, HELPS, HURTS, UNDECIDED, _by_seed, _ci_text, _p_text, _signed,
+                                   main_metrics)
 from domtok.report.run import ALPHA, HEADLINE, Run, _fmt
 from domtok.rundir import CONTROL_SET, document_partner
+
+
+# The questions the controls answer (report.md and report.json's `question`).
+MORE_TEXT = "atomic facts or more text? (the extra text read in the same compute)"
+SAME_TEXT = "atomic facts or more text? (the facts on the same documents, in fewer FLOPs)"
+COMPRESSION = "facts or compression?"
 
 
 def _field(run: Run, bench: str) -> str:
@@ -119,9 +129,7 @@ def templates(run: Run) -> list[dict]:
             groups = [(f"template `{t}`", kinds[t], lambda r, t=t: r.get("template") == t) for t in sorted(kinds)]
             groups += [("all templates with a multiplication", True, lambda r: r.get("has_mul") is True),
                        ("all templates without one (negative control)", False, lambda r: r.get("has_mul") is False)]
-            for cond in run.conditions:
-                if cond == run.baseline:
-                    continue
+            for cond in run.domain:
                 dom = _by_seed(run, stage, cond, bench)
                 for name, has_mul, keep in groups:
                     r = _group_test(run, base, dom, field, keep)
@@ -131,18 +139,24 @@ def templates(run: Run) -> list[dict]:
 
 
 def control_pairs(run: Run) -> list[tuple[str, str, str]]:
-    """(reference, condition, question) of each control comparison the spec allows."""
+    """(reference, condition, question) of each control comparison the spec allows.
+
+    A document-matched arm D of a fact condition F (the same token set; D reads the documents
+    F's partner reads) splits "atomic facts or more text?" in two: F − D is what the extra
+    text F reads in the same compute is worth, and D − partner is the facts on the same
+    documents (in fewer steps and FLOPs). A `control` condition C answers "facts or
+    compression?" with F − C at equal compute and equal shrinkage."""
     conds = run.spec.conditions
-    facts = [c for c, v in conds.items() if v.get("token_set") == run.spec.token_set
-             and document_partner(conds, c) is None]
     pairs = []
     for d, v in conds.items():
-        if document_partner(conds, d) is not None:
-            pairs += [(d, x, "atomic facts or more text?") for x in facts
-                      if conds[x].get("token_set") == v.get("token_set") and x != d]
+        partner = document_partner(conds, d)
+        if partner is None:
+            continue
+        pairs += [(d, x, MORE_TEXT) for x in run.facts if conds[x].get("token_set") == v.get("token_set") and x != d]
+        pairs.append((partner, d, SAME_TEXT))
     for c, v in conds.items():
         if v.get("token_set") == CONTROL_SET:
-            pairs += [(c, x, "facts or compression?") for x in facts]
+            pairs += [(c, x, COMPRESSION) for x in run.facts]
     return pairs
 
 
@@ -166,8 +180,8 @@ def matching(run: Run) -> list[dict]:
     """For each comparison the report makes (headline pairs and control pairs): compute-matched
     (same steps and tokens per step in every seed) and data-matched (same documents read)."""
     pre = next((s.name for s in run.spec.stages if s.kind == "pretrain"), None)
-    pairs = [(run.baseline, c, "headline") for c in run.conditions if run.baseline and c != run.baseline]
-    pairs += [(a, b, q) for a, b, q in control_pairs(run)]
+    pairs = [(run.baseline, c, "headline") for c in run.domain if run.baseline]
+    pairs += control_pairs(run)
     out = []
     for a, b, question in pairs:
         sa = {n.seed: run.summary[n.id] for n in run.training(pre, a)} if pre else {}
@@ -188,15 +202,54 @@ def matching(run: Run) -> list[dict]:
 
 
 def mechanism(run: Run) -> dict:
-    """Every figure of the section (report.json's `mechanism`), tests Holm-corrected together."""
-    from domtok.eval.stats import holm
+    """Every figure of the section (report.json's `mechanism`).
+
+    The control pairs on the spec's primary endpoint are the answers to the control questions:
+    one Holm family of their own (`family: "answer"`), each with a verdict as the primary's
+    (helps / hurts: the condition scores better / worse than its reference; equivalent within
+    the primary's margin by TOST; else undecided). Every other test of the section (the control
+    pairs on the other metrics, the per-template effects) is one Holm family (`detail`)."""
+    from domtok.eval.stats import holm, tost
+    from domtok.report.compare import lower_is_better, verdict
 
     data = {"usage": usage(run), "templates": templates(run), "controls": controls(run), "matching": matching(run)}
     tested = [r for key in ("templates", "controls") for r in data[key] if "p" in r]
-    for r, ph in zip(tested, holm([r["p"] for r in tested])):
-        r["p_holm"] = ph
-    data["m"] = len(tested)
+    answers = [r for r in tested if r.get("primary")]
+    detail = [r for r in tested if not r.get("primary")]
+    for family, rows in (("answer", answers), ("detail", detail)):
+        for r, ph in zip(rows, holm([r["p"] for r in rows])):
+            r.update(family=family, p_holm=ph)
+    prim = getattr(run.spec, "primary", None) or {}
+    margin = prim.get("margin")
+    p_tost = [tost(r["delta"], r["se"], r["df"], margin, ALPHA)["p"] if margin else 1.0 for r in answers]
+    for r, pt in zip(answers, holm(p_tost) if answers else []):
+        better = -r["delta"] if lower_is_better(r["metric"]) else r["delta"]
+        r["p_tost_holm"] = pt if margin else None
+        r["verdict"] = verdict(better, r["p_holm"], r["p_tost_holm"]) if r["n_seeds"] > 1 else UNDECIDED
+    data["m"], data["m_answers"] = len(detail), len(answers)
     return data
+
+
+# What an answer's verdict says about its question, in words that claim no more than the test.
+MEANING = {
+    MORE_TEXT: {HELPS: "the extra text read in the same compute raises the score: reading more text explains at "
+                       "least part of a compute-matched difference",
+                HURTS: "the extra text read in the same compute lowers the score",
+                EQUIVALENT: "the extra text is worth less than the margin: more text does not explain a "
+                            "compute-matched difference larger than the margin",
+                UNDECIDED: "this study cannot say what the extra text is worth"},
+    SAME_TEXT: {HELPS: "on the same documents, in fewer FLOPs, the facts score better: the gain does not need "
+                       "more text",
+                HURTS: "on the same documents, in fewer FLOPs, the facts score worse",
+                EQUIVALENT: "on the same documents the facts change the score by less than the margin",
+                UNDECIDED: "this study cannot say what the facts do on the same documents"},
+    COMPRESSION: {HELPS: "the facts beat 45 tokens that shrink the text as much: the difference is not compression "
+                         "alone",
+                  HURTS: "45 tokens that shrink the text as much score better than the facts",
+                  EQUIVALENT: "facts and compression are equivalent within the margin: any 45 tokens that shrink "
+                              "the text as much do as well",
+                  UNDECIDED: "this study cannot tell the facts from compression"},
+}
 
 
 # --------------------------------------------------------------------------- report.md
@@ -204,7 +257,7 @@ def mechanism(run: Run) -> dict:
 def _test_cells(r: dict) -> str:
     if "p" not in r:
         return f"– | – | – | – | – | {r['error']}"
-    verdict = "no detectable difference" if not r["p_holm"] < ALPHA else "higher" if r["delta"] > 0 else "lower"
+    verdict = r.get("verdict") or ("undecided" if not r["p_holm"] < ALPHA else "higher" if r["delta"] > 0 else "lower")
     return (f"{r['a_mean']:.3f} | {r['b_mean']:.3f} | {_signed(r['delta'])} | {_ci_text(r)} | "
             f"{_p_text(r['p_holm'])} | {verdict}")
 
@@ -235,14 +288,21 @@ def mechanism_section(run: Run, h: str = "##") -> list[str]:
               "same documents).", "", *_matching_lines(data["matching"]), ""]
     if data["controls"]:
         lines += [f"{h}# Controls", ""]
-        prim = [r for r in data["controls"] if r["primary"]]
-        for r in prim:
-            lines.append(f"- {r['question']} On the primary endpoint ({r['benchmark']} {r['metric']} after "
-                         f"`{r['stage']}`): {r['condition']} − {r['reference']} = "
-                         + (f"{_signed(r['delta'])}, 95% CI {_ci_text(r)}, p {_p_text(r['p'])} "
-                            f"({len(r['seeds'])} seed(s), {r['method']})." if "p" in r else f"no test ({r['error']})."))
-        lines += [""] * bool(prim) + ["Δ = condition − reference on each headline metric (`seed_item_test`, Holm over this "
-                  f"section's m = {data['m']} tests; the primary endpoint's row is marked).", "",
+        answers = [r for r in data["controls"] if r["primary"]]
+        if answers:
+            lines += [f"The answers: each control comparison on the primary endpoint ({answers[0]['benchmark']} "
+                      f"{answers[0]['metric']} after `{answers[0]['stage']}`), Holm over these "
+                      f"{data['m_answers']} tests (α = 0.05; equivalence by TOST within the primary's margin).", ""]
+        for r in answers:
+            if "p" not in r:
+                lines.append(f"- {r['question']} {r['condition']} − {r['reference']}: no test ({r['error']}).")
+                continue
+            lines.append(f"- {r['question']} {r['condition']} − {r['reference']} = {_signed(r['delta'])}, 95% CI "
+                         f"{_ci_text(r)}, p {_p_text(r['p'])}, Holm p {_p_text(r['p_holm'])} ({len(r['seeds'])} "
+                         f"seed(s), {r['method']}): **{r['verdict']}**: {MEANING[r['question']][r['verdict']]}.")
+        lines += [""] * bool(answers) + ["Every control comparison on each headline metric (Δ = condition − reference, "
+                  f"`seed_item_test`; the primary endpoint's rows are the answers above; the others are Holm over this "
+                  f"section's m = {data['m']} tests with the per-template rows).", "",
                   "| question | condition − reference | metric | stage | reference | condition | Δ | 95% CI | Holm p | "
                   "verdict |", "|---|---|---|---|---:|---:|---:|---|---:|---|"]
         lines += [f"| {r['question']} | {r['condition']} − {r['reference']} | "
@@ -252,7 +312,8 @@ def mechanism_section(run: Run, h: str = "##") -> list[str]:
     lines += [f"{h}# Per template (GSM-style items)", ""]
     if data["templates"]:
         lines += ["The templates without a multiplication are the negative control: a difference there is not the "
-                  f"domain tokens' doing. Holm over this section's m = {data['m']} tests.", "",
+                  f"domain tokens' doing. Holm over this section's m = {data['m']} tests (higher / lower: the Holm p is "
+                  "below 0.05; undecided: it is not).", "",
                   "| benchmark | stage | condition − baseline | items | has a multiplication | baseline | condition | Δ | "
                   "95% CI | Holm p | verdict |", "|---|---|---|---|---|---:|---:|---:|---|---:|---|"]
         lines += [f"| {r['benchmark']} | {r['stage']} | {r['condition']} | {r['group']} | "

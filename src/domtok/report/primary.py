@@ -79,6 +79,24 @@ def primary_result(run: Run, comps: dict, rung: str | None = None) -> dict | Non
             "seeds_needed": seeds_needed(r["se"] * math.sqrt(r["n_seeds"]), r["n_seeds"], pr["margin"])}
 
 
+def sequential_answer(primary: dict | None, rec: dict | None) -> dict | None:
+    """The `--seeds auto` design's answer (looks.json) for the report's seeds: {"look", "n",
+    "decision", "reason", "ci" (repeated 95% CI of domain − baseline), "max_seeds", "per_look"}
+    when the report covers exactly the seeds of the last recorded look; {"mismatch": seeds of
+    that look} when it covers others; None without looks."""
+    if primary is None or not rec or not rec.get("looks"):
+        return None
+    last, plan = rec["looks"][-1], rec["plan"]
+    if sorted(last["seeds"]) != sorted(primary["seeds"]):
+        return {"mismatch": last["seeds"]}
+    ci = last.get("ci")
+    if ci and plan.get("lower_is_better"):  # the looks test baseline − domain for a bits-per-byte metric
+        ci = [-ci[1], -ci[0]]
+    return {"look": last["look"], "n": last["n"], "decision": rec.get("decision") or "continue",
+            "reason": last["reason"], "ci": ci, "biased": bool(rec.get("biased")),
+            "max_seeds": plan["max_seeds"], "per_look": plan["per_look"]}
+
+
 def _n(n) -> str:
     return "more than 10,000" if n is None else f"{n:,}"
 
@@ -88,11 +106,15 @@ def primary_lines(run: Run, primary: dict | None, plot: str | None) -> list[str]
     claim only what its test shows, and the dot plot of the per-seed deltas."""
     from domtok.tokens.sets import get_token_set
 
-    domain = [c for c in run.conditions if c != run.baseline]
+    domain = run.domain
     ts = get_token_set(run.spec.token_set)
     question = (f"**Question.** Does a model that learns the {len(ts.tokens)} `{ts.name}` facts as single domain tokens "
                 f"(`{'`, `'.join(domain) or '–'}`; e.g. `{ts.tokens[-1].text}`) score better than the same "
                 f"architecture trained for the same steps and tokens without them (`{run.baseline}`)?")
+    controls = [c for c in run.conditions if c not in domain and c != run.baseline]
+    if controls:
+        question += (f" Its controls ({', '.join(f'`{c}`' for c in controls)}) ask whether a difference is the facts "
+                     "or only more text or compression: the Mechanism section (Controls) answers that.")
     pr = run.spec.primary
     if not pr:
         return [question, "", "**Answer.** None: the spec declares no `primary:` endpoint, so no single test answers "
@@ -122,12 +144,35 @@ def primary_lines(run: Run, primary: dict | None, plot: str | None) -> list[str]
     else:
         said = (f"undecided: the {ci} includes 0 (p {_p_text(p['p'])}) and the {ci90} is not inside the margin {m}, "
                 "so this study shows neither a difference nor equivalence.")
+    how = f"tested alone at α = 0.05 over {p['n_seeds']} seed(s)"
+    seq = p.get("sequential")
+    if seq and "mismatch" not in seq:
+        # The seeds came look by look: the answer is the sequential design's, whose error rate
+        # was simulated; a fixed-sample CI on the same seeds ignores the looks.
+        how = (f"tested by the `--seeds auto` design (α = 0.05 spent over looks of {seq['per_look']}, at most "
+               f"{seq['max_seeds']} seeds) at look {seq['look']}, {seq['n']} seed(s)")
+        rci = (f"repeated 95% CI [{_signed(seq['ci'][0])}, {_signed(seq['ci'][1])}]" if seq["ci"]
+               else "no repeated CI (no seed SD)")
+        said = {"continue": f"not decided yet: {seq['reason']}; {rci}. `domtok run --seeds auto` runs the next look.",
+                "undecided": f"undecided: {seq['reason']}; {rci}: this study shows neither a difference nor "
+                             "equivalence.",
+                "equivalent": f"equivalent within {m}: {seq['reason']}.",
+                HELPS: f"`{p['condition']}` helps: {seq['reason']}; {rci}.",
+                HURTS: f"`{p['condition']}` hurts: {seq['reason']}; {rci}."}[seq["decision"]]
+        if seq["biased"]:
+            said += (" A study that stops early stops when its deltas happen to be large, so this Δ is biased away "
+                     "from 0: the Sequential seeds section gives the bias-adjusted estimate.")
+        said += f" (The fixed-sample {ci} ignores the looks: it is not this design's test.)"
     lines = [question, "",
-             f"**Answer{where}.** Primary endpoint, {what}, tested alone at α = 0.05 over {p['n_seeds']} seed(s) on "
-             f"{p['n_items']} items: Δ = {_signed(p['delta'])} ({p['condition']} {p['domain_mean']:.3f} vs "
-             f"{run.baseline} {p['baseline_mean']:.3f}; per seed {deltas}); {said}"]
+             f"**Answer{where}.** Primary endpoint, {what}, {how} on {p['n_items']} items: Δ = {_signed(p['delta'])} "
+             f"({p['condition']} {p['domain_mean']:.3f} vs {run.baseline} {p['baseline_mean']:.3f}; per seed "
+             f"{deltas}); {said}"]
+    if seq and "mismatch" in seq:
+        lines.append(f"⚠ looks.json records `--seeds auto` looks whose last covers seeds {seq['mismatch']}, but this "
+                     f"report covers seeds {p['seeds']}: the answer above is a fixed-sample test, which is not the "
+                     "test whose error rate was checked for seeds added by looking at results (see Sequential seeds).")
     need = p.get("seeds_needed")
-    if need and p["verdict"] == UNDECIDED:
+    if need and p["verdict"] == UNDECIDED and not (seq and "mismatch" not in seq):
         lo, hi = need["sd_ci95"]
         lines.append(f"A decision at 80% power would take about {_n(need['difference']['at_sd'])} seeds to find a "
                      f"difference of {m}, or {_n(need['equivalence']['at_sd'])} to show equivalence within {m} if the "
@@ -206,7 +251,7 @@ def primary_deltas(run_dir: str | Path) -> list[float]:
 
     run = Run(Path(run_dir))
     pr = run.spec.primary
-    domain = [c for c in run.conditions if c != run.baseline]
+    domain = run.domain
     if not pr or run.baseline is None or not domain:
         return []
     view = run.rung(run.spec.ladder[-1].name) if run.spec.ladder else run

@@ -12,7 +12,7 @@ import copy
 import math
 from pathlib import Path
 
-from domtok.rundir import load_run, node_state, read_summary
+from domtok.rundir import document_partner, load_run, node_state, read_summary
 from domtok.utils import read_items
 
 # Per benchmark kind: the summary metrics shown in the matrix, and the per-item field that a
@@ -43,6 +43,14 @@ def _mean_std(vals: list[float]) -> tuple[float, float]:
     return m, s
 
 
+def fact_conditions(spec, baseline: str | None) -> list[str]:
+    """The conditions that answer the study's question: compute-matched, with the spec's token
+    set. A document-matched arm or a `control` token set is a control of them: the report
+    compares it in the Mechanism section, not with the baseline in the headline."""
+    return [c for c, v in spec.conditions.items() if c != baseline and v.get("token_set") == spec.token_set
+            and document_partner(spec.conditions, c) is None]
+
+
 class Run:
     """The finished nodes of a run directory, indexed for the tables."""
 
@@ -53,7 +61,11 @@ class Run:
         self.all_nodes = nodes
         self.summary = {n.id: read_summary(n) for n in self.nodes}
         self.conditions = list(self.spec.conditions)
-        self.baseline = next((c for c, v in self.spec.conditions.items() if not v.get("token_set")), None)
+        conds = self.spec.conditions
+        self.baseline = next((c for c, v in conds.items() if not v.get("token_set")), None)
+        self.facts = fact_conditions(self.spec, self.baseline)
+        # a spec of controls alone compares every condition with the baseline
+        self.domain = self.facts or [c for c in conds if c != self.baseline]
         self.stages = [s.name for s in self.spec.stages]
         self._items: dict[str, list[dict]] = {}
 

@@ -20,7 +20,7 @@ def signal_to_noise(run: Run) -> list[dict]:
     rows = []
     if run.baseline is None:
         return rows
-    for cond in [c for c in run.conditions if c != run.baseline]:
+    for cond in run.domain:
         for stage in run.spec.evals_after:
             for bench in run.spec.benchmarks:
                 base = {n.seed: run.summary[n.id].get("metrics", {}) for n in run.evals(stage, run.baseline, bench)}

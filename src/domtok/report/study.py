@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from domtok.report.compare import grpo_table, headline, paired_comparisons
+from domtok.report.compare import UNDECIDED, grpo_table, headline, paired_comparisons
 from domtok.report.mechanism import mechanism_section
-from domtok.report.plots import forest_plot, plots
+from domtok.report.plots import forest_plot, plots, primary_plot
+from domtok.report.primary import (calibration, calibration_lines, primary_lines, primary_result,
+                                   sequential_answer)
 from domtok.report.run import Run
-from domtok.report.primary import calibration, calibration_lines, primary_lines, primary_result
-from domtok.report.plots import primary_plot
+from domtok.report.sequential import read_looks
 from domtok.report.tables import (compute_table, confounds, eval_matrix, generation_table, loss_table, method_lines,
                                   reward_table, rft_table)
 
@@ -17,8 +18,17 @@ from domtok.report.tables import (compute_table, confounds, eval_matrix, generat
 def answer_section(run: Run, comps: dict, plots_dir: Path, rel: str, rung: str | None = None) -> tuple[list[str], dict | None]:
     """The primary endpoint's answer and its dot plot (the report's first lines), and its dict."""
     primary = primary_result(run, comps, rung)
+    # --seeds auto tests the primary of the whole run, or of a ladder's last rung (primary_deltas)
+    if primary is not None and rung == (run.spec.ladder[-1].name if run.spec.ladder else None):
+        seq = sequential_answer(primary, read_looks(run))
+        if seq is not None:
+            primary["sequential"] = seq
+            if "mismatch" not in seq:  # the design's decision is the answer; "continue" decides nothing yet
+                primary["fixed_sample_verdict"] = primary["verdict"]
+                primary["verdict"] = seq["decision"] if seq["decision"] != "continue" else UNDECIDED
     plot = primary_plot(primary, plots_dir) if primary else None
     return primary_lines(run, primary, f"{rel}/{plot}" if plot else None), primary
+
 
 def study_sections(run: Run, comps: dict, plots_dir: Path, rel: str, h: str = "##",
                    after_headline: list[str] = ()) -> list[str]:
