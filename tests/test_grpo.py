@@ -496,3 +496,19 @@ def test_torchrun_two_processes_match_one(workdir, tmp_path):
     m3, _ = load_model(tmp_path / "cut" / "model")
     for (k, pa), (_, pc) in zip(m1.state_dict().items(), m3.state_dict().items()):
         assert torch.allclose(pa, pc, atol=1e-5, rtol=0), k
+
+
+def test_prompts_whose_gold_answer_is_no_number_are_left_out_and_said(tmp_path, capsys):
+    """A record no reward could score (no gold number) is not trained on, and the log names it."""
+    from domtok.train.grpo import GRPOConfig, load_prompts
+    from domtok.train.sft_data import DataSource
+
+    data = tmp_path / "gsm.jsonl"
+    recs = [{"question": "2+2?", "answer": "4 apples\n#### 4"}, {"question": "Who?", "answer": "#### Bob"},
+            {"question": "3+3?", "answer": "#### 6"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    # a `jsonl` source takes records as they are (the gsm8k reader refuses such records itself)
+    qs, golds, _ = load_prompts(GRPOConfig(prompts=DataSource(kind="jsonl", path=str(data)), num_prompts=0), None, None)
+    assert qs == ["2+2?", "3+3?"] and golds == ["4", "6"]
+    out = capsys.readouterr().out
+    assert "1 of 3 records" in out and "gold answer not a number: records 1" in out

@@ -442,15 +442,18 @@ def load_prompts(cfg: GRPOConfig, tokenizer, token_set: str | None) -> tuple[lis
     if cfg.num_prompts:
         recs = recs[:cfg.num_prompts]
     qs, golds, texts = [], [], []
-    for r in recs:
+    skipped = {"no question or answer": [], "gold answer not a number": []}  # record indices
+    for i, r in enumerate(recs):
         q, a = r.get("question"), r.get("answer", r.get("solution"))
         if not isinstance(q, str) or a is None:
+            skipped["no question or answer"].append(i)
             continue
         try:
             gold = parse_gold(a) if "####" in str(a) else normalize_number(str(a))
         except ValueError:
-            continue
-        if gold is None:
+            gold = None
+        if gold is None:  # no reward could score it: left out, and said in the log
+            skipped["gold answer not a number"].append(i)
             continue
         shown = q
         if cfg.inject_user and token_set:
@@ -461,6 +464,10 @@ def load_prompts(cfg: GRPOConfig, tokenizer, token_set: str | None) -> tuple[lis
     if not qs:
         raise DomtokError(f"grpo: no usable prompts in {cfg.prompts}; records need `question` and an `answer` "
                           "ending in '#### N' (or a plain number)")
+    if any(skipped.values()):
+        print(f"grpo: {sum(map(len, skipped.values()))} of {len(recs)} records of {cfg.prompts} left out: "
+              + "; ".join(f"{why}: records {', '.join(map(str, ix[:10]))}{' …' if len(ix) > 10 else ''}"
+                          for why, ix in skipped.items() if ix), flush=True)
     return qs, golds, texts
 
 
