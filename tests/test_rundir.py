@@ -95,3 +95,22 @@ def test_reported_seeds_are_never_tuning_seeds_and_evaluations_score_test():
                              "evals.benchmarks.gsm_synthetic.split=dev"])  # the spec comment's tuning run
     nodes = [n for n in build_nodes(dev, Path("/nonexistent/run")) if n.id.endswith(("probes", "gsm_synthetic"))]
     assert nodes and all(n.config["split"] == "dev" and "/seed0/" in n.id for n in nodes)
+
+
+@pytest.mark.parametrize("where", ["config", "set"])
+def test_a_stage_seed_in_a_spec_is_refused_not_silently_replaced(tmp_path, where):
+    """Each node's seed is the spec's `seeds:` entry; a `seed` written into a stage would be
+    replaced without a word, so the spec is refused before anything runs."""
+    from conftest import MICRO
+    from domtok.config import ConfigError
+    from domtok.rundir import load_spec
+
+    spec = json.loads(json.dumps(MICRO))
+    spec["stages"][1].setdefault(where, {})["seed"] = 7
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match=r"stage 'sft': `seed` comes from the spec's `seeds:` list"):
+        load_spec(str(p))
+    res = subprocess.run([sys.executable, "-m", "domtok.cli", "run", str(p), "--runs-dir", str(tmp_path / "runs")],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and not (tmp_path / "runs").exists()

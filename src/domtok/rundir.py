@@ -201,6 +201,10 @@ def load_spec(path_or_preset: str | None, overrides: list[str] | None = None, se
         if after is not None and after not in names:
             raise ConfigError(f"{where}: stage {s['name']!r} comes after unknown stage {after!r}")
         names.add(s["name"])
+        inline = s.get("config") if isinstance(s.get("config"), dict) else {}
+        if "seed" in inline or "seed" in (s.get("set") or {}):  # (a stage preset's own seed is for its verb)
+            raise ConfigError(f"{where}: stage {s['name']!r}: `seed` comes from the spec's `seeds:` list (every seed "
+                              "runs every stage, and that seed is the node's); remove `seed` from the stage")
         stages.append(StageSpec(name=s["name"], kind=s["kind"], config=stage_section(s, where), after=after))
     evals = data.get("evals") or {}
     if not isinstance(evals, dict):
