@@ -221,7 +221,8 @@ class _StubRun:
 
         self.spec = SimpleNamespace(conditions=conditions, seeds=[0, 1, 2], token_set="mul", evals_after=["sft"],
                                     benchmarks={"gsm": {"kind": "gsm8k", "config": {}}}, stages=[],
-                                    primary={"benchmark": "gsm", "metric": "accuracy_flexible", "stage": "sft"})
+                                    primary={"benchmark": "gsm", "metric": "accuracy_flexible", "stage": "sft"},
+                                    stage=lambda name: SimpleNamespace(kind=name))
         from domtok.report.run import fact_conditions
 
         self.conditions, self.baseline = list(conditions), "baseline"
@@ -260,11 +261,12 @@ def test_mechanism_tables_against_scipy():
                               "domain_tokens": int(c != "baseline" and k % 2)}
                              for k, t in enumerate(list(kinds) * 20)]
     run = _StubRun(items, conditions)
-    from domtok.report.mechanism import COMPRESSION, MORE_TEXT, SAME_TEXT
+    from domtok.report.mechanism import COMPRESSION, COMPRESSION_ALONE, MORE_TEXT, SAME_TEXT
 
     assert run.domain == ["mul_tokens"]  # the controls are compared in Mechanism, not in the headline
     assert control_pairs(run) == [("mul_tokens_docs", "mul_tokens", MORE_TEXT), ("baseline", "mul_tokens_docs", SAME_TEXT),
-                                  ("control_tokens", "mul_tokens", COMPRESSION)]
+                                  ("control_tokens", "mul_tokens", COMPRESSION),
+                                  ("baseline", "control_tokens", COMPRESSION_ALONE)]
     # the seed-honest test: a t-test on the per-seed deltas (scipy), delta = condition − reference
     for r in controls(run):
         ref, cond = r["reference"], r["condition"]
@@ -280,7 +282,7 @@ def test_mechanism_tables_against_scipy():
 
     text = "\n".join(mechanism_section(run))
     answers = [r for r in mechanism(run)["controls"] if r["primary"]]
-    assert len(answers) == 3 and all(r["family"] == "answer" for r in answers)
+    assert len(answers) == 4 and all(r["family"] == "answer" for r in answers)
     # the answers are a Holm family of their own (statsmodels as the reference)
     assert [r["p_holm"] for r in answers] == pytest.approx(list(multipletests([r["p"] for r in answers],
                                                                               method="holm")[1]))

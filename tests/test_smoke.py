@@ -84,18 +84,23 @@ def test_controls_smoke_runs_every_node(controls):
     assert abs(built["shrink"] - built["target"]) <= 0.01
     assert f"control by {built['shrink']:.2%}" in (run / "tokenizer" / "log.txt").read_text()  # the build prints both
     # the report: the mechanism section with both controls, the document-matched arm's verdict
-    from domtok.report.mechanism import COMPRESSION, MORE_TEXT, SAME_TEXT
+    from domtok.report.mechanism import COMPRESSION, COMPRESSION_ALONE, MORE_TEXT, SAME_TEXT
 
     report = (run / "report.md").read_text()
     for text in ("## Mechanism", f"| {MORE_TEXT} | mul_tokens − mul_tokens_docs |",
                  f"| {SAME_TEXT} | mul_tokens_docs − baseline |", f"| {COMPRESSION} | mul_tokens − control_tokens |",
+                 f"| {COMPRESSION_ALONE} | control_tokens − baseline |",
                  "mul_tokens_docs is document-matched (data-matched) to baseline: the same documents",
                  "Its controls (`mul_tokens_docs`, `control_tokens`)"):
         assert text in report, text
     js = json.loads((run / "report.json").read_text())
     mech = js["mechanism"]
-    assert {r["question"] for r in mech["matching"]} >= {MORE_TEXT, SAME_TEXT, COMPRESSION}
+    assert {r["question"] for r in mech["matching"]} >= {MORE_TEXT, SAME_TEXT, COMPRESSION, COMPRESSION_ALONE}
     assert {r["condition"] for r in js["headline"]} == {"mul_tokens"}  # the controls are not the question
+    answers = [r for r in mech["controls"] if r["primary"]]
+    assert len(answers) == 4 and all(r["verdict"] in ("helps", "hurts", "equivalent", "undecided") for r in answers)
+    pre = [r for r in mech["controls"] if r["stage"] == "pretrain" and "p" in r]
+    assert pre and all(r["family"] == "descriptive" and r.get("p_holm") is None for r in pre)
 
 
 def test_replication_preset_smoke_runs_every_node(replication):

@@ -10,20 +10,21 @@
 3. The controls (`tiny-controls`): "atomic facts or more text?" in two comparisons, mul
    vs the document-matched arm (what the extra text read in the same compute is worth) and
    the document-matched arm vs its partner (the facts on the same documents, in fewer
-   FLOPs); "facts or compression?": mul vs the compression-matched control set at equal
-   compute. For every comparison the report makes, whether its two conditions are
+   FLOPs); "facts or compression?" in two too, mul vs the compression-matched control set and
+   the control set vs the baseline (the shrinkage alone), at equal compute. For every comparison the report makes, whether its two conditions are
    compute-matched (same steps and tokens per step) and data-matched (the same documents
    read), from the pretraining summaries.
 
 Tests 2 and 3 use `seed_item_test` (the headline's seed-honest test). The control pairs on the
 spec's primary endpoint answer the control questions: a Holm family of their own, with
 verdicts. The section's other tests are one Holm family: they are secondary to the headline.
+A pretrained model's or an own-notation score is descriptive here as in the headline.
 """
 
 from __future__ import annotations
 
-from domtok.report.compare import (EQUIVALENT, HELPS, HURTS, UNDECIDED, _by_seed, _ci_text, _p_text, _signed,
-                                   main_metrics)
+from domtok.report.compare import (EQUIVALENT, HELPS, HURTS, UNDECIDED, _by_seed, _ci_text, _family, _floor,
+                                   _p_text, _primary_metric, _signed, main_metrics)
 from domtok.report.run import ALPHA, HEADLINE, Run, _fmt
 from domtok.rundir import CONTROL_SET, document_partner
 
@@ -31,7 +32,8 @@ from domtok.rundir import CONTROL_SET, document_partner
 # The questions the controls answer (report.md and report.json's `question`).
 MORE_TEXT = "atomic facts or more text? (the extra text read in the same compute)"
 SAME_TEXT = "atomic facts or more text? (the facts on the same documents, in fewer FLOPs)"
-COMPRESSION = "facts or compression?"
+COMPRESSION = "facts or compression? (the facts against as much shrinkage, at equal compute)"
+COMPRESSION_ALONE = "facts or compression? (the shrinkage alone, at equal compute)"
 
 
 def _field(run: Run, bench: str) -> str:
@@ -131,10 +133,13 @@ def templates(run: Run) -> list[dict]:
                        ("all templates without one (negative control)", False, lambda r: r.get("has_mul") is False)]
             for cond in run.domain:
                 dom = _by_seed(run, stage, cond, bench)
+                fam = _family(run, bench, "accuracy_flexible", stage, None)
+                if fam["family"] == "primary":  # a template is part of the primary endpoint, not the endpoint
+                    fam = {"family": "detail", "reason": None}
                 for name, has_mul, keep in groups:
                     r = _group_test(run, base, dom, field, keep)
                     out.append({"benchmark": bench, "stage": stage, "condition": cond, "reference": run.baseline,
-                                "group": name, "has_mul": has_mul, **r})
+                                "group": name, "has_mul": has_mul, **fam, **r})
     return out
 
 
@@ -144,8 +149,9 @@ def control_pairs(run: Run) -> list[tuple[str, str, str]]:
     A document-matched arm D of a fact condition F (the same token set; D reads the documents
     F's partner reads) splits "atomic facts or more text?" in two: F − D is what the extra
     text F reads in the same compute is worth, and D − partner is the facts on the same
-    documents (in fewer steps and FLOPs). A `control` condition C answers "facts or
-    compression?" with F − C at equal compute and equal shrinkage."""
+    documents (in fewer steps and FLOPs). A `control` condition C splits "facts or
+    compression?" in two: F − C, the facts against tokens that shrink the text as much, and
+    C − baseline, the shrinkage alone; all three at equal compute."""
     conds = run.spec.conditions
     pairs = []
     for d, v in conds.items():
@@ -157,22 +163,27 @@ def control_pairs(run: Run) -> list[tuple[str, str, str]]:
     for c, v in conds.items():
         if v.get("token_set") == CONTROL_SET:
             pairs += [(c, x, COMPRESSION) for x in run.facts]
+            if run.baseline is not None:
+                pairs.append((run.baseline, c, COMPRESSION_ALONE))
     return pairs
 
 
 def controls(run: Run) -> list[dict]:
-    """Each control pair on every headline metric and evaluated stage; `primary` marks the
-    spec's primary endpoint (benchmark, metric, stage)."""
+    """Each control pair on every headline metric and evaluated stage (and the primary endpoint
+    when the headline lists no such metric); `primary` marks the spec's primary endpoint, and
+    `family` is the headline's rule (`compare._family`): a pretrained model's or an
+    own-notation score is descriptive here too."""
     out = []
     prim = getattr(run.spec, "primary", None) or {}
+    main = main_metrics(run)
     for ref, cond, question in control_pairs(run):
         for stage in run.spec.evals_after:
-            for bench, metric, field, cat in main_metrics(run):
+            for bench, metric, field, cat in main + [m for m in _primary_metric(run, stage) if m not in main]:
                 r = _group_test(run, _by_seed(run, stage, ref, bench), _by_seed(run, stage, cond, bench), field,
                                 lambda _: True, category=cat)
                 primary = (prim.get("benchmark"), prim.get("metric"), prim.get("stage")) == (bench, metric, stage)
                 out.append({"benchmark": bench, "metric": metric, "stage": stage, "condition": cond, "reference": ref,
-                            "question": question, "primary": primary, **r})
+                            "question": question, "primary": primary, **_family(run, bench, metric, stage, cat), **r})
     return out
 
 
@@ -215,7 +226,7 @@ def mechanism(run: Run) -> dict:
     data = {"usage": usage(run), "templates": templates(run), "controls": controls(run), "matching": matching(run)}
     tested = [r for key in ("templates", "controls") for r in data[key] if "p" in r]
     answers = [r for r in tested if r.get("primary")]
-    detail = [r for r in tested if not r.get("primary")]
+    detail = [r for r in tested if not r.get("primary") and r.get("family") != "descriptive"]
     for family, rows in (("answer", answers), ("detail", detail)):
         for r, ph in zip(rows, holm([r["p"] for r in rows])):
             r.update(family=family, p_holm=ph)
@@ -249,6 +260,12 @@ MEANING = {
                   EQUIVALENT: "facts and compression are equivalent within the margin: any 45 tokens that shrink "
                               "the text as much do as well",
                   UNDECIDED: "this study cannot tell the facts from compression"},
+    COMPRESSION_ALONE: {HELPS: "45 tokens that shrink the text as much as the facts do, without any fact, score "
+                               "better than the baseline: shrinkage alone helps",
+                        HURTS: "45 tokens that shrink the text as much as the facts do, without any fact, score "
+                               "worse than the baseline",
+                        EQUIVALENT: "the shrinkage alone changes the score by less than the margin",
+                        UNDECIDED: "this study cannot say what the shrinkage alone does"},
 }
 
 
@@ -257,7 +274,12 @@ MEANING = {
 def _test_cells(r: dict) -> str:
     if "p" not in r:
         return f"– | – | – | – | – | {r['error']}"
-    verdict = r.get("verdict") or ("undecided" if not r["p_holm"] < ALPHA else "higher" if r["delta"] > 0 else "lower")
+    if r.get("family") == "descriptive":
+        verdict, r = "descriptive", {**r, "p_holm": None}
+    elif _floor(r) is not None:
+        verdict = f"nothing to test ({_floor(r):.0f} in both)"
+    else:
+        verdict = r.get("verdict") or ("undecided" if not r["p_holm"] < ALPHA else "higher" if r["delta"] > 0 else "lower")
     return (f"{r['a_mean']:.3f} | {r['b_mean']:.3f} | {_signed(r['delta'])} | {_ci_text(r)} | "
             f"{_p_text(r['p_holm'])} | {verdict}")
 
@@ -302,7 +324,8 @@ def mechanism_section(run: Run, h: str = "##") -> list[str]:
                          f"seed(s), {r['method']}): **{r['verdict']}**: {MEANING[r['question']][r['verdict']]}.")
         lines += [""] * bool(answers) + ["Every control comparison on each headline metric (Δ = condition − reference, "
                   f"`seed_item_test`; the primary endpoint's rows are the answers above; the others are Holm over this "
-                  f"section's m = {data['m']} tests with the per-template rows).", "",
+                  f"section's m = {data['m']} tests with the per-template rows; rows marked descriptive, a pretrained "
+                  "model's or an own-notation score, are in no family).", "",
                   "| question | condition − reference | metric | stage | reference | condition | Δ | 95% CI | Holm p | "
                   "verdict |", "|---|---|---|---|---:|---:|---:|---|---:|---|"]
         lines += [f"| {r['question']} | {r['condition']} − {r['reference']} | "
@@ -313,7 +336,7 @@ def mechanism_section(run: Run, h: str = "##") -> list[str]:
     if data["templates"]:
         lines += ["The templates without a multiplication are the negative control: a difference there is not the "
                   f"domain tokens' doing. Holm over this section's m = {data['m']} tests (higher / lower: the Holm p is "
-                  "below 0.05; undecided: it is not).", "",
+                  "below 0.05; undecided: it is not; pretrained models' rows are descriptive).", "",
                   "| benchmark | stage | condition − baseline | items | has a multiplication | baseline | condition | Δ | "
                   "95% CI | Holm p | verdict |", "|---|---|---|---|---|---:|---:|---:|---|---:|---|"]
         lines += [f"| {r['benchmark']} | {r['stage']} | {r['condition']} | {r['group']} | "
