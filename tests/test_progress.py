@@ -156,3 +156,33 @@ def test_a_submitted_node_that_has_not_started_is_queued_not_running(tmp_path):
     assert lines[0].startswith("  running n0 (") and lines[1].startswith("  queued n1 (")
     assert lines[2].startswith("  queued n2 (") and "not started" in lines[2]
     assert lines[-1].startswith("  run: 1 running, 2 queued on the executor, 0 waiting")
+
+
+def test_finished_nodes_are_settled_while_the_job_slots_are_full(tmp_path, monkeypatch, capsys):
+    """A node that is done already needs no job slot: it is settled while the slots are busy,
+    so "waiting" counts only the nodes that will still run (a later look of --seeds auto lists
+    every earlier seed's finished nodes behind the new seeds' ones)."""
+    from conftest import MICRO
+    from domtok import pipeline
+    from domtok.pipeline import RunOptions, load_spec, run_experiment
+
+    def fake_node(node, run_dir, opts, fresh):
+        node.out_dir.mkdir(parents=True, exist_ok=True)
+        (node.out_dir / "node.json").write_text("{}")
+        (node.out_dir / "manifest.json").write_text(json.dumps({"hash": node.hash, "wall_time_s": 1.0}))
+        return True
+
+    monkeypatch.setattr(pipeline, "run_node", fake_node)
+    monkeypatch.setattr("domtok.report.write_report", lambda run_dir: run_dir / "report.md")
+    p = tmp_path / "one.yaml"
+    p.write_text(yaml.safe_dump(dict(MICRO, conditions={"baseline": {"token_set": None}}, stages=MICRO["stages"][:1],
+                                     evals={"after": [], "benchmarks": {}})))
+    for seeds in ([1], [0, 1]):  # seed 1 first: in the second run its node comes after seed 0's
+        spec = load_spec(str(p), [f"seeds={seeds}"])
+        spec.runs_dir = str(tmp_path / "runs")
+        assert run_experiment(spec, RunOptions(jobs=1)) == 0
+    out = capsys.readouterr().out.split("seeds [0, 1]")[-1]  # the second run
+    lines = out.splitlines()
+    settled = next(i for i, ln in enumerate(lines) if "baseline/seed1/pretrain: done already" in ln)
+    ran = next(i for i, ln in enumerate(lines) if "baseline/seed0/pretrain: done in" in ln)
+    assert settled < ran and "waiting" not in lines[ran], out

@@ -204,8 +204,10 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
             msg += time_left(pending, list(running.values()), walls, opts.jobs)
         _say(opts, f"[{counter[0]}/{len(todo)}] {node.id}: {msg}")
 
-    def try_start(node: Node, pool) -> bool:
-        """Start, skip or settle `node` if it can be decided now; False while an input is still to come."""
+    def try_start(node: Node, pool, free: bool) -> bool:
+        """Start, skip or settle `node` if it can be decided now; False while an input is still to
+        come, or when it must run and no job slot is `free` (a finished or blocked node is settled
+        without one, so "waiting" counts only nodes that will run)."""
         blocked = [d.id for d in node.deps if d.id in failed]
         if blocked:
             finish(node, f"skipped, depends on failed {blocked[0]}", False)
@@ -220,6 +222,8 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
         if state == "done" and not forced(node):
             finish(node, f"done already ({key_metric_text(node)})", True)
             return True
+        if not free:
+            return False
         if state == "running":
             held = {}
             with contextlib.suppress(OSError, ValueError):  # it may just have been released
@@ -245,9 +249,7 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
     try:
         while pending or running:
             for node in list(pending):
-                if len(running) >= cap:
-                    break
-                if try_start(node, pool):
+                if try_start(node, pool, len(running) < cap):
                     pending.remove(node)
             if not running:
                 if pending:  # cannot happen for a valid order; never spin
