@@ -378,8 +378,9 @@ def headline(run: Run, comps: dict, plots_rel: str = "plots") -> list[str]:
     empty = [r for r in tested if "nothing to test" in r["method"]]
     methods = sorted({r["method"] for r in tested if r not in empty})
     flat = " Rows where no item differs in any seed have nothing to test (CI [0, 0], p 1)." if empty else ""
+    source = "the " + " or the ".join(methods) if methods else "no test"
     lines += ["", f"Method: Δ is the mean over seeds of the per-seed difference on the same items. "
-              f"Its 95% CI and p come from {'the ' + ' or the '.join(methods) if methods else 'no test'}: the seed is the unit of replication, so "
+              f"Its 95% CI and p come from {source}: the seed is the unit of replication, so "
               "the t-interval has K − 1 degrees of freedom for K seeds and says how the difference varies from "
               "one training run to another on these items, intersected with [-1, 1] where no accuracy "
               f"difference can lie outside it (`domtok.eval.stats.seed_item_test`).{flat} MDE: the smallest true "

@@ -236,7 +236,8 @@ def calibration_lines(rows: list[dict]) -> list[str]:
                      f"[{_signed(r['ci_low'])}, {_signed(r['ci_high'])}] | {_p_text(r['p'])} | {r['method']} |")
     flagged = [r for r in rows if r.get("rejects_at_0.05")]
     lines += ["", "Both sides of each row are the same condition: every difference here is noise. "
-              + (f"{len(flagged)} of {len(rows)} rows reach p < 0.05 on noise alone"
+              + (f"{len(flagged)} of {len(rows)} rows {'reaches' if len(flagged) == 1 else 'reach'} p < 0.05 on "
+                 "noise alone"
                  + (", all of them one-seed tests over items: a single pair of networks differs by more than items "
                     "explain, which is why no single-seed test decides anything here." if all(r["n_seeds"] == 1 for r in flagged)
                     else ".") if flagged else f"None of the {len(rows)} rows reaches p < 0.05.")]
