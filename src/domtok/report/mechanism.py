@@ -11,9 +11,10 @@
    vs the document-matched arm (what the extra text read in the same compute is worth) and
    the document-matched arm vs its partner (the facts on the same documents, in fewer
    FLOPs); "facts or compression?" in two too, mul vs the compression-matched control set and
-   the control set vs the baseline (the shrinkage alone), at equal compute. For every comparison the report makes, whether its two conditions are
-   compute-matched (same steps and tokens per step) and data-matched (the same documents
-   read), from the pretraining summaries.
+   the control set vs the baseline (the shrinkage alone), at equal compute. For every
+   comparison the report makes, whether its two conditions are compute-matched (same steps
+   and tokens per step) and data-matched (the same documents read), from the pretraining
+   summaries.
 
 Tests 2 and 3 use `seed_item_test` (the headline's seed-honest test). The control pairs on the
 spec's primary endpoint answer the control questions: a Holm family of their own, with
@@ -151,7 +152,7 @@ def control_pairs(run: Run) -> list[tuple[str, str, str]]:
     text F reads in the same compute is worth, and D − partner is the facts on the same
     documents (in fewer steps and FLOPs). A `control` condition C splits "facts or
     compression?" in two: F − C, the facts against tokens that shrink the text as much, and
-    C − baseline, the shrinkage alone; all three at equal compute."""
+    C − baseline, the shrinkage alone; both at equal compute."""
     conds = run.spec.conditions
     pairs = []
     for d, v in conds.items():
@@ -243,8 +244,8 @@ def mechanism(run: Run) -> dict:
 
 # What an answer's verdict says about its question, in words that claim no more than the test.
 MEANING = {
-    MORE_TEXT: {HELPS: "the extra text read in the same compute raises the score: reading more text explains at "
-                       "least part of a compute-matched difference",
+    MORE_TEXT: {HELPS: "the extra text read in the same compute (and the steps that read it) raises the score: "
+                       "part of a compute-matched difference can come from more text",
                 HURTS: "the extra text read in the same compute lowers the score",
                 EQUIVALENT: "the extra text is worth less than the margin: more text does not explain a "
                             "compute-matched difference larger than the margin",
@@ -279,7 +280,8 @@ def _test_cells(r: dict) -> str:
     elif _floor(r) is not None:
         verdict = f"nothing to test ({_floor(r):.0f} in both)"
     else:
-        verdict = r.get("verdict") or ("undecided" if not r["p_holm"] < ALPHA else "higher" if r["delta"] > 0 else "lower")
+        verdict = r.get("verdict") or ("undecided" if not r["p_holm"] < ALPHA
+                                       else "higher" if r["delta"] > 0 else "lower")
     return (f"{r['a_mean']:.3f} | {r['b_mean']:.3f} | {_signed(r['delta'])} | {_ci_text(r)} | "
             f"{_p_text(r['p_holm'])} | {verdict}")
 
