@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -186,3 +187,36 @@ def test_finished_nodes_are_settled_while_the_job_slots_are_full(tmp_path, monke
     settled = next(i for i, ln in enumerate(lines) if "baseline/seed1/pretrain: done already" in ln)
     ran = next(i for i, ln in enumerate(lines) if "baseline/seed0/pretrain: done in" in ln)
     assert settled < ran and "waiting" not in lines[ran], out
+
+
+def test_a_forced_rerun_never_deletes_a_file_domtok_did_not_write(tmp_path, monkeypatch, capsys):
+    """A finished node's manifest lists the files it wrote; `domtok run --force` (or a changed
+    config) deletes a node directory only when it holds nothing else, and otherwise stops before
+    any work (exit 2 from the CLI), naming the file. The stages are stand-ins that write files."""
+    from conftest import MICRO
+    from domtok import pipeline
+    from domtok.errors import DomtokError
+    from domtok.pipeline import RunOptions, load_spec, run_experiment
+    from domtok.rundir import build_nodes
+
+    def fake_stage(cfg, out_dir):
+        (Path(out_dir) / "model").mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "model" / "weights.bin").write_text("w")
+        return {"ok": 1}
+
+    monkeypatch.setattr(pipeline, "stage_call", lambda node, run_dir: (fake_stage, {}))
+    monkeypatch.setattr("domtok.report.write_report", lambda run_dir: run_dir / "report.md")
+    p = tmp_path / "one.yaml"
+    p.write_text(yaml.safe_dump(dict(MICRO, conditions={"baseline": {"token_set": None}}, stages=MICRO["stages"][:1],
+                                     evals={"after": [], "benchmarks": {}})))
+    spec = load_spec(str(p))
+    spec.runs_dir = str(tmp_path / "runs")
+    assert run_experiment(spec, RunOptions(jobs=1)) == 0
+    node = next(n for n in build_nodes(spec, tmp_path / "runs" / "micro") if n.id == "baseline/seed0/pretrain")
+    assert json.loads(node.manifest_path.read_text())["files"] == ["log.txt", "model/weights.bin"]
+    assert run_experiment(spec, RunOptions(jobs=1, force=True)) == 0  # only its own files: re-run from empty
+    mine = node.out_dir / "model" / "my_notes.txt"
+    mine.write_text("mine")
+    with pytest.raises(DomtokError, match=r"my_notes.txt: not written by domtok .* re-running baseline/seed0/pretrain"):
+        run_experiment(spec, RunOptions(jobs=1, force=True))
+    assert mine.read_text() == "mine" and (node.out_dir / "model" / "weights.bin").exists()

@@ -38,8 +38,8 @@ from domtok.executors import die_with_parent, job_gpus, machine_cores, make_pool
 from domtok.manifest import write_manifest
 from domtok.progress import kind_key, running_lines, time_left
 # The spec and the DAG are the run directory's; they are re-exported here for `domtok run`'s callers.
-from domtok.rundir import (EVAL_KINDS, TRAINING_KINDS, Node, Spec, StageSpec, build_nodes,  # noqa: F401
-                           key_metric_text, load_spec, node_state, wall_time)
+from domtok.rundir import (EVAL_KINDS, NODE_FILES, TRAINING_KINDS, Node, Spec, StageSpec, build_nodes,  # noqa: F401
+                           foreign_node_files, key_metric_text, load_spec, node_files, node_state, wall_time)
 from domtok.wiring import check_stage_configs, stage_call
 
 # Nodes that run in one process even in a multi-process run (node 0's alone).
@@ -109,6 +109,14 @@ def run_experiment(spec: Spec, opts: RunOptions) -> int:
                                        or (state != "done" and _other_config(n))):
             from domtok.outdir import remove_tree
             remove_tree(n.out_dir)  # raises, naming the link and its target
+    for n in todo:  # a node re-run from empty deletes its directory: never with the user's files in it
+        redo = n.id in forced_ids or node_state(n) in ("stale", "failed") or _other_config(n)
+        foreign = foreign_node_files(n.out_dir) if redo else []
+        if foreign:
+            more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+            raise DomtokError(f"{foreign[0]}{more}: not written by domtok (no node's manifest lists it), and "
+                              f"re-running {n.id} deletes {n.out_dir}; move it out of the run directory, then run "
+                              "again")
     # only now, with everything checked: a refused run leaves the run dir's spec as it was
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "spec.yaml", _dump_spec(spec))
@@ -362,6 +370,8 @@ def run_node(node: Node, run_dir: Path, opts: RunOptions, fresh: bool, holder: d
         (node.out_dir / "running.json").unlink(missing_ok=True)
         return False
     manifest = {"id": node.id, "hash": node.hash, "kind": node.kind, "stage": node.stage,
+                # what the node wrote: a forced re-run deletes the directory only if it holds nothing else
+                "files": [f for f in node_files(node.out_dir) if f not in NODE_FILES],
                 "condition": node.condition, "seed": node.seed, "benchmark": node.benchmark,
                 "rung": node.rung, "config": node.config, "inputs": [d.id for d in node.deps], "summary": summary or {},
                 "wall_time_s": time.time() - t0, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),

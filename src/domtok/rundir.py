@@ -368,6 +368,44 @@ def foreign_entries(run_dir: Path, conditions) -> list[str]:
     return out
 
 
+# The files the pipeline itself writes at a node directory's top (the manifest lists the rest).
+NODE_FILES = ("node.json", "manifest.json", "running.json", "failed.json")
+
+
+def node_files(out_dir: Path) -> list[str]:
+    """Every file under a node directory, relative to it, in sorted order, except inside a
+    nested node directory (one holding its own node.json: an evaluation of this node's model),
+    which lists its own. A finished node's manifest records this list (`files`)."""
+    out = []
+    for root, dirs, files in os.walk(out_dir):
+        here = Path(root)
+        if here != out_dir and (here / "node.json").exists():
+            dirs[:] = []
+            continue
+        out += [str((here / f).relative_to(out_dir)) for f in files]
+    return sorted(out)
+
+
+def foreign_node_files(out_dir: Path) -> list[Path]:
+    """Files under a node directory (and the node directories nested in it) that the node's
+    manifest does not list: the user's, which deleting the directory would lose. A node without a
+    manifest (unfinished) or whose manifest predates the list is taken as holding only its own."""
+    found: list[Path] = []
+    if not out_dir.is_dir():
+        return found
+    for root, dirs, _ in os.walk(out_dir):
+        here = Path(root)
+        if here != out_dir and not (here / "node.json").exists():
+            continue
+        try:
+            listed = json.loads((here / "manifest.json").read_text()).get("files")
+        except (OSError, ValueError, AttributeError):
+            listed = None
+        if isinstance(listed, list):
+            found += [here / f for f in node_files(here) if f not in listed and f not in NODE_FILES]
+    return found
+
+
 # --------------------------------------------------------------------------- the DAG
 
 @dataclass
