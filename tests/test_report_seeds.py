@@ -34,6 +34,7 @@ def test_signal_to_noise_rows_are_the_per_seed_deltas(tmp_path):
     assert acc["delta"] == pytest.approx(0.4) and acc["snr"] is None  # identical deltas: no SD to divide by
     md = (run_dir / "report.md").read_text()
     assert "## Signal-to-noise per metric over seeds" in md
+    assert "do not account for that" not in md  # no looks: nothing to account for
     assert f"| mul_tokens | grpo | gsm_synthetic | gold_bpb | {np.mean(d):+.4f} |" in md
 
 
@@ -150,6 +151,7 @@ def test_a_seeds_auto_study_is_answered_by_its_sequential_test(tmp_path):
     assert f"repeated 95% CI [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]" in answer
     assert "is not this design's test" in answer and "biased away from 0" in answer
     assert "A decision at 80% power" not in md  # the design plans the seeds
+    assert "fixed-sample tests, which do not account for that" in md  # the secondary rows say what they are
 
     # a look that did not decide: no verdict, and the next look is the way on
     rec, r = _looks([0.1, -0.2, 0.3, 0.15, -0.25, 0.1], seeds)

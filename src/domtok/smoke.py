@@ -356,7 +356,9 @@ def _spec_data(s, spec) -> dict:
     into the same nodes, so `domtok status` and `report` on the smoke dir see them finished."""
     data = copy.deepcopy(spec.raw)
     data.update(tokenizer=s.tokenizer, prepare=s.prepare, seeds=s.seeds,
-                stages=[{"name": st.name, "kind": st.kind, "config": st.config, "after": st.after} for st in s.stages],
+                # a stage preset's own `seed` is the node's seed in the run (a spec may not set one)
+                stages=[{"name": st.name, "kind": st.kind, "config": {k: v for k, v in st.config.items() if k != "seed"},
+                         "after": st.after} for st in s.stages],
                 evals={"after": s.evals_after,
                        "benchmarks": {b: {"kind": v["kind"], **v["config"]} for b, v in s.benchmarks.items()}})
     if s.ladder:  # each rung: its shrunk stage configs in full, and its budget in tokens (= the shrunk steps)

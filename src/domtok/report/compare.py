@@ -322,9 +322,15 @@ def headline(run: Run, comps: dict, plots_rel: str = "plots") -> list[str]:
     margin = (run.spec.primary or {}).get("margin")
     eq = (f"equivalent when the Holm-adjusted TOST p < 0.05 (margin ±{margin:.3f}, the primary endpoint's)"
           if margin else "no equivalence claims (the spec declares no `primary:` margin)")
+    from domtok.report.sequential import read_looks
+
+    looked = (read_looks(run) or {}).get("looks")
     lines = [f"Secondary endpoints: every other metric and stage, and the GRPO checks, form one Holm family of "
              f"{comps['m']} tests (helps / hurts when the Holm p < 0.05; {eq}; else undecided). Rows marked "
              "descriptive are shown with the reason they are not a test of the question and are in no family."
+             + (" The seeds were added look by look on the primary endpoint (`--seeds auto`): these are "
+                "fixed-sample tests, which do not account for that; their error rate was not checked under it."
+                if looked else "")
              + (" `gold_*bpb` rows: bits per byte of the gold answer (or worked solution) after the prompt, lower is "
                 "better, so `helps` means Δ < 0; equivalence only for metrics in the units of the primary's margin."
                 if any(lower_is_better(r["metric"]) for r in rows) else ""), ""]
