@@ -221,7 +221,8 @@ class _StubRun:
 
         self.spec = SimpleNamespace(conditions=conditions, seeds=[0, 1, 2], token_set="mul", evals_after=["sft"],
                                     benchmarks={"gsm": {"kind": "gsm8k", "config": {}}}, stages=[],
-                                    primary={"benchmark": "gsm", "metric": "accuracy_flexible", "stage": "sft"},
+                                    primary={"benchmark": "gsm", "metric": "accuracy_flexible", "stage": "sft",
+                                             "margin": 0.05},
                                     stage=lambda name: SimpleNamespace(kind=name))
         from domtok.report.run import fact_conditions
 
@@ -286,9 +287,14 @@ def test_mechanism_tables_against_scipy():
     # the answers are a Holm family of their own (statsmodels as the reference)
     assert [r["p_holm"] for r in answers] == pytest.approx(list(multipletests([r["p"] for r in answers],
                                                                               method="holm")[1]))
+    # equivalence: two one-sided t-tests within the primary's margin (scipy), Holm over the answers
+    tost = [max(stats.t.sf((r["delta"] + 0.05) / r["se"], r["df"]), stats.t.cdf((r["delta"] - 0.05) / r["se"], r["df"]))
+            for r in answers]
+    assert [r["p_tost_holm"] for r in answers] == pytest.approx(list(multipletests(tost, method="holm")[1]))
     for r in answers:
-        want = ("helps" if r["delta"] > 0 else "hurts") if r["p_holm"] < 0.05 else r["verdict"]
-        assert r["verdict"] == want and r["verdict"] in ("helps", "hurts", "equivalent", "undecided")
+        want = (("helps" if r["delta"] > 0 else "hurts") if r["p_holm"] < 0.05
+                else "equivalent" if r["p_tost_holm"] < 0.05 else "undecided")
+        assert r["verdict"] == want
         assert f"{r['condition']} − {r['reference']} = {r['delta']:+.3f}" in text
         assert MEANING[r["question"]][r["verdict"]] in text
     rows = templates(run)

@@ -220,3 +220,27 @@ def test_a_forced_rerun_never_deletes_a_file_domtok_did_not_write(tmp_path, monk
     with pytest.raises(DomtokError, match=r"my_notes.txt: not written by domtok .* re-running baseline/seed0/pretrain"):
         run_experiment(spec, RunOptions(jobs=1, force=True))
     assert mine.read_text() == "mine" and (node.out_dir / "model" / "weights.bin").exists()
+
+
+def test_a_run_without_its_report_leaves_it_to_the_caller(tmp_path, monkeypatch):
+    """`--seeds auto` runs each look with `report=False` and writes the report itself once the
+    look is recorded: the report is made once per look, not twice."""
+    from conftest import MICRO
+    from domtok import pipeline
+    from domtok.pipeline import RunOptions, load_spec, run_experiment
+
+    def fake_node(node, run_dir, opts, fresh):
+        node.out_dir.mkdir(parents=True, exist_ok=True)
+        (node.out_dir / "manifest.json").write_text(json.dumps({"hash": node.hash, "wall_time_s": 1.0}))
+        return True
+
+    written = []
+    monkeypatch.setattr(pipeline, "run_node", fake_node)
+    monkeypatch.setattr("domtok.report.write_report", lambda run_dir: written.append(run_dir) or run_dir / "report.md")
+    p = tmp_path / "one.yaml"
+    p.write_text(yaml.safe_dump(dict(MICRO, conditions={"baseline": {"token_set": None}}, stages=MICRO["stages"][:1],
+                                     evals={"after": [], "benchmarks": {}})))
+    spec = load_spec(str(p))
+    spec.runs_dir = str(tmp_path / "runs")
+    assert run_experiment(spec, RunOptions(jobs=1, report=False)) == 0 and written == []
+    assert run_experiment(spec, RunOptions(jobs=1)) == 0 and len(written) == 1

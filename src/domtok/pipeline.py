@@ -38,7 +38,7 @@ from domtok.executors import die_with_parent, job_gpus, machine_cores, make_pool
 from domtok.manifest import write_manifest
 from domtok.progress import kind_key, running_lines, time_left
 # The spec and the DAG are the run directory's; they are re-exported here for `domtok run`'s callers.
-from domtok.rundir import (EVAL_KINDS, NODE_FILES, TRAINING_KINDS, Node, Spec, StageSpec, build_nodes,  # noqa: F401
+from domtok.rundir import (EVAL_KINDS, TRAINING_KINDS, Node, Spec, StageSpec, build_nodes,  # noqa: F401
                            foreign_node_files, key_metric_text, load_spec, node_files, node_state, wall_time)
 from domtok.wiring import check_stage_configs, stage_call
 
@@ -67,6 +67,7 @@ class RunOptions:
     executor: str = "local"       # local (this machine) | ray (a task per node on a Ray cluster)
     address: str | None = None    # the Ray cluster to join (None: start one on this machine)
     retries: int = 1              # Ray: times a node is run again after its worker died
+    report: bool = True           # write the report at the end (--seeds auto writes it after recording each look)
 
     @property
     def world_size(self) -> int:
@@ -103,15 +104,16 @@ def run_experiment(spec: Spec, opts: RunOptions) -> int:
     todo = [n for n in nodes if opts.only is None or n.stage == opts.only]
     check_replacements(nodes, todo, opts)
     forced_ids = {n.id for n in todo if opts.force or (from_index is not None and order.index(n.stage) >= from_index)}
-    for n in todo:  # a node dir that is a link would be deleted through it: refuse before any work
-        state = node_state(n) if n.out_dir.is_symlink() else "done"
-        if n.out_dir.is_symlink() and (n.id in forced_ids or state in ("stale", "failed")
-                                       or (state != "done" and _other_config(n))):
+    for n in todo:  # a node redone from empty has its directory deleted: refuse now, before any work,
+        if not (n.out_dir.exists() or n.out_dir.is_symlink()):  # where that would go through a link
+            continue                                           # or lose a file domtok did not write
+        state = node_state(n)
+        if not (n.id in forced_ids or state in ("stale", "failed") or (state != "done" and _other_config(n))):
+            continue
+        if n.out_dir.is_symlink():
             from domtok.outdir import remove_tree
             remove_tree(n.out_dir)  # raises, naming the link and its target
-    for n in todo:  # a node re-run from empty deletes its directory: never with the user's files in it
-        redo = n.id in forced_ids or node_state(n) in ("stale", "failed") or _other_config(n)
-        foreign = foreign_node_files(n.out_dir) if redo else []
+        foreign = foreign_node_files(n.out_dir)
         if foreign:
             more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
             raise DomtokError(f"{foreign[0]}{more}: not written by domtok (no node's manifest lists it), and "
@@ -144,7 +146,7 @@ def run_experiment(spec: Spec, opts: RunOptions) -> int:
     failed = _schedule(todo, run_dir, opts, forced)
     _say(opts, f"domtok run {spec.name}: finished in {time.time() - t_start:.0f}s, "
                f"{len(failed)} failed or blocked node(s)")
-    if opts.only is None:
+    if opts.only is None and opts.report:
         # Also after failures: the report lists what is missing, and shows what did finish.
         try:
             from domtok.report import write_report
@@ -198,6 +200,7 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
     pending = list(todo)
     in_todo = {n.id for n in todo}
     running: dict[Future, tuple[Node, float]] = {}
+    needs_slot: set[str] = set()         # inputs done, not done itself: waits for a job slot
     counter = [0]
 
     def finish(node: Node, msg: str, ok: bool, left: bool = False) -> None:
@@ -222,6 +225,8 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
             return True
         if any(d.id in in_todo and d.id not in resolved for d in node.deps):
             return False
+        if not free and node.id in needs_slot:  # known to need one: no file read on every pass
+            return False
         missing = [d.id for d in node.deps if node_state(d) != "done"]
         if missing:
             finish(node, f"skipped, input {missing[0]} is not done (run without --only first)", False)
@@ -231,6 +236,7 @@ def _schedule(todo: list[Node], run_dir: Path, opts: RunOptions, forced) -> set[
             finish(node, f"done already ({key_metric_text(node)})", True)
             return True
         if not free:
+            needs_slot.add(node.id)
             return False
         if state == "running":
             held = {}
@@ -371,7 +377,7 @@ def run_node(node: Node, run_dir: Path, opts: RunOptions, fresh: bool, holder: d
         return False
     manifest = {"id": node.id, "hash": node.hash, "kind": node.kind, "stage": node.stage,
                 # what the node wrote: a forced re-run deletes the directory only if it holds nothing else
-                "files": [f for f in node_files(node.out_dir) if f not in NODE_FILES],
+                "files": node_files(node.out_dir),
                 "condition": node.condition, "seed": node.seed, "benchmark": node.benchmark,
                 "rung": node.rung, "config": node.config, "inputs": [d.id for d in node.deps], "summary": summary or {},
                 "wall_time_s": time.time() - t0, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -591,7 +597,7 @@ def main(args) -> int:
         check_writable_dir(spec.runs_dir, "--runs-dir")
         claim_out_dir(Path(spec.runs_dir) / spec.name, what="run directory")
     if auto:
-        return run_sequential(spec, opts, run_experiment)
+        return run_sequential(spec, dataclasses.replace(opts, report=False), run_experiment)
     return run_experiment(spec, opts)
 
 

@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-
 DEFAULT_EVERY_S = 15.0
 
 
@@ -211,9 +210,9 @@ def started(node, t0: float) -> bool:
 
 def time_left(pending: list, running: list[tuple], walls: dict, jobs: int,
               now: float | None = None) -> str:
-    """' · 1 running, 3 waiting, ~3m10s left' (and 'N queued on the executor' for submitted
-    nodes that have not started: a Ray task waiting for resources): a running node takes the time its progress line
-    says is left (else as long as the mean finished node of its kind, less its time so far); a
+    """' · 1 running, 3 waiting, ~3m10s left' (and 'N queued on the executor' for submitted nodes
+    that have not started: a Ray task waiting for resources): a running node takes the time its
+    progress line says is left (else as long as the mean finished node of its kind, less its time so far); a
     waiting node as long as the mean finished node of its kind, or, none finished yet, as long
     as a running one of its kind will have taken (elapsed + left). `walls` maps `kind_key` to
     the wall times of finished nodes; `running` holds (node, start time)."""

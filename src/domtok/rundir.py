@@ -372,38 +372,40 @@ def foreign_entries(run_dir: Path, conditions) -> list[str]:
 NODE_FILES = ("node.json", "manifest.json", "running.json", "failed.json")
 
 
-def node_files(out_dir: Path) -> list[str]:
-    """Every file under a node directory, relative to it, in sorted order, except inside a
-    nested node directory (one holding its own node.json: an evaluation of this node's model),
-    which lists its own. A finished node's manifest records this list (`files`)."""
-    out = []
-    for root, dirs, files in os.walk(out_dir):
+def _walk_node(out_dir: Path) -> tuple[list[str], list[Path]]:
+    """(every file under a node directory, relative to it, sorted; the node directories nested
+    in it: those holding their own node.json, an evaluation of this node's model), one pass."""
+    files, nested = [], []
+    for root, dirs, names in os.walk(out_dir):
         here = Path(root)
         if here != out_dir and (here / "node.json").exists():
+            nested.append(here)
             dirs[:] = []
             continue
-        out += [str((here / f).relative_to(out_dir)) for f in files]
-    return sorted(out)
+        files += [str((here / f).relative_to(out_dir)) for f in names]
+    return sorted(files), nested
+
+
+def node_files(out_dir: Path) -> list[str]:
+    """The files a node wrote, relative to its directory, except the pipeline's own (NODE_FILES)
+    and a nested node directory's (which lists its own): a finished node's manifest's `files`."""
+    return [f for f in _walk_node(out_dir)[0] if f not in NODE_FILES]
 
 
 def foreign_node_files(out_dir: Path) -> list[Path]:
     """Files under a node directory (and the node directories nested in it) that the node's
     manifest does not list: the user's, which deleting the directory would lose. A node without a
     manifest (unfinished) or whose manifest predates the list is taken as holding only its own."""
-    found: list[Path] = []
     if not out_dir.is_dir():
-        return found
-    for root, dirs, _ in os.walk(out_dir):
-        here = Path(root)
-        if here != out_dir and not (here / "node.json").exists():
-            continue
-        try:
-            listed = json.loads((here / "manifest.json").read_text()).get("files")
-        except (OSError, ValueError, AttributeError):
-            listed = None
-        if isinstance(listed, list):
-            found += [here / f for f in node_files(here) if f not in listed and f not in NODE_FILES]
-    return found
+        return []
+    files, nested = _walk_node(out_dir)
+    try:
+        listed = json.loads((out_dir / "manifest.json").read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        listed = None
+    own = set(listed) | set(NODE_FILES) if isinstance(listed, list) else None
+    found = [out_dir / f for f in files if f not in own] if own is not None else []
+    return found + [f for d in nested for f in foreign_node_files(d)]
 
 
 # --------------------------------------------------------------------------- the DAG

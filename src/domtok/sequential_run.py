@@ -82,7 +82,6 @@ def run_sequential(spec, opts, run_experiment, deltas_fn=None, say=print) -> int
 
     from domtok.eval.stats import sequential_decision
     from domtok.report import write_report
-
     from domtok.report.compare import lower_is_better
 
     margin = check_plan(spec)
@@ -108,15 +107,17 @@ def run_sequential(spec, opts, run_experiment, deltas_fn=None, say=print) -> int
         seeds = order[:n]
         say(f"domtok run --seeds auto: look {k}: seeds {seeds}")
         raw = {**spec.raw, "seeds": seeds}
-        rc = run_experiment(dataclasses.replace(spec, seeds=seeds, raw=raw), opts)
+        rc = run_experiment(dataclasses.replace(spec, seeds=seeds, raw=raw), opts)  # (opts: no report of its own)
         if rc != 0:
-            say(f"look {k}: the run did not finish every node (exit {rc}); no decision recorded for it")
+            say(f"look {k}: the run did not finish every node (exit {rc}); no decision recorded for it; report: "
+                f"{write_report(run_dir)}")
             return rc
         deltas = [float(x) for x in deltas_fn(run_dir)]
         if len(deltas) != n:
             raise DomtokError(f"{run_dir}: look {k} expected the primary endpoint for {n} seeds, found {len(deltas)}")
-        r = sequential_decision([-x for x in deltas] if lower else deltas, max_seeds=plan["max_seeds"], per_look=plan["per_look"], alpha=plan["alpha"],
-                                margin=margin, spending=plan["spending"])
+        r = sequential_decision([-x for x in deltas] if lower else deltas, max_seeds=plan["max_seeds"],
+                                per_look=plan["per_look"], alpha=plan["alpha"], margin=margin,
+                                spending=plan["spending"])
         entry = _look_entry(k, seeds, deltas, r)
         if k <= len(recorded) and recorded[k - 1]["per_seed_deltas"] != deltas:
             raise DomtokError(f"{run_dir / LOOKS_FILE}: look {k} recorded deltas {recorded[k - 1]['per_seed_deltas']}, "
@@ -129,8 +130,7 @@ def run_sequential(spec, opts, run_experiment, deltas_fn=None, say=print) -> int
                   "biased": r["biased"], "wall_seconds": wall_before + time.time() - t0}
         atomic_write_json(run_dir / LOOKS_FILE, result)
         say(f"look {k}: {r['decision']}: {r['reason']}")
-        # the report answers with the look just recorded (the run above wrote it before the look)
-        path = write_report(run_dir)
+        path = write_report(run_dir)  # the report answers with the look just recorded
         if final:
             break
     say(f"domtok run --seeds auto: {result['decision']} after {result['seeds_used']} seeds per condition; report: {path}")

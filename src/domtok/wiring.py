@@ -11,12 +11,14 @@ in one process or under torchrun.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 from pathlib import Path
 
 from domtok.config import ConfigError
 from domtok.errors import DomtokError
 from domtok.rundir import Node, Spec, build_nodes
+
 
 def _model_dir(node: Node) -> str:
     return str(node.out_dir / "model")
@@ -40,13 +42,11 @@ def stage_call(node: Node, run_dir: Path):
         cfg.pop("condition")
         return run, _build(PretrainConfig, cfg, node)
     if node.kind in ("sft", "grpo", "rft"):
-        import importlib
         mod = importlib.import_module(f"domtok.train.{node.kind}")
         cls = {"sft": "SFTConfig", "grpo": "GRPOConfig", "rft": "RFTConfig"}[node.kind]
         cfg["model"] = _model_dir(node.deps[0])
         return mod.run, _build(getattr(mod, cls), cfg, node)
     # evaluations
-    import importlib
     mod = importlib.import_module(f"domtok.eval.{node.kind}")
     cls = {"gsm8k": "GSM8KEvalConfig", "hellaswag": "HellaSwagEvalConfig", "probes": "ProbesConfig"}[node.kind]
     cfg["model"] = _model_dir(node.deps[0])

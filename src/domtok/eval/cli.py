@@ -229,12 +229,6 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-if __name__ == "__main__":  # `python -m domtok.eval.cli` (torchrun -m domtok eval ... also works)
-    from domtok.cli import main as cli_main
-
-    sys.exit(cli_main(["eval"] + sys.argv[1:]))
-
-
 def _run_items(run: str) -> list[dict]:
     """Items of an evaluation dir given to `eval compare` (or its items.jsonl path), with a clear
     error when absent or damaged (rows read by `utils.read_items`)."""
@@ -254,3 +248,9 @@ def _run_summary(run: str) -> dict:
     if not f.exists():
         raise DomtokError(f"{f}: no summary.json; pass a directory written by `domtok eval`")
     return read_json_object(f, "re-run the evaluation")
+
+
+if __name__ == "__main__":  # `python -m domtok.eval.cli` (torchrun -m domtok eval ... also works)
+    from domtok.cli import main as cli_main
+
+    sys.exit(cli_main(["eval"] + sys.argv[1:]))

@@ -16,7 +16,11 @@ time, on any machine that has the run directory. The package, in the order a rep
 
 report.md opens with the answer: the study's question and the spec's `primary:` endpoint,
 tested alone at α = 0.05 (helps / hurts / equivalent within its margin / undecided with the
-seeds a decision would take), with a dot plot of its per-seed deltas (plots/primary.png).
+seeds a decision would take), or, for a `--seeds auto` study over its last look's seeds, the
+sequential design's decision and repeated CI; with a dot plot of its per-seed deltas
+(plots/primary.png). The headline compares the baseline with the conditions that answer the
+question (`Run.domain`); a document-matched arm or a control token set is a control, compared
+in the Mechanism section.
 Then:
 
   0. calibration: the same test between seed halves of one condition (noise alone);
@@ -32,9 +36,11 @@ Then:
      domain tokens, eval time)
   4. paired comparisons per seed: delta, bootstrap CI, exact McNemar p (descriptive)
   5. mechanism (`mechanism.py`): token use vs correctness per condition, which comparison is
-     compute-matched and which data-matched, the controls (mul vs the document-matched arm,
-     mul vs the control set) and per-template effects with the no-multiplication templates
-     as negative control, Holm over the section's own tests
+     compute-matched and which data-matched, the controls (mul vs the document-matched arm and
+     that arm vs its partner: atomic facts or more text?; mul vs the control set and the
+     control set vs the baseline: facts or compression?), answered on the primary endpoint as
+     a Holm family of their own, and per-template effects with the no-multiplication
+     templates as negative control, Holm over the section's other tests
   6. compute matching (FLOPs, tokens, unique tokens, epochs, domain-token share; a
      document-matched condition is checked against its partner's documents instead)
   7. stated confounds

@@ -206,7 +206,7 @@ def comparisons(run: Run) -> dict:
     family spans every rung. The minimum detectable effect is taken at the family's strictest
     level (α/m for the secondary rows, α for the primary).
     """
-    from domtok.eval.stats import holm, min_detectable_effect, tost
+    from domtok.eval.stats import min_detectable_effect, tost
 
     out: dict = {"headline": [], "grpo": [], "per_seed": []}
     for rung, view in views(run):
@@ -221,23 +221,32 @@ def comparisons(run: Run) -> dict:
         r["p_tost"] = tost(r["delta"], r["se"], r["df"], margin, ALPHA)["p"] if margin and same_units else None
     for family in ("primary", "secondary"):
         rows = [r for r in tested if r["family"] == family]
-        for r, ph in zip(rows, holm([r["p"] for r in rows])):
-            r["p_holm"] = ph
-        eq_rows = [r for r in rows if r["p_tost"] is not None]
-        for r in rows:
-            r["p_tost_holm"] = None
-        for r, ph in zip(eq_rows, holm([r["p_tost"] for r in eq_rows])):
-            r["p_tost_holm"] = ph
+        decide_family(rows)
         for r in rows:
             r["mde"] = min_detectable_effect(r["se"], r["df"], alpha=ALPHA / max(1, len(rows)), power=POWER)
-            # one seed: the test compares two networks, not the conditions; it decides nothing
-            better = -r["delta"] if lower_is_better(r["metric"]) else r["delta"]
-            r["verdict"] = verdict(better, r["p_holm"], r["p_tost_holm"]) if r["n_seeds"] > 1 else UNDECIDED
     for r in tested:
         if r["family"] == "descriptive":
             r.update(p_holm=None, p_tost_holm=None, mde=None, verdict=UNDECIDED)
     out["m"] = sum(1 for r in tested if r["family"] == "secondary")
     return out
+
+
+def decide_family(rows: list[dict]) -> None:
+    """One Holm family: each row's `p_holm` (Holm over the rows' p), `p_tost_holm` (Holm over the
+    TOST p of the rows that have one, `p_tost`; None for the others) and `verdict`. One seed
+    decides nothing: the test then compares two networks, not the conditions."""
+    from domtok.eval.stats import holm
+
+    for r, ph in zip(rows, holm([r["p"] for r in rows])):
+        r["p_holm"] = ph
+    eq_rows = [r for r in rows if r.get("p_tost") is not None]
+    for r in rows:
+        r["p_tost_holm"] = None
+    for r, ph in zip(eq_rows, holm([r["p_tost"] for r in eq_rows])):
+        r["p_tost_holm"] = ph
+    for r in rows:
+        better = -r["delta"] if lower_is_better(r["metric"]) else r["delta"]  # gold_*bpb: fewer bits is better
+        r["verdict"] = verdict(better, r["p_holm"], r["p_tost_holm"]) if r["n_seeds"] > 1 else UNDECIDED
 
 
 def verdict(delta: float, p: float, p_tost: float | None) -> str:

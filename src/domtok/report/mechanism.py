@@ -25,7 +25,7 @@ A pretrained model's or an own-notation score is descriptive here as in the head
 from __future__ import annotations
 
 from domtok.report.compare import (EQUIVALENT, HELPS, HURTS, UNDECIDED, _by_seed, _ci_text, _family, _floor,
-                                   _p_text, _primary_metric, _signed, main_metrics)
+                                   _p_text, _primary_metric, _signed, decide_family, main_metrics)
 from domtok.report.run import ALPHA, HEADLINE, Run, _fmt
 from domtok.rundir import CONTROL_SET, document_partner
 
@@ -222,22 +222,17 @@ def mechanism(run: Run) -> dict:
     the primary's margin by TOST; else undecided). Every other test of the section (the control
     pairs on the other metrics, the per-template effects) is one Holm family (`detail`)."""
     from domtok.eval.stats import holm, tost
-    from domtok.report.compare import lower_is_better, verdict
 
     data = {"usage": usage(run), "templates": templates(run), "controls": controls(run), "matching": matching(run)}
     tested = [r for key in ("templates", "controls") for r in data[key] if "p" in r]
     answers = [r for r in tested if r.get("primary")]
     detail = [r for r in tested if not r.get("primary") and r.get("family") != "descriptive"]
-    for family, rows in (("answer", answers), ("detail", detail)):
-        for r, ph in zip(rows, holm([r["p"] for r in rows])):
-            r.update(family=family, p_holm=ph)
-    prim = getattr(run.spec, "primary", None) or {}
-    margin = prim.get("margin")
-    p_tost = [tost(r["delta"], r["se"], r["df"], margin, ALPHA)["p"] if margin else 1.0 for r in answers]
-    for r, pt in zip(answers, holm(p_tost) if answers else []):
-        better = -r["delta"] if lower_is_better(r["metric"]) else r["delta"]
-        r["p_tost_holm"] = pt if margin else None
-        r["verdict"] = verdict(better, r["p_holm"], r["p_tost_holm"]) if r["n_seeds"] > 1 else UNDECIDED
+    margin = (getattr(run.spec, "primary", None) or {}).get("margin")
+    for r in answers:  # the primary endpoint's rows: its units, its margin
+        r.update(family="answer", p_tost=tost(r["delta"], r["se"], r["df"], margin, ALPHA)["p"] if margin else None)
+    decide_family(answers)
+    for r, ph in zip(detail, holm([r["p"] for r in detail])):
+        r.update(family="detail", p_holm=ph)
     data["m"], data["m_answers"] = len(detail), len(answers)
     return data
 

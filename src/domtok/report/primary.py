@@ -12,6 +12,11 @@ Its test is `seed_item_test` on the per-seed deltas (domain − baseline), alone
 
 One seed decides nothing: the test then compares two networks, not the conditions.
 
+A `--seeds auto` study (looks.json) over exactly its last look's seeds is answered by the
+sequential design instead (`sequential_answer`): its decision, boundary and repeated CI, whose
+error rate eval/sequential.py simulated; the fixed-sample CI is named as not the test. Over
+other seeds the fixed-sample answer stands, with a warning.
+
 The calibration rows run the same test between two halves of one condition's seeds (seed
 k of the first half paired with seed k of the second): two groups that differ by noise
 alone. With 3 seeds the halves are one seed each, and the test is the one-seed test over
